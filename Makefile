@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Each sets up everything it needs (idempotently):
+# a virtual environment with PyTorch (a CPU build where there is no GPU), the package built with
+# its C++ extension (and the CUDA one whenever nvcc is found), then runs the job.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.genfast-deps
+
+.PHONY: demo test build setup bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# An explicit pin: with no torch installed, pip would choose a multi-GB CUDA build.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q scikit-build-core pybind11 ninja cmake
+	$(PIP) install -q triton numpy scipy scikit-learn safetensors tqdm Pillow pytest hypothesis diffusers ruff
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Editable build; the lock serialises concurrent rebuilds of the shared build directory.
+build: $(STAMP)
+	flock /tmp/genfast-build.lock $(PIP) install -q --no-build-isolation -e .
+
+demo: build
+	$(VENV)/bin/genfast demo
+
+test: build
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -ra tests
+
+bench: build
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check genfast tests benchmarks
+
+clean:
+	rm -rf build dist *.egg-info

@@ -1,0 +1,100 @@
+// Shared by the C++ CPU kernels and the CUDA kernels: the host/device qualifier macro, the
+// fixed-width types, and fp16/bf16 <-> fp32 conversions written with bit operations only, so
+// that both compilers produce the same values.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define GF_HD __host__ __device__ __forceinline__
+#else
+#define GF_HD inline __attribute__((always_inline))
+#endif
+
+namespace genfast {
+
+// Dtype codes passed from Python (genfast/_backends.py keeps the same table).
+enum DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+GF_HD uint32_t f32_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+#endif
+}
+
+GF_HD float bits_f32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+#endif
+}
+
+// bfloat16: the top 16 bits of a float32; rounding to nearest even, NaN kept quiet.
+GF_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
+
+GF_HD uint16_t f32_to_bf16(float x) {
+  uint32_t u = f32_bits(x);
+  uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  uint32_t nan = (u >> 16) | 0x0040u;
+  return static_cast<uint16_t>(((u & 0x7fffffffu) > 0x7f800000u) ? nan : rounded);
+}
+
+// IEEE half precision, round to nearest even, with subnormals, infinities and NaN.
+GF_HD float f16_to_f32(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_f32(sign | 0x7f800000u | (man << 13));
+  if (exp == 0) {
+    // subnormal: value = man * 2^-24, exact in float32
+    float v = static_cast<float>(man) * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+GF_HD uint16_t f32_to_f16(float x) {
+  uint32_t u = f32_bits(x);
+  uint32_t sign = (u >> 16) & 0x8000u;
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
+  if (a < 0x38800000u) {
+    // result is subnormal (or zero) in half: round a * 2^24 to an integer, ties to even
+    float v = bits_f32(a) * 16777216.0f;  // exact: a power-of-two scale
+    uint32_t iv = static_cast<uint32_t>(v);
+    float frac = v - static_cast<float>(iv);
+    if (frac > 0.5f || (frac == 0.5f && (iv & 1u))) ++iv;
+    return static_cast<uint16_t>(sign | iv);
+  }
+  uint32_t rounded = a + 0xfffu + ((a >> 13) & 1u);
+  return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
+}
+
+template <typename T> struct Scalar;
+template <> struct Scalar<float> {
+  GF_HD static float load(float v) { return v; }
+  GF_HD static float store(float v) { return v; }
+};
+struct half_t { uint16_t bits; };
+struct bf16_t { uint16_t bits; };
+template <> struct Scalar<half_t> {
+  GF_HD static float load(half_t v) { return f16_to_f32(v.bits); }
+  GF_HD static half_t store(float v) { return half_t{f32_to_f16(v)}; }
+};
+template <> struct Scalar<bf16_t> {
+  GF_HD static float load(bf16_t v) { return bf16_to_f32(v.bits); }
+  GF_HD static bf16_t store(float v) { return bf16_t{f32_to_bf16(v)}; }
+};
+
+template <typename T> GF_HD float load_f32(const T* p, int64_t i) { return Scalar<T>::load(p[i]); }
+template <typename T> GF_HD void store_f32(T* p, int64_t i, float v) { p[i] = Scalar<T>::store(v); }
+
+}  // namespace genfast

@@ -1,0 +1,176 @@
+// The arithmetic of the fused DDPM / DDIM sampling step, shared by the C++ CPU kernel
+// (csrc/sampling_step_cpu.cpp) and the CUDA kernel (kernels/sampling_step.cu). The formulas
+// follow diffusers' DDPMScheduler.step / DDIMScheduler.step term by term, in float32, and
+// the references in genfast/reference/sampling_step.py; see there for the equations.
+#pragma once
+#include <math.h>
+
+#include "genfast/common.h"
+#include "genfast/philox.h"
+
+namespace genfast {
+
+enum Scheduler : int32_t { kDDPM = 0, kDDIM = 1 };
+enum PredictionType : int32_t { kEpsilon = 0, kSample = 1, kVPrediction = 2 };
+enum VarianceType : int32_t {
+  kFixedSmall = 0,
+  kFixedSmallLog = 1,
+  kFixedLarge = 2,
+  kFixedLargeLog = 3,
+  kLearned = 4,
+  kLearnedRange = 5,
+};
+
+// Every pointer is a device (or host) address passed from Python as an integer; the Python
+// layer validated shapes, dtypes, devices and contiguity. Rows are batch elements; each row of
+// `sample` holds n contiguous elements.
+struct StepParams {
+  uint64_t model_output = 0;         // [B, mo_row_stride]; the first n elements of a row are the
+                                     // prediction, the next n the learned variance (if any)
+  uint64_t model_output_uncond = 0;  // [B, mo_row_stride] or 0: classifier-free guidance
+  uint64_t sample = 0;               // [B, n]  x_t
+  uint64_t noise = 0;                // [B, n] or 0
+  uint64_t timestep = 0;             // int64 [B] or [1]
+  uint64_t prev_timestep = 0;        // int64 [B] or [1]
+  uint64_t alphas_cumprod = 0;       // float32 [num_train_timesteps]
+  uint64_t row_scale = 0;            // float32 [B] or 0: guidance-rescale factor per row
+  uint64_t threshold = 0;            // float32 [B] or 0: dynamic-thresholding s per row
+  uint64_t philox = 0;               // int64 [2] = (seed, offset) or 0
+  uint64_t prev_sample = 0;          // out [B, n]
+  uint64_t pred_original_sample = 0; // out [B, n]
+  int64_t batch = 0;
+  int64_t n = 0;
+  int64_t mo_row_stride = 0;
+  int64_t t_stride = 0;       // 0: one timestep for all rows, 1: one per row
+  int32_t dtype = kFloat32;   // of model_output, sample, outputs
+  int32_t noise_dtype = kFloat32;
+  int32_t scheduler = kDDPM;
+  int32_t prediction_type = kEpsilon;
+  int32_t variance_type = kFixedSmall;
+  int32_t clip_sample = 0;
+  int32_t use_clipped_model_output = 0;
+  float clip_sample_range = 1.0f;
+  float final_alpha_cumprod = 1.0f;  // alpha_prod_t_prev when prev_timestep < 0
+  float eta = 0.0f;
+  float guidance_scale = 1.0f;
+};
+
+struct RowCoeffs {
+  float sqrt_a;        // sqrt(alpha_prod_t)
+  float sqrt_b;        // sqrt(beta_prod_t)
+  float c_x0;          // DDPM: posterior-mean coefficient of x0; DDIM: sqrt(alpha_prod_t_prev)
+  float c_xt;          // DDPM: posterior-mean coefficient of x_t; DDIM: sqrt(1 - a_prev - std^2)
+  float std;           // standard deviation of the added noise (fixed variance types, DDIM)
+  float log_var_min;   // learned_range: log of the clamped posterior variance
+  float log_var_max;   // learned_range: log(beta_t)
+  float noise_gate;    // 1 where noise is added to this row, else 0
+  float thr;           // dynamic-thresholding s, or 0 when off
+  float scale;         // guidance-rescale factor (1 when off)
+};
+
+GF_HD RowCoeffs step_row_coeffs(const StepParams& P, int64_t b) {
+  const int64_t* ts = reinterpret_cast<const int64_t*>(P.timestep);
+  const int64_t* pts = reinterpret_cast<const int64_t*>(P.prev_timestep);
+  const float* ac = reinterpret_cast<const float*>(P.alphas_cumprod);
+  int64_t t = ts[b * P.t_stride];
+  int64_t pt = pts[b * P.t_stride];
+  float a_t = ac[t];
+  float a_prev = pt >= 0 ? ac[pt] : P.final_alpha_cumprod;
+  float beta_t = 1.0f - a_t;
+  float beta_prev = 1.0f - a_prev;
+  RowCoeffs rc;
+  rc.sqrt_a = sqrtf(a_t);
+  rc.sqrt_b = sqrtf(beta_t);
+  rc.log_var_min = 0.0f;
+  rc.log_var_max = 0.0f;
+  if (P.scheduler == kDDPM) {
+    float cur_alpha = a_t / a_prev;
+    float cur_beta = 1.0f - cur_alpha;
+    rc.c_x0 = (sqrtf(a_prev) * cur_beta) / beta_t;
+    rc.c_xt = sqrtf(cur_alpha) * beta_prev / beta_t;
+    float var = beta_prev / beta_t * cur_beta;
+    var = var < 1e-20f ? 1e-20f : var;
+    switch (P.variance_type) {
+      case kFixedSmall: rc.std = sqrtf(var); break;
+      case kFixedSmallLog: rc.std = expf(0.5f * logf(var)); break;
+      case kFixedLarge: rc.std = sqrtf(cur_beta); break;
+      case kFixedLargeLog: rc.std = expf(0.5f * logf(cur_beta)); break;
+      default: rc.std = 0.0f; break;  // learned types: per element
+    }
+    if (P.variance_type == kLearnedRange) {
+      rc.log_var_min = logf(var);
+      rc.log_var_max = logf(cur_beta);
+    }
+    rc.noise_gate = t > 0 ? 1.0f : 0.0f;
+  } else {
+    float var = (beta_prev / beta_t) * (1.0f - a_t / a_prev);
+    rc.std = P.eta * sqrtf(var);
+    rc.c_x0 = sqrtf(a_prev);
+    rc.c_xt = sqrtf(1.0f - a_prev - rc.std * rc.std);
+    rc.noise_gate = P.eta > 0.0f ? 1.0f : 0.0f;
+  }
+  rc.thr = P.threshold ? reinterpret_cast<const float*>(P.threshold)[b] : 0.0f;
+  rc.scale = P.row_scale ? reinterpret_cast<const float*>(P.row_scale)[b] : 1.0f;
+  return rc;
+}
+
+// One element. mo: the (guided) model prediction; mo_var: the learned-variance channel value
+// (unused for fixed types); x: x_t; z: standard-normal noise (ignored where the gate is 0).
+GF_HD void step_element(const StepParams& P, const RowCoeffs& rc, float mo, float mo_var, float x,
+                        float z, float& prev_out, float& x0_out) {
+  float x0;
+  float eps = 0.0f;
+  if (P.prediction_type == kEpsilon) {
+    x0 = (x - rc.sqrt_b * mo) / rc.sqrt_a;
+    eps = mo;
+  } else if (P.prediction_type == kSample) {
+    x0 = mo;
+    eps = (x - rc.sqrt_a * x0) / rc.sqrt_b;
+  } else {
+    x0 = rc.sqrt_a * x - rc.sqrt_b * mo;
+    eps = rc.sqrt_a * mo + rc.sqrt_b * x;
+  }
+  if (rc.thr > 0.0f) {
+    float s = rc.thr;
+    x0 = fminf(fmaxf(x0, -s), s) / s;
+  } else if (P.clip_sample) {
+    float r = P.clip_sample_range;
+    x0 = fminf(fmaxf(x0, -r), r);
+  }
+  float out;
+  if (P.scheduler == kDDPM) {
+    out = rc.c_x0 * x0 + rc.c_xt * x;
+    float std = rc.std;
+    if (P.variance_type == kLearned) {
+      std = sqrtf(mo_var);
+    } else if (P.variance_type == kLearnedRange) {
+      float frac = (mo_var + 1.0f) / 2.0f;
+      std = expf(0.5f * (frac * rc.log_var_max + (1.0f - frac) * rc.log_var_min));
+    }
+    out = rc.noise_gate > 0.0f ? out + std * z : out;
+  } else {
+    if (P.use_clipped_model_output) eps = (x - rc.sqrt_a * x0) / rc.sqrt_b;
+    out = rc.c_x0 * x0 + rc.c_xt * eps;
+    out = rc.noise_gate > 0.0f ? out + rc.std * z : out;
+  }
+  prev_out = out;
+  x0_out = x0;
+}
+
+// Classifier-free guidance and its rescale, applied to the raw model outputs.
+GF_HD float guided_output(const StepParams& P, const RowCoeffs& rc, float cond, float uncond) {
+  float g = P.model_output_uncond ? uncond + P.guidance_scale * (cond - uncond) : cond;
+  return g * rc.scale;
+}
+
+template <typename T> GF_HD float load_any(uint64_t ptr, int64_t i) {
+  return load_f32<T>(reinterpret_cast<const T*>(ptr), i);
+}
+
+GF_HD float load_dtype(uint64_t ptr, int32_t dtype, int64_t i) {
+  if (dtype == kFloat32) return load_any<float>(ptr, i);
+  if (dtype == kFloat16) return load_any<half_t>(ptr, i);
+  return load_any<bf16_t>(ptr, i);
+}
+
+}  // namespace genfast

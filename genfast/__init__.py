@@ -1,0 +1,27 @@
+"""genfast: kernel-accelerated classic generative models.
+
+The public API lives in submodules, imported lazily so that ``import genfast`` never loads a
+compiled module, Triton or a GPU runtime:
+
+- ``genfast.ops``: the hot-path ops (one dispatch point, backends ``cuda``, ``triton``,
+  ``cpu``, ``reference``) and the counter-based random numbers.
+- ``genfast.samplers``: drop-in ``DDPMScheduler`` and ``DDIMScheduler`` (diffusers' API).
+- ``genfast.reference``: the pure-PyTorch oracles of every op.
+- ``genfast.nn``, ``genfast.models``, ``genfast.data``, ``genfast.metrics``, ``genfast.cli``.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton",
+)
+
+__all__ = list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"genfast.{name}")
+    raise AttributeError(f"module 'genfast' has no attribute {name!r}")

@@ -1,0 +1,53 @@
+"""Validation helpers shared by the public ops: every check raises a ValueError or TypeError
+that names the offending argument, before any kernel runs."""
+
+from __future__ import annotations
+
+import torch
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_tensor(name: str, t, *, op: str, dtypes=None, device=None, ndim=None, min_ndim=None):
+    """Check that ``t`` is a tensor with an allowed dtype, device and rank.
+
+    Raises:
+        TypeError: not a tensor, or dtype not in ``dtypes``.
+        ValueError: wrong device or rank.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: {name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{op}: {name} is on {t.device} but the other inputs are on {device}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_choice(name: str, value, choices, *, op: str):
+    """Check that ``value`` is one of ``choices`` (strings)."""
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def as_int64(name: str, value, *, op: str) -> int:
+    """An integer seed or offset, reduced modulo 2^64 to the signed int64 range (bit pattern
+    preserved), so that it fits a torch int64 and the kernels read it as unsigned."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+        except ImportError:  # pragma: no cover
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value

@@ -1,0 +1,152 @@
+"""Counter-based random numbers: ``genfast.ops.randn`` and ``genfast.ops.rand``.
+
+Philox4x32-10 keyed by the seed, element i of a draw at counter position ``offset + i``;
+normals by Box-Muller. The exact mapping is specified in :mod:`genfast.reference.random`;
+every backend returns the same numbers to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from genfast import _backends
+from genfast.ops._common import as_int64
+from genfast.reference import random as _ref
+
+_OP = "genfast.ops.randn"
+
+
+def _random_impl(shape, seed, offset, dtype, device, backend, normal):
+    op = "genfast.ops.randn" if normal else "genfast.ops.rand"
+    backend = _backends.resolve(backend, device, op)
+    if dtype == torch.float64 and backend != "reference":
+        # The kernels compute float32; float64 output is the float32 numbers, widened.
+        out32 = _random_impl(shape, seed, offset, torch.float32, device, backend, normal)
+        return out32.to(torch.float64)
+    if backend == "reference":
+        fn = _ref.randn if normal else _ref.rand
+        return fn(shape, seed=seed, offset=offset, dtype=dtype, device=device)
+    out = torch.empty(shape, dtype=dtype, device=device)
+    n = out.numel()
+    if n == 0:
+        return out
+    cap = _ref.UNIFORM_CAP[dtype]
+    if backend == "cpu":
+        mod = _backends.cpu_module()
+        fn = mod.randn if normal else mod.rand
+        fn(out.data_ptr(), n, _backends.DTYPE_CODES[dtype], seed % 2**64, offset % 2**64)
+        return out
+    philox = torch.tensor([seed, offset], dtype=torch.int64, device=device)
+    if backend == "triton":
+        from genfast.triton.random import random_triton
+
+        random_triton(out, philox, normal, cap)
+        return out
+    mod = _backends.cuda_module()
+    mod.random(out.data_ptr(), n, _backends.DTYPE_CODES[dtype], philox.data_ptr(), bool(normal),
+               _backends.stream_of(out))
+    return out
+
+
+@torch.library.custom_op("genfast::randn", mutates_args=())
+def _randn_op(shape: list[int], seed: int, offset: int, dtype: torch.dtype, device: torch.device,
+              backend: str) -> torch.Tensor:
+    return _random_impl(shape, seed, offset, dtype, device, backend, True)
+
+
+@torch.library.custom_op("genfast::rand", mutates_args=())
+def _rand_op(shape: list[int], seed: int, offset: int, dtype: torch.dtype, device: torch.device,
+             backend: str) -> torch.Tensor:
+    return _random_impl(shape, seed, offset, dtype, device, backend, False)
+
+
+@_randn_op.register_fake
+def _randn_fake(shape, seed, offset, dtype, device, backend):
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+@_rand_op.register_fake
+def _rand_fake(shape, seed, offset, dtype, device, backend):
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _validate(shape, seed, offset, dtype, device, backend, op):
+    if isinstance(shape, int):
+        shape = (shape,)
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if not isinstance(shape, (tuple, list)) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in shape
+    ):
+        raise TypeError(f"{op}: shape must be an int or a sequence of ints, got {shape!r}")
+    if any(s < 0 for s in shape):
+        raise ValueError(f"{op}: shape must have non-negative sizes, got {tuple(shape)}")
+    if seed is None:
+        raise TypeError(f"{op}: seed is required (an int)")
+    seed = as_int64("seed", seed, op=op)
+    offset = as_int64("offset", offset, op=op)
+    if not isinstance(dtype, torch.dtype) or dtype not in (
+        torch.float32, torch.float16, torch.bfloat16, torch.float64
+    ):
+        raise TypeError(f"{op}: dtype must be torch.float32, float16, bfloat16 or float64, got {dtype!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"{op}: device must be a torch.device or a device string, got {device!r}") from exc
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    return list(shape), seed, offset, dtype, device
+
+
+def randn(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float32, device="cpu",
+          backend: str = "auto") -> torch.Tensor:
+    """Standard normal numbers from genfast's counter-based generator.
+
+    Element ``i`` (flat, row-major) of the result is Box-Muller of Philox4x32-10 at counter
+    position ``offset + i`` under key ``seed`` (spec: :mod:`genfast.reference.random`), so a
+    draw of n at offset k equals elements k .. k+n-1 of a draw at offset 0, and every backend
+    returns the same numbers to float rounding. Same interface as ``torch.randn`` plus the
+    counter arguments; mirrors Triton's ``tl.randn(seed, offset)`` and JAX's counter-based keys.
+
+    Args:
+        shape: int or sequence of ints, the output shape (empty sizes allowed).
+        seed: any Python int (taken modulo 2^64).
+        offset: counter position of element 0 (int, modulo 2^64).
+        dtype: torch.float32 (default), float16, bfloat16 or float64 (float64: the float32
+            numbers widened, except with backend="reference", which evaluates the transform in
+            float64).
+        device: output device.
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference" (see genfast.ops.backends()).
+
+    Returns:
+        Tensor of ``shape`` and ``dtype`` on ``device``, values in [-5.77, 5.77].
+
+    Raises:
+        TypeError: shape, seed, offset or dtype of the wrong type.
+        ValueError: negative sizes, unknown backend.
+        BackendUnavailableError: the requested backend cannot run here.
+    """
+    shape, seed, offset, dtype, device = _validate(shape, seed, offset, dtype, device, backend, _OP)
+    return _randn_op(shape, seed, offset, dtype, device, backend)
+
+
+def rand(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float32, device="cpu",
+         backend: str = "auto") -> torch.Tensor:
+    """Uniform numbers on [0, 1) from genfast's counter-based generator.
+
+    Element ``i`` is ``(x0 >> 8) * 2^-24`` of Philox4x32-10 at counter position ``offset + i``
+    (spec: :mod:`genfast.reference.random`); for float16 / bfloat16 it is capped below 1 so the
+    result stays in [0, 1). Arguments, returns and errors as :func:`randn`.
+    """
+    shape, seed, offset, dtype, device = _validate(shape, seed, offset, dtype, device, backend,
+                                                   "genfast.ops.rand")
+    return _rand_op(shape, seed, offset, dtype, device, backend)
+
+
+def numel(shape) -> int:
+    """Number of elements of ``shape``."""
+    return math.prod(shape)

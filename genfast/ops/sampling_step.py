@@ -1,0 +1,395 @@
+"""Fused DDPM / DDIM sampling steps: ``genfast.ops.ddpm_step`` and ``genfast.ops.ddim_step``.
+
+One pass over the tensor forms the guided model output (classifier-free guidance), the x0
+prediction for the ``prediction_type``, clipping (or dynamic thresholding, which needs a first
+pass for its per-sample quantile), the posterior mean, and the noise, drawn in the same pass
+from the counter-based Philox generator or read from a tensor. The timestep is a scalar or one
+per batch row and is read on the device: no host-device synchronisation, so a sampling loop can
+be captured in a CUDA graph or traced by ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from genfast import _backends
+from genfast.ops._common import KERNEL_DTYPES, as_int64, check_choice, check_tensor
+from genfast.reference import sampling_step as _ref
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
+_PRED_CODE = {name: i for i, name in enumerate(PREDICTION_TYPES)}
+_VAR_CODE = {name: i for i, name in enumerate(VARIANCE_TYPES)}
+_DDPM, _DDIM = 0, 1
+
+
+# --------------------------------------------------------------------------- kernels
+def _launch(backend, *, scheduler, mo, x, t, pt, ac, mou, noise, philox, row_scale, thr, prev, x0,
+            prediction_type, variance_type, clip_sample, clip_sample_range, final_alpha_cumprod, eta,
+            use_clipped_model_output, guidance_scale):
+    """Run one kernel pass; every tensor is contiguous and on one device, already validated."""
+    b = x.shape[0]
+    n = x.numel() // b
+    if backend == "triton":
+        from genfast.triton.sampling_step import sampling_step_triton
+
+        sampling_step_triton(
+            mo, mou, x, noise, t, pt, ac, row_scale, thr, philox, prev, x0,
+            batch=b, n=n, mo_row_stride=mo.numel() // b, t_stride=0 if t.numel() == 1 else 1,
+            scheduler=scheduler, prediction_type=_PRED_CODE[prediction_type],
+            variance_type=_VAR_CODE[variance_type], clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range, final_alpha_cumprod=final_alpha_cumprod, eta=eta,
+            use_clipped_model_output=use_clipped_model_output, guidance_scale=guidance_scale,
+        )
+        return
+    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    p = mod.StepParams()
+    ptr = lambda v: 0 if v is None else v.data_ptr()  # noqa: E731
+    p.model_output, p.model_output_uncond, p.sample = ptr(mo), ptr(mou), ptr(x)
+    p.noise, p.timestep, p.prev_timestep = ptr(noise), ptr(t), ptr(pt)
+    p.alphas_cumprod, p.row_scale, p.threshold, p.philox = ptr(ac), ptr(row_scale), ptr(thr), ptr(philox)
+    p.prev_sample, p.pred_original_sample = ptr(prev), ptr(x0)
+    p.batch, p.n, p.mo_row_stride = b, n, mo.numel() // b
+    p.t_stride = 0 if t.numel() == 1 else 1
+    p.dtype = _backends.DTYPE_CODES[x.dtype]
+    p.noise_dtype = _backends.DTYPE_CODES[noise.dtype] if noise is not None else 0
+    p.scheduler = scheduler
+    p.prediction_type = _PRED_CODE[prediction_type]
+    p.variance_type = _VAR_CODE[variance_type]
+    p.clip_sample = int(bool(clip_sample))
+    p.use_clipped_model_output = int(bool(use_clipped_model_output))
+    p.clip_sample_range = float(clip_sample_range)
+    p.final_alpha_cumprod = float(final_alpha_cumprod)
+    p.eta = float(eta)
+    p.guidance_scale = float(guidance_scale)
+    if backend == "cpu":
+        mod.sampling_step(p)
+    else:
+        mod.sampling_step(p, _backends.stream_of(x))
+
+
+def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_cumprod,
+               model_output_uncond, noise, philox, prediction_type, variance_type, clip_sample,
+               clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
+               final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
+               backend):
+    backend = _backends.resolve(backend, sample.device, "genfast.ops.sampling_step")
+    if backend == "reference" or sample.dtype == torch.float64:
+        seed = offset = None
+        if philox is not None:
+            seed, offset = (int(v) for v in philox.tolist())
+        common = dict(
+            prediction_type=prediction_type, clip_sample=clip_sample, clip_sample_range=clip_sample_range,
+            thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+            sample_max_value=sample_max_value, noise=noise, seed=seed, offset=offset or 0,
+            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+        )
+        if scheduler == _DDPM:
+            out = _ref.ddpm_step(model_output, timestep, sample, alphas_cumprod, prev_timestep=prev_timestep,
+                                 variance_type=variance_type, **common)
+        else:
+            out = _ref.ddim_step(model_output, timestep, sample, alphas_cumprod, prev_timestep=prev_timestep,
+                                 final_alpha_cumprod=final_alpha_cumprod, eta=eta,
+                                 use_clipped_model_output=use_clipped_model_output, **common)
+        # a custom op's outputs may not alias its inputs (x0 is model_output for "sample")
+        return tuple(o.clone() for o in out)
+
+    prev = torch.empty_like(sample)
+    x0 = torch.empty_like(sample)
+    if sample.numel() == 0:
+        return prev, x0
+    row_scale = None
+    if model_output_uncond is not None and guidance_rescale > 0.0:
+        c = sample.shape[1]
+        _, row_scale = _ref.guided_model_output(model_output, model_output_uncond, guidance_scale,
+                                                guidance_rescale, c)
+        row_scale = row_scale.contiguous()
+    args = dict(scheduler=scheduler, mo=model_output, x=sample, t=timestep, pt=prev_timestep,
+                ac=alphas_cumprod, mou=model_output_uncond, row_scale=row_scale,
+                prediction_type=prediction_type, variance_type=variance_type,
+                clip_sample_range=clip_sample_range, final_alpha_cumprod=final_alpha_cumprod, eta=eta,
+                use_clipped_model_output=use_clipped_model_output, guidance_scale=guidance_scale)
+    thr = None
+    if thresholding:
+        # First pass: the unclipped x0, for the per-sample quantile (Saharia et al. 2022).
+        _launch(backend, noise=None, philox=None, thr=None, prev=prev, x0=x0, clip_sample=False, **args)
+        s = torch.quantile(x0.reshape(x0.shape[0], -1).float().abs(), dynamic_thresholding_ratio, dim=1)
+        thr = s.clamp(min=1.0, max=sample_max_value).contiguous()
+    _launch(backend, noise=noise, philox=philox, thr=thr, prev=prev, x0=x0, clip_sample=clip_sample, **args)
+    return prev, x0
+
+
+@torch.library.custom_op("genfast::ddpm_step", mutates_args=())
+def _ddpm_op(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
+             prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
+             model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
+             philox: torch.Tensor | None, prediction_type: str, variance_type: str, clip_sample: bool,
+             clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
+             sample_max_value: float, guidance_scale: float, guidance_rescale: float,
+             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _step_impl(_DDPM, model_output, sample, timestep, prev_timestep, alphas_cumprod,
+                      model_output_uncond, noise, philox, prediction_type, variance_type, clip_sample,
+                      clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
+                      1.0, 0.0, False, guidance_scale, guidance_rescale, backend)
+
+
+@torch.library.custom_op("genfast::ddim_step", mutates_args=())
+def _ddim_op(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
+             prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
+             model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
+             philox: torch.Tensor | None, prediction_type: str, clip_sample: bool,
+             clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
+             sample_max_value: float, final_alpha_cumprod: float, eta: float,
+             use_clipped_model_output: bool, guidance_scale: float, guidance_rescale: float,
+             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _step_impl(_DDIM, model_output, sample, timestep, prev_timestep, alphas_cumprod,
+                      model_output_uncond, noise, philox, prediction_type, "fixed_small", clip_sample,
+                      clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
+                      final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
+                      backend)
+
+
+@_ddpm_op.register_fake
+def _ddpm_fake(model_output, sample, *args):
+    return torch.empty_like(sample), torch.empty_like(sample)
+
+
+@_ddim_op.register_fake
+def _ddim_fake(model_output, sample, *args):
+    return torch.empty_like(sample), torch.empty_like(sample)
+
+
+# ------------------------------------------------------------------------ validation
+def _timesteps(name, value, batch, device, num_train, op, *, allow_negative):
+    if isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int or an integer tensor, got bool")
+    if isinstance(value, int):
+        if value >= num_train or (value < 0 and not allow_negative):
+            lo = "-1" if allow_negative else "0"
+            raise ValueError(f"{op}: {name}={value} is out of range [{lo}, {num_train - 1}]")
+        return torch.full((1,), value, dtype=torch.int64, device=device)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be an int or an integer tensor, got {type(value).__name__}")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        # diffusers' timesteps are int64; a float timestep that is integral is accepted
+        if value.is_floating_point() and value.device.type == "cpu" and bool((value == value.round()).all()):
+            value = value.round()
+        else:
+            raise TypeError(f"{op}: {name} must hold integers, got dtype {value.dtype}")
+    value = value.reshape(-1)
+    if value.numel() not in (1, batch):
+        raise ValueError(
+            f"{op}: {name} must be a scalar or hold one timestep per batch row ({batch}), "
+            f"got {value.numel()} values"
+        )
+    lo = -(2**62) if allow_negative else 0
+    if value.device.type == "cpu":
+        if value.numel() and (int(value.max()) >= num_train or int(value.min()) < lo):
+            raise ValueError(f"{op}: {name} has values out of range [0, {num_train - 1}]: {value.tolist()[:8]}")
+    else:
+        # no host-device sync: a device-side assert instead of a Python check
+        torch._assert_async(((value < num_train) & (value >= lo)).all(), f"{op}: {name} out of range")
+    return value.to(device=device, dtype=torch.int64).contiguous()
+
+
+def _float(name, value, op, *, lo=None, hi=None, lo_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu":
+            value = float(value)
+        else:
+            raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{op}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
+    return value
+
+
+def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
+             prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
+             clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend, need_noise):
+    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    dtypes = KERNEL_DTYPES + (torch.float64,)
+    check_tensor("sample", sample, op=op, dtypes=dtypes, min_ndim=2)
+    device = sample.device
+    check_tensor("model_output", model_output, op=op, dtypes=dtypes, device=device, min_ndim=2)
+    if model_output.dtype != sample.dtype:
+        raise TypeError(f"{op}: model_output has dtype {model_output.dtype} but sample has {sample.dtype}")
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES, op=op)
+    check_choice("variance_type", variance_type, VARIANCE_TYPES, op=op)
+    b, c = sample.shape[0], sample.shape[1]
+    learned = scheduler == _DDPM and variance_type in ("learned", "learned_range")
+    expected = [tuple(sample.shape)]
+    if learned:
+        expected = [(b, 2 * c, *sample.shape[2:])]
+    if tuple(model_output.shape) not in expected:
+        want = " or ".join(str(e) for e in expected)
+        raise ValueError(f"{op}: model_output must have shape {want} (sample is {tuple(sample.shape)}), "
+                         f"got {tuple(model_output.shape)}")
+    if model_output_uncond is not None:
+        check_tensor("model_output_uncond", model_output_uncond, op=op, dtypes=(sample.dtype,), device=device)
+        if model_output_uncond.shape != model_output.shape:
+            raise ValueError(f"{op}: model_output_uncond must have the shape of model_output "
+                             f"{tuple(model_output.shape)}, got {tuple(model_output_uncond.shape)}")
+        model_output_uncond = model_output_uncond.contiguous()
+    guidance_scale = _float("guidance_scale", guidance_scale, op)
+    guidance_rescale = _float("guidance_rescale", guidance_rescale, op, lo=0.0, hi=1.0)
+    if guidance_rescale > 0 and model_output_uncond is None:
+        raise ValueError(f"{op}: guidance_rescale > 0 needs model_output_uncond")
+    clip_sample_range = _float("clip_sample_range", clip_sample_range, op, lo=0.0, lo_open=True)
+    dynamic_thresholding_ratio = _float("dynamic_thresholding_ratio", dynamic_thresholding_ratio, op,
+                                        lo=0.0, hi=1.0)
+    sample_max_value = _float("sample_max_value", sample_max_value, op, lo=1.0)
+
+    check_tensor("alphas_cumprod", alphas_cumprod, op=op, ndim=1, device=device,
+                 dtypes=(torch.float32, torch.float64))
+    num_train = alphas_cumprod.shape[0]
+    if num_train == 0:
+        raise ValueError(f"{op}: alphas_cumprod must not be empty")
+    if alphas_cumprod.device.type == "cpu" and not bool(
+        ((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()
+    ):
+        raise ValueError(f"{op}: alphas_cumprod must lie in (0, 1]")
+    ac = alphas_cumprod.to(torch.float64 if sample.dtype == torch.float64 else torch.float32).contiguous()
+
+    t = _timesteps("timestep", timestep, b, device, num_train, op, allow_negative=False)
+    if prev_timestep is None:
+        pt = t - 1
+    else:
+        pt = _timesteps("prev_timestep", prev_timestep, b, device, num_train, op, allow_negative=True)
+    if pt.numel() != t.numel():
+        if pt.numel() == 1:
+            pt = pt.expand(t.numel()).contiguous()
+        else:
+            t = t.expand(pt.numel()).contiguous()
+
+    philox = None
+    if noise is not None:
+        check_tensor("noise", noise, op=op, dtypes=KERNEL_DTYPES + (torch.float64,), device=device)
+        if noise.shape != sample.shape:
+            raise ValueError(f"{op}: noise must have the shape of sample {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        if seed is not None:
+            raise ValueError(f"{op}: pass either noise or seed, not both")
+        noise = noise.contiguous()
+    elif need_noise:
+        if seed is None:
+            # Seed and counter drawn from torch's default generator of this device (on the
+            # device: no sync), so torch.manual_seed keeps runs repeatable.
+            philox = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=device)
+        elif isinstance(seed, torch.Tensor):
+            check_tensor("seed", seed, op=op, dtypes=(torch.int64,), device=device)
+            off = offset if isinstance(offset, torch.Tensor) else torch.tensor(
+                as_int64("offset", offset, op=op), dtype=torch.int64, device=device)
+            philox = torch.stack([seed.reshape(()), off.to(device, torch.int64).reshape(())])
+        else:
+            philox = torch.tensor([as_int64("seed", seed, op=op), as_int64("offset", offset, op=op)],
+                                  dtype=torch.int64, device=device)
+    return (model_output.contiguous(), sample.contiguous(), t, pt, ac, model_output_uncond, noise, philox,
+            guidance_scale, guidance_rescale, clip_sample_range, dynamic_thresholding_ratio, sample_max_value)
+
+
+_COMMON_ARGS_DOC = """
+        model_output: [B, C, ...] float32 / float16 / bfloat16 (float64: reference only), the
+            model's prediction for ``sample``; [B, 2C, ...] for the learned variance types,
+            whose extra channels are the predicted variance (as diffusers).
+        timestep: int, 0-dim or [B] integer tensor in [0, len(alphas_cumprod)): t per batch row.
+        sample: [B, C, ...] x_t, same dtype and device as model_output.
+        alphas_cumprod: [T] float32 on the sample's device, the cumulative products of alphas.
+        prediction_type: "epsilon", "sample" or "v_prediction" (what the model predicts).
+        clip_sample / clip_sample_range: clamp the x0 prediction to [-range, range].
+        thresholding / dynamic_thresholding_ratio / sample_max_value: dynamic thresholding of
+            x0 (Saharia et al. 2022); takes precedence over clip_sample, as in diffusers.
+        noise: optional [B, C, ...] standard-normal noise to use (diffusers' ``variance_noise``).
+        seed / offset: without ``noise``, the noise of the element at flat index i comes from
+            genfast's Philox generator at counter position ``offset + i`` under ``seed`` (ints, or
+            int64 0-dim device tensors for graph capture); with neither noise nor seed, seed and
+            offset are drawn from torch's default generator of the sample's device.
+        model_output_uncond: optional unconditional prediction, shaped like model_output; then
+            the guided output ``uncond + guidance_scale * (model_output - uncond)`` is formed in
+            the kernel (classifier-free guidance, Ho & Salimans 2022).
+        guidance_rescale: phi in [0, 1] of Lin et al. 2023, eq. (15)-(16) (per-sample std ratio).
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference"."""
+
+
+def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=None,
+              prediction_type="epsilon", variance_type="fixed_small", clip_sample=False,
+              clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
+              sample_max_value=1.0, noise=None, seed=None, offset=0, model_output_uncond=None,
+              guidance_scale=1.0, guidance_rescale=0.0, backend="auto"):
+    """Fused DDPM ancestral step x_t -> x_{t-1} (Ho et al. 2020, algorithm 2 and eq. (6)-(7)).
+
+    Mirrors ``diffusers.DDPMScheduler.step`` term by term, in float32, in one pass.
+
+    Args:{common}
+        prev_timestep: int or [B] tensor, the previous timestep (default ``timestep - 1``);
+            negative means alpha_prod_prev = 1.
+        variance_type: "fixed_small" (posterior variance beta~_t), "fixed_small_log" (the
+            same), "fixed_large" (beta_t), "fixed_large_log" (beta_t; diffusers gives NaN
+            here), "learned" (model's variance channels), "learned_range" (interpolation
+            between log beta~_t and log beta_t, Nichol & Dhariwal 2021 eq. (15)).
+
+    Noise is added only on rows with t > 0.
+
+    Returns:
+        (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.
+
+    Raises:
+        TypeError: wrong types or dtypes (mixed dtypes, integer tensors, ...).
+        ValueError: shape or device mismatch, timestep out of range, unknown option value.
+        BackendUnavailableError: the requested backend cannot run here.
+    """
+    op = "genfast.ops.ddpm_step"
+    (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(
+        op, _DDPM, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
+        prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
+        clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend,
+        need_noise=not (isinstance(timestep, int) and timestep == 0))
+    return _ddpm_op(mo, x, t, pt, ac, mou, noise, philox, prediction_type, variance_type, bool(clip_sample),
+                    csr, bool(thresholding), dtr, smv, gs, gr, backend)
+
+
+def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, final_alpha_cumprod=1.0,
+              eta=0.0, use_clipped_model_output=False, prediction_type="epsilon", clip_sample=False,
+              clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
+              sample_max_value=1.0, noise=None, seed=None, offset=0, model_output_uncond=None,
+              guidance_scale=1.0, guidance_rescale=0.0, backend="auto"):
+    """Fused DDIM step x_t -> x_{t_prev} (Song et al. 2021, eq. (12) and (16)).
+
+    Mirrors ``diffusers.DDIMScheduler.step`` term by term, in float32, in one pass.
+
+    Args:{common}
+        prev_timestep: int or [B] tensor, the previous timestep of the inference schedule;
+            negative means alpha_prod_prev = final_alpha_cumprod.
+        final_alpha_cumprod: alpha_prod at the end of the chain (1.0 for set_alpha_to_one).
+        eta: weight of the noise, >= 0 (0 is deterministic DDIM, 1 is DDPM-like); noise is
+            added only when eta > 0.
+        use_clipped_model_output: re-derive epsilon from the clipped x0 (as diffusers).
+
+    Returns:
+        (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.
+
+    Raises:
+        TypeError / ValueError / BackendUnavailableError: as :func:`ddpm_step`.
+    """
+    op = "genfast.ops.ddim_step"
+    eta = _float("eta", eta, op, lo=0.0)
+    final_alpha_cumprod = _float("final_alpha_cumprod", final_alpha_cumprod, op, lo=0.0, hi=1.0, lo_open=True)
+    (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(
+        op, _DDIM, model_output, timestep, sample, alphas_cumprod, prev_timestep, "fixed_small",
+        prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
+        clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend, need_noise=eta > 0)
+    return _ddim_op(mo, x, t, pt, ac, mou, noise, philox, prediction_type, bool(clip_sample), csr,
+                    bool(thresholding), dtr, smv, final_alpha_cumprod, eta, bool(use_clipped_model_output),
+                    gs, gr, backend)
+
+
+ddpm_step.__doc__ = ddpm_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)
+ddim_step.__doc__ = ddim_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)

@@ -1,0 +1,4 @@
+"""Triton kernels of genfast's ops (imported lazily by genfast.ops; never at ``import genfast``).
+
+On a CPU-only machine they run in Triton's interpreter with ``TRITON_INTERPRET=1``.
+"""
