@@ -147,6 +147,9 @@ def rand(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float3
     return _rand_op(shape, seed, offset, dtype, device, backend)
 
 
+__all__ = ["randn", "rand"]
+
+
 def numel(shape) -> int:
     """Number of elements of ``shape``."""
     return math.prod(shape)

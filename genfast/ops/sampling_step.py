@@ -393,3 +393,5 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
 
 ddpm_step.__doc__ = ddpm_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)
 ddim_step.__doc__ = ddim_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)
+
+__all__ = ["ddpm_step", "ddim_step"]

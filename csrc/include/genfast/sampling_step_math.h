@@ -114,47 +114,86 @@ GF_HD RowCoeffs step_row_coeffs(const StepParams& P, int64_t b) {
   return rc;
 }
 
+// Compile-time mode of the per-element arithmetic, so that the CPU loop has no branches and
+// vectorises: the scheduler, the prediction type, and the learned-variance mode.
+enum LearnedMode : int32_t { kNotLearned = 0, kLearnedStd = 1, kLearnedRangeStd = 2 };
+
+GF_HD int32_t learned_mode(const StepParams& P) {
+  if (P.scheduler != kDDPM) return kNotLearned;
+  if (P.variance_type == kLearned) return kLearnedStd;
+  if (P.variance_type == kLearnedRange) return kLearnedRangeStd;
+  return kNotLearned;
+}
+
+// Row-constant clamp of x0: clip_sample to [-r, r], or dynamic thresholding to [-s, s] / s.
+struct ClampSpec {
+  bool on;
+  float lo, hi, div;
+};
+
+GF_HD ClampSpec clamp_spec(const StepParams& P, const RowCoeffs& rc) {
+  if (rc.thr > 0.0f) return ClampSpec{true, -rc.thr, rc.thr, rc.thr};
+  if (P.clip_sample) return ClampSpec{true, -P.clip_sample_range, P.clip_sample_range, 1.0f};
+  return ClampSpec{false, 0.0f, 0.0f, 1.0f};
+}
+
 // One element. mo: the (guided) model prediction; mo_var: the learned-variance channel value
 // (unused for fixed types); x: x_t; z: standard-normal noise (ignored where the gate is 0).
-GF_HD void step_element(const StepParams& P, const RowCoeffs& rc, float mo, float mo_var, float x,
-                        float z, float& prev_out, float& x0_out) {
-  float x0;
-  float eps = 0.0f;
-  if (P.prediction_type == kEpsilon) {
+template <int kSched, int kPred, int kLearned>
+GF_HD void step_element_t(const RowCoeffs& rc, const ClampSpec& cs, bool use_clipped, float mo,
+                          float mo_var, float x, float z, float& prev_out, float& x0_out) {
+  float x0, eps;
+  if (kPred == kEpsilon) {
     x0 = (x - rc.sqrt_b * mo) / rc.sqrt_a;
     eps = mo;
-  } else if (P.prediction_type == kSample) {
+  } else if (kPred == kSample) {
     x0 = mo;
     eps = (x - rc.sqrt_a * x0) / rc.sqrt_b;
   } else {
     x0 = rc.sqrt_a * x - rc.sqrt_b * mo;
     eps = rc.sqrt_a * mo + rc.sqrt_b * x;
   }
-  if (rc.thr > 0.0f) {
-    float s = rc.thr;
-    x0 = fminf(fmaxf(x0, -s), s) / s;
-  } else if (P.clip_sample) {
-    float r = P.clip_sample_range;
-    x0 = fminf(fmaxf(x0, -r), r);
-  }
+  float clamped = fminf(fmaxf(x0, cs.lo), cs.hi) / cs.div;
+  x0 = cs.on ? clamped : x0;
   float out;
-  if (P.scheduler == kDDPM) {
+  if (kSched == kDDPM) {
     out = rc.c_x0 * x0 + rc.c_xt * x;
     float std = rc.std;
-    if (P.variance_type == kLearned) {
+    if (kLearned == kLearnedStd) {
       std = sqrtf(mo_var);
-    } else if (P.variance_type == kLearnedRange) {
+    } else if (kLearned == kLearnedRangeStd) {
       float frac = (mo_var + 1.0f) / 2.0f;
       std = expf(0.5f * (frac * rc.log_var_max + (1.0f - frac) * rc.log_var_min));
     }
-    out = rc.noise_gate > 0.0f ? out + std * z : out;
+    float noisy = out + std * z;
+    out = rc.noise_gate > 0.0f ? noisy : out;
   } else {
-    if (P.use_clipped_model_output) eps = (x - rc.sqrt_a * x0) / rc.sqrt_b;
+    float eps_c = (x - rc.sqrt_a * x0) / rc.sqrt_b;
+    eps = use_clipped ? eps_c : eps;
     out = rc.c_x0 * x0 + rc.c_xt * eps;
-    out = rc.noise_gate > 0.0f ? out + rc.std * z : out;
+    float noisy = out + rc.std * z;
+    out = rc.noise_gate > 0.0f ? noisy : out;
   }
   prev_out = out;
   x0_out = x0;
+}
+
+// Calls fn.template operator()<kSched, kPred, kLearned>() for the runtime mode of P: the one
+// place where runtime options become template arguments (CPU and CUDA alike).
+template <typename Fn>
+inline void dispatch_step_mode(const StepParams& P, Fn&& fn) {
+  const int32_t lm = learned_mode(P);
+#define GF_PRED_CASES(S, L)                                               \
+  switch (P.prediction_type) {                                            \
+    case kEpsilon: return fn.template operator()<S, kEpsilon, L>();       \
+    case kSample: return fn.template operator()<S, kSample, L>();         \
+    default: return fn.template operator()<S, kVPrediction, L>();         \
+  }
+  if (P.scheduler == kDDIM) { GF_PRED_CASES(kDDIM, kNotLearned) }
+  if (lm == kLearnedStd) { GF_PRED_CASES(kDDPM, kLearnedStd) }
+  if (lm == kLearnedRangeStd) { GF_PRED_CASES(kDDPM, kLearnedRangeStd) }
+  GF_PRED_CASES(kDDPM, kNotLearned)
+#undef GF_PRED_CASES
 }
 
 // Classifier-free guidance and its rescale, applied to the raw model outputs.

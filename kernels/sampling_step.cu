@@ -1,0 +1,94 @@
+// The fused DDPM / DDIM sampling step on CUDA. The arithmetic is the shared header
+// csrc/include/genfast/sampling_step_math.h (the CPU kernel calls the same functions); this
+// file only maps threads to elements: gridDim.y walks the batch rows (per-row coefficients
+// computed once per thread), gridDim.x covers a row.
+#include "cuda_utils.cuh"
+#include "genfast/philox.h"
+#include "genfast/sampling_step_math.h"
+#include "launchers.h"
+
+namespace genfast {
+namespace {
+
+// 256 threads x 4 elements per thread, strided by the block so every load is coalesced; the
+// step is memory-bound and 4 independent loads per thread keep enough bytes in flight.
+constexpr int kThreads = 256;
+constexpr int kPerThread = 4;
+constexpr int kMaxGridY = 65535;
+
+template <typename T, typename TN, int kSched, int kPred, int kLearned>
+__global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParams P) {
+  const T* mo = reinterpret_cast<const T*>(P.model_output);
+  const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
+  const T* xs = reinterpret_cast<const T*>(P.sample);
+  const TN* noise = reinterpret_cast<const TN*>(P.noise);
+  T* prev = reinterpret_cast<T*>(P.prev_sample);
+  T* x0o = reinterpret_cast<T*>(P.pred_original_sample);
+  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
+  const int64_t n = P.n;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kThreads * kPerThread + threadIdx.x;
+  for (int64_t b = blockIdx.y; b < P.batch; b += gridDim.y) {
+    const RowCoeffs rc = step_row_coeffs(P, b);
+    const ClampSpec cs = clamp_spec(P, rc);
+    const bool draw = ph != nullptr && rc.noise_gate > 0.0f;
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int64_t j = j0 + static_cast<int64_t>(k) * kThreads;
+      if (j >= n) break;
+      const int64_t i = b * n + j;
+      const int64_t im = b * P.mo_row_stride + j;
+      float g = load_f32<T>(mo, im);
+      if (mou) {
+        float u = load_f32<T>(mou, im);
+        g = u + P.guidance_scale * (g - u);
+      }
+      g *= rc.scale;
+      float mv = kLearned != kNotLearned ? load_f32<T>(mo, im + n) : 0.0f;
+      float z = 0.0f;
+      if (draw) {
+        z = philox_normal(static_cast<uint64_t>(ph[0]), static_cast<uint64_t>(ph[1]) + static_cast<uint64_t>(i));
+      } else if (noise) {
+        z = load_f32<TN>(noise, i);
+      }
+      float out, x0;
+      step_element_t<kSched, kPred, kLearned>(rc, cs, P.use_clipped_model_output != 0, g, mv,
+                                              load_f32<T>(xs, i), z, out, x0);
+      store_f32<T>(prev, i, out);
+      store_f32<T>(x0o, i, x0);
+    }
+  }
+}
+
+template <typename T, typename TN>
+struct Launcher {
+  const StepParams& P;
+  cudaStream_t s;
+  template <int kSched, int kPred, int kLearned>
+  void operator()() const {
+    const int64_t bx = ceil_div(P.n, kThreads * kPerThread);
+    if (bx > 2147483647LL) throw std::runtime_error("genfast sampling_step_cuda: row too large");
+    dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(P.batch < kMaxGridY ? P.batch : kMaxGridY));
+    sampling_step_kernel<T, TN, kSched, kPred, kLearned><<<grid, kThreads, 0, s>>>(P);
+    cuda_check_launch(P.scheduler == kDDPM ? "ddpm_step" : "ddim_step");
+  }
+};
+
+template <typename T>
+void by_noise_dtype(const StepParams& P, cudaStream_t s) {
+  if (P.noise == 0 || P.noise_dtype == kFloat32) return dispatch_step_mode(P, Launcher<T, float>{P, s});
+  if (P.noise_dtype == kFloat16) return dispatch_step_mode(P, Launcher<T, half_t>{P, s});
+  return dispatch_step_mode(P, Launcher<T, bf16_t>{P, s});
+}
+
+}  // namespace
+
+void sampling_step_cuda(const StepParams& P, uint64_t stream) {
+  if (P.batch <= 0 || P.n <= 0) return;
+  cudaStream_t s = as_stream(stream);
+  if (P.dtype == kFloat32) return by_noise_dtype<float>(P, s);
+  if (P.dtype == kFloat16) return by_noise_dtype<half_t>(P, s);
+  if (P.dtype == kBFloat16) return by_noise_dtype<bf16_t>(P, s);
+  throw std::invalid_argument("genfast sampling_step_cuda: unsupported dtype code");
+}
+
+}  // namespace genfast
