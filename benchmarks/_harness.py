@@ -100,7 +100,8 @@ def report(name: str, title: str, rows: list[dict], columns: list[str], device: 
     if notes:
         print(notes)
     if write and not os.environ.get("GENFAST_BENCH_NO_WRITE"):
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nLatest table of each benchmark; regenerate with `make bench`.\n"
+        header = "# Benchmark results\n\nLatest table of each benchmark; regenerate with `make bench`.\n"
+        text = RESULTS.read_text() if RESULTS.exists() else header
         pattern = re.compile(rf"## [^\n]*\n<!-- section:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->\n",
                              re.S)
         text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body

@@ -36,10 +36,11 @@ def guided_model_output(model_output, model_output_uncond, guidance_scale, guida
     Returns:
         (guided prediction [B, C, ...] in float32, per-row rescale factor [B] float32 or None).
     """
-    cond = model_output[:, :n_channels].float()
+    up = torch.float64 if model_output.dtype == torch.float64 else torch.float32
+    cond = model_output[:, :n_channels].to(up)
     if model_output_uncond is None:
         return cond, None
-    uncond = model_output_uncond[:, :n_channels].float()
+    uncond = model_output_uncond[:, :n_channels].to(up)
     guided = uncond + guidance_scale * (cond - uncond)
     if guidance_rescale == 0.0:
         return guided, None
@@ -94,13 +95,16 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
               prediction_type="epsilon", variance_type="fixed_small", clip_sample=False,
               clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
               sample_max_value=1.0, noise=None, seed=None, offset=0, model_output_uncond=None,
-              guidance_scale=1.0, guidance_rescale=0.0):
+              guidance_scale=1.0, guidance_rescale=0.0, compute_dtype=None):
     """Reference DDPM ancestral step; see :func:`genfast.ops.ddpm_step` for the arguments.
+
+    ``compute_dtype`` (default float32, float64 for float64 inputs) is the dtype of the
+    arithmetic; the tests set it to the input dtype to measure plain PyTorch's low-precision error.
 
     Returns:
         (prev_sample, pred_original_sample), both shaped and typed like ``sample``.
     """
-    cd = torch.float64 if sample.dtype == torch.float64 else torch.float32
+    cd = compute_dtype or (torch.float64 if sample.dtype == torch.float64 else torch.float32)
     b, c = sample.shape[0], sample.shape[1]
     nd = sample.dim()
     t = _per_row_timesteps(timestep, b, sample.device)
@@ -113,7 +117,8 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
     cur_beta = 1 - cur_alpha
 
     learned = variance_type in ("learned", "learned_range") and model_output.shape[1] == 2 * c
-    mo, _ = guided_model_output(model_output, model_output_uncond, guidance_scale, guidance_rescale, c)
+    mo, _ = guided_model_output(model_output.to(cd), None if model_output_uncond is None
+                                else model_output_uncond.to(cd), guidance_scale, guidance_rescale, c)
     mo = mo.to(cd)
     x = sample.to(cd)
     R = lambda v: _rows(v, nd)  # noqa: E731
@@ -160,13 +165,15 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
               eta=0.0, use_clipped_model_output=False, prediction_type="epsilon", clip_sample=False,
               clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
               sample_max_value=1.0, noise=None, seed=None, offset=0, model_output_uncond=None,
-              guidance_scale=1.0, guidance_rescale=0.0):
+              guidance_scale=1.0, guidance_rescale=0.0, compute_dtype=None):
     """Reference DDIM step (Song et al. 2021, eq. (12)); see :func:`genfast.ops.ddim_step`.
+
+    ``compute_dtype``: as in :func:`ddpm_step`.
 
     Returns:
         (prev_sample, pred_original_sample), both shaped and typed like ``sample``.
     """
-    cd = torch.float64 if sample.dtype == torch.float64 else torch.float32
+    cd = compute_dtype or (torch.float64 if sample.dtype == torch.float64 else torch.float32)
     b, c = sample.shape[0], sample.shape[1]
     nd = sample.dim()
     t = _per_row_timesteps(timestep, b, sample.device)
@@ -177,7 +184,8 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
     beta_t, beta_prev = 1 - a_t, 1 - a_prev
     R = lambda v: _rows(v, nd)  # noqa: E731
 
-    mo, _ = guided_model_output(model_output, model_output_uncond, guidance_scale, guidance_rescale, c)
+    mo, _ = guided_model_output(model_output.to(cd), None if model_output_uncond is None
+                                else model_output_uncond.to(cd), guidance_scale, guidance_rescale, c)
     mo = mo.to(cd)
     x = sample.to(cd)
     sqrt_a, sqrt_b = R(a_t.sqrt()), R(beta_t.sqrt())

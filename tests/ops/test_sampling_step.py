@@ -1,0 +1,359 @@
+"""genfast.ops.ddpm_step / ddim_step: every backend against the reference over the options,
+shapes and dtypes; per-row timesteps; generated vs given noise; guidance; bad inputs."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import genfast.ops as O
+from genfast.reference import sampling_step as RS
+
+T = 1000
+SHAPES = ((1, 1), (1, 1, 1, 1), (2, 3, 5, 7), (3, 2, 17, 19), (2, 4, 33, 33))
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def alphas_cumprod(kind="linear"):
+    if kind == "linear":
+        betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    else:  # squaredcos_cap_v2
+        s = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((s + 0.008) / 1.008 * torch.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def inputs(shape, dtype, device, gen, learned=False):
+    b, c = shape[0], shape[1]
+    mo_shape = (b, 2 * c, *shape[2:]) if learned else shape
+    mo = torch.randn(mo_shape, generator=gen)
+    if learned:
+        mo[:, c:] = torch.rand(mo[:, c:].shape, generator=gen) * 2 - 1  # variance channel in [-1, 1]
+    x = torch.randn(shape, generator=gen) * 2
+    noise = torch.randn(shape, generator=gen)
+    return mo.to(device, dtype), x.to(device, dtype), noise.to(device, dtype)
+
+
+def err_vs(out, ref):
+    return ((out.double().cpu() - ref.double().cpu()).abs() / (1 + ref.double().cpu().abs())).max().item()
+
+
+def check_against_reference(fn, ref_fn, args, kwargs, dtype, what):
+    """fp32: close to the float32 reference; fp16/bf16: the kernel's error against a float64
+    reference at most twice that of plain PyTorch in the dtype (flash-attention's rule)."""
+    out = fn(*args, **kwargs)
+    if dtype == torch.float32:
+        ref = ref_fn(*args, **kwargs)
+        for o, r in zip(out, ref):
+            assert o.dtype == dtype
+            # measured worst case 2e-5 (x0 divides by sqrt(alpha_t) ~ 6e-3 at t = 999)
+            assert err_vs(o, r) < 1e-4, what
+        return
+    args64 = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+    kw64 = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+            for k, v in kwargs.items()}
+    ref64 = ref_fn(*args64, **kw64)
+    plain = ref_fn(*args, compute_dtype=dtype, **kwargs)
+    for o, r, p in zip(out, ref64, plain):
+        assert o.dtype == dtype
+        e_kernel, e_plain = err_vs(o, r), err_vs(p, r)
+        if not math.isfinite(e_plain):
+            # plain low-precision arithmetic breaks down (e.g. 1 - alpha rounds to 0 in bf16);
+            # the kernel, computing in fp32, must not
+            e_plain = 0.5 * (2.0**-7 if dtype == torch.bfloat16 else 2.0**-10)
+        # plus one ulp of the dtype: on a few elements plain PyTorch can round exactly by luck
+        ulp = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+        assert e_kernel <= 2 * e_plain + ulp, f"{what}: kernel {e_kernel} vs plain {e_plain}"
+
+
+def _ref(name):
+    fn = getattr(RS, name)
+
+    def call(*args, compute_dtype=None, **kwargs):
+        kwargs = dict(kwargs)
+        kwargs.pop("backend", None)
+        return fn(*args, compute_dtype=compute_dtype, **kwargs)
+
+    return call
+
+
+def keep_option(backend, device, shape, i):
+    """Every option on every shape, except the Triton interpreter on the larger shapes (about
+    0.3 s a launch on the CPU), which gets every third option: all options are still covered on
+    the small shapes, where they cost little."""
+    if backend == "triton" and device.type == "cpu" and math.prod(shape) > 1000:
+        return i % 3 == hash(shape) % 3
+    return True
+
+
+DDPM_OPTIONS = list(itertools.product(
+    ("epsilon", "sample", "v_prediction"),
+    ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"),
+    ("none", "clip", "threshold"),
+))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ddpm_matches_reference(kernel_backend, shape, dtype):
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype), backend)) % 2**31)
+    ac = alphas_cumprod().to(device)
+    b = shape[0]
+    for i, (pred, var, clip) in enumerate(DDPM_OPTIONS):
+        if not keep_option(backend, device, shape, i):
+            continue
+        learned = var.startswith("learned")
+        mo, x, noise = inputs(shape, dtype, device, gen, learned)
+        if var == "learned":
+            mo[:, shape[1]:] = mo[:, shape[1]:].abs() * 0.01
+        t = torch.randint(0, T, (b,), generator=gen).to(device) if i % 2 else int(torch.randint(1, T, (1,)))
+        kw = dict(prediction_type=pred, variance_type=var, clip_sample=clip == "clip",
+                  thresholding=clip == "threshold", sample_max_value=2.5, backend=backend)
+        if i % 3 == 0:
+            kw["noise"] = noise
+        else:
+            kw["seed"], kw["offset"] = 1000 + i, i * 7
+        check_against_reference(O.ddpm_step, _ref("ddpm_step"), (mo, t, x, ac), kw, dtype,
+                                f"{pred}/{var}/{clip}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ddim_matches_reference(kernel_backend, shape, dtype):
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(hash((shape, str(dtype), backend, "ddim")) % 2**31)
+    ac = alphas_cumprod("cos").to(device)
+    b = shape[0]
+    options = itertools.product(("epsilon", "sample", "v_prediction"), (0.0, 0.3, 1.0), (False, True),
+                                ("none", "clip", "threshold"))
+    for i, (pred, eta, use_clipped, clip) in enumerate(options):
+        if not keep_option(backend, device, shape, i):
+            continue
+        mo, x, noise = inputs(shape, dtype, device, gen)
+        t = torch.randint(20, T, (b,), generator=gen).to(device)
+        pt = t - 20
+        if i % 4 == 0:
+            pt = torch.full_like(t, -1)
+        kw = dict(prev_timestep=pt, final_alpha_cumprod=0.9991 if i % 2 else 1.0, eta=eta,
+                  use_clipped_model_output=use_clipped, prediction_type=pred, clip_sample=clip == "clip",
+                  thresholding=clip == "threshold", backend=backend)
+        if i % 3 == 0:
+            kw["noise"] = noise
+        else:
+            kw["seed"] = 77 + i
+        check_against_reference(O.ddim_step, _ref("ddim_step"), (mo, t, x, ac), kw, dtype,
+                                f"{pred}/{eta}/{use_clipped}/{clip}")
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim"])
+def test_guidance_matches_reference(kernel_backend, scheduler):
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(5)
+    ac = alphas_cumprod().to(device)
+    shape = (3, 4, 9, 11)
+    mo, x, noise = inputs(shape, torch.float32, device, gen)
+    uncond = torch.randn(shape, generator=gen).to(device)
+    fn = O.ddpm_step if scheduler == "ddpm" else O.ddim_step
+    extra = {} if scheduler == "ddpm" else dict(prev_timestep=torch.tensor([480, 100, 0], device=device), eta=0.5)
+    t = torch.tensor([500, 120, 20], device=device)
+    for scale, rescale in ((1.0, 0.0), (7.5, 0.0), (5.0, 0.7), (3.0, 1.0)):
+        kw = dict(model_output_uncond=uncond, guidance_scale=scale, guidance_rescale=rescale, noise=noise, **extra)
+        out = fn(mo, t, x, ac, backend=backend, **kw)
+        ref = getattr(RS, f"{scheduler}_step")(mo, t, x, ac, **kw)
+        for o, r in zip(out, ref):
+            assert err_vs(o, r) < 1e-4
+        if rescale == 0.0:
+            guided = uncond + scale * (mo - uncond)
+            kw2 = {k: v for k, v in kw.items() if k not in ("model_output_uncond", "guidance_scale",
+                                                          "guidance_rescale")}
+            manual = fn(guided, t, x, ac, backend=backend, **kw2)
+            for o, m in zip(out, manual):
+                assert err_vs(o, m) < 1e-5
+
+
+def test_per_row_timesteps_equal_rowwise_calls(kernel_backend):
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(11)
+    ac = alphas_cumprod().to(device)
+    mo, x, noise = inputs((4, 3, 6, 6), torch.float32, device, gen)
+    t = torch.tensor([999, 10, 0, 500], device=device)
+    prev, x0 = O.ddpm_step(mo, t, x, ac, noise=noise, backend=backend)
+    for i in range(4):
+        p_i, x0_i = O.ddpm_step(mo[i:i + 1], int(t[i]), x[i:i + 1], ac, noise=noise[i:i + 1], backend=backend)
+        torch.testing.assert_close(prev[i:i + 1], p_i)
+        torch.testing.assert_close(x0[i:i + 1], x0_i)
+    # a scalar tensor and a per-row tensor of equal values agree
+    a = O.ddpm_step(mo, torch.tensor(321), x, ac, noise=noise, backend=backend)
+    b = O.ddpm_step(mo, torch.full((4,), 321, device=device), x, ac, noise=noise, backend=backend)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v)
+
+
+def test_generated_noise_is_genfast_randn(kernel_backend):
+    """With a seed, the noise of element i is genfast.ops.randn at counter offset + i."""
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(3)
+    ac = alphas_cumprod().to(device)
+    shape = (2, 3, 7, 5)
+    mo, x, _ = inputs(shape, torch.float32, device, gen)
+    z = O.randn(shape, seed=123, offset=456, device=device, backend=backend)
+    a = O.ddpm_step(mo, 400, x, ac, seed=123, offset=456, backend=backend)
+    b = O.ddpm_step(mo, 400, x, ac, noise=z, backend=backend)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6)
+
+
+def test_same_seed_same_tensor_across_backends():
+    gen = torch.Generator().manual_seed(8)
+    ac = alphas_cumprod()
+    mo, x, _ = inputs((2, 3, 8, 8), torch.float32, "cpu", gen)
+    outs = {b: O.ddpm_step(mo, 600, x, ac, seed=99, backend=b)[0]
+            for b, ok in O.backends().items() if ok and b != "cuda"}
+    ref = outs.pop("reference")
+    for b, v in outs.items():
+        torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-5, msg=f"backend {b}")
+
+
+def test_no_noise_at_t0_and_eta0(kernel_backend):
+    backend, device = kernel_backend
+    gen = torch.Generator().manual_seed(1)
+    ac = alphas_cumprod().to(device)
+    mo, x, noise = inputs((2, 2, 4, 4), torch.float32, device, gen)
+    a, _ = O.ddpm_step(mo, 0, x, ac, noise=noise, backend=backend)
+    b, _ = O.ddpm_step(mo, 0, x, ac, noise=torch.zeros_like(noise), backend=backend)
+    torch.testing.assert_close(a, b)
+    c, _ = O.ddim_step(mo, 500, x, ac, prev_timestep=480, eta=0.0, noise=noise, backend=backend)
+    d, _ = O.ddim_step(mo, 500, x, ac, prev_timestep=480, eta=0.0, backend=backend)
+    torch.testing.assert_close(c, d)
+    # and noise does matter at t > 0
+    e, _ = O.ddpm_step(mo, 5, x, ac, noise=noise, backend=backend)
+    f, _ = O.ddpm_step(mo, 5, x, ac, noise=torch.zeros_like(noise), backend=backend)
+    assert (e - f).abs().max() > 1e-4
+
+
+def test_unseeded_noise_follows_torch_manual_seed():
+    ac = alphas_cumprod()
+    mo, x = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.manual_seed(0)
+    a, _ = O.ddpm_step(mo, 700, x, ac)
+    b, _ = O.ddpm_step(mo, 700, x, ac)
+    torch.manual_seed(0)
+    c, _ = O.ddpm_step(mo, 700, x, ac)
+    torch.testing.assert_close(a, c)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_non_contiguous_and_empty(kernel_backend):
+    backend, device = kernel_backend
+    ac = alphas_cumprod().to(device)
+    gen = torch.Generator().manual_seed(2)
+    mo, x, noise = inputs((3, 4, 6, 5), torch.float32, device, gen)
+    mo_nc = mo.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not mo_nc.is_contiguous()
+    a = O.ddpm_step(mo_nc, 300, x, ac, noise=noise, backend=backend)
+    b = O.ddpm_step(mo, 300, x, ac, noise=noise, backend=backend)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v)
+    for shape in ((0, 3, 4, 4), (2, 0, 4, 4), (2, 3, 0, 4)):
+        e = torch.empty(shape, device=device)
+        p, x0 = O.ddpm_step(e, 10, e, ac, seed=1, backend=backend)
+        assert p.shape == shape and x0.shape == shape
+        p, x0 = O.ddim_step(e, 10, e, ac, prev_timestep=0, eta=1.0, backend=backend)
+        assert p.shape == shape
+
+
+def test_float64_uses_reference():
+    ac = alphas_cumprod()
+    mo, x = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    a = O.ddpm_step(mo, 10, x, ac, seed=3)
+    b = RS.ddpm_step(mo, 10, x, ac, seed=3)
+    assert a[0].dtype == torch.float64
+    torch.testing.assert_close(a[0], b[0])
+
+
+def test_bad_inputs():
+    ac = alphas_cumprod()
+    mo, x = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    with pytest.raises(TypeError, match="sample"):
+        O.ddpm_step(mo, 1, x.to(torch.int32), ac)
+    with pytest.raises(TypeError, match="model_output"):
+        O.ddpm_step(mo.half(), 1, x, ac)
+    with pytest.raises(TypeError, match="model_output"):
+        O.ddpm_step("not a tensor", 1, x, ac)
+    with pytest.raises(ValueError, match="model_output"):
+        O.ddpm_step(mo[:, :2], 1, x, ac)
+    with pytest.raises(ValueError, match="model_output"):
+        O.ddpm_step(torch.randn(2, 6, 4, 4), 1, x, ac)  # 2C only for learned variance
+    with pytest.raises(ValueError, match="noise"):
+        O.ddpm_step(mo, 1, x, ac, noise=torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="noise"):
+        O.ddpm_step(mo, 1, x, ac, noise=torch.randn_like(x), seed=3)
+    with pytest.raises(ValueError, match="on meta"):
+        O.ddpm_step(mo, 1, x, ac, noise=torch.empty(2, 3, 4, 4, device="meta"))
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        O.ddpm_step(mo, 1, x, ac.reshape(10, 100))
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        O.ddpm_step(mo, 1, x, ac * 2)
+    with pytest.raises(ValueError, match="timestep"):
+        O.ddpm_step(mo, T, x, ac)
+    with pytest.raises(ValueError, match="timestep"):
+        O.ddpm_step(mo, -1, x, ac)
+    with pytest.raises(ValueError, match="timestep"):
+        O.ddpm_step(mo, torch.tensor([1, 2, 3]), x, ac)
+    with pytest.raises(ValueError, match="timestep"):
+        O.ddpm_step(mo, torch.tensor([5, 1000]), x, ac)
+    with pytest.raises(TypeError, match="timestep"):
+        O.ddpm_step(mo, torch.tensor(2.5), x, ac)
+    with pytest.raises(ValueError, match="prediction_type"):
+        O.ddpm_step(mo, 1, x, ac, prediction_type="eps")
+    with pytest.raises(ValueError, match="variance_type"):
+        O.ddpm_step(mo, 1, x, ac, variance_type="small")
+    with pytest.raises(ValueError, match="backend"):
+        O.ddpm_step(mo, 1, x, ac, backend="gpu")
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        O.ddpm_step(mo, 1, x, ac, guidance_rescale=0.5)
+    with pytest.raises(ValueError, match="model_output_uncond"):
+        O.ddpm_step(mo, 1, x, ac, model_output_uncond=mo[:1])
+    with pytest.raises(ValueError, match="eta"):
+        O.ddim_step(mo, 1, x, ac, prev_timestep=0, eta=-0.1)
+    with pytest.raises(ValueError, match="clip_sample_range"):
+        O.ddim_step(mo, 1, x, ac, prev_timestep=0, clip_sample_range=0.0)
+    with pytest.raises(ValueError, match="prev_timestep"):
+        O.ddim_step(mo, 1, x, ac, prev_timestep=torch.tensor([0, 0, 0]))
+    if not torch.cuda.is_available():
+        with pytest.raises(O.BackendUnavailableError, match="cuda"):
+            O.ddpm_step(mo, 1, x, ac, backend="cuda")
+
+
+def test_opcheck():
+    ac = alphas_cumprod()
+    mo, x, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t, pt = torch.tensor([10]), torch.tensor([9])
+    philox = torch.tensor([1, 2])
+    for backend in ("cpu", "reference"):
+        torch.library.opcheck(torch.ops.genfast.ddpm_step.default, (
+            mo, x, t, pt, ac, None, noise, None, "epsilon", "fixed_small", True, 1.0, False, 0.995, 1.0,
+            1.0, 0.0, backend))
+        torch.library.opcheck(torch.ops.genfast.ddim_step.default, (
+            mo, x, t, pt, ac, mo.clone(), None, philox, "v_prediction", False, 1.0, False, 0.995, 1.0,
+            1.0, 0.5, True, 3.0, 0.0, backend))
+
+
+@pytest.mark.slow
+def test_torch_compile_sampling_loop():
+    """torch.compile(fullgraph=True) traces a DDIM loop that calls the fused op."""
+    ac = alphas_cumprod()
+    w = torch.randn(3, 3)
+
+    def loop(x):
+        for t, pt in ((900, 700), (700, 500), (500, 300), (300, -1)):
+            eps = torch.einsum("ij,bjhw->bihw", w, x) * 0.1
+            x, _ = O.ddim_step(eps, t, x, ac, prev_timestep=pt, eta=0.5, seed=t)
+        return x
+
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(loop, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), loop(x))
