@@ -153,3 +153,12 @@ __all__ = ["randn", "rand"]
 def numel(shape) -> int:
     """Number of elements of ``shape``."""
     return math.prod(shape)
+
+
+def _opcheck_samples():
+    """(op, args) pairs for tests/test_opcheck.py, which runs torch.library.opcheck on every op."""
+    cpu = torch.device("cpu")
+    return [(op, ([3, 5], 7, 11, dtype, cpu, backend))
+            for op in (torch.ops.genfast.randn.default, torch.ops.genfast.rand.default)
+            for dtype in (torch.float32, torch.bfloat16)
+            for backend in ("cpu", "reference")]

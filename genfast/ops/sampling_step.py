@@ -398,3 +398,22 @@ ddpm_step.__doc__ = ddpm_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)
 ddim_step.__doc__ = ddim_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)
 
 __all__ = ["ddpm_step", "ddim_step"]
+
+
+def _opcheck_samples():
+    """(op, args) pairs for tests/test_opcheck.py, which runs torch.library.opcheck on every op."""
+    ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    mo, x, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t, pt, philox = torch.tensor([10, 500]), torch.tensor([9, 499]), torch.tensor([1, 2])
+    out = []
+    for backend in ("cpu", "reference"):
+        out.append((torch.ops.genfast.ddpm_step.default, (
+            mo, x, t, pt, ac, None, noise, None, "epsilon", "fixed_small", True, 1.0, False, 0.995, 1.0,
+            1.0, 0.0, backend)))
+        out.append((torch.ops.genfast.ddpm_step.default, (
+            mo, x, t, pt, ac, mo.clone(), None, philox, "sample", "fixed_large", False, 1.0, True, 0.9, 2.0,
+            4.0, 0.5, backend)))
+        out.append((torch.ops.genfast.ddim_step.default, (
+            mo, x, t, pt, ac, mo.clone(), None, philox, "v_prediction", False, 1.0, False, 0.995, 1.0,
+            1.0, 0.5, True, 3.0, 0.0, backend)))
+    return out
