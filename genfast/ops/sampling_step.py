@@ -257,9 +257,10 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
     if num_train == 0:
         raise ValueError(f"{op}: alphas_cumprod must not be empty")
     if alphas_cumprod.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(
-        ((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()
+        ((alphas_cumprod >= 0) & (alphas_cumprod <= 1)).all()
     ):
-        raise ValueError(f"{op}: alphas_cumprod must lie in (0, 1]")
+        # 0 is allowed: zero-terminal-SNR schedules (Lin et al. 2024) end with alpha_bar = 0
+        raise ValueError(f"{op}: alphas_cumprod must lie in [0, 1]")
     ac = alphas_cumprod.to(torch.float64 if sample.dtype == torch.float64 else torch.float32).contiguous()
 
     t = _timesteps("timestep", timestep, b, device, num_train, op, allow_negative=False)
@@ -297,6 +298,15 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
                                   dtype=torch.int64, device=device)
     return (model_output.contiguous(), sample.contiguous(), t, pt, ac, model_output_uncond, noise, philox,
             guidance_scale, guidance_rescale, clip_sample_range, dynamic_thresholding_ratio, sample_max_value)
+
+
+def _active_options(clip_sample, clip_sample_range, thresholding, ratio, max_value):
+    """Options of a switched-off feature are not validated (as in diffusers): defaults stand in."""
+    if not clip_sample:
+        clip_sample_range = 1.0
+    if not thresholding:
+        ratio, max_value = 0.995, 1.0
+    return clip_sample_range, ratio, max_value
 
 
 _COMMON_ARGS_DOC = """
@@ -350,6 +360,8 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
         BackendUnavailableError: the requested backend cannot run here.
     """
     op = "genfast.ops.ddpm_step"
+    clip_sample_range, dynamic_thresholding_ratio, sample_max_value = _active_options(
+        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
     (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(
         op, _DDPM, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
         prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
@@ -383,6 +395,8 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
         TypeError / ValueError / BackendUnavailableError: as :func:`ddpm_step`.
     """
     op = "genfast.ops.ddim_step"
+    clip_sample_range, dynamic_thresholding_ratio, sample_max_value = _active_options(
+        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
     eta = _float("eta", eta, op, lo=0.0)
     final_alpha_cumprod = _float("final_alpha_cumprod", final_alpha_cumprod, op, lo=0.0, hi=1.0, lo_open=True)
     (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(

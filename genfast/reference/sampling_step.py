@@ -196,7 +196,8 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
     std = eta * var.sqrt()
     if use_clipped_model_output:
         eps = (x - sqrt_a * x0) / sqrt_b
-    prev = R(a_prev.sqrt()) * x0 + R((1 - a_prev - std**2).sqrt()) * eps
+    # clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN)
+    prev = R(a_prev.sqrt()) * x0 + R((1 - a_prev - std**2).clamp(min=0).sqrt()) * eps
     if eta > 0 and (noise is not None or seed is not None):
         prev = prev + R(std) * _noise(noise, seed, offset, sample, cd)
     return prev.to(sample.dtype), x0.to(sample.dtype)

@@ -57,7 +57,7 @@ def _sampling_step_kernel(
         var = (beta_prev / beta_t) * (1.0 - a_t / a_prev)
         std = eta * tl.sqrt(var)
         c_x0 = tl.sqrt(a_prev)
-        c_xt = tl.sqrt(1.0 - a_prev - std * std)
+        c_xt = tl.sqrt(tl.maximum(1.0 - a_prev - std * std, 0.0))
         gate = eta > 0.0
 
     mo_off = row * mo_row_stride + j

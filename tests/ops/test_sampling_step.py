@@ -297,6 +297,8 @@ def test_bad_inputs():
         O.ddpm_step(mo, 1, x, ac.reshape(10, 100))
     with pytest.raises(ValueError, match="alphas_cumprod"):
         O.ddpm_step(mo, 1, x, ac * 2)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        O.ddpm_step(mo, 1, x, ac - 0.5)
     with pytest.raises(ValueError, match="timestep"):
         O.ddpm_step(mo, T, x, ac)
     with pytest.raises(ValueError, match="timestep"):
@@ -320,7 +322,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="eta"):
         O.ddim_step(mo, 1, x, ac, prev_timestep=0, eta=-0.1)
     with pytest.raises(ValueError, match="clip_sample_range"):
-        O.ddim_step(mo, 1, x, ac, prev_timestep=0, clip_sample_range=0.0)
+        O.ddim_step(mo, 1, x, ac, prev_timestep=0, clip_sample=True, clip_sample_range=0.0)
     with pytest.raises(ValueError, match="prev_timestep"):
         O.ddim_step(mo, 1, x, ac, prev_timestep=torch.tensor([0, 0, 0]))
     if not torch.cuda.is_available():

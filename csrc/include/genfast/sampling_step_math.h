@@ -106,7 +106,8 @@ GF_HD RowCoeffs step_row_coeffs(const StepParams& P, int64_t b) {
     float var = (beta_prev / beta_t) * (1.0f - a_t / a_prev);
     rc.std = P.eta * sqrtf(var);
     rc.c_x0 = sqrtf(a_prev);
-    rc.c_xt = sqrtf(1.0f - a_prev - rc.std * rc.std);
+    // clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN)
+    rc.c_xt = sqrtf(fmaxf(1.0f - a_prev - rc.std * rc.std, 0.0f));
     rc.noise_gate = P.eta > 0.0f ? 1.0f : 0.0f;
   }
   rc.thr = P.threshold ? reinterpret_cast<const float*>(P.threshold)[b] : 0.0f;
