@@ -23,7 +23,7 @@ class BackendUnavailableError(RuntimeError):
     without the CUDA module or a GPU)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str):
     try:
         return importlib.import_module(f"genfast.{name}"), None
@@ -53,7 +53,7 @@ def cuda_module():
     return mod
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton_importable() -> bool:
     try:
         import triton  # noqa: F401

@@ -11,6 +11,7 @@ be captured in a CUDA graph or traced by ``torch.compile(fullgraph=True)``.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -166,6 +167,8 @@ def _ddim_fake(model_output, sample, *args):
 def _timesteps(name, value, batch, device, num_train, op, *, allow_negative):
     if isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be an int or an integer tensor, got bool")
+    if not isinstance(value, (int, torch.Tensor)) and hasattr(value, "__index__"):
+        value = operator.index(value)  # numpy integers
     if isinstance(value, int):
         if value >= num_train or (value < 0 and not allow_negative):
             lo = "-1" if allow_negative else "0"

@@ -58,6 +58,13 @@ def check_against_reference(fn, ref_fn, args, kwargs, dtype, what):
     plain = ref_fn(*args, compute_dtype=dtype, **kwargs)
     for o, r, p in zip(out, ref64, plain):
         assert o.dtype == dtype
+        # values beyond the dtype's range (x0 = x / sqrt(alpha_t) near t = T) round to +-inf
+        big = r.double().cpu().abs() > torch.finfo(dtype).max
+        if big.any():
+            assert torch.equal(o.double().cpu()[big], r.double().cpu()[big].sign() * math.inf), what
+            o, r, p = o.cpu()[~big], r.cpu()[~big], p.cpu()[~big]
+            if o.numel() == 0:
+                continue
         e_kernel, e_plain = err_vs(o, r), err_vs(p, r)
         if not math.isfinite(e_plain):
             # plain low-precision arithmetic breaks down (e.g. 1 - alpha rounds to 0 in bf16);

@@ -8,7 +8,9 @@ namespace genfast {
 
 inline void bind_step_params(pybind11::module_& m) {
   namespace py = pybind11;
-  py::class_<StepParams>(m, "StepParams")
+  // module_local: _C and _C_cuda both bind this C++ type; pybind11 shares its type registry
+  // across modules, so a global binding would clash when both are imported.
+  py::class_<StepParams>(m, "StepParams", py::module_local())
       .def(py::init<>())
       .def_readwrite("model_output", &StepParams::model_output)
       .def_readwrite("model_output_uncond", &StepParams::model_output_uncond)
