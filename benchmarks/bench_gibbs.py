@@ -1,0 +1,124 @@
+"""Benchmark of genfast.ops.gibbs: time per Gibbs step (two products, two draws) at V=784,
+H=256 and H=1024, B=1000, k=1 and k=10, against the eager PyTorch loop
+(``torch.bernoulli(torch.sigmoid(torch.addmm(...)))`` per half-step, the loop of the PyTorch
+RBM tutorials) and scikit-learn's ``BernoulliRBM.gibbs`` (one call per step), measured in the
+same run. The column "products" times the two ``torch.addmm`` of a step alone: a lower bound
+for any design that keeps the products in PyTorch and fuses only the draws in C++.
+
+Run: ``python benchmarks/bench_gibbs.py`` (GENFAST_BENCH_NO_WRITE=1 to leave RESULTS.md alone).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import report, time_ms  # noqa: E402
+
+import genfast.ops as O  # noqa: E402
+
+V, B = 784, 1000
+HIDDEN = (256, 1024)
+KS = (1, 10)
+
+
+def eager_loop(v, w, b, c, k):
+    """The eager PyTorch loop: 2 products, 2 sigmoids, 2 torch.bernoulli per step."""
+    for _ in range(k):
+        h = torch.bernoulli(torch.sigmoid(torch.addmm(c, v, w.T)))
+        v = torch.bernoulli(torch.sigmoid(torch.addmm(b, h, w)))
+    return v, h
+
+
+def products_only(v, w, b, c, k):
+    for _ in range(k):
+        x = torch.addmm(c, v, w.T)
+        y = torch.addmm(b, x, w)
+    return y
+
+
+def sklearn_rbm(w, b, c):
+    try:
+        from sklearn.neural_network import BernoulliRBM
+    except ImportError:
+        return None
+    rbm = BernoulliRBM(n_components=w.shape[0], random_state=0)
+    rbm.components_ = w.double().numpy()
+    rbm.intercept_visible_ = b.double().numpy()
+    rbm.intercept_hidden_ = c.double().numpy()
+    import numpy as np
+
+    rbm.random_state_ = np.random.RandomState(0)
+    return rbm
+
+
+def main():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backends = ["cuda", "triton"] if device == "cuda" else ["cpu"]
+    rows = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    for h_units in HIDDEN:
+        g = torch.Generator().manual_seed(0)
+        w = (0.05 * torch.randn(h_units, V, generator=g)).to(device)
+        b = (0.1 * torch.randn(V, generator=g)).to(device)
+        c = (0.1 * torch.randn(h_units, generator=g)).to(device)
+        v = (torch.rand(B, V, generator=g) < 0.5).float().to(device)
+        rbm = sklearn_rbm(w.cpu(), b.cpu(), c.cpu()) if device == "cpu" else None
+        vn = v.cpu().double().numpy()
+        for k in KS:
+            mrt = 0.5 if k == 1 else 1.0
+            args = (v, w, b, c, k)
+            t_eager = time_ms(lambda a=args: eager_loop(*a), device, mrt) / k
+            t_prod = time_ms(lambda a=args: products_only(*a), device, mrt) / k
+            t_sk = None
+            if rbm is not None:
+
+                def sk_loop(rbm=rbm, vn=vn, k=k):
+                    x = vn
+                    for _ in range(k):
+                        x = rbm.gibbs(x)
+                    return x
+
+                t_sk = time_ms(sk_loop, "cpu", mrt) / k
+            for be in backends:
+                run = lambda a=args, be=be: O.gibbs(*a[:4], k=a[4], seed=1, backend=be)  # noqa: E731
+                t = time_ms(run, device, mrt) / k
+                flops = 4.0 * B * V * h_units  # two products per step
+                rows.append(
+                    {
+                        "shape (B, V, H)": f"({B}, {V}, {h_units})",
+                        "k": k,
+                        "backend": be,
+                        "ms / step": t,
+                        "GFLOP/s": flops / t / 1e6,
+                        "eager ms": t_eager,
+                        "products ms": t_prod,
+                        "vs eager": t_eager / t,
+                        "sklearn ms": t_sk,
+                        "vs sklearn": (t_sk / t) if t_sk else None,
+                    }
+                )
+    cols = [
+        "shape (B, V, H)",
+        "k",
+        "backend",
+        "ms / step",
+        "GFLOP/s",
+        "eager ms",
+        "products ms",
+        "vs eager",
+        "sklearn ms",
+        "vs sklearn",
+    ]
+    notes = (
+        f"Load average (1 min) at the start: {load:.2f} on {os.cpu_count()} CPUs (the machine is shared: "
+        "compare the ratios, measured in the same run). 'products ms': the two torch.addmm of a step alone."
+    )
+    report("gibbs", "Gibbs sampling (genfast.ops.gibbs)", rows, cols, device=device, notes=notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+"""Restricted Boltzmann machines and deep belief networks on genfast's Gibbs op.
+
+* :class:`BernoulliRBM`: binary visible and hidden units (Smolensky 1986; Hinton 2002), the
+  parameter layout and the free energy / pseudo-likelihood of scikit-learn's
+  ``sklearn.neural_network.BernoulliRBM``; trained by CD-k or persistent CD (Tieleman 2008)
+  with the persistent chains kept on the model's device; the exact log partition function by
+  enumeration (min(V, H) <= 20) and annealed importance sampling (Salakhutdinov and Murray
+  2008) for larger models.
+* :class:`GaussianBernoulliRBM`: real visible units with a fixed noise scale sigma (Hinton 2010,
+  "A practical guide to training RBMs", section 13.2).
+* :class:`DBN`: a greedy layer-wise stack of Bernoulli RBMs (Hinton, Osindero and Teh 2006)
+  that samples by Gibbs sampling in the top RBM and a downward pass.
+
+Every stochastic step goes through :func:`genfast.ops.gibbs` / :func:`genfast.ops.rand` with
+the model's own Philox key and counter, so runs are reproducible on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import genfast.ops as O
+
+__all__ = ["BernoulliRBM", "GaussianBernoulliRBM", "DBN"]
+
+
+def _check_int(name, value, lo, op):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"{op}: {name} must be >= {lo}, got {value}")
+    return value
+
+
+class BernoulliRBM(nn.Module):
+    """Restricted Boltzmann machine with binary visible and hidden units.
+
+    Energy ``E(v, h) = -b.v - c.h - h W v`` (Hinton 2010, eq. 1); ``p(h_j = 1 | v) =
+    sigmoid(c_j + W_j v)``, ``p(v_i = 1 | h) = sigmoid(b_i + h W_:i)``. Mirrors scikit-learn's
+    ``BernoulliRBM``: ``weight`` is ``components_``, ``visible_bias`` is ``intercept_visible_``,
+    ``hidden_bias`` is ``intercept_hidden_``.
+
+    Args:
+        n_visible: V >= 1. n_hidden: H >= 1.
+        seed: Philox key of the model's random numbers (int). Each draw advances the model's
+            counter, so successive calls draw fresh numbers and a re-seeded model repeats them.
+        device / dtype: of the parameters (float32, float16 or bfloat16; products accumulate
+            in float32).
+        backend: the genfast backend of the Gibbs steps ("auto", "cpu", "cuda", "triton", ...).
+
+    Raises:
+        TypeError / ValueError: non-int or non-positive sizes.
+    """
+
+    visible = "bernoulli"
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        seed: int = 0,
+        device=None,
+        dtype=torch.float32,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        op = type(self).__name__
+        _check_int("n_visible", n_visible, 1, op)
+        _check_int("n_hidden", n_hidden, 1, op)
+        g = torch.Generator().manual_seed(int(seed))
+        # N(0, 0.01^2) weights, zero biases: Hinton (2010), section 8
+        w = 0.01 * torch.randn(n_hidden, n_visible, generator=g)
+        self.weight = nn.Parameter(w.to(device=device, dtype=dtype), requires_grad=False)
+        self.visible_bias = nn.Parameter(
+            torch.zeros(n_visible, device=device, dtype=dtype), requires_grad=False
+        )
+        self.hidden_bias = nn.Parameter(
+            torch.zeros(n_hidden, device=device, dtype=dtype), requires_grad=False
+        )
+        self.register_buffer("persistent_chains", torch.empty(0, n_visible, device=device, dtype=dtype))
+        self.seed = int(seed)
+        self.offset = 0
+        self.backend = backend
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_visible(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.weight.shape[0]
+
+    def _counters(self, n: int) -> int:
+        off = self.offset
+        self.offset += int(n)
+        return off
+
+    def _check_v(self, v, name="v", binary=False):
+        op = type(self).__name__
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(v).__name__}")
+        if not v.is_floating_point():
+            raise TypeError(f"{op}: {name} must be a floating-point tensor, got {v.dtype}")
+        if v.dim() != 2 or v.shape[1] != self.n_visible:
+            raise ValueError(f"{op}: {name} must be [B, {self.n_visible}], got {tuple(v.shape)}")
+        if v.device != self.weight.device:
+            raise ValueError(f"{op}: {name} is on {v.device} but the model is on {self.weight.device}")
+        if self.visible == "bernoulli" and v.numel():
+            if binary and not bool(((v == 0) | (v == 1)).all()):
+                raise ValueError(f"{op}: {name} must be binary (0/1) here")
+            if not binary and bool(((v < 0) | (v > 1)).any()):
+                raise ValueError(f"{op}: {name} must lie in [0, 1] for Bernoulli visible units")
+        return v.to(self.weight.dtype)
+
+    def _sigma(self) -> float:
+        return 1.0
+
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        """``p(h = 1 | v)``: [B, V] -> [B, H] (float32 accumulation)."""
+        v = self._check_v(v)
+        x = v.float() @ self.weight.float().T / self._sigma() + self.hidden_bias.float()
+        return torch.sigmoid(x).to(self.weight.dtype)
+
+    def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """``p(v = 1 | h)`` (the mean for Gaussian visible units): [B, H] -> [B, V]."""
+        if not isinstance(h, torch.Tensor) or h.dim() != 2 or h.shape[1] != self.n_hidden:
+            raise ValueError(f"{type(self).__name__}: h must be a [B, {self.n_hidden}] tensor")
+        acc = h.float() @ self.weight.float()
+        if self.visible == "gaussian":
+            return (self.visible_bias.float() + self._sigma() * acc).to(self.weight.dtype)
+        return torch.sigmoid(acc + self.visible_bias.float()).to(self.weight.dtype)
+
+    def _bernoulli(self, p):
+        u = O.rand(
+            tuple(p.shape),
+            seed=self.seed,
+            offset=self._counters(p.numel()),
+            device=p.device,
+            backend=self.backend,
+        )
+        return (u < p.float()).to(p.dtype)
+
+    def sample_hidden(self, v: torch.Tensor) -> torch.Tensor:
+        """``h ~ p(h | v)``, [B, H] of 0/1 (scikit-learn's ``_sample_hiddens``)."""
+        return self._bernoulli(self.hidden_probs(v))
+
+    def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
+        """``v ~ p(v | h)``, [B, V] (scikit-learn's ``_sample_visibles``)."""
+        p = self.visible_probs(h)
+        if self.visible == "gaussian":
+            z = O.randn(
+                tuple(p.shape),
+                seed=self.seed,
+                offset=self._counters(p.numel()),
+                device=p.device,
+                backend=self.backend,
+            )
+            return (p.float() + self._sigma() * z).to(p.dtype)
+        return self._bernoulli(p)
+
+    def gibbs(self, v: torch.Tensor, k: int = 1) -> torch.Tensor:
+        """``k`` block-Gibbs steps from ``v`` (one fused :func:`genfast.ops.gibbs` call).
+
+        Mirrors scikit-learn's ``BernoulliRBM.gibbs`` (k = 1). Returns the visible sample [B, V].
+        """
+        return self.gibbs_full(v, k).v
+
+    def gibbs_full(self, v: torch.Tensor, k: int = 1) -> O.GibbsResult:
+        """As :meth:`gibbs`, returning the whole :class:`genfast.ops.GibbsResult`."""
+        v = self._check_v(v)
+        _check_int("k", k, 1, type(self).__name__)
+        off = self._counters(O.gibbs_num_counters(v.shape[0], self.n_visible, self.n_hidden, k))
+        return O.gibbs(
+            v,
+            self.weight,
+            self.visible_bias,
+            self.hidden_bias,
+            k=k,
+            seed=self.seed,
+            offset=off,
+            visible=self.visible,
+            sigma=self._sigma(),
+            backend=self.backend,
+        )
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """``F(v) = -b.v - sum_j softplus(c_j + W_j v)`` [B] in float32 (sklearn's
+        ``_free_energy``; ``p(v) = exp(-F(v)) / Z``)."""
+        v = self._check_v(v).float()
+        return -(v @ self.visible_bias.float()) - F.softplus(
+            v @ self.weight.float().T + self.hidden_bias.float()
+        ).sum(1)
+
+    def pseudo_likelihood(self, v: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Stochastic pseudo-log-likelihood [B], as scikit-learn's ``score_samples``.
+
+        ``V * log sigmoid(F(v~) - F(v))`` where ``v~`` is ``v`` with one feature per sample flipped
+        (Besag 1975; Marlin et al. 2010).
+
+        Args:
+            v: [B, V] binary data.
+            index: [B] int64 feature to flip per sample (default: drawn from the model's Philox
+                stream); pass ``np.random.RandomState(rs).randint(0, V, B)`` to reproduce
+                scikit-learn's ``score_samples`` with ``random_state=rs``.
+        """
+        v = self._check_v(v, binary=True)
+        if index is None:
+            u = O.rand((v.shape[0],), seed=self.seed, offset=self._counters(v.shape[0]), device=v.device)
+            index = (u.double() * self.n_visible).long().clamp(max=self.n_visible - 1)
+        index = torch.as_tensor(index, device=v.device).long()
+        if index.shape != (v.shape[0],):
+            raise ValueError(
+                f"{type(self).__name__}: index must be [B] = [{v.shape[0]}], got {tuple(index.shape)}"
+            )
+        fe = self.free_energy(v)
+        vf = v.clone()
+        rows = torch.arange(v.shape[0], device=v.device)
+        vf[rows, index] = 1 - vf[rows, index]
+        return self.n_visible * F.logsigmoid(self.free_energy(vf) - fe)
+
+    # --------------------------------------------------------------- training
+    def cd_gradient(self, v_data: torch.Tensor, k: int = 1, persistent: bool = False) -> dict:
+        """Contrastive-divergence estimate of the gradient of the mean log-likelihood.
+
+        ``dW = <h v>_data - <h v>_model``, ``db = <v>_data - <v>_model``, ``dc = <h>_data -
+        <h>_model`` (Hinton 2002, eq. 5; Tieleman 2008 for persistent chains), with data-side
+        hidden probabilities, and model-side statistics from the chain's last visible sample and
+        its hidden probabilities (what scikit-learn's ``_fit`` does for k = 1). The negative
+        chain starts at the data (CD-k) or at the persistent chains (PCD-k), which it advances.
+
+        Returns:
+            dict with ``weight``, ``visible_bias``, ``hidden_bias`` (float32, ascent direction).
+        """
+        v_data = self._check_v(v_data)
+        start = v_data
+        if persistent:
+            if self.persistent_chains.shape[0] != v_data.shape[0]:
+                self.persistent_chains = (
+                    self._bernoulli(torch.full_like(v_data, 0.5))
+                    if self.visible == "bernoulli"
+                    else v_data.clone()
+                )
+            start = self.persistent_chains
+        neg = self.gibbs_full(start, k)
+        v_neg = neg.v
+        if persistent:
+            self.persistent_chains = v_neg.detach().clone()
+        return self._gradient_from(v_data, v_neg)
+
+    def _stats_weight(self, v):
+        return v.float()
+
+    def _gradient_from(self, v_data, v_neg):
+        b = v_data.shape[0]
+        h_pos = self.hidden_probs(v_data).float()
+        h_neg = self.hidden_probs(v_neg).float()
+        vp, vn = self._stats_weight(v_data), self._stats_weight(v_neg)
+        return {
+            "weight": (h_pos.T @ vp - h_neg.T @ vn) / b,
+            "visible_bias": self._visible_bias_stat(v_data) - self._visible_bias_stat(v_neg),
+            "hidden_bias": h_pos.mean(0) - h_neg.mean(0),
+        }
+
+    def _visible_bias_stat(self, v):
+        return v.float().mean(0)
+
+    def fit(
+        self,
+        data: torch.Tensor,
+        *,
+        epochs: int = 10,
+        batch_size: int = 100,
+        lr: float = 0.05,
+        k: int = 1,
+        persistent: bool = False,
+        momentum: float = 0.5,
+        weight_decay: float = 0.0,
+        progress=None,
+    ) -> list[float]:
+        """Train by CD-k (or PCD-k) with SGD + momentum (Hinton 2010, sections 9-10).
+
+        Args:
+            data: [N, V] training data (binary or in [0, 1] for Bernoulli visible units).
+            epochs, batch_size, lr, k, persistent, momentum, weight_decay: the usual options.
+            progress: optional callable wrapping the epoch iterator (e.g. tqdm).
+
+        Returns:
+            Mean squared reconstruction error of each epoch (a monitoring figure, not the loss).
+        """
+        data = self._check_v(data, "data")
+        _check_int("epochs", epochs, 1, type(self).__name__)
+        _check_int("batch_size", batch_size, 1, type(self).__name__)
+        vel = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in self._params().items()}
+        history = []
+        it = range(epochs) if progress is None else progress(range(epochs))
+        for _ in it:
+            perm = torch.randperm(
+                data.shape[0], generator=torch.Generator().manual_seed(self.seed + self.offset)
+            )
+            err, n = 0.0, 0
+            for s in range(0, data.shape[0], batch_size):
+                vb = data[perm[s : s + batch_size].to(data.device)]
+                grad = self.cd_gradient(vb, k=k, persistent=persistent)
+                for name, p in self._params().items():
+                    g = grad[name] - (weight_decay * p.float() if name == "weight" else 0.0)
+                    vel[name].mul_(momentum).add_(g, alpha=lr)
+                    p.copy_((p.float() + vel[name]).to(p.dtype))
+                rec = self.visible_probs(self.hidden_probs(vb)).float()
+                err += float(((rec - vb.float()) ** 2).sum())
+                n += vb.numel()
+            history.append(err / max(n, 1))
+        return history
+
+    def _params(self):
+        return {"weight": self.weight, "visible_bias": self.visible_bias, "hidden_bias": self.hidden_bias}
+
+    # ------------------------------------------------------ partition function
+    def log_partition(self, method: str = "auto", **ais_kwargs) -> float:
+        """``log Z``: exact by enumeration when min(V, H) <= 20, else AIS (``method="auto"``).
+
+        Args:
+            method: "auto", "exact" or "ais".
+            **ais_kwargs: passed to :meth:`ais_log_partition`.
+
+        Raises:
+            ValueError: "exact" on a model with min(V, H) > 20, or an unknown method.
+        """
+        if method not in ("auto", "exact", "ais"):
+            raise ValueError(
+                f"{type(self).__name__}: method must be 'auto', 'exact' or 'ais', got {method!r}"
+            )
+        small = min(self.n_visible, self.n_hidden) <= 20
+        if method == "exact" or (method == "auto" and small):
+            if not small:
+                raise ValueError(
+                    f"{type(self).__name__}: exact log Z needs min(n_visible, n_hidden) <= 20, "
+                    f"got ({self.n_visible}, {self.n_hidden})"
+                )
+            return self.exact_log_partition()
+        return self.ais_log_partition(**ais_kwargs)[0]
+
+    @staticmethod
+    def _configs(n, start, stop, device):
+        idx = torch.arange(start, stop, device=device)
+        return ((idx[:, None] >> torch.arange(n, device=device)) & 1).double()
+
+    def exact_log_partition(self, chunk: int = 1 << 15) -> float:
+        """``log Z`` by summing over all states of the smaller layer (float64), in chunks."""
+        w = self.weight.double()
+        b, c = self.visible_bias.double(), self.hidden_bias.double()
+        terms = []
+        if self.n_hidden <= self.n_visible:
+            n = self.n_hidden
+            for s in range(0, 1 << n, chunk):
+                h = self._configs(n, s, min(s + chunk, 1 << n), w.device)
+                terms.append(h @ c + F.softplus(h @ w + b).sum(1))
+        else:
+            n = self.n_visible
+            for s in range(0, 1 << n, chunk):
+                v = self._configs(n, s, min(s + chunk, 1 << n), w.device)
+                terms.append(v @ b + F.softplus(v @ w.T + c).sum(1))
+        return float(torch.logsumexp(torch.cat(terms), 0))
+
+    def _log_pstar(self, v, beta, base_bias):
+        """Unnormalised log-probability of v under the beta-interpolated model of AIS."""
+        v = v.double()
+        vis = (1 - beta) * (v @ base_bias) + beta * (v @ self.visible_bias.double())
+        return vis + F.softplus(beta * (v @ self.weight.double().T + self.hidden_bias.double())).sum(1)
+
+    def ais_log_partition(
+        self, n_chains: int = 100, n_betas: int = 10000, base_visible_bias=None, seed: int | None = None
+    ) -> tuple[float, float]:
+        """Annealed importance sampling estimate of ``log Z`` (Salakhutdinov and Murray 2008).
+
+        The base model has zero weights and visible bias ``base_visible_bias`` (default 0; the
+        paper uses the data's log-odds); temperatures ``beta`` run linearly from 0 to 1; each
+        transition is one Gibbs step (:func:`genfast.ops.gibbs`) of the intermediate model.
+
+        Args:
+            n_chains: independent AIS runs M. n_betas: number of temperatures K (>= 2).
+            base_visible_bias: [V] visible bias of the base model.
+            seed: Philox key (default: the model's).
+
+        Returns:
+            ``(log_Z, log_Z_std)``: the estimate ``log Z_A + log mean(w)`` and the standard
+            deviation of the log-weights divided by sqrt(M) (a rough error bar).
+        """
+        if self.visible != "bernoulli":
+            raise NotImplementedError("AIS is implemented for BernoulliRBM; use exact_log_partition")
+        _check_int("n_chains", n_chains, 1, "ais_log_partition")
+        _check_int("n_betas", n_betas, 2, "ais_log_partition")
+        dev = self.weight.device
+        base = (
+            torch.zeros(self.n_visible, dtype=torch.float64, device=dev)
+            if base_visible_bias is None
+            else torch.as_tensor(base_visible_bias, device=dev).double()
+        )
+        key = self.seed if seed is None else int(seed)
+        off = 0
+        log_za = float(F.softplus(base).sum()) + self.n_hidden * math.log(2.0)
+        u = O.rand((n_chains, self.n_visible), seed=key, offset=(1 << 62), device=dev)
+        v = (u.double() < torch.sigmoid(base)).float()
+        logw = torch.zeros(n_chains, dtype=torch.float64, device=dev)
+        betas = torch.linspace(0, 1, n_betas).tolist()
+        w32 = self.weight.float()
+        for i in range(1, n_betas):
+            beta_prev, beta = betas[i - 1], betas[i]
+            logw += self._log_pstar(v, beta, base) - self._log_pstar(v, beta_prev, base)
+            if i < n_betas - 1:
+                vb = ((1 - beta) * base + beta * self.visible_bias.double()).float()
+                out = O.gibbs(
+                    v,
+                    beta * w32,
+                    vb,
+                    beta * self.hidden_bias.float(),
+                    k=1,
+                    seed=key,
+                    offset=off,
+                    backend=self.backend,
+                )
+                off += O.gibbs_num_counters(n_chains, self.n_visible, self.n_hidden, 1)
+                v = out.v
+        log_mean = float(torch.logsumexp(logw, 0)) - math.log(n_chains)
+        std = float(logw.std()) / math.sqrt(n_chains) if n_chains > 1 else float("nan")
+        return log_za + log_mean, std
+
+    def log_likelihood(self, v: torch.Tensor, log_z: float | None = None) -> torch.Tensor:
+        """``log p(v) = -F(v) - log Z`` [B] (float64); ``log_z`` from :meth:`log_partition` by default."""
+        v = self._check_v(v, binary=self.visible == "bernoulli")
+        lz = self.log_partition() if log_z is None else float(log_z)
+        return -self.free_energy(v).double() - lz
+
+    # ------------------------------------------------------------- interop
+    @classmethod
+    def from_sklearn(cls, estimator, **kwargs) -> BernoulliRBM:
+        """Build from a fitted ``sklearn.neural_network.BernoulliRBM`` (components_,
+        intercept_visible_, intercept_hidden_)."""
+        for a in ("components_", "intercept_visible_", "intercept_hidden_"):
+            if not hasattr(estimator, a):
+                raise ValueError(f"from_sklearn: estimator has no {a}; is it fitted?")
+        comp = torch.as_tensor(estimator.components_, dtype=torch.float32)
+        m = cls(comp.shape[1], comp.shape[0], **kwargs)
+        with torch.no_grad():
+            m.weight.copy_(comp)
+            m.visible_bias.copy_(torch.as_tensor(estimator.intercept_visible_, dtype=torch.float32))
+            m.hidden_bias.copy_(torch.as_tensor(estimator.intercept_hidden_, dtype=torch.float32))
+        return m
+
+    def to_sklearn(self):
+        """A ``sklearn.neural_network.BernoulliRBM`` with this model's parameters (float64)."""
+        import numpy as np
+        from sklearn.neural_network import BernoulliRBM as SkRBM
+
+        est = SkRBM(n_components=self.n_hidden, random_state=self.seed)
+        est.components_ = self.weight.detach().double().cpu().numpy()
+        est.intercept_visible_ = self.visible_bias.detach().double().cpu().numpy()
+        est.intercept_hidden_ = self.hidden_bias.detach().double().cpu().numpy()
+        est.h_samples_ = np.zeros((est.batch_size, self.n_hidden))
+        est.n_features_in_ = self.n_visible
+        est.random_state_ = np.random.RandomState(self.seed)
+        return est
+
+
+class GaussianBernoulliRBM(BernoulliRBM):
+    """RBM with real Gaussian visible units of fixed standard deviation ``sigma``.
+
+    Energy ``E = |v - b|^2 / (2 sigma^2) - c.h - (v / sigma) W^T h`` (Hinton 2010, section 13.2):
+    ``p(h_j = 1 | v) = sigmoid(c_j + W_j v / sigma)``, ``v | h ~ N(b + sigma h W, sigma^2)``.
+    Standardise the data (zero mean, unit variance) and keep sigma = 1, as the guide advises.
+
+    Args:
+        n_visible, n_hidden, seed, device, dtype, backend: as :class:`BernoulliRBM`.
+        sigma: float > 0.
+    """
+
+    visible = "gaussian"
+
+    def __init__(self, n_visible: int, n_hidden: int, *, sigma: float = 1.0, **kwargs):
+        super().__init__(n_visible, n_hidden, **kwargs)
+        if not (
+            isinstance(sigma, (int, float))
+            and not isinstance(sigma, bool)
+            and math.isfinite(sigma)
+            and sigma > 0
+        ):
+            raise ValueError(f"GaussianBernoulliRBM: sigma must be a finite float > 0, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def _sigma(self) -> float:
+        return self.sigma
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """``F(v) = |v - b|^2 / (2 sigma^2) - sum_j softplus(c_j + W_j v / sigma)`` [B]."""
+        v = self._check_v(v).float()
+        s = self.sigma
+        quad = ((v - self.visible_bias.float()) ** 2).sum(1) / (2 * s * s)
+        return quad - F.softplus(v @ self.weight.float().T / s + self.hidden_bias.float()).sum(1)
+
+    def _stats_weight(self, v):
+        return v.float() / self.sigma
+
+    def _visible_bias_stat(self, v):
+        return (v.float() - self.visible_bias.float()).mean(0) / self.sigma**2
+
+    def exact_log_partition(self, chunk: int = 1 << 15) -> float:
+        """``log Z`` by summing over the hidden states (H <= 20); the Gaussian integral is closed:
+        ``log Z = V/2 log(2 pi sigma^2) + logsumexp_h [c.h + b.a + sigma^2 |a|^2 / 2]``, a = hW/sigma."""
+        if self.n_hidden > 20:
+            raise ValueError(f"GaussianBernoulliRBM: exact log Z needs n_hidden <= 20, got {self.n_hidden}")
+        w, b, c, s = self.weight.double(), self.visible_bias.double(), self.hidden_bias.double(), self.sigma
+        terms = []
+        for st in range(0, 1 << self.n_hidden, chunk):
+            h = self._configs(self.n_hidden, st, min(st + chunk, 1 << self.n_hidden), w.device)
+            a = h @ w / s
+            terms.append(h @ c + a @ b + 0.5 * s * s * (a * a).sum(1))
+        return 0.5 * self.n_visible * math.log(2 * math.pi * s * s) + float(
+            torch.logsumexp(torch.cat(terms), 0)
+        )
+
+    def log_partition(self, method: str = "auto", **kwargs) -> float:
+        """Exact ``log Z`` (n_hidden <= 20); AIS is not implemented for Gaussian visible units."""
+        if method == "ais":
+            raise NotImplementedError("AIS is implemented for BernoulliRBM only")
+        return self.exact_log_partition()
+
+
+class DBN(nn.Module):
+    """Deep belief network: a greedy layer-wise stack of Bernoulli RBMs (Hinton et al. 2006).
+
+    Args:
+        sizes: layer widths ``[V, H1, H2, ...]`` (at least two).
+        seed, device, dtype, backend: passed to each :class:`BernoulliRBM` (layer i gets seed + i).
+    """
+
+    def __init__(self, sizes, *, seed: int = 0, device=None, dtype=torch.float32, backend: str = "auto"):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"DBN: sizes must list at least 2 layer widths, got {sizes}")
+        self.layers = nn.ModuleList(
+            BernoulliRBM(sizes[i], sizes[i + 1], seed=seed + i, device=device, dtype=dtype, backend=backend)
+            for i in range(len(sizes) - 1)
+        )
+
+    def transform(self, v: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """Upward pass of hidden probabilities through the first ``upto`` layers (all by default)."""
+        for layer in list(self.layers)[:upto]:
+            v = layer.hidden_probs(v)
+        return v
+
+    def fit(self, data: torch.Tensor, *, epochs: int = 10, **fit_kwargs) -> list[list[float]]:
+        """Greedy training: each RBM on the hidden probabilities of the one below.
+
+        Returns:
+            Per layer, the reconstruction-error history of :meth:`BernoulliRBM.fit`.
+        """
+        hist = []
+        x = data
+        for layer in self.layers:
+            hist.append(layer.fit(x, epochs=epochs, **fit_kwargs))
+            x = layer.hidden_probs(x)
+        return hist
+
+    def sample(self, n: int, k: int = 100, *, probabilities: bool = True) -> torch.Tensor:
+        """Fantasy samples: k Gibbs steps in the top RBM from uniform noise, then a downward pass.
+
+        Args:
+            n: number of samples. k: Gibbs steps in the top RBM.
+            probabilities: return the bottom layer's ``p(v | h)`` (smooth images) instead of a
+                binary sample.
+
+        Returns:
+            [n, V] in the model's dtype.
+        """
+        _check_int("n", n, 0, "DBN.sample")
+        top = self.layers[-1]
+        start = top._bernoulli(
+            torch.full((n, top.n_visible), 0.5, device=top.weight.device, dtype=top.weight.dtype)
+        )
+        h = top.gibbs_full(start, k).v
+        for i, layer in enumerate(reversed(list(self.layers)[:-1])):
+            p = layer.visible_probs(h)
+            last = i == len(self.layers) - 2
+            h = p if (last and probabilities) else layer._bernoulli(p)
+        if len(self.layers) == 1:
+            return top.gibbs_full(start, k).v_prob if probabilities else h
+        return h

@@ -1,0 +1,218 @@
+"""Block Gibbs sampling in a restricted Boltzmann machine: ``genfast.ops.gibbs``.
+
+``k`` full steps ``v -> h ~ p(h | v) -> v ~ p(v | h)`` for a batch of independent chains, in
+one call: one kernel launch on CUDA (each thread block owns a tile of chains for all k steps),
+and the whole chain in C++ on the CPU (a cache-blocked FMA product fused with the sigmoid, the
+counter-based Philox draws and the compare). The Bernoulli (or Gaussian) draws come from
+genfast's Philox generator keyed by ``(seed, offset)`` with the counter layout specified in
+:mod:`genfast.reference.gibbs`, so every backend produces the reference chain for the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from genfast import _backends
+from genfast.ops._common import KERNEL_DTYPES, as_int64, check_choice, check_tensor
+from genfast.reference import gibbs as _ref
+
+_OP = "genfast.ops.gibbs"
+VISIBLE_TYPES = _ref.VISIBLE_TYPES
+
+
+class GibbsResult(NamedTuple):
+    """Outputs of :func:`gibbs` (all in the dtype of ``v``).
+
+    Attributes:
+        v: [B, V] the last visible sample (0/1 for Bernoulli units, real for Gaussian ones).
+        h: [B, H] the last hidden sample (0/1), the one ``v`` was drawn from.
+        v_prob: [B, V] ``p(v = 1 | h)`` (Bernoulli) or the mean ``b + sigma h W`` (Gaussian).
+        h_prob: [B, H] ``p(h = 1 | v_prev)``, the probabilities ``h`` was drawn from.
+    """
+
+    v: torch.Tensor
+    h: torch.Tensor
+    v_prob: torch.Tensor
+    h_prob: torch.Tensor
+
+
+def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend):
+    backend = _backends.resolve(backend, v.device, _OP)
+    if backend == "reference" or v.dtype == torch.float64:
+        seed, offset = (int(x) for x in philox.tolist())
+        out = _ref.gibbs(v, weight, visible_bias, hidden_bias, k=k, seed=seed, offset=offset,
+                         visible="gaussian" if gaussian else "bernoulli", sigma=sigma)
+        return tuple(o.contiguous() for o in out)
+    batch, n_visible = v.shape
+    n_hidden = weight.shape[0]
+    v_out = torch.empty_like(v)
+    v_prob = torch.empty_like(v)
+    h_out = v.new_empty((batch, n_hidden))
+    h_prob = v.new_empty((batch, n_hidden))
+    if batch == 0:
+        return v_out, h_out, v_prob, h_prob
+    if backend == "triton":
+        from genfast.triton.gibbs import gibbs_triton
+
+        gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, k=k,
+                     gaussian=gaussian, sigma=sigma)
+        return v_out, h_out, v_prob, h_prob
+    dtype = _backends.DTYPE_CODES[v.dtype]
+    ptrs = tuple(t.data_ptr() for t in (v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob,
+                                         h_prob))
+    if backend == "cpu":
+        _backends.cpu_module().gibbs(*ptrs, batch, n_visible, n_hidden, k, dtype, gaussian, sigma)
+    else:
+        # float32 chain state of every chain: [B, V + H], touched only by its chain's block
+        state = torch.empty((batch, n_visible + n_hidden), dtype=torch.float32, device=v.device)
+        _backends.cuda_module().gibbs(*ptrs, state.data_ptr(), batch, n_visible, n_hidden, k, dtype, gaussian,
+                                      sigma, _backends.stream_of(v))
+    return v_out, h_out, v_prob, h_prob
+
+
+@torch.library.custom_op("genfast::gibbs", mutates_args=())
+def _gibbs_op(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: torch.Tensor,
+              philox: torch.Tensor, k: int, gaussian: bool, sigma: float,
+              backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend)
+
+
+@_gibbs_op.register_fake
+def _gibbs_fake(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend):
+    hid = v.new_empty((v.shape[0], weight.shape[0]))
+    return torch.empty_like(v), hid, torch.empty_like(v), torch.empty_like(hid)
+
+
+def _philox_tensor(seed, offset, device, op):
+    if seed is None:
+        # like torch.bernoulli without a generator: a fresh key from torch's default CPU generator
+        seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+    if isinstance(seed, torch.Tensor) or isinstance(offset, torch.Tensor):
+        parts = []
+        for name, x in (("seed", seed), ("offset", offset)):
+            if isinstance(x, torch.Tensor):
+                if x.dtype != torch.int64 or x.numel() != 1:
+                    raise TypeError(f"{op}: {name} tensor must be a one-element int64 tensor, got "
+                                    f"{x.dtype} of shape {tuple(x.shape)}")
+                parts.append(x.to(device).reshape(()))
+            else:
+                parts.append(torch.tensor(as_int64(name, x, op=op), dtype=torch.int64, device=device))
+        return torch.stack(parts)
+    return torch.tensor([as_int64("seed", seed, op=op), as_int64("offset", offset, op=op)], dtype=torch.int64,
+                        device=device)
+
+
+def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, op=_OP):
+    dtypes = KERNEL_DTYPES + (torch.float64,)
+    check_tensor("weight", weight, op=op, dtypes=dtypes, ndim=2)
+    dev = weight.device
+    check_tensor("v", v, op=op, dtypes=dtypes, device=dev, ndim=2)
+    check_tensor("visible_bias", visible_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
+    check_tensor("hidden_bias", hidden_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
+    n_hidden, n_visible = weight.shape
+    if n_hidden == 0 or n_visible == 0:
+        raise ValueError(f"{op}: weight must be [n_hidden, n_visible] with both >= 1, "
+                         f"got {tuple(weight.shape)}")
+    for name, t in (("v", v), ("visible_bias", visible_bias), ("hidden_bias", hidden_bias)):
+        if t.dtype != weight.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but weight has {weight.dtype}; "
+                            "pass every tensor in one dtype")
+    if v.shape[1] != n_visible:
+        raise ValueError(f"{op}: v must be [B, n_visible={n_visible}] to match weight {tuple(weight.shape)}, "
+                         f"got {tuple(v.shape)}")
+    if visible_bias.shape[0] != n_visible:
+        raise ValueError(f"{op}: visible_bias must have {n_visible} elements, "
+                         f"got {tuple(visible_bias.shape)}")
+    if hidden_bias.shape[0] != n_hidden:
+        raise ValueError(f"{op}: hidden_bias must have {n_hidden} elements, got {tuple(hidden_bias.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{op}: k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"{op}: k must be >= 1 (the number of full Gibbs steps), got {k}")
+    check_choice("visible", visible, VISIBLE_TYPES, op=op)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise TypeError(f"{op}: sigma must be a float, got {type(sigma).__name__}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{op}: sigma must be a finite number > 0, got {sigma}")
+    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+
+
+def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: torch.Tensor, *,
+          k: int = 1, seed=None, offset=0, visible: str = "bernoulli", sigma: float = 1.0,
+          backend: str = "auto") -> GibbsResult:
+    """``k`` steps of block Gibbs sampling in a restricted Boltzmann machine, fused.
+
+    Each step draws ``h ~ Bernoulli(sigmoid(c + v W^T / sigma))`` then, for Bernoulli visible
+    units, ``v ~ Bernoulli(sigmoid(b + h W))``, or for Gaussian ones ``v ~ N(b + sigma h W,
+    sigma^2)`` (Hinton 2010, "A practical guide to training RBMs", sections 3 and 13.2). One
+    step equals scikit-learn's ``BernoulliRBM.gibbs`` (with ``components_ = weight``,
+    ``intercept_visible_ = visible_bias``, ``intercept_hidden_ = hidden_bias``) in distribution;
+    the random numbers are genfast's Philox stream instead of NumPy's. What contrastive
+    divergence needs from the chain's end is returned: the last samples and the probabilities
+    they were drawn from.
+
+    Random numbers: the draw of hidden unit ``j`` of chain ``b`` at step ``s`` uses counter
+    ``offset + s B (H + V) + b H + j``, the visible unit ``i`` uses
+    ``offset + s B (H + V) + B H + b V + i`` (spec: :mod:`genfast.reference.gibbs`); a call
+    consumes :func:`gibbs_num_counters` counters, so the next call of a chain should start at
+    ``offset + gibbs_num_counters(B, V, H, k)``.
+
+    Args:
+        v: [B, V] initial visible states (0/1, or any real values: probabilities, Gaussian data),
+            float32, float16, bfloat16 (float64: reference only). B may be 0.
+        weight: [H, V] weights, same dtype and device as v; products accumulate in float32.
+        visible_bias: [V] b, same dtype.
+        hidden_bias: [H] c, same dtype.
+        k: number of full Gibbs steps, an int >= 1.
+        seed: Philox key (any int, modulo 2^64, or a one-element int64 tensor on the device so
+            that a captured graph can advance it); None draws one from torch's default generator.
+        offset: counter position of the first draw (int or one-element int64 tensor).
+        visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
+        sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+
+    Returns:
+        GibbsResult ``(v, h, v_prob, h_prob)``: [B, V], [B, H], [B, V], [B, H] in v's dtype.
+        The chain's state is float32 throughout; only the outputs are rounded to v's dtype.
+
+    Raises:
+        TypeError: a non-tensor, an unsupported or mixed dtype, a non-int k or seed.
+        ValueError: wrong ranks, mismatched sizes, devices differ, k < 1, unknown ``visible``,
+            sigma <= 0, unknown backend.
+        BackendUnavailableError: the requested backend cannot run here.
+    """
+    _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend)
+    philox = _philox_tensor(seed, offset, weight.device, _OP)
+    out = _gibbs_op(v.contiguous(), weight.contiguous(), visible_bias.contiguous(), hidden_bias.contiguous(),
+                    philox, int(k), visible == "gaussian", float(sigma), backend)
+    return GibbsResult(*out)
+
+
+def gibbs_num_counters(batch: int, n_visible: int, n_hidden: int, k: int = 1) -> int:
+    """Philox counter positions consumed by :func:`gibbs` (``k * batch * (n_hidden + n_visible)``).
+
+    Args:
+        batch: number of chains B. n_visible: V. n_hidden: H. k: Gibbs steps.
+
+    Returns:
+        int: the offset increment that keeps successive calls' draws independent.
+    """
+    return _ref.num_counters(batch, n_visible, n_hidden, k)
+
+
+__all__ = ["gibbs", "gibbs_num_counters", "GibbsResult"]
+
+
+def _opcheck_samples():
+    """(op, args) pairs for tests/test_opcheck.py, which runs torch.library.opcheck on every op."""
+    gen = torch.Generator().manual_seed(0)
+    v0 = (torch.rand(5, 7, generator=gen) < 0.5).float()
+    w = torch.randn(3, 7, generator=gen) * 0.1
+    b, c = torch.zeros(7), torch.zeros(3)
+    philox = torch.tensor([3, 8], dtype=torch.int64)
+    return [(torch.ops.genfast.gibbs.default, (v0, w, b, c, philox, 2, gaussian, 0.8, backend))
+            for gaussian in (False, True) for backend in ("cpu", "reference")]

@@ -1,0 +1,224 @@
+// k steps of block Gibbs sampling in an RBM on CUDA, the whole chain in one launch. The
+// arithmetic and the Philox counters are the shared header csrc/include/genfast/gibbs_math.h
+// (the CPU kernel calls the same functions); specification: genfast/reference/gibbs.py.
+//
+// Each thread block owns kBM chains for all k steps. A half-step is the product
+// state[kBM, K] @ M[K, N] (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W) in
+// kBN-wide column tiles, staged through shared memory in kBK-deep slices; W is read through L2
+// (0.8 MB in fp32 at V=784, H=256: it stays resident for the whole launch). Each chain's float32
+// state lives in a [B, V + H] scratch row that only its block touches (L1/L2 resident);
+// __syncthreads() between half-steps makes the block's global writes visible to the block.
+#include "cuda_utils.cuh"
+#include "genfast/gibbs_math.h"
+#include "genfast/philox.h"
+#include "gibbs.h"
+
+namespace genfast {
+namespace {
+
+// 256 threads = 4 row pairs x 64 column lanes; each thread accumulates 2 rows x 4 columns
+// (columns lane + 64 q, so a warp's shared-memory reads of a weight row are consecutive and
+// conflict-free, and the 2 state values are warp-wide broadcasts): 8 FMAs per 6 shared loads.
+// kBM = 8 chains per block gives 125 blocks at B = 1000, about one wave on an H100 (132 SMs).
+// Not tuned on a GPU: none was available when this was written.
+constexpr int kThreads = 256;
+constexpr int kBM = 8;
+constexpr int kBN = 256;
+constexpr int kBK = 32;
+constexpr int kRowsPerThread = 2;
+constexpr int kColsPerThread = 4;
+constexpr int kLanes = 64;
+static_assert(kThreads == (kBM / kRowsPerThread) * kLanes, "thread layout");
+static_assert(kBN == kLanes * kColsPerThread, "column layout");
+static_assert(kBM * kBK == kThreads, "one state element per thread per slice");
+
+struct GibbsArgs {
+  const void* v_in;      // [B, V] T
+  const void* weight;    // [H, V] T
+  const void* vbias;     // [V] T
+  const void* hbias;     // [H] T
+  const int64_t* philox; // [2] (seed, offset)
+  void* v_out;           // [B, V] T
+  void* h_out;           // [B, H] T
+  void* v_prob;          // [B, V] T
+  void* h_prob;          // [B, H] T
+  float* state;          // [B, V + H] float32: v part then h part
+  int64_t B, V, H, k;
+  float sigma, inv_sigma;
+};
+
+// acc[r][q] for rows row0 + 2 rg + r, columns n0 + lane + 64 q, of one half-step's product.
+// kHidden: A = v part of the state (or v_in at step 0), M = W^T; else A = h part, M = W.
+template <typename T, bool kHidden>
+__device__ __forceinline__ void tile_product(const GibbsArgs& P, int64_t row0, int64_t n0, bool from_input,
+                                             float (*As)[kBK], float (*Ws)[kBN + 1],
+                                             float acc[kRowsPerThread][kColsPerThread]) {
+  const int t = threadIdx.x;
+  const int rg = t / kLanes, lane = t % kLanes;
+  const int64_t K = kHidden ? P.V : P.H;
+  const int64_t N = kHidden ? P.H : P.V;
+  const int64_t ld = P.V + P.H;
+  const T* W = static_cast<const T*>(P.weight);
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r)
+#pragma unroll
+    for (int q = 0; q < kColsPerThread; ++q) acc[r][q] = 0.0f;
+  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    {  // state slice: one element per thread
+      const int r = t / kBK, kk = t % kBK;
+      const int64_t row = row0 + r, kg = k0 + kk;
+      float a = 0.0f;
+      if (row < P.B && kg < K) {
+        if (kHidden && from_input) {
+          a = load_f32<T>(static_cast<const T*>(P.v_in), row * P.V + kg);
+        } else {
+          a = P.state[row * ld + (kHidden ? 0 : P.V) + kg];
+        }
+      }
+      As[r][kk] = a;
+    }
+    // weight slice [kBK, kBN], coalesced along W's contiguous (visible) dimension
+#pragma unroll 4
+    for (int e = t; e < kBK * kBN; e += kThreads) {
+      int kk, c;
+      int64_t src;
+      bool ok;
+      if (kHidden) {  // M[kg, n] = W[n, kg]: consecutive threads walk kg
+        kk = e % kBK;
+        c = e / kBK;
+        ok = n0 + c < N && k0 + kk < K;
+        src = (n0 + c) * P.V + (k0 + kk);
+      } else {  // M[kg, n] = W[kg, n]: consecutive threads walk n
+        c = e % kBN;
+        kk = e / kBN;
+        ok = n0 + c < N && k0 + kk < K;
+        src = (k0 + kk) * P.V + (n0 + c);
+      }
+      Ws[kk][c] = ok ? load_f32<T>(W, src) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kBK; ++kk) {
+      float a[kRowsPerThread];
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) a[r] = As[rg * kRowsPerThread + r][kk];
+#pragma unroll
+      for (int q = 0; q < kColsPerThread; ++q) {
+        const float w = Ws[kk][lane + kLanes * q];
+#pragma unroll
+        for (int r = 0; r < kRowsPerThread; ++r) acc[r][q] = fmaf(a[r], w, acc[r][q]);
+      }
+    }
+    __syncthreads();  // the slices are overwritten by the next iteration
+  }
+}
+
+template <typename T, bool kGaussian>
+__global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
+  __shared__ float As[kBM][kBK];
+  __shared__ float Ws[kBK][kBN + 1];  // +1: the transposed (hidden) fill is conflict-free
+  const int t = threadIdx.x;
+  const int rg = t / kLanes, lane = t % kLanes;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const uint64_t seed = static_cast<uint64_t>(P.philox[0]);
+  const uint64_t offset = static_cast<uint64_t>(P.philox[1]);
+  const int64_t ld = P.V + P.H;
+  float acc[kRowsPerThread][kColsPerThread];
+  for (int64_t s = 0; s < P.k; ++s) {
+    const bool last = s + 1 == P.k;
+    const uint64_t base = gibbs_step_base(offset, s, P.B, P.V, P.H);
+    // hidden half-step
+    for (int64_t n0 = 0; n0 < P.H; n0 += kBN) {
+      tile_product<T, true>(P, row0, n0, s == 0, As, Ws, acc);
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int64_t row = row0 + rg * kRowsPerThread + r;
+#pragma unroll
+        for (int q = 0; q < kColsPerThread; ++q) {
+          const int64_t j = n0 + lane + kLanes * q;
+          if (row >= P.B || j >= P.H) continue;
+          const float p = gibbs_hidden_prob(acc[r][q], load_f32<T>(static_cast<const T*>(P.hbias), j), P.inv_sigma);
+          uint32_t x0, x1;
+          philox_words(seed, gibbs_hidden_counter(base, P.H, row, j), x0, x1);
+          const float h = gibbs_draw<false>(x0, x1, p, 1.0f);
+          P.state[row * ld + P.V + j] = h;
+          if (last) {
+            store_f32<T>(static_cast<T*>(P.h_out), row * P.H + j, h);
+            store_f32<T>(static_cast<T*>(P.h_prob), row * P.H + j, p);
+          }
+        }
+      }
+    }
+    __syncthreads();  // h complete before the visible half-step reads it
+    // visible half-step
+    for (int64_t n0 = 0; n0 < P.V; n0 += kBN) {
+      tile_product<T, false>(P, row0, n0, false, As, Ws, acc);
+#pragma unroll
+      for (int r = 0; r < kRowsPerThread; ++r) {
+        const int64_t row = row0 + rg * kRowsPerThread + r;
+#pragma unroll
+        for (int q = 0; q < kColsPerThread; ++q) {
+          const int64_t i = n0 + lane + kLanes * q;
+          if (row >= P.B || i >= P.V) continue;
+          const float m = gibbs_visible_mean<kGaussian>(acc[r][q], load_f32<T>(static_cast<const T*>(P.vbias), i),
+                                                        P.sigma);
+          uint32_t x0, x1;
+          philox_words(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, i), x0, x1);
+          const float v = gibbs_draw<kGaussian>(x0, x1, m, P.sigma);
+          P.state[row * ld + i] = v;
+          if (last) {
+            store_f32<T>(static_cast<T*>(P.v_out), row * P.V + i, v);
+            store_f32<T>(static_cast<T*>(P.v_prob), row * P.V + i, m);
+          }
+        }
+      }
+    }
+    __syncthreads();  // v complete before the next hidden half-step reads it
+  }
+}
+
+template <typename T>
+void launch(const GibbsArgs& P, bool gaussian, cudaStream_t s) {
+  const int64_t blocks = ceil_div(P.B, kBM);
+  if (blocks > 2147483647LL) throw std::runtime_error("genfast gibbs_cuda: batch too large");
+  if (gaussian) {
+    gibbs_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(P);
+  } else {
+    gibbs_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(P);
+  }
+  cuda_check_launch("gibbs");
+}
+
+}  // namespace
+
+void gibbs_cuda(uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t hidden_bias, uint64_t philox,
+                uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob, uint64_t state, int64_t batch,
+                int64_t n_visible, int64_t n_hidden, int64_t k, int32_t dtype, bool gaussian, float sigma,
+                uint64_t stream) {
+  if (batch <= 0 || k <= 0) return;
+  if (n_visible <= 0 || n_hidden <= 0) throw std::invalid_argument("genfast gibbs_cuda: empty weight");
+  GibbsArgs P;
+  P.v_in = reinterpret_cast<const void*>(v_in);
+  P.weight = reinterpret_cast<const void*>(weight);
+  P.vbias = reinterpret_cast<const void*>(visible_bias);
+  P.hbias = reinterpret_cast<const void*>(hidden_bias);
+  P.philox = reinterpret_cast<const int64_t*>(philox);
+  P.v_out = reinterpret_cast<void*>(v_out);
+  P.h_out = reinterpret_cast<void*>(h_out);
+  P.v_prob = reinterpret_cast<void*>(v_prob);
+  P.h_prob = reinterpret_cast<void*>(h_prob);
+  P.state = reinterpret_cast<float*>(state);
+  P.B = batch;
+  P.V = n_visible;
+  P.H = n_hidden;
+  P.k = k;
+  P.sigma = gaussian ? sigma : 1.0f;
+  P.inv_sigma = gaussian ? 1.0f / sigma : 1.0f;
+  cudaStream_t s = as_stream(stream);
+  if (dtype == kFloat32) return launch<float>(P, gaussian, s);
+  if (dtype == kFloat16) return launch<half_t>(P, gaussian, s);
+  if (dtype == kBFloat16) return launch<bf16_t>(P, gaussian, s);
+  throw std::invalid_argument("genfast gibbs_cuda: unsupported dtype code");
+}
+
+}  // namespace genfast

@@ -1,0 +1,247 @@
+"""genfast.ops.gibbs: every backend's chain against the reference chain step for step, the
+conditional probabilities against their formulas, the counter layout, statistics, and bad inputs.
+
+The comparison rule (genfast/reference/gibbs.py): backends sum the products in another order
+than the oracle, so a probability differs from the oracle's by float rounding (<= 1e-6 here) and
+a Bernoulli draw may differ only where the uniform lies that close to the probability. Each step
+is therefore checked teacher-forced: the oracle's half-step is fed the backend's previous state
+(the output of the same call with one step fewer, which shares the counters), and a sample may
+differ from the oracle's only where |u - p_oracle| <= 1e-5.
+"""
+
+import math
+
+import pytest
+import torch
+from conftest import backend_device, skip_unless_runs
+
+import genfast.ops as O
+from genfast.reference import gibbs as R
+from genfast.reference.random import rand as philox_rand
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# (B, V, H): one element; sizes that are multiples of no block (CPU 6 x 16 tiles, Triton 16 x 64);
+# a batch over several CPU tasks with K split in two cache blocks (V = 520 > 256); empty batch.
+SHAPES = ((1, 1, 1), (7, 13, 9), (33, 50, 20), (130, 70, 40), (0, 5, 3))
+LARGE = (250, 520, 270)
+# Tie window: the largest |p_backend - p_oracle| measured over these tests was 4e-7 (fp32
+# accumulation of up to 520 products); 1e-5 leaves a margin yet catches any wrong draw.
+TIE = 1e-5
+
+
+def _ulp(dtype):
+    return {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[dtype]
+
+
+def _tol(ref, dtype):
+    """Float32 rounding plus two ulps of the output dtype (the interpreter's bf16 cast truncates)."""
+    return 1e-5 * (1 + ref.abs()) + (2 if dtype != torch.float32 else 0) * _ulp(dtype) * ref.abs()
+
+
+def _model(batch, n_visible, n_hidden, dtype, seed, visible="bernoulli"):
+    g = torch.Generator().manual_seed(seed)
+    w = (0.4 * torch.randn(n_hidden, n_visible, generator=g)).to(dtype)
+    b = (0.5 * torch.randn(n_visible, generator=g)).to(dtype)
+    c = (0.5 * torch.randn(n_hidden, generator=g)).to(dtype)
+    if visible == "gaussian":
+        v = torch.randn(batch, n_visible, generator=g).to(dtype)
+    else:
+        v = (torch.rand(batch, n_visible, generator=g) < 0.4).to(dtype)
+    return v, w, b, c
+
+
+def _draw_ok(sample, ref_sample, p_ref, seed, offset):
+    """Samples agree except where the uniform ties the oracle's probability within TIE."""
+    u = philox_rand(p_ref.shape, seed=seed, offset=offset).to(p_ref.dtype)
+    bad = (sample.to(p_ref.dtype) != ref_sample) & ((u - p_ref).abs() > TIE)
+    return not bool(bad.any())
+
+
+def _check_chain(backend, device, v0, w, b, c, *, k, seed, offset, visible="bernoulli", sigma=1.0):
+    batch, n_visible = v0.shape
+    n_hidden = w.shape[0]
+    dtype = v0.dtype
+    prev = v0.float()
+    wd, bd, cd = w.to(device), b.to(device), c.to(device)
+    for s in range(1, k + 1):
+        out = O.gibbs(v0.to(device), wd, bd, cd, k=s, seed=seed, offset=offset, visible=visible, sigma=sigma,
+                      backend=backend)
+        v, h, v_prob, h_prob = (t.cpu() for t in out)
+        assert v.shape == (batch, n_visible) and h.shape == (batch, n_hidden)
+        assert v_prob.shape == v.shape and h_prob.shape == h.shape
+        assert all(t.dtype == dtype for t in (v, h, v_prob, h_prob))
+        off_h, off_v = R.counter_offsets(batch, n_visible, n_hidden, s - 1, offset)
+        sig = sigma if visible == "gaussian" else 1.0
+        # hidden half-step of step s, fed the backend's state after s - 1 steps
+        h_ref, hp_ref = R.hidden_half_step(prev, w.float(), c.float(), seed=seed, offset=off_h, sigma=sig)
+        assert bool(((h_prob.float() - hp_ref).abs() <= _tol(hp_ref, dtype)).all()), f"h_prob, step {s}"
+        assert set(h.unique().tolist()) <= {0.0, 1.0}
+        assert _draw_ok(h, h_ref, hp_ref, seed, off_h), f"h, step {s}"
+        # visible half-step, fed the backend's h
+        v_ref, vp_ref = R.visible_half_step(h.float(), w.float(), b.float(), seed=seed, offset=off_v,
+                                            visible=visible, sigma=sig)
+        assert bool(((v_prob.float() - vp_ref).abs() <= _tol(vp_ref, dtype)).all()), f"v_prob, step {s}"
+        if visible == "gaussian":
+            assert bool(((v.float() - v_ref).abs() <= _tol(v_ref, dtype)).all()), f"v, step {s}"
+        else:
+            assert _draw_ok(v, v_ref, vp_ref, seed, off_v), f"v, step {s}"
+        prev = v.float()
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+def test_chain_matches_reference(backend, shape, dtype, visible):
+    skip_unless_runs(backend)
+    device = backend_device(backend)
+    case = hash((backend, shape, str(dtype), visible)) % 2**31
+    v0, w, b, c = _model(*shape, dtype, case, visible)
+    # Gaussian states are float32 inside the kernels but rounded in the outputs: teacher-forcing
+    # from rounded outputs is exact only in float32, so half dtypes check the first step.
+    k = 3 if (visible == "bernoulli" or dtype == torch.float32) else 1
+    _check_chain(backend, device, v0, w, b, c, k=k, seed=case * 7919 - 2**40, offset=case, visible=visible,
+                 sigma=0.75)
+
+
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_chain_matches_reference_large(backend, visible):
+    skip_unless_runs(backend)
+    v0, w, b, c = _model(*LARGE, torch.float32, 11, visible)
+    _check_chain(backend, backend_device(backend), v0, w, b, c, k=2, seed=123, offset=2**33 + 5,
+                 visible=visible, sigma=1.3)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+def test_cross_backend_equal_and_offset_property(backend):
+    """k steps at offset == 1 step, then k - 1 steps at offset + num_counters from the returned v."""
+    skip_unless_runs(backend)
+    device = backend_device(backend)
+    v0, w, b, c = (t.to(device) for t in _model(21, 37, 19, torch.float32, 5))
+    full = O.gibbs(v0, w, b, c, k=3, seed=99, offset=1000, backend=backend)
+    one = O.gibbs(v0, w, b, c, k=1, seed=99, offset=1000, backend=backend)
+    rest = O.gibbs(one.v, w, b, c, k=2, seed=99, offset=1000 + O.gibbs_num_counters(21, 37, 19, 1),
+                   backend=backend)
+    for x, y in zip(full, rest):
+        assert torch.equal(x, y)
+    again = O.gibbs(v0, w, b, c, k=3, seed=99, offset=1000, backend=backend)
+    assert all(torch.equal(x, y) for x, y in zip(full, again))
+    other = O.gibbs(v0, w, b, c, k=3, seed=100, offset=1000, backend=backend)
+    assert not torch.equal(full.h, other.h)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
+def test_conditional_probabilities_formula(backend):
+    """k = 1: h_prob = sigmoid(c + v W^T) of the input, v_prob = sigmoid(b + h W) of the output h,
+    computed here in float64 from the formulas (Hinton 2010, eq. 7-8)."""
+    skip_unless_runs(backend)
+    device = backend_device(backend)
+    v0, w, b, c = _model(17, 29, 11, torch.float32, 3)
+    v0 = torch.rand(17, 29)  # real-valued start (probabilities), allowed
+    out = O.gibbs(v0.to(device), w.to(device), b.to(device), c.to(device), k=1, seed=1, backend=backend)
+    h = out.h.cpu().double()
+    hp = 1 / (1 + torch.exp(-(c.double() + v0.double() @ w.double().T)))
+    vp = 1 / (1 + torch.exp(-(b.double() + h @ w.double())))
+    torch.testing.assert_close(out.h_prob.cpu().double(), hp, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.v_prob.cpu().double(), vp, atol=1e-6, rtol=1e-5)
+    g = O.gibbs(v0.to(device), w.to(device), b.to(device), c.to(device), k=1, seed=1, visible="gaussian",
+                sigma=2.0, backend=backend)
+    hp = 1 / (1 + torch.exp(-(c.double() + v0.double() @ w.double().T / 2.0)))
+    torch.testing.assert_close(g.h_prob.cpu().double(), hp, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g.v_prob.cpu().double(), b.double() + 2.0 * (g.h.cpu().double() @ w.double()),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_statistics(backend):
+    """W = 0: hidden units are Bernoulli(sigmoid(c)), Gaussian visible units N(b, sigma^2)."""
+    skip_unless_runs(backend)
+    device = backend_device(backend)
+    n = 2000
+    c = torch.tensor([-2.0, -0.5, 0.0, 0.7, 3.0])
+    b = torch.tensor([0.5, -1.0, 2.0])
+    w = torch.zeros(5, 3)
+    v0 = torch.zeros(n, 3)
+    out = O.gibbs(v0.to(device), w.to(device), b.to(device), c.to(device), k=1, seed=7, visible="gaussian",
+                  sigma=0.5, backend=backend)
+    p = torch.sigmoid(c)
+    freq = out.h.cpu().mean(0)
+    # 5 standard errors of a binomial proportion: fixed seed, so deterministic, and a wrong
+    # comparison direction (u > p) would fail by > 50 standard errors for c = -2 and 3
+    assert bool(((freq - p).abs() <= 5 * torch.sqrt(p * (1 - p) / n)).all()), (freq, p)
+    vs = out.v.cpu()
+    assert bool(((vs.mean(0) - b).abs() <= 5 * 0.5 / math.sqrt(n)).all())
+    assert bool(((vs.std(0) - 0.5).abs() <= 0.05).all())
+    big = O.gibbs(v0.to(device), w.to(device), (b * 0 + 40).to(device), (c * 0 - 40).to(device), k=1, seed=3,
+                  backend=backend)
+    assert bool((big.h == 0).all()) and bool((big.v == 1).all())
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_empty_batch_and_defaults(backend):
+    v0, w, b, c = _model(0, 6, 4, torch.float32, 1)
+    out = O.gibbs(v0, w, b, c, backend=backend)
+    assert out.v.shape == (0, 6) and out.h.shape == (0, 4) and out.h_prob.shape == (0, 4)
+    v1, *_ = _model(3, 6, 4, torch.float32, 1)
+    a = O.gibbs(v1, w, b, c, backend=backend)  # seed=None: drawn from torch's generator
+    assert a.v.shape == (3, 6)
+
+
+def test_float64_runs_the_reference():
+    v0, w, b, c = _model(5, 8, 3, torch.float64, 2)
+    out = O.gibbs(v0, w, b, c, k=2, seed=4, backend="cpu")
+    ref = R.gibbs(v0, w, b, c, k=2, seed=4)
+    assert out.v.dtype == torch.float64
+    assert all(torch.equal(x, y) for x, y in zip(out, ref))
+
+
+def _bad_cases():
+    v0, w, b, c = _model(4, 6, 3, torch.float32, 0)
+    base = dict(v=v0, weight=w, visible_bias=b, hidden_bias=c)
+    return [
+        (dict(base, v=v0[:, :5]), {}, ValueError, "v"),
+        (dict(base, v=v0[0]), {}, ValueError, "v"),
+        (dict(base, weight=w[:, :5]), {}, ValueError, "v"),
+        (dict(base, visible_bias=b[:5]), {}, ValueError, "visible_bias"),
+        (dict(base, hidden_bias=c[:2]), {}, ValueError, "hidden_bias"),
+        (dict(base, hidden_bias=c[None]), {}, ValueError, "hidden_bias"),
+        (dict(base, weight=w.double()), {}, TypeError, "v"),
+        (dict(base, v=v0.long()), {}, TypeError, "v"),
+        (dict(base, v=v0.tolist()), {}, TypeError, "v"),
+        (dict(base, weight=w[:0]), {}, ValueError, "weight"),
+        (base, dict(k=0), ValueError, "k"),
+        (base, dict(k=1.5), TypeError, "k"),
+        (base, dict(k=True), TypeError, "k"),
+        (base, dict(visible="poisson"), ValueError, "visible"),
+        (base, dict(sigma=0.0), ValueError, "sigma"),
+        (base, dict(sigma=float("nan")), ValueError, "sigma"),
+        (base, dict(seed="x"), TypeError, "seed"),
+        (base, dict(seed=1, offset=2.5), TypeError, "offset"),
+        (base, dict(backend="gpu"), ValueError, "backend"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_cases())))
+def test_bad_inputs(case):
+    tensors, kwargs, exc, name = _bad_cases()[case]
+    with pytest.raises(exc, match=name):
+        O.gibbs(tensors["v"], tensors["weight"], tensors["visible_bias"], tensors["hidden_bias"],
+                **dict(dict(seed=0), **kwargs))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to put one tensor on another device")
+def test_device_mismatch():
+    v0, w, b, c = _model(4, 6, 3, torch.float32, 0)
+    with pytest.raises(ValueError, match="v"):
+        O.gibbs(v0, w.cuda(), b.cuda(), c.cuda(), seed=0)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_opcheck(backend):
+    skip_unless_runs(backend)
+    v0, w, b, c = _model(9, 10, 7, torch.float32, 0)
+    philox = torch.tensor([3, 8], dtype=torch.int64)
+    for gaussian in (False, True):
+        args = (v0, w, b, c, philox, 2, gaussian, 0.8, backend)
+        torch.library.opcheck(torch.ops.genfast.gibbs.default, args)
