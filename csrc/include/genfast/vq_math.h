@@ -1,0 +1,73 @@
+// The arithmetic of the nearest-code search of vector quantisation (genfast.ops.vq_nearest /
+// vq_quantize), shared by the C++ CPU kernel (csrc/vq_cpu.cpp) and the CUDA kernel
+// (kernels/vq.cu); the pure-PyTorch oracle is genfast/reference/vq.py.
+//
+// The N x K distance matrix is never formed. For a row z and a code e_k the kernels minimise
+//     score_k = bias_k + sum_d z_d * w_kd,     w_kd = scale_k * e_kd
+// over k, where
+//     squared Euclidean: scale_k = -2,             bias_k = |e_k|^2
+//                        (|z - e_k|^2 = |z|^2 + score_k and |z|^2 does not depend on k);
+//     cosine similarity: scale_k = -1 / |e_k|,     bias_k = 0
+//                        (cos(z, e_k) = -score_k / |z|, so argmax cos = argmin score).
+// The sum runs over d in increasing order with one fused multiply-add per term, starting from
+// bias_k, on every backend (CPU SIMD lanes, CUDA fp32 path): the scores, hence the indices, are
+// bit-identical between the CPU and the CUDA fp32 kernels. Ties go to the lowest index
+// (torch.argmin's rule). The returned distance is recomputed from the chosen code directly,
+// sum_d (z_d - e_d)^2 (or the cosine), which is more accurate than the expanded formula.
+#pragma once
+#include <math.h>
+
+#include "genfast/common.h"
+
+namespace genfast {
+
+// torch.nn.functional.normalize's eps: a code or row of norm below it counts as norm eps.
+constexpr float kVQNormEps = 1e-12f;
+
+// scale_k and bias_k of one code row e[0:d] (see the header comment).
+template <typename T>
+GF_HD void vq_code_coeffs(const T* e, int64_t d, bool cosine, float& scale, float& bias) {
+  float ss = 0.0f;
+  for (int64_t j = 0; j < d; ++j) {
+    const float v = load_f32<T>(e, j);
+    ss = fmaf(v, v, ss);
+  }
+  if (cosine) {
+    scale = -1.0f / fmaxf(sqrtf(ss), kVQNormEps);
+    bias = 0.0f;
+  } else {
+    scale = -2.0f;  // a power of two: w = -2 e is exact
+    bias = ss;
+  }
+}
+
+// One term of the score: acc + z_d * w_kd, fused (one rounding), as the SIMD FMA lanes do.
+GF_HD float vq_score_term(float acc, float z, float w) { return fmaf(z, w, acc); }
+
+// True when (v, i) beats the running best (bv, bi): smaller score, ties to the lower index.
+GF_HD bool vq_better(float v, int64_t i, float bv, int64_t bi) { return v < bv || (v == bv && i < bi); }
+
+// The returned value for row z and its chosen code e: the squared Euclidean distance
+// sum_d (z_d - e_d)^2, or the cosine similarity z.e / (max(|z|, eps) max(|e|, eps)).
+template <typename T>
+GF_HD float vq_final_distance(const T* z, const T* e, int64_t d, bool cosine) {
+  if (!cosine) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < d; ++j) {
+      const float diff = load_f32<T>(z, j) - load_f32<T>(e, j);
+      acc = fmaf(diff, diff, acc);
+    }
+    return acc;
+  }
+  float dot = 0.0f, zz = 0.0f, ee = 0.0f;
+  for (int64_t j = 0; j < d; ++j) {
+    const float a = load_f32<T>(z, j);
+    const float b = load_f32<T>(e, j);
+    dot = fmaf(a, b, dot);
+    zz = fmaf(a, a, zz);
+    ee = fmaf(b, b, ee);
+  }
+  return dot / (fmaxf(sqrtf(zz), kVQNormEps) * fmaxf(sqrtf(ee), kVQNormEps));
+}
+
+}  // namespace genfast

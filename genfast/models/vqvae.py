@@ -1,0 +1,311 @@
+"""VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning"): a convolutional
+encoder, a :class:`genfast.nn.VectorQuantizer` on its feature map (EMA codebook, k-means
+initialisation, dead-code replacement) and a convolutional decoder. New images come from an
+autoregressive prior over the grid of codes (:class:`genfast.models.CodePrior`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genfast.nn.vq import VectorQuantizer
+
+
+class VQVAEOutput(NamedTuple):
+    """Outputs of :meth:`VQVAE.forward`.
+
+    Attributes:
+        reconstruction: [B, C, H, W] decoder output (same dtype as the input).
+        indices: int64 [B, h, w] grid of codes.
+        loss: 0-dim, reconstruction MSE + the quantiser's loss (eq. (3) of the paper).
+        reconstruction_loss: 0-dim MSE.
+        vq_loss: 0-dim commitment (+ codebook, for a learned codebook) loss.
+        perplexity: 0-dim codebook perplexity of this batch.
+    """
+
+    reconstruction: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    reconstruction_loss: torch.Tensor
+    vq_loss: torch.Tensor
+    perplexity: torch.Tensor
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+def _positive_int(name, v, lo=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"VQVAE: {name} must be an int >= {lo}, got {v!r}")
+    return v
+
+
+class VQVAE(nn.Module):
+    """Convolutional VQ-VAE (van den Oord et al. 2017, section 3 and 4.1).
+
+    Encoder: 3x3 conv, ``num_downsamples`` stride-2 4x4 convs, residual blocks, 1x1 conv to
+    ``embedding_dim``; decoder mirrors it with transposed convs. The grid of codes is
+    ``H / 2^num_downsamples x W / 2^num_downsamples``.
+
+    Args:
+        in_channels: image channels C.
+        hidden_channels: width of the conv stacks.
+        embedding_dim: code dimension D.
+        num_codes: codebook size K.
+        num_downsamples: stride-2 stages (image sides must be divisible by 2^this).
+        num_res_blocks: residual blocks in encoder and decoder.
+        beta: commitment weight.
+        ema / decay / dead_code_threshold / kmeans_init / use_cosine_sim: of the quantiser
+            (:class:`genfast.nn.VectorQuantizer`).
+        backend: backend of the VQ op.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden_channels: int = 64,
+        embedding_dim: int = 16,
+        num_codes: int = 64,
+        num_downsamples: int = 1,
+        num_res_blocks: int = 1,
+        beta: float = 0.25,
+        ema: bool = True,
+        decay: float = 0.95,
+        dead_code_threshold: float = 0.05,
+        kmeans_init: bool = True,
+        use_cosine_sim: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        _positive_int("in_channels", in_channels)
+        _positive_int("hidden_channels", hidden_channels)
+        _positive_int("embedding_dim", embedding_dim)
+        _positive_int("num_codes", num_codes)
+        _positive_int("num_downsamples", num_downsamples, 0)
+        _positive_int("num_res_blocks", num_res_blocks, 0)
+        self.config = dict(
+            in_channels=in_channels,
+            hidden_channels=hidden_channels,
+            embedding_dim=embedding_dim,
+            num_codes=num_codes,
+            num_downsamples=num_downsamples,
+            num_res_blocks=num_res_blocks,
+            beta=float(beta),
+            ema=bool(ema),
+            decay=float(decay),
+            dead_code_threshold=float(dead_code_threshold),
+            kmeans_init=bool(kmeans_init),
+            use_cosine_sim=bool(use_cosine_sim),
+        )
+        h = hidden_channels
+        enc = [nn.Conv2d(in_channels, h, 3, padding=1)]
+        for _ in range(num_downsamples):
+            enc += [nn.ReLU(), nn.Conv2d(h, h, 4, stride=2, padding=1)]
+        enc += [_ResBlock(h) for _ in range(num_res_blocks)]
+        enc += [nn.ReLU(), nn.Conv2d(h, embedding_dim, 1)]
+        self.encoder = nn.Sequential(*enc)
+        dec = [nn.Conv2d(embedding_dim, h, 3, padding=1)]
+        dec += [_ResBlock(h) for _ in range(num_res_blocks)]
+        for _ in range(num_downsamples):
+            dec += [nn.ReLU(), nn.ConvTranspose2d(h, h, 4, stride=2, padding=1)]
+        dec += [nn.ReLU(), nn.Conv2d(h, in_channels, 3, padding=1)]
+        self.decoder = nn.Sequential(*dec)
+        self.quantizer = VectorQuantizer(
+            num_codes,
+            embedding_dim,
+            beta=beta,
+            ema=ema,
+            decay=decay,
+            dead_code_threshold=dead_code_threshold,
+            kmeans_init=kmeans_init,
+            use_cosine_sim=use_cosine_sim,
+            accept_image_fmap=True,
+            backend=backend,
+        )
+        self.training_info: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def num_codes(self) -> int:
+        return self.config["num_codes"]
+
+    def grid_shape(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the code grid for images of (H, W)."""
+        f = 2 ** self.config["num_downsamples"]
+        return image_hw[0] // f, image_hw[1] // f
+
+    def _check(self, x):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.config["in_channels"]:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"VQVAE: x must be [B, {self.config['in_channels']}, H, W], got {shape}")
+        f = 2 ** self.config["num_downsamples"]
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(f"VQVAE: image sides must be divisible by {f}, got {tuple(x.shape[2:])}")
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        """Encode, quantise, decode.
+
+        Args:
+            x: [B, C, H, W] float images (the digits are in [-1, 1]).
+
+        Returns:
+            :class:`VQVAEOutput`.
+
+        Raises:
+            ValueError: wrong shape.
+        """
+        self._check(x)
+        q = self.quantizer(self.encoder(x))
+        recon = self.decoder(q.quantized)
+        rec = F.mse_loss(recon, x)
+        return VQVAEOutput(recon, q.indices, rec + q.loss, rec, q.loss, q.perplexity)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """int64 [B, h, w] codes of images x [B, C, H, W] (eval mode: no codebook update)."""
+        self._check(x)
+        was = self.training
+        self.eval()
+        try:
+            return self.quantizer(self.encoder(x)).indices
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images [B, C, H, W] of a code grid int64 [B, h, w], clamped to [-1, 1]."""
+        return self.decoder(self.quantizer.decode_indices(indices)).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)), clamped to [-1, 1]."""
+        return self.decode_indices(self.encode(x))
+
+    def fit(
+        self,
+        images: torch.Tensor,
+        *,
+        steps: int | None = 2000,
+        time_budget_s: float | None = None,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        seed: int = 0,
+        progress: bool = False,
+        log_every: int = 0,
+    ) -> dict:
+        """Train with Adam on ``images`` [N, C, H, W] for ``steps`` or until ``time_budget_s``.
+
+        Returns:
+            dict with ``steps``, ``seconds``, ``loss``, ``reconstruction_loss``, ``perplexity``
+            (means over the last 50 steps).
+
+        Raises:
+            ValueError: no images, or neither steps nor a time budget.
+        """
+        self._check(images)
+        if images.shape[0] == 0:
+            raise ValueError("VQVAE.fit: images is empty")
+        if steps is None and time_budget_s is None:
+            raise ValueError("VQVAE.fit: give steps or time_budget_s")
+        g = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        opt = torch.optim.Adam(self.parameters(), lr=lr)
+        self.train()
+        t0 = time.perf_counter()
+        hist = []
+        step = 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc="vqvae", leave=False)
+        while (steps is None or step < steps) and (
+            time_budget_s is None or time.perf_counter() - t0 < time_budget_s
+        ):
+            idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=g)
+            x = images[idx].to(self.device)
+            out = self(x)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            hist.append((out.loss.item(), out.reconstruction_loss.item(), out.perplexity.item()))
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{hist[-1][0]:.4f}", ppl=f"{hist[-1][2]:.1f}")
+            if log_every and step % log_every == 0:
+                print(f"step {step}: loss {hist[-1][0]:.4f} perplexity {hist[-1][2]:.1f}", flush=True)
+        if bar is not None:
+            bar.close()
+        self.eval()
+        tail = hist[-50:] or [(math.nan, math.nan, math.nan)]
+        info = {
+            "steps": step,
+            "seconds": time.perf_counter() - t0,
+            "loss": sum(h[0] for h in tail) / len(tail),
+            "reconstruction_loss": sum(h[1] for h in tail) / len(tail),
+            "perplexity": sum(h[2] for h in tail) / len(tail),
+        }
+        self.training_info = dict(info)
+        return info
+
+    def save(self, path, extra: dict | None = None) -> Path:
+        """Write ``path/vqvae.safetensors`` and ``path/vqvae.json`` (config, training info, extra)."""
+        return _save(
+            self,
+            Path(path),
+            "vqvae",
+            {"config": self.config, "training_info": {**self.training_info, "extra": extra or {}}},
+        )
+
+    @classmethod
+    def load(cls, path, device="cpu") -> VQVAE:
+        """Load a model written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: no checkpoint at ``path``.
+        """
+        meta, state = _load(Path(path), "vqvae")
+        model = cls(**meta["config"])
+        model.load_state_dict(state)
+        model.training_info = meta.get("training_info", {})
+        return model.to(device).eval()
+
+
+def _save(model: nn.Module, path: Path, name: str, meta: dict) -> Path:
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path / f"{name}.safetensors"))
+    (path / f"{name}.json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def _load(path: Path, name: str):
+    from safetensors.torch import load_file
+
+    weights, cfg = path / f"{name}.safetensors", path / f"{name}.json"
+    if not weights.exists() or not cfg.exists():
+        raise FileNotFoundError(f"no {name} checkpoint in {path} (expected {weights.name} and {cfg.name})")
+    return json.loads(cfg.read_text()), load_file(str(weights))
+
+
+__all__ = ["VQVAE", "VQVAEOutput"]
