@@ -1,0 +1,360 @@
+"""Shared machinery of the autoencoder and GAN models: one training interface, checkpoints, checks.
+
+Every model built on :class:`ZooModel` follows one protocol:
+
+- ``training_step(batch) -> dict[str, float]`` does one optimisation step (its own optimisers,
+  possibly several updates, e.g. discriminator then generator) and returns the named losses of
+  that step as Python floats; every model reports its main objective under ``"loss"``. A training
+  loop is therefore just ``for batch in loader: model.training_step(batch)``. ``batch`` is an
+  image tensor ``[B, C, H, W]`` in [-1, 1], or a tuple/list ``(images,)``, ``(images, labels)``
+  or ``(images, labels, indices)`` (labels ``[B]`` int64, or None; indices ``[B]`` int64 are the
+  positions of the images in the training set, needed by GLO's per-example codes).
+- ``sample(n, generator=None) -> [n, C, H, W]`` float32 images in [-1, 1] (the noise is drawn on
+  the CPU from ``generator`` then moved to the model's device, so a seed gives the same images on
+  every device).
+- ``save(directory)`` writes ``config.json`` and ``model.safetensors`` (never a pickle);
+  ``ZooModel.load(directory)`` (or ``<Class>.load``) rebuilds the model from them.
+
+The optimiser state is not saved: a loaded model samples and evaluates exactly, and fine-tuning it
+starts with fresh Adam moments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_FORMAT_VERSION = 1
+_REGISTRY: dict[str, type] = {}
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_int(name: str, value, lo: int | None = 1) -> int:
+    """``value`` as an int >= ``lo``; TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return int(value)
+
+
+def check_float(name: str, value, lo: float | None = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite float >= ``lo`` (> ``lo`` when ``strict``), naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if lo is not None and (value < lo or (strict and value == lo)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_image_shape(image_shape, name: str = "image_shape", multiple: int = 1) -> tuple[int, int, int]:
+    """``(C, H, W)`` of positive ints, H and W divisible by ``multiple``."""
+    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in image_shape)):
+        raise ValueError(f"{name} must be (C, H, W) of positive ints, got {image_shape!r}")
+    if image_shape[1] % multiple or image_shape[2] % multiple:
+        raise ValueError(f"{name}: H and W must be divisible by {multiple}, got {tuple(image_shape)}")
+    return tuple(int(v) for v in image_shape)
+
+
+def check_hidden(name: str, hidden) -> tuple[int, ...]:
+    """A tuple of positive layer widths (may be empty)."""
+    if isinstance(hidden, int) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if not isinstance(hidden, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of ints, got {type(hidden).__name__}")
+    return tuple(check_int(f"{name}[{i}]", h) for i, h in enumerate(hidden))
+
+
+def check_n(n, name: str = "n") -> int:
+    """Sample count: an int >= 0."""
+    return check_int(name, n, lo=0)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]`` with ``act`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def gaussian_noise(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from ``generator`` (device-independent), moved to ``device``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and generator.device.type != "cpu":
+        return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype).to(device)
+
+
+# ----------------------------------------------------------------------------- the base class
+class ZooModel(nn.Module):
+    """Base class of the autoencoders and GANs: batch parsing, ``fit``, ``save``/``load``.
+
+    Subclasses call ``super().__init__(image_shape, config)`` with their JSON-serialisable
+    constructor arguments, build their networks and optimisers, and implement
+    :meth:`training_step` and (where they can generate) :meth:`sample`.
+
+    Attributes:
+        image_shape: ``(C, H, W)`` of the images.
+        config: the constructor arguments (written to ``config.json`` by :meth:`save`).
+        training_info: what :meth:`fit` measured (steps, seconds, final losses).
+        step_count: training steps taken so far (``training_step`` calls).
+    """
+
+    #: whether :meth:`sample` generates new images (False for models that only reconstruct)
+    can_sample = True
+    #: name of the likelihood figure of :meth:`likelihood` (None: the model defines none)
+    likelihood_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    def __init__(self, image_shape, config: dict):
+        super().__init__()
+        self.image_shape = check_image_shape(image_shape)
+        self.config = {"image_shape": list(self.image_shape), **config}
+        self.training_info: dict = {}
+        self.step_count = 0
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def num_pixels(self) -> int:
+        """``C * H * W``."""
+        return math.prod(self.image_shape)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters (every network of the model, discriminators included)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ---------------------------------------------------------------- batches
+    def _check_images(self, x, name: str = "images", move: bool = True) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{name} must be [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty")
+        return x.to(self.device, torch.float32) if move else x
+
+    def _unpack(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``batch`` -> ``(images, labels or None, indices or None)`` on the model's device."""
+        if isinstance(batch, torch.Tensor):
+            return self._check_images(batch, "batch"), None, None
+        if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
+            raise TypeError("batch must be an image tensor or a tuple (images[, labels[, indices]])")
+        x = self._check_images(batch[0], "batch images")
+        extra = []
+        for what, t in zip(("labels", "indices"), list(batch[1:]) + [None] * (3 - len(batch))):
+            if t is None:
+                extra.append(None)
+                continue
+            if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
+                raise TypeError(f"batch {what} must be an int64 tensor")
+            if t.shape != (x.shape[0],):
+                raise ValueError(f"batch {what} must be [{x.shape[0]}], got {tuple(t.shape)}")
+            extra.append(t.to(self.device, torch.int64))
+        return x, extra[0], extra[1]
+
+    def training_step(self, batch) -> dict[str, float]:  # pragma: no cover - abstract
+        """One optimisation step on ``batch`` (see the module docstring); returns named float losses."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
+        """``n`` new images ``[n, C, H, W]`` in [-1, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+    def likelihood(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The model's likelihood figure per image ``[N]`` (see :attr:`likelihood_name`), or None."""
+        return None
+
+    # ---------------------------------------------------------------- training loop
+    def fit(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int | None = 1000,
+            time_budget_s: float | None = None, batch_size: int = 64, seed: int = 0, progress: bool = False,
+            callback=None) -> dict:
+        """Trains with :meth:`training_step` on shuffled mini-batches ``(images, labels, indices)``.
+
+        Args:
+            images: ``[N, C, H, W]`` float tensor in [-1, 1], the whole training set.
+            labels: ``[N]`` int64 class labels or None (conditional models need them).
+            steps: number of ``training_step`` calls; None trains until ``time_budget_s``.
+            time_budget_s: also stop after this many seconds of wall time.
+            batch_size: images per step (reshuffled every epoch; the last short batch is dropped
+                when the set has more than one batch).
+            seed: seeds the shuffling and ``torch``'s global generator (noise of the steps).
+            progress: show a tqdm bar.
+            callback: optional ``callback(step, losses)`` after every step (e.g. for PNG grids).
+
+        Returns:
+            dict with ``steps``, ``seconds`` and the mean of every loss over the last 20 steps;
+            also stored in :attr:`training_info`.
+
+        Raises:
+            ValueError: bad images or labels, or neither ``steps`` nor ``time_budget_s``.
+        """
+        images = self._check_images(images, move=False)
+        n = images.shape[0]
+        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
+            raise ValueError(f"labels must be an [N={n}] int64 tensor or None")
+        if steps is None and time_budget_s is None:
+            raise ValueError("give steps or time_budget_s")
+        if steps is not None:
+            check_int("steps", steps, lo=0)
+        check_int("batch_size", batch_size)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        bs = min(batch_size, n)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc=type(self).__name__, leave=False, dynamic_ncols=True)
+        self.train()
+        history: list[dict] = []
+        t0 = time.perf_counter()
+        done = 0
+        while (steps is None or done < steps) and (time_budget_s is None or time.perf_counter() - t0 < time_budget_s):
+            perm = torch.randperm(n, generator=g)
+            stop = n - bs + 1 if n > bs else 1
+            for s in range(0, stop, bs):
+                if (steps is not None and done >= steps) or (
+                        time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s):
+                    break
+                idx = perm[s:s + bs]
+                lab = labels[idx] if labels is not None else None
+                losses = self.training_step((images[idx], lab, idx))
+                history.append(losses)
+                done += 1
+                if callback is not None:
+                    callback(done, losses)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
+        if bar is not None:
+            bar.close()
+        self.eval()
+        tail = history[-20:]
+        info = {"steps": done, "seconds": time.perf_counter() - t0}
+        for k in tail[0] if tail else ():
+            info[k] = sum(h[k] for h in tail) / len(tail)
+        self.training_info = dict(info)
+        return info
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Writes ``config.json`` (class, constructor arguments, training record) and
+        ``model.safetensors`` (every parameter and buffer); no pickle.
+
+        Args:
+            directory: folder to write (created if needed; existing files are replaced).
+            extra: JSON-serialisable information to keep (e.g. the data set used).
+
+        Returns:
+            The folder as a ``Path``.
+        """
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(d / WEIGHTS_NAME), metadata={"format": "pt", "model": type(self).__name__})
+        record = {"model": type(self).__name__, "format_version": _FORMAT_VERSION, "config": self.config,
+                  "step_count": self.step_count, "training": self.training_info, "extra": extra or {}}
+        (d / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device | None = None) -> ZooModel:
+        """Reads a checkpoint written by :meth:`save` (JSON and safetensors only).
+
+        ``ZooModel.load`` returns whichever model the folder holds; ``VAE.load`` insists on a VAE
+        (or a subclass).
+
+        Args:
+            directory: the checkpoint folder.
+            device: where to put the model (default CPU).
+
+        Returns:
+            The model in eval mode; ``training_info["extra"]`` holds the saved ``extra``.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing.
+            ValueError: a corrupt file, another model's checkpoint, or weights that do not match.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+        if not d.is_dir():
+            raise FileNotFoundError(f"checkpoint folder not found: {d}")
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"checkpoint file not found: {p}")
+        try:
+            record = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"corrupt checkpoint config {cfg_path}: {exc}") from exc
+        name = record.get("model") if isinstance(record, dict) else None
+        klass = _REGISTRY.get(name) if isinstance(name, str) else None
+        if klass is None or "config" not in record:
+            raise ValueError(f"{cfg_path} is not a genfast autoencoder/GAN checkpoint (model {name!r})")
+        if not issubclass(klass, cls):
+            raise ValueError(f"{cfg_path} holds a {name}, not a {cls.__name__}")
+        config = dict(record["config"])
+        config["image_shape"] = tuple(config["image_shape"])
+        for k, v in config.items():
+            if isinstance(v, list):
+                config[k] = tuple(v)
+        try:
+            model = klass(**config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"invalid model config in {cfg_path}: {exc}") from exc
+        try:
+            state = load_file(str(w_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"corrupt checkpoint weights {w_path}: {exc}") from exc
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"weights in {w_path} do not match the config in {cfg_path}: {exc}") from exc
+        model.step_count = int(record.get("step_count", 0))
+        model.training_info = dict(record.get("training", {}))
+        model.training_info["extra"] = record.get("extra", {})
+        model.eval()
+        return model.to(device) if device is not None else model
+
+
+def registry() -> dict[str, type]:
+    """Class name -> class of every :class:`ZooModel` defined so far."""
+    return dict(_REGISTRY)
