@@ -1,0 +1,204 @@
+// Glow's invertible 1x1 convolution (actnorm folded into the weight) on the CPU: per image, the
+// [C, C] x [C, HW] product of NCHW data plus a per-channel bias, with no transposes. Arithmetic:
+// csrc/include/genfast/invconv_math.h, shared with kernels/invconv.cu.
+//
+// Blocking (GotoBLAS-like): the weight is packed once per call into k-major blocks of kMR rows.
+// A task is one image and a group of strips of kNR pixels; each strip of the input ([C, kNR]) is
+// packed into a float32 panel (converting fp16 / bf16 there, zero-padding the last strip), which
+// stays in L1 (C = 512: 64 KiB, then L2) while every block of kMR output channels streams its
+// packed weight past it. The kMR x kNR accumulators live in registers.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <vector>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "genfast/invconv_math.h"
+#include "genfast/parallel.h"
+#include "genfast/registry.h"
+
+namespace genfast {
+namespace {
+
+// The register tile: kMR output channels x kNR pixels of accumulators, one panel load per kNR / 16
+// vectors and one broadcast FMA per accumulator vector per k. AVX-512 (32 zmm): 12 x 32 = 24
+// accumulators; AVX2 (16 ymm): 6 x 16 = 12. Sweep on the 2-core AMD EPYC (Zen 4, AVX-512)
+// at 64x48x16x16 fp32, best of 200, 2 threads, under load: 6x16 0.535 ms, 4x64 0.67 ms,
+// 12x32 0.445 ms, 14x32 0.39-7.9 ms (unstable: 30 of 32 registers).
+#if !defined(GF_INVCONV_MR) && defined(__AVX512F__)
+#define GF_INVCONV_MR 12
+#define GF_INVCONV_NR 32
+#endif
+#ifndef GF_INVCONV_MR
+#define GF_INVCONV_MR 6
+#endif
+#ifndef GF_INVCONV_NR
+#define GF_INVCONV_NR 16
+#endif
+constexpr int kMR = GF_INVCONV_MR;
+constexpr int kNR = GF_INVCONV_NR;
+// Work per parallel chunk, in multiply-adds: about 10 us at ~60 GFLOP/s per core, enough to
+// amortise the ~5 us OpenMP wake-up; 64x48x16x16 gives 64 tasks (one per image) for 2 threads.
+constexpr int64_t kGrainMacs = 300000;
+// Strips packed per task (see invconv_cpu), and the cap of the packed panels: 64 K floats
+// (256 KiB) stay in the 1 MiB L2 next to the weight. Measured, 1 thread, 64 images, best of
+// 200 under load: 1 -> 8 strips took 48x32x32 from 53 to 57 GFLOP/s and 96x32x32 from 67 to 72;
+// 16x16 images (88-93 GFLOP/s, near the 1-core peak) are unchanged.
+constexpr int64_t kGroup = 8;
+constexpr int64_t kGroupPanelFloats = 65536;
+
+// Row conversions between the data type and the float32 panel / accumulators. The generic
+// versions use the bit-exact conversions of common.h; for float16 with F16C the hardware
+// conversion gives the same values (exact widening; round-to-nearest-even narrowing), much faster
+// (64x48x16x16 fp16, 1 thread, under load: 6.4 ms with the bit-operation conversions, 0.92 ms).
+template <typename T>
+inline void load_row(const T* src, float* dst, int valid) {
+  if (valid == kNR) {
+    for (int j = 0; j < kNR; ++j) dst[j] = load_f32<T>(src, j);
+  } else {
+    for (int j = 0; j < kNR; ++j) dst[j] = j < valid ? load_f32<T>(src, j) : 0.0f;
+  }
+}
+
+template <typename T>
+inline void store_row(T* dst, const float* v, int valid) {
+  if (valid == kNR) {
+    for (int j = 0; j < kNR; ++j) store_f32<T>(dst, j, v[j]);
+  } else {
+    for (int j = 0; j < valid; ++j) store_f32<T>(dst, j, v[j]);
+  }
+}
+
+#if defined(__F16C__)
+static_assert(kNR % 8 == 0, "F16C conversions work on 8 lanes");
+template <>
+inline void load_row<half_t>(const half_t* src, float* dst, int valid) {
+  if (valid < kNR) {
+    for (int j = 0; j < kNR; ++j) dst[j] = j < valid ? load_f32<half_t>(src, j) : 0.0f;
+    return;
+  }
+  for (int j = 0; j < kNR; j += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
+    _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(h));
+  }
+}
+
+template <>
+inline void store_row<half_t>(half_t* dst, const float* v, int valid) {
+  if (valid < kNR) {
+    for (int j = 0; j < valid; ++j) store_f32<half_t>(dst, j, v[j]);
+    return;
+  }
+  for (int j = 0; j < kNR; j += 8) {
+    __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(v + j), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), h);
+  }
+}
+#endif
+
+// One block of kMR output channels (rows i0.. of the weight, packed k-major in `wp`: the
+// broadcasts walk memory sequentially) over one strip; rows at or beyond c were zero-padded and
+// are not stored.
+template <typename T>
+inline void row_block(const float* wp, const float* bias, int64_t c, int64_t i0, const float* xp, T* ybase,
+                      int64_t hw, int64_t p0, int valid) {
+  float acc[kMR][kNR];
+  for (int r = 0; r < kMR; ++r) {
+    const float b = i0 + r < c ? invconv_bias(bias, i0 + r) : 0.0f;
+    for (int j = 0; j < kNR; ++j) acc[r][j] = b;
+  }
+  invconv_tile_fma<kMR, kNR, 1, kMR>(acc, wp, 1, xp, kNR, 0, c);
+  const int rows = c - i0 < kMR ? static_cast<int>(c - i0) : kMR;
+  for (int r = 0; r < rows; ++r) store_row<T>(ybase + (i0 + r) * hw + p0, acc[r], valid);
+}
+
+template <typename T>
+void invconv_cpu(const InvConvParams& P) {
+  const T* x = reinterpret_cast<const T*>(P.x);
+  T* y = reinterpret_cast<T*>(P.y);
+  const float* w = reinterpret_cast<const float*>(P.w);
+  const float* bias = reinterpret_cast<const float*>(P.bias);
+  const int64_t c = P.c, hw = P.hw;
+  // The weight packed once per call (O(C^2)): block b holds rows b*kMR.. as wp[(b*C + k)*kMR + r],
+  // zero-padded to a whole block, so the broadcasts of one k step read 48 contiguous bytes instead
+  // of twelve rows C*4 bytes apart: 64x96x32x32, 1 thread, 53 -> 67 GFLOP/s (48x16x16: 85 -> 90).
+  const int64_t blocks = (c + kMR - 1) / kMR;
+  std::vector<float> packed(static_cast<size_t>(blocks * c * kMR), 0.0f);
+  for (int64_t i = 0; i < c; ++i) {
+    const int64_t b = i / kMR, r = i - b * kMR;
+    for (int64_t k = 0; k < c; ++k) packed[(b * c + k) * kMR + r] = w[i * c + k];
+  }
+  const float* wp = packed.data();
+  // A task is one image and a group of up to kGroup strips, packed together: each input row is
+  // then read in runs of kGroup * kNR contiguous pixels, easier on the hardware prefetchers than
+  // C separate 128-byte pieces 4 KiB apart (32x32 images are still ~35% slower per FLOP than
+  // 16x16 ones here: their 64-image batches no longer fit the shared L3).
+  const int64_t strips = (hw + kNR - 1) / kNR;
+  const int64_t group = std::max<int64_t>(1, std::min<int64_t>(kGroup, kGroupPanelFloats / (c * kNR)));
+  const int64_t groups = (strips + group - 1) / group;
+  const int64_t macs_per_task = c * c * kNR * group;
+  const int64_t grain = macs_per_task >= kGrainMacs ? 1 : kGrainMacs / macs_per_task;
+  parallel_for(P.n * groups, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> panel(static_cast<size_t>(c * kNR * group));
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t img = t / groups;
+      const int64_t s0 = (t - img * groups) * group;
+      const int64_t s1 = std::min(strips, s0 + group);
+      const T* xb = x + img * c * hw;
+      T* yb = y + img * c * hw;
+      for (int64_t k = 0; k < c; ++k) {
+        for (int64_t s = s0; s < s1; ++s) {
+          const int64_t p0 = s * kNR;
+          const int valid = static_cast<int>(hw - p0 < kNR ? hw - p0 : kNR);
+          load_row<T>(xb + k * hw + p0, panel.data() + ((s - s0) * c + k) * kNR, valid);
+        }
+      }
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t p0 = s * kNR;
+        const int valid = static_cast<int>(hw - p0 < kNR ? hw - p0 : kNR);
+        const float* xp = panel.data() + (s - s0) * c * kNR;
+        for (int64_t b = 0; b < blocks; ++b) {
+          row_block<T>(wp + b * c * kMR, bias, c, b * kMR, xp, yb, hw, p0, valid);
+        }
+      }
+    }
+  });
+}
+
+void invconv(const InvConvParams& P) {
+  if (P.n <= 0 || P.c <= 0 || P.hw <= 0) return;
+  if (P.dtype == kFloat32) return invconv_cpu<float>(P);
+  if (P.dtype == kFloat16) return invconv_cpu<half_t>(P);
+  if (P.dtype == kBFloat16) return invconv_cpu<bf16_t>(P);
+  throw pybind11::value_error("genfast._C.invconv1x1: unsupported dtype code");
+}
+
+}  // namespace
+}  // namespace genfast
+
+GENFAST_REGISTER(invconv) {
+  namespace py = pybind11;
+  m.def(
+      "invconv1x1",
+      [](uint64_t x, uint64_t w, uint64_t bias, uint64_t y, int64_t n, int64_t c, int64_t hw,
+         int32_t dtype) {
+        genfast::InvConvParams p;
+        p.x = x;
+        p.w = w;
+        p.bias = bias;
+        p.y = y;
+        p.n = n;
+        p.c = c;
+        p.hw = hw;
+        p.dtype = dtype;
+        py::gil_scoped_release nogil;
+        genfast::invconv(p);
+      },
+      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("n"), py::arg("c"),
+      py::arg("hw"), py::arg("dtype"),
+      "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors "
+      "(x, y: [N, C, HW] of dtype code; w: [C, C] float32; bias: [C] float32 or 0).");
+}
