@@ -1,0 +1,216 @@
+"""Autoencoders (AE, DAE, CAE, VAE, beta-VAE, WAE, WAE-GAN, GLO) and GANs (DCGAN, WGAN-GP, cGAN, VAE-GAN).
+
+Every model trains with ``genfast train NAME`` (progress bar, a PNG grid of samples every
+``--grid-every`` steps, a safetensors + JSON checkpoint), samples with ``genfast sample NAME`` and
+is scored with ``genfast eval NAME``; the classes live in :mod:`genfast.models.autoencoders` and
+:mod:`genfast.models.gans`. ``genfast zoo`` (:mod:`genfast.cli.zoo`) compares them all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+# command-line name -> (class in genfast.models, constructor overrides, one-line description)
+MODELS: dict[str, tuple[str, dict, str]] = {
+    "ae": ("AE", {}, "autoencoder, samples from a Gaussian fitted to its codes"),
+    "dae": ("DenoisingAE", {}, "denoising autoencoder (Gaussian corruption)"),
+    "cae": ("ContractiveAE", {}, "contractive autoencoder (closed-form sigmoid Jacobian penalty)"),
+    "vae": ("VAE", {}, "variational autoencoder (Kingma & Welling 2014)"),
+    "beta-vae": ("BetaVAE", {"beta": 2.0}, "beta-VAE (Higgins et al. 2017; --capacity-max for Burgess et al. 2018)"),
+    "wae": ("WAE", {}, "Wasserstein autoencoder, MMD penalty (Tolstikhin et al. 2018)"),
+    "wae-gan": ("WAEGAN", {}, "Wasserstein autoencoder, latent-discriminator penalty"),
+    "glo": ("GLO", {}, "generative latent optimisation (Bojanowski et al. 2018)"),
+    "dcgan": ("DCGAN", {}, "DCGAN (the lecture's MNIST architecture; scaled for 8x8)"),
+    "wgan-gp": ("WGANGP", {}, "Wasserstein GAN with gradient penalty (Gulrajani et al. 2017)"),
+    "cgan": ("ConditionalGAN", {}, "class-conditional DCGAN (Mirza & Osindero 2014)"),
+    "vaegan": ("VAEGAN", {}, "VAE-GAN, reconstruction in discriminator features (Larsen et al. 2016)"),
+}
+
+NAMES = tuple(MODELS)
+HELP = "autoencoders (AE, DAE, CAE, VAE, beta-VAE, WAE, WAE-GAN, GLO) and GANs (DCGAN, WGAN-GP, cGAN, VAE-GAN)"
+_GAN_CLASSES = ("DCGAN", "WGANGP", "ConditionalGAN", "VAEGAN")
+
+
+def build(name: str, image_shape, num_examples: int | None = None, num_classes: int | None = None, **overrides):
+    """Builds the model ``name`` (a key of :data:`MODELS`) for images of ``image_shape``.
+
+    Args:
+        name: command-line name, e.g. ``"vae"``.
+        image_shape: ``(C, H, W)``.
+        num_examples: training-set size (GLO's codes).
+        num_classes: number of labels (the conditional GAN).
+        **overrides: constructor arguments replacing the defaults; None values are ignored.
+
+    Returns:
+        The :class:`genfast.models._zoo_base.ZooModel`.
+
+    Raises:
+        ValueError: unknown name, GLO without ``num_examples``, cGAN without ``num_classes``, or
+            invalid constructor arguments (the message names them).
+    """
+    import genfast.models as gm
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    cls_name, defaults, _ = MODELS[name]
+    kwargs = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+    kwargs["image_shape"] = tuple(image_shape)
+    if cls_name == "GLO":
+        if not num_examples:
+            raise ValueError("glo needs the number of training images (one code each)")
+        kwargs["num_examples"] = int(num_examples)
+    if cls_name == "ConditionalGAN":
+        if not num_classes:
+            raise ValueError("cgan needs labelled data (IDX labels or class subfolders)")
+        kwargs["num_classes"] = int(num_classes)
+    if cls_name in _GAN_CLASSES and (image_shape[1] % 4 or image_shape[2] % 4):
+        raise ValueError(f"{name}: image sides must be divisible by 4, got {tuple(image_shape)} (use --image-size)")
+    return getattr(gm, cls_name)(**kwargs)
+
+
+# ----------------------------------------------------------------------------- train
+def add_train_args(p) -> None:
+    """Options of ``genfast train NAME`` for the autoencoders and GANs."""
+    p.add_argument("--data", default="digits",
+                   help="'digits' (scikit-learn's 8x8 digits, train split), an MNIST IDX file or folder, "
+                        "or a folder of PNG/JPEG images (class subfolders give labels)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's)")
+    p.add_argument("--latent-dim", type=int, default=None, help="latent size (default: the model's)")
+    p.add_argument("--beta", type=float, default=None, help="beta-vae: KL weight")
+    p.add_argument("--capacity-max", type=float, default=None, help="beta-vae: final capacity C (nats)")
+    p.add_argument("--kernel", default=None, choices=("imq", "rbf"), help="wae: MMD kernel")
+    p.add_argument("--out", default=None, help="checkpoint folder (default outputs/NAME)")
+    p.add_argument("--grid-every", type=int, default=500, metavar="K",
+                   help="write a PNG grid of samples every K steps (0: never; default 500)")
+    p.add_argument("--image-size", type=int, default=None, help="resize images of a folder to this side")
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="1 (grey) or 3 (RGB) for folders")
+
+
+def _overrides(args) -> dict:
+    out = {"lr": args.lr, "latent_dim": args.latent_dim}
+    if args.name == "beta-vae":
+        out.update(beta=args.beta, capacity_max=args.capacity_max)
+    if args.name == "wae":
+        out["kernel"] = args.kernel
+    return out
+
+
+def train(args) -> int:
+    """``genfast train NAME``: trains on --data, writes PNG grids and a checkpoint (safetensors + JSON)."""
+    import torch
+
+    from genfast.cli import resolve_device
+    from genfast.data import load_dataset, save_image_grid
+
+    device = resolve_device(args.device)
+    if args.steps < 1 and args.time_budget is None:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    images, labels = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
+    num_classes = int(labels.max()) + 1 if labels is not None else None
+    torch.manual_seed(args.seed)
+    model = build(args.name, tuple(images.shape[1:]), num_examples=len(images), num_classes=num_classes,
+                  **_overrides(args)).to(device)
+    out = Path(args.out or f"outputs/{args.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"train {args.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))} from {args.data}, "
+          f"{model.num_parameters() / 1e6:.2f} M parameters, device {device}", flush=True)
+
+    def grid(step, _losses):
+        if args.grid_every and step % args.grid_every == 0 and model.can_sample:
+            save_image_grid(model.sample(64, generator=torch.Generator().manual_seed(args.seed)).cpu(),
+                            out / f"samples_step{step:06d}.png")
+            model.train()
+
+    info = model.fit(images, labels, steps=args.steps if args.steps >= 1 else None, time_budget_s=args.time_budget,
+                     batch_size=args.batch_size, seed=args.seed, progress=args.progress, callback=grid)
+    model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "channels": args.channels,
+                           "name": args.name})
+    save_image_grid(model.sample(64, generator=torch.Generator().manual_seed(args.seed)).cpu(), out / "samples.png")
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in info.items() if k not in ("steps", "seconds"))
+    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s; {losses}")
+    print(f"checkpoint: {out.resolve()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- sample
+def add_sample_args(p) -> None:
+    """Options of ``genfast sample NAME``."""
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train NAME'")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/samples_seedS.png)")
+    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+
+
+def _load(path, device):
+    from genfast.models._zoo_base import ZooModel
+
+    return ZooModel.load(path, device=device)
+
+
+def sample(args) -> int:
+    """``genfast sample NAME``: writes a PNG grid of samples and prints its path."""
+    import torch
+
+    from genfast.cli import resolve_device
+    from genfast.data import save_image_grid
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    model = _load(args.checkpoint, resolve_device(args.device))
+    t0 = time.perf_counter()
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
+    dt = time.perf_counter() - t0
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_seed{args.seed}.png"
+    save_image_grid(images, out, nrow=args.nrow)
+    print(f"sampled {args.n} images in {dt:.2f} s ({args.n / max(dt, 1e-9):.0f} images/s)")
+    print(f"grid: {out.resolve()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+def add_eval_args(p) -> None:
+    """Options of ``genfast eval NAME``."""
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train NAME'")
+    p.add_argument("--n", type=int, default=256, help="number of samples to score (default 256)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def evaluate(args) -> int:
+    """``genfast eval NAME``: Frechet digit distance and class coverage of samples (digits-shaped models),
+    and the likelihood figure (the ELBO of the VAE family) on the test split."""
+    import torch
+
+    from genfast.cli import resolve_device
+    from genfast.data import load_digits
+    from genfast.metrics import DigitMetric
+
+    if args.n < 2:
+        raise ValueError(f"--n must be >= 2, got {args.n}")
+    device = resolve_device(args.device)
+    model = _load(args.checkpoint, device)
+    data = model.training_info.get("extra", {}).get("data", "digits")
+    if data != "digits":
+        raise ValueError(f"genfast eval scores models of the bundled digits; this one was trained on {data}")
+    metric = DigitMetric.from_data(device=device, progress=args.progress)
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
+    r = metric.report(images)
+    if model.likelihood_name:
+        xt, _ = load_digits("test")
+        r["likelihood"] = float(model.likelihood(xt.to(device)).mean())
+        r["likelihood_name"] = model.likelihood_name
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"eval {args.name}: {args.n} samples against the digits' test split")
+    print(f"  Frechet digit distance  {r['fdd']:.2f}  (floor {r['floor']:.2f}, ceiling {r['ceiling']:.1f})")
+    print(f"  classes present  {r['classes_present']}/{len(r['coverage'])}")
+    if "likelihood" in r:
+        print(f"  {r['likelihood_name']} on the test split  {r['likelihood']:.2f}")
+    return 0

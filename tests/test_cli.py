@@ -1,0 +1,207 @@
+"""The genfast command line end to end on tiny settings: help, train, sample, eval, demo."""
+
+import json
+
+import pytest
+
+from genfast.cli import main
+from genfast.cli.demo import DEMO_TOTAL_BUDGET_S, format_table
+from genfast.cli.families import discover
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private metric cache for this module (the user's cache stays untouched)."""
+    path = tmp_path_factory.mktemp("genfast_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENFAST_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ck") / "ddpm"
+    rc = main(
+        [
+            "train",
+            "ddpm",
+            "--steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--base-channels",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["train"], ["train", "ddpm"], ["sample", "ddpm"], ["eval", "ddpm"], ["demo"], ["zoo"]],
+)
+def test_help_everywhere(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    assert "usage: genfast" in capsys.readouterr().out
+
+
+def test_family_contract():
+    families, errors = discover()
+    assert not errors
+    assert "ddpm" in families
+    seen = {id(m): m for m in families.values()}.values()
+    budgets = [m.DEMO_BUDGET_S for m in seen if hasattr(m, "demo_stage")]
+    assert sum(budgets) <= DEMO_TOTAL_BUDGET_S
+    for mod in seen:
+        assert isinstance(mod.NAMES, tuple) and all(isinstance(n, str) for n in mod.NAMES)
+        if hasattr(mod, "demo_stage"):
+            assert isinstance(mod.DEMO_ORDER, int) and mod.DEMO_BUDGET_S > 0
+
+
+def test_train_writes_checkpoint(checkpoint, capsys):
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    assert cfg["extra"]["data"] == "digits" and cfg["config"]["num_classes"] == 10
+
+
+def test_sample(checkpoint, tmp_path, capsys):
+    png = tmp_path / "g.png"
+    rc = main(
+        [
+            "sample",
+            "ddpm",
+            "--checkpoint",
+            str(checkpoint),
+            "--n",
+            "4",
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "--class",
+            "3",
+            "--guidance-scale",
+            "2",
+            "--out",
+            str(png),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and png.is_file()
+    assert str(png) in capsys.readouterr().out
+    rc = main(
+        [
+            "sample",
+            "ddpm",
+            "--checkpoint",
+            str(checkpoint),
+            "--n",
+            "2",
+            "--steps",
+            "2",
+            "--negative-class",
+            "1",
+            "--guidance-scale",
+            "3",
+            "--backend",
+            "reference",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0 and (checkpoint / "samples_ddpm.png").is_file()
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    rc = main(["sample", "ddpm", "--checkpoint", str(tmp_path / "nowhere"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "genfast: error:" in err and "nowhere" in err
+    rc = main(["train", "ddpm", "--data", str(tmp_path / "nodata"), "--steps", "1"])
+    assert rc == 2 and "nodata" in capsys.readouterr().err
+
+
+def test_train_on_idx_files(tmp_path):
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(
+        bytes([0, 0, 8, 3]) + struct.pack(">3I", 12, 8, 8) + imgs.tobytes()
+    )
+    out = tmp_path / "ck"
+    rc = main(
+        [
+            "train",
+            "ddpm",
+            "--data",
+            str(tmp_path),
+            "--steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--base-channels",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    assert json.loads((out / "config.json").read_text())["config"]["num_classes"] is None  # no labels
+
+
+def test_eval(checkpoint, cache, capsys):
+    rc = main(
+        [
+            "eval",
+            "ddpm",
+            "--checkpoint",
+            str(checkpoint),
+            "--n",
+            "8",
+            "--steps",
+            "2",
+            "--json",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["n"] == 8 and r["ceiling"] > r["floor"] > 0 and len(r["coverage"]) == 10
+
+
+def test_demo_quick(cache, tmp_path, capsys):
+    rc = main(["demo", "--quick", "--only", "ddpm", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert (tmp_path / "ddpm_samples_ddpm10.png").is_file() and (
+        tmp_path / "ddpm_samples_ddim5.png"
+    ).is_file()
+    assert (tmp_path / "ddpm_digits" / "model.safetensors").is_file()
+    table = out[out.rindex("stage  ") :]
+    for needle in ("setup", "DDPM 10 steps", "DDIM 5 steps", "throughput, backend reference", "total"):
+        assert needle in table, table
+
+
+def test_demo_unknown_stage(tmp_path, capsys):
+    assert main(["demo", "--only", "nosuch", "--out", str(tmp_path)]) == 2
+    assert "nosuch" in capsys.readouterr().err
+
+
+def test_format_table():
+    t = format_table(
+        [
+            {"stage": "a", "what": "x", "figure": "1", "time_s": 1.0, "ok": True},
+            {"stage": "bb", "what": "yy", "figure": "22", "time_s": 700.0},
+        ]
+    )
+    lines = t.splitlines()
+    assert lines[0].split() == ["stage", "what", "figure", "target", "time"]
+    assert "met" in lines[2] and lines[3].endswith("11.7 min")
