@@ -201,6 +201,21 @@ def _timesteps(name, value, batch, device, num_train, op, *, allow_negative):
     return value.to(device=device, dtype=torch.int64).contiguous()
 
 
+_ALPHAS_CHECKED: dict = {}
+
+
+def _alphas_ok(ac: torch.Tensor) -> bool:
+    """alphas_cumprod lies in [0, 1]; remembered per tensor version, since a scheduler passes the
+    same tensor at every step (the check is three tensor ops, a third of a small step's time)."""
+    key = (id(ac), ac.data_ptr(), ac._version, ac.shape[0])
+    if _ALPHAS_CHECKED.get("key") != key:
+        ok = bool(((ac >= 0) & (ac <= 1)).all())
+        if not ok:
+            return False
+        _ALPHAS_CHECKED["key"] = key
+    return True
+
+
 def _float(name, value, op, *, lo=None, hi=None, lo_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and value.device.type == "cpu":
@@ -259,9 +274,7 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
     num_train = alphas_cumprod.shape[0]
     if num_train == 0:
         raise ValueError(f"{op}: alphas_cumprod must not be empty")
-    if alphas_cumprod.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(
-        ((alphas_cumprod >= 0) & (alphas_cumprod <= 1)).all()
-    ):
+    if alphas_cumprod.device.type == "cpu" and not torch.compiler.is_compiling() and not _alphas_ok(alphas_cumprod):
         # 0 is allowed: zero-terminal-SNR schedules (Lin et al. 2024) end with alpha_bar = 0
         raise ValueError(f"{op}: alphas_cumprod must lie in [0, 1]")
     ac = alphas_cumprod.to(torch.float64 if sample.dtype == torch.float64 else torch.float32).contiguous()
