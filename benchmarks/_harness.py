@@ -34,7 +34,9 @@ def time_ms(fn, device: str = "cpu", min_run_time: float = 1.0) -> float:
         import triton.testing
 
         return float(triton.testing.do_bench(fn, return_mode="median"))
-    m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    # num_threads explicitly: Timer's default (1) would also cap the OpenMP kernels at one thread
+    m = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_run_time)
     return m.median * 1e3
 
 
