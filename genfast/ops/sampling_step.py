@@ -115,9 +115,18 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
                 use_clipped_model_output=use_clipped_model_output, guidance_scale=guidance_scale)
     thr = None
     if thresholding:
-        # First pass: the unclipped x0, for the per-sample quantile (Saharia et al. 2022).
-        _launch(backend, noise=None, philox=None, thr=None, prev=prev, x0=x0, clip_sample=False, **args)
-        s = torch.quantile(x0.reshape(x0.shape[0], -1).float().abs(), dynamic_thresholding_ratio, dim=1)
+        # First pass: the unclipped x0, for the per-sample quantile (Saharia et al. 2022). In
+        # float32 whatever the dtype: an fp16 x0 can overflow to inf, and a quantile over inf is NaN.
+        if sample.dtype == torch.float32:
+            pass1 = dict(args, prev=prev, x0=x0)
+        else:
+            f32 = lambda v: None if v is None else v.float()  # noqa: E731
+            x32 = sample.float()
+            pass1 = dict(args, mo=f32(model_output), x=x32, mou=f32(model_output_uncond),
+                         prev=torch.empty_like(x32), x0=torch.empty_like(x32))
+        _launch(backend, noise=None, philox=None, thr=None, clip_sample=False, **pass1)
+        x0_1 = pass1["x0"]
+        s = torch.quantile(x0_1.reshape(x0_1.shape[0], -1).abs(), dynamic_thresholding_ratio, dim=1)
         thr = s.clamp(min=1.0, max=sample_max_value).contiguous()
     _launch(backend, noise=noise, philox=philox, thr=thr, prev=prev, x0=x0, clip_sample=clip_sample, **args)
     return prev, x0

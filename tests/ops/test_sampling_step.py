@@ -366,3 +366,20 @@ def test_torch_compile_sampling_loop():
     x = torch.randn(2, 3, 8, 8)
     compiled = torch.compile(loop, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x), loop(x))
+
+
+def test_threshold_low_precision_when_x0_overflows(kernel_backend):
+    """Dynamic thresholding takes its quantile from a float32 x0: in fp16 the unclipped x0 can
+    pass 65504 (x / sqrt(alpha_t) near t = T), and a quantile over inf is NaN."""
+    backend, device = kernel_backend
+    ac = alphas_cumprod("cos").to(device)  # alpha_bar(999) ~ 2.4e-9
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 6, 6, generator=gen) * 3).to(device, torch.float16)
+    mo = torch.randn(2, 3, 6, 6, generator=gen).to(device, torch.float16)
+    kw = dict(prev_timestep=979, eta=1.0, use_clipped_model_output=True, thresholding=True,
+              sample_max_value=2.0, noise=torch.zeros_like(x))
+    prev, x0 = O.ddim_step(mo, 999, x, ac, backend=backend, **kw)
+    ref_prev, ref_x0 = RS.ddim_step(mo.double(), 999, x.double(), ac, **{**kw, "noise": kw["noise"].double()})
+    assert torch.isfinite(prev).all() and torch.isfinite(x0).all()
+    torch.testing.assert_close(x0.double().cpu(), ref_x0.cpu(), rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(prev.double().cpu(), ref_prev.cpu(), rtol=2e-3, atol=2e-3)
