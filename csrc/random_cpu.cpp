@@ -24,11 +24,6 @@ inline void fill_block(uint64_t seed, uint64_t p0, float* out) {
   }
 }
 
-// Largest value below 1 in the output dtype: a uniform must stay in [0, 1) after rounding.
-template <typename T> constexpr float uniform_cap() { return 0.99999994f; }
-template <> constexpr float uniform_cap<half_t>() { return 0.99951171875f; }
-template <> constexpr float uniform_cap<bf16_t>() { return 0.99609375f; }
-
 template <typename T, bool kNormal>
 void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
   T* out = reinterpret_cast<T*>(out_ptr);
@@ -38,8 +33,7 @@ void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
       fill_block<kNormal>(seed, offset + static_cast<uint64_t>(i), buf);
       int64_t m = end - i < kLanes ? end - i : kLanes;
       for (int64_t k = 0; k < m; ++k) {
-        const float cap = uniform_cap<T>();
-        float v = kNormal ? buf[k] : (buf[k] > cap ? cap : buf[k]);  // not fminf: it blocks vectorising
+        float v = kNormal ? buf[k] : cap_uniform<T>(buf[k]);
         store_f32<T>(out, i + k, v);
       }
     }

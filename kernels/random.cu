@@ -13,11 +13,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
 
-template <typename T> __device__ __forceinline__ float uniform_cap();
-template <> __device__ __forceinline__ float uniform_cap<float>() { return 0.99999994f; }
-template <> __device__ __forceinline__ float uniform_cap<half_t>() { return 0.99951171875f; }
-template <> __device__ __forceinline__ float uniform_cap<bf16_t>() { return 0.99609375f; }
-
 template <typename T, bool kNormal>
 __global__ void random_kernel(T* __restrict__ out, int64_t n, const int64_t* __restrict__ philox) {
   const uint64_t seed = static_cast<uint64_t>(philox[0]);
@@ -28,7 +23,7 @@ __global__ void random_kernel(T* __restrict__ out, int64_t n, const int64_t* __r
     const int64_t i = base + static_cast<int64_t>(k) * kThreads;
     if (i < n) {
       float v = kNormal ? philox_normal(seed, offset + static_cast<uint64_t>(i))
-                        : fminf(philox_uniform(seed, offset + static_cast<uint64_t>(i)), uniform_cap<T>());
+                        : cap_uniform<T>(philox_uniform(seed, offset + static_cast<uint64_t>(i)));
       store_f32<T>(out, i, v);
     }
   }

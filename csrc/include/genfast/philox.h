@@ -106,6 +106,18 @@ GF_HD float normal_from_bits(uint32_t x0, uint32_t x1) {
   return sqrtf(-2.0f * poly_log(u1)) * poly_cos_2pi(u2);
 }
 
+// Largest value below 1 in the output dtype: a uniform must stay in [0, 1) after rounding
+// (genfast/reference/random.py, UNIFORM_CAP).
+template <typename T> GF_HD float uniform_cap() { return 0.99999994f; }
+template <> GF_HD float uniform_cap<half_t>() { return 0.99951171875f; }
+template <> GF_HD float uniform_cap<bf16_t>() { return 0.99609375f; }
+
+// A uniform capped for dtype T; a comparison, not fminf, so the CPU loop vectorises.
+template <typename T> GF_HD float cap_uniform(float u) {
+  const float cap = uniform_cap<T>();
+  return u > cap ? cap : u;
+}
+
 GF_HD float philox_normal(uint64_t seed, uint64_t p) {
   uint32_t x0, x1;
   philox_words(seed, p, x0, x1);
