@@ -311,8 +311,6 @@ class ZooModel(nn.Module):
             FileNotFoundError: the folder or one of its files is missing.
             ValueError: a corrupt file, another model's checkpoint, or weights that do not match.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         d = Path(directory)
         cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
@@ -336,23 +334,39 @@ class ZooModel(nn.Module):
         for k, v in config.items():
             if isinstance(v, list):
                 config[k] = tuple(v)
-        try:
-            model = klass(**config)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid model config in {cfg_path}: {exc}") from exc
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"corrupt checkpoint weights {w_path}: {exc}") from exc
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"weights in {w_path} do not match the config in {cfg_path}: {exc}") from exc
+        model = build_and_load_weights(klass, config, w_path, cfg_path)
         model.step_count = int(record.get("step_count", 0))
         model.training_info = dict(record.get("training", {}))
         model.training_info["extra"] = record.get("extra", {})
         model.eval()
         return model.to(device) if device is not None else model
+
+
+def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:
+    """``klass(**config)`` with the safetensors weights of ``w_path`` loaded strictly; never unpickles.
+
+    Shared by every checkpoint loader that writes config.json + model.safetensors.
+
+    Raises:
+        ValueError: the config does not build a model, the weights file is corrupt, or the
+            weights do not match the config (each message names the file).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model = klass(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid model config in {cfg_path}: {exc}") from exc
+    try:
+        state = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"corrupt checkpoint weights {w_path}: {exc}") from exc
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"weights in {w_path} do not match the config in {cfg_path}: {exc}") from exc
+    return model
 
 
 def registry() -> dict[str, type]:

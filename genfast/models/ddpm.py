@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._unet import UNet
+from ._zoo_base import build_and_load_weights
 
 __all__ = ["DDPM"]
 
@@ -631,8 +632,6 @@ class DDPM(nn.Module):
             ValueError: a file is corrupt, is not a DDPM checkpoint, or its tensors do not match
                 the config (the message names the file).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         d = Path(directory)
         if not d.is_dir():
@@ -654,18 +653,7 @@ class DDPM(nn.Module):
         config = dict(record["config"])
         config["image_size"] = tuple(config["image_size"])
         config["channel_mult"] = tuple(config["channel_mult"])
-        try:
-            model = cls(**config)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"invalid model config in {cfg_path}: {exc}") from exc
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"corrupt checkpoint weights {w_path}: {exc}") from exc
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"weights in {w_path} do not match the config in {cfg_path}: {exc}") from exc
+        model = build_and_load_weights(cls, config, w_path, cfg_path)
         model.ema_updates = int(record.get("ema_updates", 0))
         model.training_info = dict(record.get("training", {}))
         model.training_info["extra"] = record.get("extra", {})
