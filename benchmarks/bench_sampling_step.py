@@ -43,9 +43,11 @@ def main():
     from genfast.samplers import DDIMScheduler, DDPMScheduler
 
     shapes = [(64, 3, 32, 32)] + ([(64, 4, 128, 128)] if device == "cuda" else [])
-    rows = []
-    copy_gbs = None
-    for shape in shapes:
+
+    def measure(shape):
+        """Time every implementation at one shape; returns (rows, copy bandwidth or None)."""
+        rows = []
+        copy_gbs = None
         x = torch.randn(shape, device=device)
         mo = torch.randn(shape, device=device)
         ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0).to(device)
@@ -100,6 +102,14 @@ def main():
                 if copy_gbs:
                     row["% of copy BW"] = 100 * moved / times[n] / 1e6 / copy_gbs
                 rows.append(row)
+        return rows, copy_gbs
+
+    rows = []
+    copy_gbs = None
+    for shape in shapes:
+        shape_rows, shape_copy = measure(shape)
+        rows += shape_rows
+        copy_gbs = shape_copy or copy_gbs
     cols = ["shape", "step", "implementation", "median ms", "GB/s", "vs reference", "vs diffusers"]
     if copy_gbs:
         cols.append("% of copy BW")
