@@ -40,6 +40,43 @@ def time_ms(fn, device: str = "cpu", min_run_time: float = 1.0) -> float:
     return m.median * 1e3
 
 
+_CEILINGS: dict = {}
+
+
+def gpu_ceilings() -> dict:
+    """The device's two ceilings, measured once per process (METHOD.md): ``copy_gbs`` (a 1 GiB
+    device-to-device copy, bytes read plus bytes written, GB/s) and the matrix-product rates in
+    TFLOP/s of an 8192^3 ``torch.mm`` on random data: ``mm_fp32`` (TF32 off), ``mm_tf32``,
+    ``mm_bf16``. Empty dict without a GPU."""
+    if _CEILINGS or not torch.cuda.is_available():
+        return _CEILINGS
+    big = torch.randn(2**28, device="cuda")
+    t = time_ms(big.clone, "cuda")
+    _CEILINGS["copy_gbs"] = 2 * big.numel() * 4 / t / 1e6
+    big = None
+    n = 8192
+    old = torch.backends.cuda.matmul.allow_tf32
+    for name, dtype, tf32 in (("mm_fp32", torch.float32, False), ("mm_tf32", torch.float32, True),
+                              ("mm_bf16", torch.bfloat16, False)):
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        t = time_ms(lambda a=a, b=b: torch.mm(a, b), "cuda")
+        _CEILINGS[name] = 2.0 * n**3 / t / 1e9
+    torch.backends.cuda.matmul.allow_tf32 = old
+    return _CEILINGS
+
+
+def ceilings_note() -> str:
+    """One sentence with the measured ceilings (empty without a GPU)."""
+    c = gpu_ceilings()
+    if not c:
+        return ""
+    return (f" Device ceilings measured in this run: copy {c['copy_gbs']:.0f} GB/s (read + write); "
+            f"8192^3 torch.mm {c['mm_fp32']:.1f} TFLOP/s fp32 (TF32 off), {c['mm_tf32']:.0f} TF32, "
+            f"{c['mm_bf16']:.0f} bf16.")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -16,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 
@@ -58,6 +58,7 @@ def sklearn_rbm(w, b, c):
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backends = ["cuda", "triton"] if device == "cuda" else ["cpu"]
+    ceil = gpu_ceilings() if device == "cuda" else {}
     rows = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     for h_units in HIDDEN:
@@ -99,6 +100,7 @@ def main():
                         "vs eager": t_eager / t,
                         "sklearn ms": t_sk,
                         "vs sklearn": (t_sk / t) if t_sk else None,
+                        "% of fp32 mm": (100 * flops / t / 1e9 / ceil["mm_fp32"]) if ceil else None,
                     }
                 )
     cols = [
@@ -112,12 +114,12 @@ def main():
         "vs eager",
         "sklearn ms",
         "vs sklearn",
-    ]
+    ] + (["% of fp32 mm"] if ceil else [])
     notes = (
         f"Load average (1 min) at the start: {load:.2f} on {os.cpu_count()} CPUs (the machine is shared: "
         "compare the ratios, measured in the same run). 'products ms': the two torch.addmm of a step alone."
-    )
-    report("gibbs", "Gibbs sampling (genfast.ops.gibbs)", rows, cols, device=device, notes=notes)
+    ) + ceilings_note()
+    report(f"gibbs_{device}", f"Gibbs sampling (genfast.ops.gibbs, {device})", rows, cols, device=device, notes=notes)
 
 
 if __name__ == "__main__":

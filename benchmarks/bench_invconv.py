@@ -28,7 +28,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 from genfast.reference import invconv as R  # noqa: E402
@@ -45,6 +45,8 @@ _WARM = (torch.randn(1024, 1024), torch.randn(1024, 1024))
 
 def _warm_up():
     torch.mm(*_WARM)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _params(c, device):
@@ -95,8 +97,8 @@ def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):
     )
     cands["reference"] = lambda: R.actnorm_invconv(x, *params, reverse=rev)
     cands["channels-last torch.matmul"] = lambda: torch.matmul(x_cl, we.t())
-    if nf is not None and device == "cpu":
-        act, conv = _normflows_pair(c, params)
+    if nf is not None:
+        act, conv = (m.to(device) for m in _normflows_pair(c, [p.cpu() for p in params]))
         if rev:
             cands["normflows"] = lambda: act.inverse(conv.inverse(x)[0])
         else:
@@ -124,6 +126,8 @@ def bench_shape(shape, device, backends):
         with torch.no_grad():
             med = _interleaved(cands, device)
         flops = 2.0 * n * c * c * h * w
+        moved = 2.0 * x.numel() * x.element_size()  # read x, write y
+        copy_gbs = gpu_ceilings().get("copy_gbs") if device == "cuda" else None
         base = med["channels-last torch.matmul"]
         for name, ms in med.items():
             rows.append(
@@ -136,6 +140,7 @@ def bench_shape(shape, device, backends):
                     "vs matmul": ms / base,
                     "vs reference": med["reference"] / ms,
                     "normflows / this": (med["normflows"] / ms) if "normflows" in med else None,
+                    "% of copy BW": (100 * moved / ms / 1e6 / copy_gbs) if copy_gbs else None,
                 }
             )
     return rows
@@ -194,9 +199,11 @@ def main():
         "the baddbmm row is a bare torch call into a preallocated output (bare, the C++ kernel and "
         "baddbmm are on par: best of 300 at 64x48x16x16, 2 threads, 0.45 vs 0.47 ms)."
     )
+    if device == "cuda":
+        notes += " '% of copy BW' counts x read once and y written once." + ceilings_note()
     report(
-        "invconv",
-        "Actnorm + invertible 1x1 convolution (genfast.ops.actnorm_invconv)",
+        f"invconv_{device}",
+        f"Actnorm + invertible 1x1 convolution (genfast.ops.actnorm_invconv, {device})",
         rows,
         [
             "shape",
@@ -207,7 +214,7 @@ def main():
             "vs matmul",
             "vs reference",
             "normflows / this",
-        ],
+        ] + (["% of copy BW"] if device == "cuda" else []),
         device=device,
         notes=notes,
     )
