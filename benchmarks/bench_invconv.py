@@ -184,7 +184,8 @@ def main():
     )
     load_before = _load()
     rows = []
-    for shape in SHAPES:
+    # on a GPU the shapes take ~10 us (launch-bound); a larger C <= 64 one measures bandwidth
+    for shape in SHAPES + ([(256, 48, 64, 64)] if device == "cuda" else []):
         rows += bench_shape(shape, device, backends)
     rows += bench_logdet(device)
     load_s = f"load average (1, 5, 15 min) {load_before} before and {_load()} after the runs"

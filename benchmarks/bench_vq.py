@@ -30,6 +30,17 @@ GPU_SIZE = (262144, 256, 8192)
 TILE = 4096
 
 
+def _tf32x3(z, e):
+    """The Triton kernel with float32 products as three TF32 tensor-core products (experiment)."""
+    import genfast.triton.vq as TV
+
+    TV.FP32_PRECISION = "tf32x3"
+    try:
+        return O.vq_nearest(z, e, backend="triton")
+    finally:
+        TV.FP32_PRECISION = "ieee"
+
+
 def cdist_argmin(z, e):
     return torch.cdist(z, e).argmin(1)
 
@@ -137,6 +148,8 @@ def make_cases(device, n, d, k, dtype):
         )
         for b in ours
     ]
+    if device == "cuda" and dtype == torch.float32:
+        cases.append(("genfast vq_nearest (triton, tf32x3 products)", lambda: _tf32x3(z, e)))
     cases += [
         ("torch.cdist + argmin (reference)", lambda: cdist_argmin(z, e)),
         ("addmm + argmin, whole", lambda: expanded_full(z, e)),
@@ -152,14 +165,21 @@ def make_cases(device, n, d, k, dtype):
 def bench(device, n, d, k, dtype, rounds):
     cases, _ = make_cases(device, n, d, k, dtype)
     kept, case_index = [], {}
+    first = {}
     for i, (name, fn) in enumerate(cases):  # warm all first: a first large product changes later timings
         try:
-            fn()
+            first[name] = fn()
             kept.append((name, fn))
             case_index[name] = i
-        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. out of memory, dtype unsupported
+        except Exception as exc:  # e.g. out of memory, dtype unsupported, a kernel that fails to compile
             print(f"skipped {name}: {type(exc).__name__}: {exc}")
     cases = kept
+    exp = first.get("genfast vq_nearest (triton, tf32x3 products)")
+    exact = first.get("genfast vq_nearest (cuda)")
+    if exp is not None and exact is not None:
+        print(f"tf32x3 vs IEEE fp32 (cuda kernel): {float((exp[0] != exact[0]).float().mean()):.2e} of the "
+              "indices differ")
+    first = None
     # Interleaved rounds, median per case: on the shared 2-core machines the load changes within
     # seconds, and timing the cases one after another compared different machines.
     samples = {name: [] for name, _ in cases}

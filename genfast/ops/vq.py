@@ -10,6 +10,7 @@ updates need, by scatter-add (never through an N x K one-hot).
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -23,8 +24,17 @@ _OP_QUANTIZE = "genfast.ops.vq_quantize"
 
 
 # --------------------------------------------------------------------------- kernels
+def _auto_backend(backend, z):
+    """``auto`` on CUDA fp16 / bf16 tensors picks Triton: its ``tl.dot`` runs on the tensor cores,
+    12x faster than the CUDA kernel's fp32 FMAs on an H100 (benchmarks/RESULTS.md, vq_cuda)."""
+    if (backend == "auto" and z.device.type == "cuda" and z.dtype in (torch.float16, torch.bfloat16)
+            and not os.environ.get("GENFAST_BACKEND") and _backends.backends()["triton"]):
+        return "triton"
+    return backend
+
+
 def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
-    backend = _backends.resolve(backend, z.device, "genfast.ops.vq")
+    backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq")
     n, d = z.shape
     k = codebook.shape[0]
     if backend == "reference" or z.dtype == torch.float64:
@@ -182,7 +192,9 @@ def vq_nearest(
             quantise; N may be 0.
         codebook: [K, D] same dtype and device as ``z``, K >= 1.
         use_cosine_sim: rank by cosine similarity instead of squared Euclidean distance.
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
+            on CPU tensors, and on CUDA tensors the CUDA kernel for float32 and Triton for
+            float16 / bfloat16 (tensor cores), unless ``GENFAST_BACKEND`` is set.
 
     Returns:
         (indices, distances): int64 [N] in [0, K); float32 [N] (float64 for float64 inputs):
@@ -293,7 +305,9 @@ def vq_quantize(
         beta: commitment weight, a finite float >= 0 (0.25 in the paper).
         use_cosine_sim: pick codes by cosine similarity (the losses still use raw vectors).
         return_statistics: also return ``counts`` [K] and ``sums`` [K, D] (float32).
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
+            on CPU tensors, and on CUDA tensors the CUDA kernel for float32 and Triton for
+            float16 / bfloat16 (tensor cores), unless ``GENFAST_BACKEND`` is set.
 
     Returns:
         :class:`VQOutput` (z_q, indices, distances, codebook_loss, commitment_loss, counts, sums).

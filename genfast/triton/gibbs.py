@@ -36,9 +36,9 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
     rmask = rows < B
     seed = tl.load(philox_ptr)
     offset = tl.load(philox_ptr + 1)
-    B64 = B.to(tl.int64)
-    V64 = V.to(tl.int64)
-    H64 = H.to(tl.int64)
+    B64 = tl.cast(B, tl.int64)
+    V64 = tl.cast(V, tl.int64)
+    H64 = tl.cast(H, tl.int64)
     for s in range(0, k):
         base = offset + s * B64 * (H64 + V64)
         # hidden half-step: acc[BM, BN] = v_state[rows, :] @ W[cols, :]^T

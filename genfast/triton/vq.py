@@ -21,6 +21,10 @@ from genfast._backends import triton_interpret
 BLOCK_N = 64
 BLOCK_K = 64
 NORM_EPS = 1e-12
+NORM_EPS_TL = tl.constexpr(NORM_EPS)  # the same constant, readable inside @triton.jit
+# tl.dot precision for float32 inputs: "ieee" (exact fp32 products, the default) or "tf32x3"
+# (three TF32 tensor-core products, about fp32 accuracy; an experiment of the GPU benchmark).
+FP32_PRECISION = "ieee"
 
 
 @triton.jit
@@ -39,6 +43,7 @@ def _vq_kernel(
     D,
     COSINE: tl.constexpr,
     FP32: tl.constexpr,
+    PREC: tl.constexpr,
     WANT_ZQ: tl.constexpr,
     WANT_STATS: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -64,7 +69,7 @@ def _vq_kernel(
                 e_ptr + cols[:, None] * D + ds[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0
             )
             if FP32:
-                acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision="ieee")
+                acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision=PREC)
             else:
                 acc = tl.dot(zt, tl.trans(et), acc)
         scale = tl.load(scale_ptr + cols, mask=cmask, other=0.0)
@@ -100,7 +105,7 @@ def _vq_kernel(
         if WANT_STATS:
             tl.atomic_add(sums_ptr + best_i[:, None] * D + ds[None, :], zf, mask=m2)
     if COSINE:
-        dist = dot / (tl.maximum(tl.sqrt(zz), NORM_EPS) * tl.maximum(tl.sqrt(ee), NORM_EPS))
+        dist = dot / (tl.maximum(tl.sqrt(zz), NORM_EPS_TL) * tl.maximum(tl.sqrt(ee), NORM_EPS_TL))
     else:
         dist = dot
     tl.store(idx_ptr + rows, best_i, mask=rmask)
@@ -147,6 +152,7 @@ def vq_triton(z, codebook, indices, distances, z_q, counts, sums, *, use_cosine_
         d,
         COSINE=bool(use_cosine_sim),
         FP32=fp32_dot,
+        PREC=FP32_PRECISION if not triton_interpret() else "ieee",
         WANT_ZQ=z_q is not None,
         WANT_STATS=counts is not None,
         BLOCK_N=BLOCK_N,

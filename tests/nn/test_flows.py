@@ -169,7 +169,7 @@ def test_invconv_gradients_reach_every_parameter():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("backend", ("cpu", "triton", "reference"))
+@pytest.mark.parametrize("backend", ("cpu", "triton", "cuda", "reference"))
 def test_invconv_backends_agree(backend):
     if not O.backends()[backend]:
         pytest.skip(f"backend {backend} cannot run here")
@@ -177,8 +177,11 @@ def test_invconv_backends_agree(backend):
     conv = F.InvConv2dLU(7, backend=backend, generator=torch.Generator().manual_seed(1))
     ref = F.InvConv2dLU(7, backend="reference", generator=torch.Generator().manual_seed(1))
     x = torch.randn(2, 7, 3, 5, generator=gen)
-    torch.testing.assert_close(conv(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(conv.inverse(x), ref.inverse(x), rtol=1e-5, atol=1e-5)
+    dev = "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+    conv.to(dev)
+    xd = x.to(dev)
+    torch.testing.assert_close(conv(xd)[0].cpu(), ref(x)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.inverse(xd).cpu(), ref.inverse(x), rtol=1e-5, atol=1e-5)
 
 
 def test_made_is_autoregressive():

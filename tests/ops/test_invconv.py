@@ -29,7 +29,9 @@ CHANNELS = (1, 2, 3, 5, 7, 12, 13, 16, 31, 33, 48, 64, 65, 97, 128, 250, 512)
 
 
 def _device_for(backend):
-    return "cuda" if backend == "cuda" else "cpu"
+    from conftest import backend_device
+
+    return str(backend_device(backend)) if backend != "reference" else "cpu"
 
 
 def _skip_unless(backend):

@@ -54,10 +54,13 @@ def test_backend_matches_reference(kernel_backend, fn, shape, dtype):
 @pytest.mark.parametrize("fn", ["randn", "rand"])
 def test_cross_backend_equal(fn):
     """The same seed gives the same tensor on every backend that runs here."""
+    from conftest import backend_device
+
     outs = {}
     for b, ok in O.backends().items():
-        if ok and b != "cuda":
-            outs[b] = getattr(O, fn)((5000,), seed=2024, offset=99, backend=b)
+        if ok:
+            dev = backend_device(b) if b != "reference" else "cpu"
+            outs[b] = getattr(O, fn)((5000,), seed=2024, offset=99, device=dev, backend=b).cpu()
     ref = outs.pop("reference")
     for b, v in outs.items():
         torch.testing.assert_close(v, ref, rtol=1e-6, atol=1e-6, msg=f"backend {b}")
@@ -65,20 +68,21 @@ def test_cross_backend_equal(fn):
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
 def test_offset_property(backend):
-    from conftest import skip_unless_runs
+    from conftest import backend_device, skip_unless_runs
 
     skip_unless_runs(backend)
+    dev = backend_device(backend) if backend != "reference" else "cpu"
     seed = 77
-    full = O.randn((3000,), seed=seed, offset=0, backend=backend)
+    full = O.randn((3000,), seed=seed, offset=0, device=dev, backend=backend)
     for k, n in ((0, 1), (1, 17), (1000, 1001), (2999, 1)):
-        part = O.randn((n,), seed=seed, offset=k, backend=backend)
+        part = O.randn((n,), seed=seed, offset=k, device=dev, backend=backend)
         torch.testing.assert_close(part, full[k:k + n], rtol=0, atol=0)
     # the 64-bit counter carries across 2^32 and wraps at 2^64
-    a = O.rand((40,), seed=seed, offset=2**32 - 20, backend=backend)
-    b = O.rand((20,), seed=seed, offset=2**32, backend=backend)
+    a = O.rand((40,), seed=seed, offset=2**32 - 20, device=dev, backend=backend)
+    b = O.rand((20,), seed=seed, offset=2**32, device=dev, backend=backend)
     torch.testing.assert_close(a[20:], b, rtol=0, atol=0)
-    c = O.rand((40,), seed=seed, offset=2**64 - 20, backend=backend)
-    d = O.rand((20,), seed=seed, offset=0, backend=backend)
+    c = O.rand((40,), seed=seed, offset=2**64 - 20, device=dev, backend=backend)
+    d = O.rand((20,), seed=seed, offset=0, device=dev, backend=backend)
     torch.testing.assert_close(c[20:], d, rtol=0, atol=0)
 
 

@@ -217,8 +217,13 @@ def test_same_seed_same_tensor_across_backends():
     gen = torch.Generator().manual_seed(8)
     ac = alphas_cumprod()
     mo, x, _ = inputs((2, 3, 8, 8), torch.float32, "cpu", gen)
-    outs = {b: O.ddpm_step(mo, 600, x, ac, seed=99, backend=b)[0]
-            for b, ok in O.backends().items() if ok and b != "cuda"}
+    from conftest import backend_device
+
+    outs = {}
+    for b, ok in O.backends().items():
+        if ok:
+            d = backend_device(b) if b != "reference" else torch.device("cpu")
+            outs[b] = O.ddpm_step(mo.to(d), 600, x.to(d), ac.to(d), seed=99, backend=b)[0].cpu()
     ref = outs.pop("reference")
     for b, v in outs.items():
         torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-5, msg=f"backend {b}")

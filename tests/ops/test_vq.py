@@ -40,7 +40,9 @@ BACKENDS = _backend_list()
 
 
 def _device(backend):
-    return "cuda" if backend == "cuda" else "cpu"
+    from conftest import backend_device
+
+    return backend_device(backend) if backend != "reference" else torch.device("cpu")
 
 
 def _rand(shape, dtype, gen, device="cpu"):

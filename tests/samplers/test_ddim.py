@@ -212,8 +212,10 @@ def test_zero_snr_trailing_v_prediction_loop():
         sample = expected.prev_sample
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
 def test_backends_agree(backend):
+    """Every backend against diffusers on CPU; the GPU backends take CUDA tensors and a CPU
+    generator (as diffusers pipelines on a GPU are commonly called)."""
     from genfast.ops import backends
 
     if not backends().get(backend):
@@ -226,7 +228,10 @@ def test_backends_agree(backend):
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 5, 7), 3)
     kw = dict(eta=0.7, use_clipped_model_output=True)
     expected = ref.step(model_output, 70, sample, generator=torch.Generator().manual_seed(1), **kw)
-    got = ours.step(model_output, 70, sample, generator=torch.Generator().manual_seed(1), **kw)
+    dev = "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+    ours.set_timesteps(10, device=dev)
+    got = ours.step(model_output.to(dev), 70, sample.to(dev), generator=torch.Generator().manual_seed(1), **kw)
+    got = type(got)(prev_sample=got.prev_sample.cpu(), pred_original_sample=got.pred_original_sample.cpu())
     assert_close(got.prev_sample, expected.prev_sample, "prev_sample")
     assert_close(got.pred_original_sample, expected.pred_original_sample, "pred_original_sample")
 

@@ -289,8 +289,10 @@ def test_alphas_cumprod_cache_follows_edits():
     assert torch.equal(ours._alphas_cumprod_on("cpu"), ours.alphas_cumprod)
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
 def test_backends_agree(backend):
+    """Every backend against diffusers on CPU; the GPU backends take CUDA tensors and a CPU
+    generator (as diffusers pipelines on a GPU are commonly called)."""
     from genfast.ops import backends
 
     if not backends().get(backend):
@@ -302,7 +304,10 @@ def test_backends_agree(backend):
     assert ours.backend == backend
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 5, 7), 6)
     expected = ref.step(model_output, 70, sample, generator=torch.Generator().manual_seed(1))
-    got = ours.step(model_output, torch.tensor(70), sample, generator=torch.Generator().manual_seed(1))
+    dev = "cuda" if backend in ("cuda", "triton") and torch.cuda.is_available() else "cpu"
+    got = ours.step(model_output.to(dev), torch.tensor(70), sample.to(dev),
+                    generator=torch.Generator().manual_seed(1))
+    got = type(got)(prev_sample=got.prev_sample.cpu(), pred_original_sample=got.pred_original_sample.cpu())
     assert_close(got.prev_sample, expected.prev_sample, "prev_sample")
     assert_close(got.pred_original_sample, expected.pred_original_sample, "pred_original_sample")
 

@@ -1,0 +1,120 @@
+"""Compile every Triton kernel of genfast for a Hopper GPU (sm_90) on a machine without one.
+
+Run as a script in a process *without* ``TRITON_INTERPRET`` (tests/test_triton_compile.py does
+that). The interpreter accepts code that the compiler rejects (globals that are not
+``tl.constexpr``, ``.to`` on an integer argument that Triton specialises to the constant 1, ...):
+this catches those on the CPU-only CI. Each ``kernel[grid](...)`` launch of the public ops is
+replaced by ``triton.compile`` of that launch's signature for ``GPUTarget("cuda", 90, 32)``
+(through PTX to a cubin with the ptxas bundled with Triton); nothing runs, outputs are
+meaningless. Prints one line per distinct compiled specialisation and ``OK <count>`` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
+          torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.int8: "i8", torch.bool: "i1"}
+_seen: set = set()
+
+
+def _compile_only(self, grid):
+    def launch(*args, **kwargs):
+        names = self.arg_names
+        values = dict(zip(names, args))
+        values.update(kwargs)
+        signature, constexprs = {}, {}
+        dns = set(self.do_not_specialize or ())
+        for i, p in enumerate(self.params):
+            v = values[p.name]
+            if p.is_constexpr or v is None:
+                signature[p.name] = "constexpr"
+                constexprs[p.name] = v
+            elif isinstance(v, torch.Tensor):
+                signature[p.name] = "*" + _TYPES[v.dtype]
+            elif isinstance(v, bool):
+                signature[p.name] = "i1"
+            elif isinstance(v, int):
+                if v == 1 and p.name not in dns and i not in dns:  # Triton specialises 1 to a constant
+                    signature[p.name] = "constexpr"
+                    constexprs[p.name] = 1
+                else:
+                    signature[p.name] = "i32" if -(2**31) <= v < 2**31 else "i64"
+            elif isinstance(v, float):
+                signature[p.name] = "fp32"
+            else:
+                raise TypeError(f"{self.fn.__name__}: unhandled argument {p.name}={v!r}")
+        key = (self.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())))
+        if key not in _seen:
+            _seen.add(key)
+            triton.compile(ASTSource(fn=self, signature=signature, constexprs=constexprs), target=TARGET)
+            print(self.fn.__name__, {k: v for k, v in constexprs.items()})
+
+    return launch
+
+
+def main() -> None:
+    JITFunction.__getitem__ = _compile_only
+    import genfast._backends as B
+
+    B.triton_interpret = lambda: True  # let backend="triton" take the CPU tensors here
+    import genfast.ops as O
+    import genfast.triton.vq as TV
+
+    TV.triton_interpret = lambda: False
+    g = torch.Generator().manual_seed(0)
+
+    # random: normal and uniform, fp32 / fp16, n = 1 (specialised) and n > 1
+    for fn in (O.randn, O.rand):
+        for dt in (torch.float32, torch.float16):
+            for n in (1, 3000):
+                fn((n,), seed=1, dtype=dt, backend="triton")
+    # sampling step: DDPM with generated and given noise, learned range, thresholding, clip; DDIM
+    ac = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    for dt in (torch.float32, torch.bfloat16):
+        for shape in ((1, 1, 1, 1), (2, 3, 8, 8)):
+            x = torch.randn(shape, generator=g).to(dt)
+            O.ddpm_step(x, 500, x, ac, seed=1, backend="triton")
+            O.ddpm_step(x, 500, x, ac, noise=torch.randn_like(x), thresholding=True, backend="triton")
+            O.ddpm_step(torch.cat([x, x], 1), 500, x, ac, seed=1, variance_type="learned_range",
+                        backend="triton")
+            O.ddim_step(x, 501, x, ac, prev_timestep=481, backend="triton")
+            O.ddim_step(x, 501, x, ac, prev_timestep=481, eta=0.5, seed=2, clip_sample=True, backend="triton")
+    # gibbs: one chain (B = 1) and several, Bernoulli and Gaussian visible units
+    for b in (1, 5):
+        v = (torch.rand(b, 20, generator=g) < 0.5).float()
+        w = torch.randn(7, 20, generator=g)
+        O.gibbs(v, w, torch.zeros(20), torch.zeros(7), k=2, seed=1, backend="triton")
+        O.gibbs(torch.randn(b, 20), w, torch.zeros(20), torch.zeros(7), k=1, seed=1, visible="gaussian",
+                backend="triton")
+    # vq: l2 and cosine, fp32 / bf16, indices only and the fused quantise with statistics
+    for dt in (torch.float32, torch.bfloat16):
+        for n in (1, 70):
+            z = torch.randn(n, 20, generator=g).to(dt)
+            e = torch.randn(33, 20, generator=g).to(dt)
+            O.vq_nearest(z, e, backend="triton")
+            O.vq_nearest(z, e, use_cosine_sim=True, backend="triton")
+            O.vq_quantize(z, e, return_statistics=True, backend="triton")
+    # invconv: with and without bias, fp32 / fp16, one pixel and several
+    for dt in (torch.float32, torch.float16):
+        for shape in ((1, 1, 1, 1), (2, 5, 3, 4)):
+            c = shape[1]
+            x = torch.randn(shape, generator=g).to(dt)
+            w = torch.randn(c, c, generator=g).to(dt)
+            O.invconv1x1(x, w, backend="triton")
+            O.invconv1x1(x, w, torch.randn(c).to(dt), backend="triton")
+    print("OK", len(_seen))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
