@@ -318,14 +318,15 @@ def test_kernel_gradients_match_reference_autograd(backend):
             torch.testing.assert_close(a.grad.cpu().double(), b.grad, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", ("cpu", "reference", "triton"))
+@pytest.mark.parametrize("backend", ("cpu", "reference", "triton", "cuda"))
 def test_opcheck(backend):
     _skip_unless(backend)
+    dev = _device_for(backend)
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(2, 5, 3, 4, generator=gen).to(dtype).requires_grad_(True)
-        w = torch.randn(5, 5, generator=gen).requires_grad_(True)
-        b = torch.randn(5, generator=gen).requires_grad_(True)
+        x = torch.randn(2, 5, 3, 4, generator=gen).to(dev, dtype).requires_grad_(True)
+        w = torch.randn(5, 5, generator=gen).to(dev).requires_grad_(True)
+        b = torch.randn(5, generator=gen).to(dev).requires_grad_(True)
         torch.library.opcheck(inv_mod._invconv_op, (x, w, b, backend))
         torch.library.opcheck(inv_mod._invconv_op, (x.detach(), w.detach(), None, backend))
 
