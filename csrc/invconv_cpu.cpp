@@ -201,4 +201,27 @@ GENFAST_REGISTER(invconv) {
       py::arg("hw"), py::arg("dtype"),
       "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors "
       "(x, y: [N, C, HW] of dtype code; w: [C, C] float32; bias: [C] float32 or 0).");
+  m.def(
+      "invconv_fold_lu",
+      [](uint64_t perm, uint64_t lower, uint64_t upper, uint64_t sign_s, uint64_t log_s, uint64_t act_s,
+         uint64_t act_b, uint64_t w, uint64_t bias, int64_t c, bool reverse) {
+        std::vector<double> scratch(static_cast<size_t>(2 * c * c + c));
+        std::vector<unsigned char> seen(static_cast<size_t>(c));
+        double log_abs_det = 0.0;
+        int32_t status;
+        {
+          py::gil_scoped_release nogil;
+          auto f = [](uint64_t p) { return reinterpret_cast<const float*>(p); };
+          status = genfast::invconv_fold_lu(c, reinterpret_cast<const int64_t*>(perm), f(lower), f(upper),
+                                            f(sign_s), f(log_s), f(act_s), f(act_b), reverse,
+                                            reinterpret_cast<float*>(w), reinterpret_cast<float*>(bias),
+                                            scratch.data(), seen.data(), &log_abs_det);
+        }
+        return py::make_tuple(status, log_abs_det);
+      },
+      py::arg("perm"), py::arg("lower"), py::arg("upper"), py::arg("sign_s"), py::arg("log_s"),
+      py::arg("act_s"), py::arg("act_b"), py::arg("w"), py::arg("bias"), py::arg("c"), py::arg("reverse"),
+      "Fold P, L, U, sign_s, log_s and actnorm (s, b; 0 for none) into w [C, C] and bias [C] "
+      "(float32, contiguous; perm int64), forward or inverse; returns (status, sum log|det| per "
+      "pixel). Status: 0 valid, 1 perm not a permutation, 2 sign_s not +-1, 3 zero s, 4 non-finite s.");
 }

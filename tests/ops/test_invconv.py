@@ -457,3 +457,57 @@ def test_identity_weight_is_exact_on_special_values(backend, dtype):
     x = x.to(_device_for(backend))
     y = O.invconv1x1(x, torch.ones(1, 1, device=x.device), backend=backend)
     assert torch.equal(y.cpu(), x.cpu())
+
+
+# ------------------------------------------------- the eager CPU path (set-up folded in C++)
+@pytest.mark.parametrize("c", [1, 3, 48, 128, 129])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_actnorm", [True, False])
+def test_eager_cpu_fold_matches_autograd_path_and_reference(c, reverse, with_actnorm):
+    """Plain eager calls without autograd fold P, L, U and actnorm in one C++ call (C <= 128);
+    calls that record autograd take the tensor-op path. Both agree with the float64 reference."""
+    _skip_unless("cpu")
+    gen = torch.Generator().manual_seed(c)
+    perm, lo, up, sg, ls, s, b = _lu_params(c, gen)
+    if not with_actnorm:
+        s = b = None
+    x = torch.randn(3, c, 4, 5, generator=gen)
+    y_fast, ld_fast = O.actnorm_invconv(x, perm, lo, up, sg, ls, s, b, reverse=reverse, backend="cpu")
+    lo_g = lo.clone().requires_grad_(True)
+    y_slow, ld_slow = O.actnorm_invconv(x, perm, lo_g, up, sg, ls, s, b, reverse=reverse, backend="cpu")
+    d64 = [t.double() if t is not None and t.is_floating_point() else t for t in (lo, up, sg, ls, s, b)]
+    y_ref, ld_ref = R.actnorm_invconv(x.double(), perm, *d64, reverse=reverse)
+    scale = y_ref.abs().max().item() + 1
+    assert (y_fast.double() - y_ref).abs().max().item() < 2e-5 * scale * max(1, c) ** 0.5
+    assert (y_slow.detach().double() - y_ref).abs().max().item() < 2e-5 * scale * max(1, c) ** 0.5
+    assert ld_fast.dtype == torch.float32 and ld_fast.shape == ()
+    torch.testing.assert_close(ld_fast.double(), ld_ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ld_fast, ld_slow.detach(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ("perm_dup", "perm must be a permutation"),
+        ("perm_range", "perm must be a permutation"),
+        ("sign", r"sign_s must hold only \+1 and -1"),
+        ("zero_scale", "actnorm_scale has zero entries"),
+        ("nan_scale", "actnorm_scale must be finite"),
+    ],
+)
+def test_eager_cpu_fold_rejects_bad_values(edit, message):
+    _skip_unless("cpu")
+    perm, lo, up, sg, ls, s, b = _lu_params(6, torch.Generator().manual_seed(0))
+    if edit == "perm_dup":
+        perm[1] = perm[0]
+    elif edit == "perm_range":
+        perm[2] = 6
+    elif edit == "sign":
+        sg[3] = 0.5
+    elif edit == "zero_scale":
+        s[4] = 0.0
+    else:
+        s[4] = float("nan")
+    for reverse in (False, True):
+        with pytest.raises(ValueError, match=message):
+            O.actnorm_invconv(torch.randn(2, 6, 3, 3), perm, lo, up, sg, ls, s, b, reverse=reverse)
