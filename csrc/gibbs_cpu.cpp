@@ -4,10 +4,21 @@
 //
 // Chains are independent, so each OpenMP task owns a block of chains (rows) and runs all k
 // steps on them with no synchronisation. Each half-step is a product state[R, K] @ M[K, N]
-// (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W) by a cache-blocked 6 x 16 FMA
-// micro-kernel (the BLIS design: Van Zee and van de Geijn 2015), whose epilogue applies the
-// bias, the sigmoid, 16 Philox draws at once (philox_cpu.h) and the compare, and writes the
-// samples straight into the packed operand of the next product.
+// (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W) followed by a fused epilogue
+// (bias, sigmoid, 16 Philox draws at once, compare) on each finished 16-column strip.
+//
+// Binary states as index lists. A Bernoulli state is 0/1, so a row of state @ M is the sum of
+// the rows of M selected by the state's ones: with the active units of each chain kept as a
+// list (built by the epilogue that draws them), a 16-column strip of the product costs one
+// 64-byte load and one add per active unit, against one FMA per unit, active or not, in a dense
+// product. At the ~50% density of the benchmark that is half the work, and the loop is bound by
+// L1 loads (2 x 32 bytes a cycle on Zen 4), not by FMA issue. h is always binary; v is binary
+// for Bernoulli visible units after the first visible half-step, and for the first one when
+// v_in holds only 0s and 1s (checked per task). Skipping the zeros is exact (0 * w adds +-0)
+// as long as W is finite, which is checked once per call: a non-finite W, Gaussian visible
+// units and real-valued v_in take the dense product, a cache-blocked 6 x 16 FMA micro-kernel
+// (the BLIS design: Van Zee and van de Geijn 2015). The two paths sum in different orders,
+// which the reference's comparison rule allows (float rounding, genfast/reference/gibbs.py).
 #include <pybind11/pybind11.h>
 
 #include <math.h>
@@ -20,28 +31,34 @@
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
 #include "genfast/registry.h"
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 namespace genfast {
 namespace {
 
-// Micro-tile: 6 rows x 16 columns = 12 ymm accumulators + 2 for M + 1 broadcast (of 16
-// registers), the BLIS haswell sgemm shape; one Philox block16 covers one tile row.
+// Micro-tile of the dense product: 6 rows x 16 columns = 12 ymm accumulators + 2 for M + 1
+// broadcast (of 16 registers), the BLIS haswell sgemm shape; one Philox block16 covers one tile
+// row, and the sparse path uses the same 16-column panels of M.
 constexpr int kMR = 6;
 constexpr int kNR = 16;
-// K blocking: a 16-column panel of M for kc <= 256 rows is 16 KiB and stays in L1 (32 KiB)
-// while every micro-tile of the row block streams past it (the BLIS kc rule: the kc x 16 panel
-// of M plus one 6 x kc panel of the states fill about half of L1). Not swept: the machine was
-// too loaded (load average 12-13 on 2 cores) for timings that separate kc choices.
+// K blocking of the dense product: a 16-column panel of M for kc <= 256 rows is 16 KiB and stays
+// in L1 (32 KiB) while every micro-tile of the row block streams past it (the BLIS kc rule).
 constexpr int64_t kKC = 256;
 // Rows per task: 48 (8 micro-tiles) makes 21 tasks at B = 1000, handed out dynamically, so a
 // preempted thread (the 2-core machines are shared) does not hold up a static half of the
-// batch. The packed states of a task (48 x 1040 floats, 200 KiB) stay in L2 (1 MiB per core on
-// the EPYC here) next to the packed W^T (800 KiB). Not A/B-timed against static 120-row tasks:
-// at load average 7-13 both ran 3.3-3.7x faster than the eager loop in the same run.
-constexpr int64_t kTaskRows = 48;
+// batch.
+#ifndef GX_ROWS
+#define GX_ROWS 48
+#endif
+constexpr int64_t kTaskRows = GX_ROWS;
+// K block of the sparse product (units per block): a 16-column panel block of kSparseKB rows
+// (kSparseKB * 64 bytes) stays in L1 (32 KiB) while the lists of a task stream past it.
+#ifndef GX_KB
+#define GX_KB 384
+#endif
+constexpr int64_t kSparseKB = GX_KB;
 
 struct Plan {
   int64_t B, V, H, k;
@@ -85,6 +102,71 @@ inline void micro_kernel(int64_t kc, const float* __restrict__ A, const float* _
 #endif
 }
 
+// out[16] = (accumulate ? out : 0) + sum over t < n of Mp[off[t] .. off[t] + 16): the 16-column
+// strip of state @ M for one chain whose active units sit at float offsets off[] of the panel.
+// Several independent accumulators hide the add latency (3 cycles on Zen 4); their order of
+// combination is fixed, so a chain's sums do not depend on the thread that computes them.
+inline void gather_strip(const float* __restrict__ Mp, const uint32_t* __restrict__ off, int64_t n,
+                         float* __restrict__ out, bool accumulate) {
+#ifdef GX_NO_GATHER
+  for (int l = 0; l < 16; ++l) out[l] = 0.01f * (off[0] & 7);
+  return;
+#endif
+#if defined(__AVX512F__)
+  __m512 a0 = accumulate ? _mm512_loadu_ps(out) : _mm512_setzero_ps();
+  __m512 a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(Mp + off[t]));
+    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(Mp + off[t + 1]));
+    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(Mp + off[t + 2]));
+    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(Mp + off[t + 3]));
+  }
+  for (; t < n; ++t) a0 = _mm512_add_ps(a0, _mm512_loadu_ps(Mp + off[t]));
+  _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#elif defined(__AVX2__)
+  __m256 a0 = accumulate ? _mm256_loadu_ps(out) : _mm256_setzero_ps();
+  __m256 b0 = accumulate ? _mm256_loadu_ps(out + 8) : _mm256_setzero_ps();
+  __m256 a1 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps();
+  __m256 a3 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const float* p0 = Mp + off[t];
+    const float* p1 = Mp + off[t + 1];
+    const float* p2 = Mp + off[t + 2];
+    const float* p3 = Mp + off[t + 3];
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p0));
+    b0 = _mm256_add_ps(b0, _mm256_loadu_ps(p0 + 8));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p1));
+    b1 = _mm256_add_ps(b1, _mm256_loadu_ps(p1 + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p2));
+    b2 = _mm256_add_ps(b2, _mm256_loadu_ps(p2 + 8));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p3));
+    b3 = _mm256_add_ps(b3, _mm256_loadu_ps(p3 + 8));
+  }
+  for (; t < n; ++t) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(Mp + off[t]));
+    b0 = _mm256_add_ps(b0, _mm256_loadu_ps(Mp + off[t] + 8));
+  }
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  _mm256_storeu_ps(out + 8, _mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3)));
+#else
+  float a[4][kNR];
+  for (int l = 0; l < kNR; ++l) {
+    a[0][l] = accumulate ? out[l] : 0.0f;
+    a[1][l] = a[2][l] = a[3][l] = 0.0f;
+  }
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4)
+    for (int q = 0; q < 4; ++q)
+      for (int l = 0; l < kNR; ++l) a[q][l] += Mp[off[t + q] + l];
+  for (; t < n; ++t)
+    for (int l = 0; l < kNR; ++l) a[0][l] += Mp[off[t] + l];
+  for (int l = 0; l < kNR; ++l) out[l] = (a[0][l] + a[1][l]) + (a[2][l] + a[3][l]);
+#endif
+}
+
 // Packs M[K, N] (element (p, n) read by `at`) into panels [ceil(N/16)][K][16], zero-padded.
 template <typename At>
 void pack_panels(int64_t K, int64_t N, At at, std::vector<float>& out) {
@@ -98,35 +180,141 @@ void pack_panels(int64_t K, int64_t N, At at, std::vector<float>& out) {
   });
 }
 
+// The active units of each chain of a task, split by K block: the list of row r and block q holds
+// the float offsets p * 16 (ascending) of the ones p in [q kb, (q + 1) kb) of the state, offsets
+// into a [K][16] panel. 16 slots of slack per list let a 16-lane compress store run past its end.
+struct ActiveLists {
+  std::vector<uint32_t> off;  // [R][nkb][kb + 16]
+  std::vector<int64_t> cnt;   // [R][nkb]
+  int64_t kb = 0, nkb = 0;
+  void reset(int64_t R, int64_t K) {
+    nkb = (K + kSparseKB - 1) / kSparseKB;
+    kb = ((K + nkb - 1) / nkb + kNR - 1) / kNR * kNR;  // balanced blocks, whole 16-unit strips
+    const int64_t need = R * nkb * (kb + kNR);
+    if (static_cast<int64_t>(off.size()) < need) off.resize(static_cast<size_t>(need));
+    cnt.assign(static_cast<size_t>(R * nkb), 0);
+  }
+  uint32_t* list(int64_t r, int64_t q) { return off.data() + (r * nkb + q) * (kb + kNR); }
+};
+
+// Appends the units n0 + l (l < m, n0 a multiple of 16) whose sample s[l] is 1 to row r's lists.
+inline void append_active(ActiveLists& L, int64_t r, int64_t n0, int m, const float* s) {
+  const int64_t q = n0 / L.kb;
+  int64_t& cnt = L.cnt[r * L.nkb + q];
+  uint32_t* dst = L.list(r, q) + cnt;
+#if defined(__AVX512F__)
+  const __mmask16 live = static_cast<__mmask16>((1u << m) - 1u);
+  const __mmask16 on = _mm512_mask_cmp_ps_mask(live, _mm512_loadu_ps(s), _mm512_set1_ps(0.5f), _CMP_GT_OQ);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i offs = _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(n0)), lane), 4);
+  // compress in a register, then a plain store (a compress straight to memory is microcoded on Zen 4)
+  _mm512_storeu_si512(dst, _mm512_maskz_compress_epi32(on, offs));
+  cnt += __builtin_popcount(static_cast<unsigned>(on));
+#else
+  int64_t c = 0;
+  for (int l = 0; l < m; ++l) {
+    dst[c] = static_cast<uint32_t>((n0 + l) * kNR);
+    c += s[l] > 0.5f;
+  }
+  cnt += c;
+#endif
+}
+
 // Per-thread scratch, reused across calls (no page faults per call).
 struct Scratch {
   std::vector<float> av, ah, x;
+  ActiveLists lv, lh;
 };
 Scratch& scratch() {
   static thread_local Scratch s;
   return s;
 }
 
-// Where the epilogue of one half-step writes: the packed operand of the next product, and on
-// the last step the outputs (dtype T), for rows [row0, row0 + R).
+// Where the epilogue of one half-step writes its samples: the next product's operand (an active
+// list, or for Gaussian visible units the dense packed [tiles][N][6] panel) and, on the last step,
+// the outputs (dtype T) for rows [row0, row0 + R).
 template <typename T>
 struct HalfOut {
-  float* packed;       // [tiles][N][6]: the sampled states, operand of the next product
+  ActiveLists* list;   // or nullptr
+  float* packed;       // or nullptr
   T* sample;           // [B, N] or nullptr (not the last step)
   T* prob;             // [B, N] or nullptr
-  const T* bias;       // [N]
+  const float* bias;   // [ceil(N / 16) * 16], fp32, zero-padded
 };
 
-// One half-step for the R rows of a task: X = A @ M, then the fused epilogue.
+// The fused epilogue of one finished 16-column strip xr[16] of local row lr, columns n0 + l (l < m).
 template <typename T, bool kHidden, bool kGaussian>
-void half_step(const Plan& P, int64_t row0, int64_t R, const float* A, int64_t K, int64_t N,
-               const float* M, float* X, const HalfOut<T>& out, uint64_t step_base) {
+inline void epilogue(const Plan& P, int64_t row0, int64_t lr, int64_t n0, int m, int64_t N, const float* xr,
+                     const HalfOut<T>& out, uint64_t step_base) {
+  alignas(64) uint32_t w0[kPhiloxBlock], w1[kPhiloxBlock];
+  alignas(64) float pr[kNR], sm[kNR];
+  const int64_t b = row0 + lr;
+  const uint64_t ctr = kHidden ? gibbs_hidden_counter(step_base, P.H, b, n0)
+                               : gibbs_visible_counter(step_base, P.B, P.V, P.H, b, n0);
+#ifdef GX_NO_PHILOX
+  for (int l = 0; l < 16; ++l) { w0[l] = (ctr + l) * 2654435761u; w1[l] = w0[l] ^ 12345; }
+#else
+  philox_block16(P.seed, ctr, w0, w1);
+#endif
+#pragma GCC ivdep
+  for (int l = 0; l < kNR; ++l) {
+    const float bias = out.bias[n0 + l];
+    float pm;
+    if (kHidden) {
+      pm = gibbs_hidden_prob(xr[l], bias, P.inv_sigma);
+      sm[l] = gibbs_draw<false>(w0[l], w1[l], pm, 1.0f);
+    } else {
+      pm = gibbs_visible_mean<kGaussian>(xr[l], bias, P.sigma);
+      sm[l] = gibbs_draw<kGaussian>(w0[l], w1[l], pm, P.sigma);
+    }
+    pr[l] = pm;
+  }
+  if (out.list) {
+    append_active(*out.list, lr, n0, m, sm);
+  } else {
+    float* pk = out.packed + ((lr / kMR) * N + n0) * kMR + lr % kMR;
+    for (int l = 0; l < m; ++l) pk[l * kMR] = sm[l];
+  }
+  if (out.sample) {
+    for (int l = 0; l < m; ++l) {
+      store_f32<T>(out.sample, b * N + n0 + l, sm[l]);
+      store_f32<T>(out.prob, b * N + n0 + l, pr[l]);
+    }
+  }
+}
+
+// One half-step for the R rows of a task from binary states: X = (active lists) @ M, then the
+// epilogue. Per 16-column panel of M, K block by K block so that the block of the panel stays in L1
+// while the R rows stream their lists past it.
+template <typename T, bool kHidden, bool kGaussian>
+void sparse_half_step(const Plan& P, int64_t row0, int64_t R, ActiveLists& in, int64_t K, int64_t N,
+                      const float* M, float* X, const HalfOut<T>& out, uint64_t step_base) {
+  const int64_t np = (N + kNR - 1) / kNR;
+  for (int64_t jp = 0; jp < np; ++jp) {
+    const float* Mp = M + jp * K * kNR;
+    const int64_t n0 = jp * kNR;
+    const int m = static_cast<int>(std::min<int64_t>(kNR, N - n0));
+    for (int64_t q = 0; q < in.nkb; ++q) {
+      const bool last_q = q + 1 == in.nkb;
+      for (int64_t r = 0; r < R; ++r) {
+        float* xr = X + r * kNR;
+        gather_strip(Mp, in.list(r, q), in.cnt[r * in.nkb + q], xr, q > 0);
+        if (last_q) epilogue<T, kHidden, kGaussian>(P, row0, r, n0, m, N, xr, out, step_base);
+      }
+    }
+  }
+}
+
+// One half-step for the R rows of a task from real states: X = A @ M by the dense micro-kernel,
+// then the epilogue on each finished 6 x 16 tile while it is in L1.
+template <typename T, bool kHidden, bool kGaussian>
+void dense_half_step(const Plan& P, int64_t row0, int64_t R, const float* A, int64_t K, int64_t N,
+                     const float* M, float* X, const HalfOut<T>& out, uint64_t step_base) {
   const int64_t tiles = (R + kMR - 1) / kMR;
   const int64_t np = (N + kNR - 1) / kNR;
   const int64_t ldx = np * kNR;
   const int64_t nkb = (K + kKC - 1) / kKC;
   const int64_t kc = (K + nkb - 1) / nkb;  // balanced K blocks
-  alignas(64) uint32_t w0[kPhiloxBlock], w1[kPhiloxBlock];
   for (int64_t jp = 0; jp < np; ++jp) {
     const float* Mp = M + jp * K * kNR;
     for (int64_t p0 = 0; p0 < K; p0 += kc) {
@@ -136,67 +324,75 @@ void half_step(const Plan& P, int64_t row0, int64_t R, const float* A, int64_t K
         float* Ct = X + t * kMR * ldx + jp * kNR;
         micro_kernel(kcur, A + (t * K + p0) * kMR, Mp + p0 * kNR, Ct, ldx, p0 > 0);
         if (!last_k) continue;
-        // Epilogue on the finished 6 x 16 tile while it is in L1.
         const int64_t n0 = jp * kNR;
         const int m = static_cast<int>(std::min<int64_t>(kNR, N - n0));
-        for (int r = 0; r < kMR; ++r) {
-          const int64_t lr = t * kMR + r;
-          if (lr >= R) break;
-          const int64_t b = row0 + lr;
-          const uint64_t ctr = kHidden ? gibbs_hidden_counter(step_base, P.H, b, n0)
-                                       : gibbs_visible_counter(step_base, P.B, P.V, P.H, b, n0);
-          philox_block16(P.seed, ctr, w0, w1);
-          const float* xr = Ct + r * ldx;
-          float* pk = out.packed + (t * N + n0) * kMR + r;
-          alignas(64) float pr[kNR], sm[kNR];
-#pragma GCC ivdep
-          for (int l = 0; l < kNR; ++l) {
-            const float bias = l < m ? load_f32<T>(out.bias, n0 + l) : 0.0f;
-            float pm;
-            if (kHidden) {
-              pm = gibbs_hidden_prob(xr[l], bias, P.inv_sigma);
-              sm[l] = gibbs_draw<false>(w0[l], w1[l], pm, 1.0f);
-            } else {
-              pm = gibbs_visible_mean<kGaussian>(xr[l], bias, P.sigma);
-              sm[l] = gibbs_draw<kGaussian>(w0[l], w1[l], pm, P.sigma);
-            }
-            pr[l] = pm;
-          }
-          for (int l = 0; l < m; ++l) pk[l * kMR] = sm[l];
-          if (out.sample) {
-            for (int l = 0; l < m; ++l) {
-              store_f32<T>(out.sample, b * N + n0 + l, sm[l]);
-              store_f32<T>(out.prob, b * N + n0 + l, pr[l]);
-            }
-          }
-        }
+        for (int r = 0; r < kMR && t * kMR + r < R; ++r)
+          epilogue<T, kHidden, kGaussian>(P, row0, t * kMR + r, n0, m, N, Ct + r * ldx, out, step_base);
       }
     }
   }
 }
 
 template <typename T, bool kGaussian>
-void gibbs_rows(const Plan& P, const T* v_in, const T* vbias, const T* hbias, const float* Mh,
+void gibbs_rows(const Plan& P, bool w_finite, const T* v_in, const float* vbias, const float* hbias, const float* Mh,
                 const float* Mv, T* v_out, T* h_out, T* v_prob, T* h_prob, int64_t row0, int64_t R) {
   const int64_t V = P.V, H = P.H;
   const int64_t tiles = (R + kMR - 1) / kMR;
   Scratch& s = scratch();
-  s.av.assign(static_cast<size_t>(tiles * V * kMR), 0.0f);
-  s.ah.assign(static_cast<size_t>(tiles * H * kMR), 0.0f);
+  // Which operands are active lists: h always (binary) and v for Bernoulli visible units, as long
+  // as W is finite; v_in when it holds only 0s and 1s.
+  const bool sparse_h = w_finite;
+  const bool sparse_v_drawn = w_finite && !kGaussian;
+  bool sparse_v = w_finite;
+  for (int64_t i = 0; sparse_v && i < R * V; ++i) {
+    const float x = load_f32<T>(v_in + row0 * V, i);
+    sparse_v = x == 0.0f || x == 1.0f;
+  }
+  if (!sparse_v || !sparse_v_drawn) s.av.assign(static_cast<size_t>(tiles * V * kMR), 0.0f);
+  if (!sparse_h) s.ah.assign(static_cast<size_t>(tiles * H * kMR), 0.0f);
   const int64_t ldx = ((std::max(V, H) + kNR - 1) / kNR) * kNR;
   if (static_cast<int64_t>(s.x.size()) < tiles * kMR * ldx) s.x.resize(static_cast<size_t>(tiles * kMR * ldx));
-  for (int64_t lr = 0; lr < R; ++lr) {
-    float* pk = s.av.data() + (lr / kMR) * V * kMR + lr % kMR;
-    const T* src = v_in + (row0 + lr) * V;
-    for (int64_t i = 0; i < V; ++i) pk[i * kMR] = load_f32<T>(src, i);
+  if (sparse_v) {
+    s.lv.reset(R, V);
+    for (int64_t r = 0; r < R; ++r) {
+      const T* src = v_in + (row0 + r) * V;
+      for (int64_t q = 0; q < s.lv.nkb; ++q) {
+        uint32_t* dst = s.lv.list(r, q);
+        int64_t c = 0;
+        for (int64_t i = q * s.lv.kb; i < std::min(V, (q + 1) * s.lv.kb); ++i) {
+          dst[c] = static_cast<uint32_t>(i * kNR);
+          c += load_f32<T>(src, i) != 0.0f;
+        }
+        s.lv.cnt[r * s.lv.nkb + q] = c;
+      }
+    }
+  } else {
+    for (int64_t lr = 0; lr < R; ++lr) {
+      float* pk = s.av.data() + (lr / kMR) * V * kMR + lr % kMR;
+      const T* src = v_in + (row0 + lr) * V;
+      for (int64_t i = 0; i < V; ++i) pk[i * kMR] = load_f32<T>(src, i);
+    }
   }
   for (int64_t step = 0; step < P.k; ++step) {
     const bool last = step + 1 == P.k;
     const uint64_t base = gibbs_step_base(P.offset, step, P.B, V, H);
-    HalfOut<T> ho{s.ah.data(), last ? h_out : nullptr, h_prob, hbias};
-    half_step<T, true, kGaussian>(P, row0, R, s.av.data(), V, H, Mh, s.x.data(), ho, base);
-    HalfOut<T> vo{s.av.data(), last ? v_out : nullptr, v_prob, vbias};
-    half_step<T, false, kGaussian>(P, row0, R, s.ah.data(), H, V, Mv, s.x.data(), vo, base);
+    if (sparse_h) s.lh.reset(R, H);
+    HalfOut<T> ho{sparse_h ? &s.lh : nullptr, sparse_h ? nullptr : s.ah.data(), last ? h_out : nullptr, h_prob,
+                  hbias};
+    if (sparse_v) {
+      sparse_half_step<T, true, kGaussian>(P, row0, R, s.lv, V, H, Mh, s.x.data(), ho, base);
+    } else {
+      dense_half_step<T, true, kGaussian>(P, row0, R, s.av.data(), V, H, Mh, s.x.data(), ho, base);
+    }
+    sparse_v = sparse_v_drawn;
+    if (sparse_v) s.lv.reset(R, V);
+    HalfOut<T> vo{sparse_v ? &s.lv : nullptr, sparse_v ? nullptr : s.av.data(), last ? v_out : nullptr, v_prob,
+                  vbias};
+    if (sparse_h) {
+      sparse_half_step<T, false, kGaussian>(P, row0, R, s.lh, H, V, Mv, s.x.data(), vo, base);
+    } else {
+      dense_half_step<T, false, kGaussian>(P, row0, R, s.ah.data(), H, V, Mv, s.x.data(), vo, base);
+    }
   }
 }
 
@@ -210,27 +406,29 @@ void gibbs_typed(const Plan& P, uint64_t v_in, uint64_t weight, uint64_t vbias, 
   std::vector<float> Mh, Mv;
   pack_panels(V, H, [&](int64_t i, int64_t j) { return load_f32<T>(W, j * V + i); }, Mh);  // W^T
   pack_panels(H, V, [&](int64_t j, int64_t i) { return load_f32<T>(W, j * V + i); }, Mv);  // W
+  bool w_finite = true;
+  for (float x : Mv) w_finite &= std::isfinite(x);
+  // Biases in fp32, zero-padded to whole 16-column strips, so the epilogue loop has no tail.
+  std::vector<float> vb((V + kNR - 1) / kNR * kNR, 0.0f), hb((H + kNR - 1) / kNR * kNR, 0.0f);
+  for (int64_t i = 0; i < V; ++i) vb[i] = load_f32<T>(reinterpret_cast<const T*>(vbias), i);
+  for (int64_t j = 0; j < H; ++j) hb[j] = load_f32<T>(reinterpret_cast<const T*>(hbias), j);
   const int64_t rows = kTaskRows;
   const int64_t ntasks = (P.B + rows - 1) / rows;
 #if defined(GENFAST_WITH_OPENMP)
 #pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
 #endif
   for (int64_t task = 0; task < ntasks; ++task) {
-    {
-      const int64_t row0 = task * rows;
-      const int64_t R = std::min(rows, P.B - row0);
-      const T* vi = reinterpret_cast<const T*>(v_in);
-      const T* vb = reinterpret_cast<const T*>(vbias);
-      const T* hb = reinterpret_cast<const T*>(hbias);
-      T* vo = reinterpret_cast<T*>(v_out);
-      T* ho = reinterpret_cast<T*>(h_out);
-      T* vp = reinterpret_cast<T*>(v_prob);
-      T* hp = reinterpret_cast<T*>(h_prob);
-      if (P.gaussian) {
-        gibbs_rows<T, true>(P, vi, vb, hb, Mh.data(), Mv.data(), vo, ho, vp, hp, row0, R);
-      } else {
-        gibbs_rows<T, false>(P, vi, vb, hb, Mh.data(), Mv.data(), vo, ho, vp, hp, row0, R);
-      }
+    const int64_t row0 = task * rows;
+    const int64_t R = std::min(rows, P.B - row0);
+    const T* vi = reinterpret_cast<const T*>(v_in);
+    T* vo = reinterpret_cast<T*>(v_out);
+    T* ho = reinterpret_cast<T*>(h_out);
+    T* vp = reinterpret_cast<T*>(v_prob);
+    T* hp = reinterpret_cast<T*>(h_prob);
+    if (P.gaussian) {
+      gibbs_rows<T, true>(P, w_finite, vi, vb.data(), hb.data(), Mh.data(), Mv.data(), vo, ho, vp, hp, row0, R);
+    } else {
+      gibbs_rows<T, false>(P, w_finite, vi, vb.data(), hb.data(), Mh.data(), Mv.data(), vo, ho, vp, hp, row0, R);
     }
   }
 }

@@ -11,15 +11,7 @@ GENFAST_REGISTER(invconv_cuda) {
       "invconv1x1",
       [](uint64_t x, uint64_t w, uint64_t bias, uint64_t y, int64_t n, int64_t c, int64_t hw,
          int32_t dtype, uint64_t stream) {
-        genfast::InvConvParams p;
-        p.x = x;
-        p.w = w;
-        p.bias = bias;
-        p.y = y;
-        p.n = n;
-        p.c = c;
-        p.hw = hw;
-        p.dtype = dtype;
+        const genfast::InvConvParams p = genfast::make_invconv_params(x, w, bias, y, n, c, hw, dtype);
         py::gil_scoped_release nogil;
         genfast::invconv1x1_cuda(p, stream);
       },

@@ -330,6 +330,29 @@ class DiffusionSchedulerBase(SchedulerConfigMixin):
         return self._on_device("op_alphas_cumprod", self._cpu_alphas_cumprod(), device,
                                lambda a: a.clamp(min=tiny))
 
+    def _run_step(self, op_name, output_cls, model_output, t, sample, prev_t, noise, model_output_uncond,
+                  guidance_scale, guidance_rescale, return_dict, **step_kwargs):
+        """The tail that DDPMScheduler.step and DDIMScheduler.step share: call the fused op
+        ``genfast.ops.<op_name>`` with the schedule, the config's x_0 options and the step's
+        scheduler-specific ``step_kwargs``, and wrap the result as diffusers does."""
+        prev_sample, pred_original_sample = getattr(ops_module(), op_name)(
+            model_output,
+            t,
+            sample,
+            self._op_alphas_cumprod_on(sample.device),
+            prev_timestep=prev_t,
+            **step_kwargs,
+            **self._op_options(),
+            noise=noise,
+            model_output_uncond=model_output_uncond,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            backend=self.backend,
+        )
+        if not return_dict:
+            return (prev_sample, pred_original_sample)
+        return output_cls(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
     def _op_options(self) -> dict:
         """The x_0 clipping / thresholding options of the config, as the step ops take them.
         Knobs of a disabled option are passed at their defaults so that an unused value in a

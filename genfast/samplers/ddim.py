@@ -14,7 +14,6 @@ from genfast.samplers._common import (
     check_float,
     check_int,
     make_betas,
-    ops_module,
     rescale_zero_terminal_snr,
     spaced_timesteps,
 )
@@ -232,25 +231,10 @@ class DDIMScheduler(DiffusionSchedulerBase):
             elif generator is not None:
                 noise = self._drawn_noise(generator, model_output, sample)
 
-        prev_sample, pred_original_sample = ops_module().ddim_step(
-            model_output,
-            t,
-            sample,
-            self._op_alphas_cumprod_on(sample.device),
-            prev_timestep=prev_t,
-            final_alpha_cumprod=float(self.final_alpha_cumprod),
-            eta=eta,
-            use_clipped_model_output=bool(use_clipped_model_output),
-            **self._op_options(),
-            noise=noise,
-            model_output_uncond=model_output_uncond,
-            guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale,
-            backend=self.backend,
-        )
-        if not return_dict:
-            return (prev_sample, pred_original_sample)
-        return DDIMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+        return self._run_step("ddim_step", DDIMSchedulerOutput, model_output, t, sample, prev_t, noise,
+                              model_output_uncond, guidance_scale, guidance_rescale, return_dict,
+                              final_alpha_cumprod=float(self.final_alpha_cumprod), eta=eta,
+                              use_clipped_model_output=bool(use_clipped_model_output))
 
 
 _GENFAST_CLASSES["DDIMScheduler"] = DDIMScheduler

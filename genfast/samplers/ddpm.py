@@ -15,7 +15,6 @@ from genfast.samplers._common import (
     check_float,
     check_int,
     make_betas,
-    ops_module,
     rescale_zero_terminal_snr,
     spaced_timesteps,
 )
@@ -300,23 +299,9 @@ class DDPMScheduler(DiffusionSchedulerBase):
             if draws:
                 noise = self._drawn_noise(generator, model_output, sample)
 
-        prev_sample, pred_original_sample = ops_module().ddpm_step(
-            model_output,
-            t,
-            sample,
-            self._op_alphas_cumprod_on(sample.device),
-            prev_timestep=prev_t,
-            variance_type=self.variance_type,
-            **self._op_options(),
-            noise=noise,
-            model_output_uncond=model_output_uncond,
-            guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale,
-            backend=self.backend,
-        )
-        if not return_dict:
-            return (prev_sample, pred_original_sample)
-        return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+        return self._run_step("ddpm_step", DDPMSchedulerOutput, model_output, t, sample, prev_t, noise,
+                              model_output_uncond, guidance_scale, guidance_rescale, return_dict,
+                              variance_type=self.variance_type)
 
 
 _GENFAST_CLASSES["DDPMScheduler"] = DDPMScheduler

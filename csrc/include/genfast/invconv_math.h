@@ -35,6 +35,21 @@ struct InvConvParams {
   int32_t dtype = kFloat32;
 };
 
+// The parameters from the Python entry points' arguments (the CPU and CUDA bindings share it).
+inline InvConvParams make_invconv_params(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, int64_t n, int64_t c,
+                                         int64_t hw, int32_t dtype) {
+  InvConvParams p;
+  p.x = x;
+  p.w = w;
+  p.bias = bias;
+  p.y = y;
+  p.n = n;
+  p.c = c;
+  p.hw = hw;
+  p.dtype = dtype;
+  return p;
+}
+
 // One MR x NR tile of outputs over the input channels k0 <= k < k1:
 //   acc[r][j] <- fma(w[r * ldw + k * SK], xp[k * ldx + j * SJ], acc[r][j])   for k ascending.
 // `w` points at the tile's first weight row (rows ldw apart, input channels SK apart: the CPU
