@@ -6,15 +6,13 @@ sample a code grid token by token (raster order), then decode it.
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genfast.models.vqvae import _load, _save
+from genfast.models.vqvae import _fit_loop, load_checkpoint, save_checkpoint
 
 
 class _Block(nn.Module):
@@ -195,54 +193,31 @@ class CodePrior(nn.Module):
             raise ValueError("CodePrior.fit: codes is empty")
         if steps is None and time_budget_s is None:
             raise ValueError("CodePrior.fit: give steps or time_budget_s")
-        g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.01)
-        self.train()
-        t0, step, hist = time.perf_counter(), 0, []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, desc="prior", leave=False)
-        while (steps is None or step < steps) and (
-            time_budget_s is None or time.perf_counter() - t0 < time_budget_s
-        ):
-            idx = torch.randint(0, codes.shape[0], (min(batch_size, codes.shape[0]),), generator=g)
+        def step(idx):
             loss = self.loss(codes[idx].to(self.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            hist.append(loss.item())
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(nll=f"{hist[-1]:.3f}")
-        if bar is not None:
-            bar.close()
-        self.eval()
-        tail = hist[-50:] or [math.nan]
-        info = {"steps": step, "seconds": time.perf_counter() - t0, "loss": sum(tail) / len(tail)}
+            return (loss.item(),)
+
+        steps_done, seconds, tail = _fit_loop(self, codes.shape[0], step, steps=steps, time_budget_s=time_budget_s,
+                                              batch_size=batch_size, seed=seed, desc="prior",
+                                              show=lambda h: {"nll": f"{h[0]:.3f}"}, progress=progress)
+        info = {"steps": steps_done, "seconds": seconds, "loss": sum(h[0] for h in tail) / len(tail)}
         self.training_info = dict(info)
         return info
 
     def save(self, path, extra: dict | None = None) -> Path:
         """Write ``path/prior.safetensors`` and ``path/prior.json``."""
-        return _save(
-            self,
-            Path(path),
-            "prior",
-            {"config": self.config, "training_info": {**self.training_info, "extra": extra or {}}},
-        )
+        return save_checkpoint(self, path, "prior", extra)
 
     @classmethod
     def load(cls, path, device="cpu") -> CodePrior:
         """Load a prior written by :meth:`save` (FileNotFoundError if absent)."""
-        meta, state = _load(Path(path), "prior")
-        model = cls(**meta["config"])
-        model.load_state_dict(state)
-        model.training_info = meta.get("training_info", {})
-        return model.to(device).eval()
+        return load_checkpoint(cls, path, "prior", device)
 
 
 __all__ = ["CodePrior"]

@@ -224,41 +224,25 @@ class VQVAE(nn.Module):
             raise ValueError("VQVAE.fit: images is empty")
         if steps is None and time_budget_s is None:
             raise ValueError("VQVAE.fit: give steps or time_budget_s")
-        g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
-        self.train()
-        t0 = time.perf_counter()
-        hist = []
-        step = 0
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, desc="vqvae", leave=False)
-        while (steps is None or step < steps) and (
-            time_budget_s is None or time.perf_counter() - t0 < time_budget_s
-        ):
-            idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=g)
-            x = images[idx].to(self.device)
-            out = self(x)
+        def step(idx):
+            out = self(images[idx].to(self.device))
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
-            hist.append((out.loss.item(), out.reconstruction_loss.item(), out.perplexity.item()))
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{hist[-1][0]:.4f}", ppl=f"{hist[-1][2]:.1f}")
-            if log_every and step % log_every == 0:
-                print(f"step {step}: loss {hist[-1][0]:.4f} perplexity {hist[-1][2]:.1f}", flush=True)
-        if bar is not None:
-            bar.close()
-        self.eval()
-        tail = hist[-50:] or [(math.nan, math.nan, math.nan)]
+            return out.loss.item(), out.reconstruction_loss.item(), out.perplexity.item()
+
+        def show(h):
+            return {"loss": f"{h[0]:.4f}", "ppl": f"{h[2]:.1f}"}
+
+        steps_done, seconds, tail = _fit_loop(self, images.shape[0], step, steps=steps, time_budget_s=time_budget_s,
+                                              batch_size=batch_size, seed=seed, desc="vqvae", show=show,
+                                              log_every=log_every, progress=progress)
         info = {
-            "steps": step,
-            "seconds": time.perf_counter() - t0,
+            "steps": steps_done,
+            "seconds": seconds,
             "loss": sum(h[0] for h in tail) / len(tail),
             "reconstruction_loss": sum(h[1] for h in tail) / len(tail),
             "perplexity": sum(h[2] for h in tail) / len(tail),
@@ -268,12 +252,7 @@ class VQVAE(nn.Module):
 
     def save(self, path, extra: dict | None = None) -> Path:
         """Write ``path/vqvae.safetensors`` and ``path/vqvae.json`` (config, training info, extra)."""
-        return _save(
-            self,
-            Path(path),
-            "vqvae",
-            {"config": self.config, "training_info": {**self.training_info, "extra": extra or {}}},
-        )
+        return save_checkpoint(self, path, "vqvae", extra)
 
     @classmethod
     def load(cls, path, device="cpu") -> VQVAE:
@@ -282,11 +261,7 @@ class VQVAE(nn.Module):
         Raises:
             FileNotFoundError: no checkpoint at ``path``.
         """
-        meta, state = _load(Path(path), "vqvae")
-        model = cls(**meta["config"])
-        model.load_state_dict(state)
-        model.training_info = meta.get("training_info", {})
-        return model.to(device).eval()
+        return load_checkpoint(cls, path, "vqvae", device)
 
 
 def _save(model: nn.Module, path: Path, name: str, meta: dict) -> Path:
@@ -297,6 +272,59 @@ def _save(model: nn.Module, path: Path, name: str, meta: dict) -> Path:
     save_file(state, str(path / f"{name}.safetensors"))
     (path / f"{name}.json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+def save_checkpoint(model: nn.Module, path, name: str, extra: dict | None) -> Path:
+    """``path/<name>.safetensors`` + ``path/<name>.json`` ({config, training_info + extra}) of a
+    model with ``config`` and ``training_info`` attributes (VQVAE, CodePrior)."""
+    meta = {"config": model.config, "training_info": {**model.training_info, "extra": extra or {}}}
+    return _save(model, Path(path), name, meta)
+
+
+def load_checkpoint(cls, path, name: str, device):
+    """The model written by :func:`save_checkpoint`, in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no checkpoint named ``name`` at ``path``.
+    """
+    meta, state = _load(Path(path), name)
+    model = cls(**meta["config"])
+    model.load_state_dict(state)
+    model.training_info = meta.get("training_info", {})
+    return model.to(device).eval()
+
+
+def _fit_loop(model: nn.Module, n: int, step, *, steps, time_budget_s, batch_size, seed, desc, show,
+              log_every=0, progress=False):
+    """The minibatch loop shared by VQVAE.fit and CodePrior.fit: ``step(idx)`` (one optimiser
+    step on the rows ``idx`` of the data, drawn with a generator seeded by ``seed``; returns a
+    tuple of floats, the loss first) until ``steps`` or ``time_budget_s``, with an optional tqdm
+    bar (``show(h)`` gives its postfix). Leaves the model in eval mode.
+
+    Returns:
+        (steps done, seconds, the step results of the last 50 steps, or one row of NaN).
+    """
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    t0, done, hist = time.perf_counter(), 0, []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, leave=False)
+    while (steps is None or done < steps) and (time_budget_s is None or time.perf_counter() - t0 < time_budget_s):
+        hist.append(step(torch.randint(0, n, (min(batch_size, n),), generator=g)))
+        done += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(**show(hist[-1]))
+        if log_every and done % log_every == 0:
+            print(f"{desc} step {done}: " + " ".join(f"{k} {v}" for k, v in show(hist[-1]).items()), flush=True)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    width = len(hist[-1]) if hist else 1
+    return done, time.perf_counter() - t0, hist[-50:] or [(math.nan,) * width]
 
 
 def _load(path: Path, name: str):
