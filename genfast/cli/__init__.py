@@ -112,7 +112,13 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     _common(dp)
     dp.set_defaults(func=None, command="demo")
 
-    zp = sub.add_parser("zoo", help="pretrained models", description="Pretrained models.")
+    zp = sub.add_parser(
+        "zoo",
+        help="train every generating model briefly on the digits and compare them in one table",
+        description="Train every generating model of genfast briefly on the digits; print one table "
+        "(parameters, training time, samples/s, Frechet digit distance, class coverage, likelihood) "
+        "and write it as Markdown with a PNG sheet of samples.",
+    )
     zoo = _zoo_module()
     if zoo is not None:
         zoo.add_args(zp)
