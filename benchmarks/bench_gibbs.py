@@ -3,7 +3,9 @@ H=256 and H=1024, B=1000, k=1 and k=10, against the eager PyTorch loop
 (``torch.bernoulli(torch.sigmoid(torch.addmm(...)))`` per half-step, the loop of the PyTorch
 RBM tutorials) and scikit-learn's ``BernoulliRBM.gibbs`` (one call per step), measured in the
 same run. The column "products" times the two ``torch.addmm`` of a step alone: a lower bound
-for any design that keeps the products in PyTorch and fuses only the draws in C++.
+for any design that keeps the products in PyTorch and fuses only the draws in C++. The C++
+kernel does not multiply binary states: its cost depends on their density (about 50% ones here,
+with W ~ N(0, 0.05^2) and biases ~ N(0, 0.1^2)); see csrc/gibbs_cpu.cpp.
 
 Run: ``python benchmarks/bench_gibbs.py`` (GENFAST_BENCH_NO_WRITE=1 to leave RESULTS.md alone).
 """

@@ -7,7 +7,9 @@
   enumeration (min(V, H) <= 20) and annealed importance sampling (Salakhutdinov and Murray
   2008) for larger models.
 * :class:`GaussianBernoulliRBM`: real visible units with a fixed noise scale sigma (Hinton 2010,
-  "A practical guide to training RBMs", section 13.2).
+  "A practical guide to training RBMs", section 13.2); the exact log partition function (a
+  closed-form Gaussian integral summed over the hidden states, n_hidden <= 20) and AIS with a
+  Gaussian base model for larger ones.
 * :class:`DBN`: a greedy layer-wise stack of Bernoulli RBMs (Hinton, Osindero and Teh 2006)
   that samples by Gibbs sampling in the top RBM and a downward pass.
 
@@ -367,63 +369,99 @@ class BernoulliRBM(nn.Module):
                 terms.append(v @ b + F.softplus(v @ w.T + c).sum(1))
         return float(torch.logsumexp(torch.cat(terms), 0))
 
+    # AIS hooks (Salakhutdinov and Murray 2008): the base model A has W = 0 and hidden bias 0, and
+    # the intermediate models interpolate the energies, E_beta = (1 - beta) E_A + beta E_B.
+    def _ais_base_bias(self, data):
+        """Default base visible bias: the log-odds of the data's mean (S&M's base-rate model), or 0."""
+        if data is None:
+            return torch.zeros(self.n_visible, dtype=torch.float64, device=self.weight.device)
+        p = self._check_v(data, "data").double().mean(0).clamp(1e-3, 1 - 1e-3)
+        return torch.log(p) - torch.log1p(-p)
+
+    def _ais_start(self, base, n_chains, key):
+        """``(log Z_A, v_0)``: Z_A = 2^H prod_i (1 + e^{b_A,i}); v_0 [M, V] ~ p_A (Bernoulli)."""
+        log_za = float(F.softplus(base).sum()) + self.n_hidden * math.log(2.0)
+        u = O.rand((n_chains, self.n_visible), seed=key, offset=(1 << 62), device=base.device)
+        return log_za, (u.double() < torch.sigmoid(base)).float()
+
     def _log_pstar(self, v, beta, base_bias):
-        """Unnormalised log-probability of v under the beta-interpolated model of AIS."""
+        """``log p*_beta(v) = (1 - beta) b_A.v + beta b.v + sum_j softplus(beta (c_j + W_j v))`` [M]
+        (float64): the unnormalised marginal of the beta-interpolated model."""
         v = v.double()
         vis = (1 - beta) * (v @ base_bias) + beta * (v @ self.visible_bias.double())
         return vis + F.softplus(beta * (v @ self.weight.double().T + self.hidden_bias.double())).sum(1)
 
+    def _ais_model(self, beta, base_bias):
+        """(weight, visible_bias, hidden_bias) in float32 of the intermediate model at ``beta``."""
+        vb = ((1 - beta) * base_bias + beta * self.visible_bias.double()).float()
+        return beta * self.weight.float(), vb, beta * self.hidden_bias.float()
+
     def ais_log_partition(
-        self, n_chains: int = 100, n_betas: int = 10000, base_visible_bias=None, seed: int | None = None
+        self,
+        n_chains: int = 100,
+        n_betas: int = 10000,
+        base_visible_bias=None,
+        seed: int | None = None,
+        data: torch.Tensor | None = None,
     ) -> tuple[float, float]:
         """Annealed importance sampling estimate of ``log Z`` (Salakhutdinov and Murray 2008).
 
-        The base model has zero weights and visible bias ``base_visible_bias`` (default 0; the
-        paper uses the data's log-odds); temperatures ``beta`` run linearly from 0 to 1; each
-        transition is one Gibbs step (:func:`genfast.ops.gibbs`) of the intermediate model.
+        AIS (Neal 2001) runs M chains through the temperatures ``0 = beta_0 < ... < beta_K = 1``
+        (linear here) of the family ``p*_beta(v)`` that interpolates the energies of a base model A
+        (W = 0, hidden bias 0, visible bias ``b_A``, whose ``Z_A`` is known in closed form) and of
+        this model B. Chain m starts at ``v_1 ~ p_A`` and moves by one Gibbs step
+        (:func:`genfast.ops.gibbs`) of the model at ``beta_k`` (which leaves ``p_beta_k``
+        invariant); its importance weight is
+
+            ``w_m = prod_{k=1..K} p*_{beta_k}(v_k) / p*_{beta_{k-1}}(v_k)``
+
+        and ``Z_B / Z_A ~= mean_m w_m`` (unbiased; its logarithm is biased low, the usual
+        behaviour of AIS). For binary visible units
+        ``p*_beta(v) = exp((1 - beta) b_A.v + beta b.v) prod_j (1 + exp(beta (c_j + W_j v)))`` and
+        ``Z_A = 2^H prod_i (1 + exp(b_A,i))``; :class:`GaussianBernoulliRBM` documents its own.
 
         Args:
-            n_chains: independent AIS runs M. n_betas: number of temperatures K (>= 2).
-            base_visible_bias: [V] visible bias of the base model.
-            seed: Philox key (default: the model's).
+            n_chains: number of independent AIS runs M (int >= 1).
+            n_betas: number of temperatures K + 1 (int >= 2).
+            base_visible_bias: [V] visible bias ``b_A`` of the base model (any float dtype, cast to
+                float64). Default: derived from ``data`` if given (the paper's base-rate model),
+                else the class default (0 for Bernoulli visible units).
+            seed: Philox key of the chains (default: the model's seed); the model's counter is not
+                advanced, so the estimate is reproducible.
+            data: optional [N, V] training data for the default base model.
 
         Returns:
-            ``(log_Z, log_Z_std)``: the estimate ``log Z_A + log mean(w)`` and the standard
-            deviation of the log-weights divided by sqrt(M) (a rough error bar).
+            ``(log_Z, log_Z_std)``: the estimate ``log Z_A + log mean_m w_m`` and the standard
+            deviation of the log-weights divided by sqrt(M) (a rough error bar), as floats.
+
+        Raises:
+            TypeError / ValueError: a non-int or too small ``n_chains`` / ``n_betas``;
+                ``base_visible_bias`` not of shape [V]; ``data`` of the wrong shape or device.
         """
-        if self.visible != "bernoulli":
-            raise NotImplementedError("AIS is implemented for BernoulliRBM; use exact_log_partition")
         _check_int("n_chains", n_chains, 1, "ais_log_partition")
         _check_int("n_betas", n_betas, 2, "ais_log_partition")
         dev = self.weight.device
         base = (
-            torch.zeros(self.n_visible, dtype=torch.float64, device=dev)
+            self._ais_base_bias(data)
             if base_visible_bias is None
             else torch.as_tensor(base_visible_bias, device=dev).double()
         )
+        if base.shape != (self.n_visible,):
+            raise ValueError(
+                f"ais_log_partition: base_visible_bias must be [{self.n_visible}], got {tuple(base.shape)}"
+            )
         key = self.seed if seed is None else int(seed)
         off = 0
-        log_za = float(F.softplus(base).sum()) + self.n_hidden * math.log(2.0)
-        u = O.rand((n_chains, self.n_visible), seed=key, offset=(1 << 62), device=dev)
-        v = (u.double() < torch.sigmoid(base)).float()
+        log_za, v = self._ais_start(base, n_chains, key)
         logw = torch.zeros(n_chains, dtype=torch.float64, device=dev)
         betas = torch.linspace(0, 1, n_betas).tolist()
-        w32 = self.weight.float()
         for i in range(1, n_betas):
             beta_prev, beta = betas[i - 1], betas[i]
             logw += self._log_pstar(v, beta, base) - self._log_pstar(v, beta_prev, base)
             if i < n_betas - 1:
-                vb = ((1 - beta) * base + beta * self.visible_bias.double()).float()
-                out = O.gibbs(
-                    v,
-                    beta * w32,
-                    vb,
-                    beta * self.hidden_bias.float(),
-                    k=1,
-                    seed=key,
-                    offset=off,
-                    backend=self.backend,
-                )
+                w, vb, hb = self._ais_model(beta, base)
+                out = O.gibbs(v, w, vb, hb, k=1, seed=key, offset=off, visible=self.visible,
+                              sigma=self._sigma(), backend=self.backend)
                 off += O.gibbs_num_counters(n_chains, self.n_visible, self.n_hidden, 1)
                 v = out.v
         log_mean = float(torch.logsumexp(logw, 0)) - math.log(n_chains)
@@ -474,9 +512,23 @@ class GaussianBernoulliRBM(BernoulliRBM):
     ``p(h_j = 1 | v) = sigmoid(c_j + W_j v / sigma)``, ``v | h ~ N(b + sigma h W, sigma^2)``.
     Standardise the data (zero mean, unit variance) and keep sigma = 1, as the guide advises.
 
+    ``log Z``: :meth:`exact_log_partition` (n_hidden <= 20) or :meth:`ais_log_partition`
+    (Salakhutdinov and Murray 2008, with a Gaussian base model). The base model A has W = 0,
+    hidden bias 0 and visible mean ``b_A`` (the data's mean when ``data`` is given, else b), so
+    ``Z_A = (2 pi sigma^2)^(V/2) 2^H`` and ``v ~ N(b_A, sigma^2 I)`` samples it exactly. The
+    intermediate model ``(1 - beta) E_A + beta E`` is again a Gaussian-Bernoulli RBM (weight
+    ``beta W``, hidden bias ``beta c``, visible bias ``(1 - beta) b_A + beta b``, same sigma), whose
+    Gibbs step (h | v, then v | h, the Gaussian v | h in closed form) is the AIS transition, and the
+    chains are weighted by the ratios of its marginal
+    ``log p*_beta(v) = -((1 - beta) |v - b_A|^2 + beta |v - b|^2) / (2 sigma^2)
+    + sum_j softplus(beta (c_j + W_j v / sigma))``.
+
     Args:
         n_visible, n_hidden, seed, device, dtype, backend: as :class:`BernoulliRBM`.
         sigma: float > 0.
+
+    Raises:
+        ValueError: sigma not a finite float > 0 (and the errors of :class:`BernoulliRBM`).
     """
 
     visible = "gaussian"
@@ -523,11 +575,42 @@ class GaussianBernoulliRBM(BernoulliRBM):
             torch.logsumexp(torch.cat(terms), 0)
         )
 
-    def log_partition(self, method: str = "auto", **kwargs) -> float:
-        """Exact ``log Z`` (n_hidden <= 20); AIS is not implemented for Gaussian visible units."""
-        if method == "ais":
-            raise NotImplementedError("AIS is implemented for BernoulliRBM only")
-        return self.exact_log_partition()
+    def log_partition(self, method: str = "auto", **ais_kwargs) -> float:
+        """``log Z``: exact (a sum over the hidden states) when n_hidden <= 20, else AIS
+        (``method="auto"``); "exact" or "ais" force one.
+
+        Raises:
+            ValueError: "exact" with n_hidden > 20, or an unknown method.
+        """
+        if method not in ("auto", "exact", "ais"):
+            raise ValueError(f"GaussianBernoulliRBM: method must be 'auto', 'exact' or 'ais', got {method!r}")
+        if method == "exact" or (method == "auto" and self.n_hidden <= 20):
+            return self.exact_log_partition()
+        return self.ais_log_partition(**ais_kwargs)[0]
+
+    # AIS hooks of BernoulliRBM.ais_log_partition for Gaussian visible units (the class docstring
+    # has the base model and the interpolating family; _ais_model is inherited: the intermediate
+    # model has the same parameters as with binary visible units).
+    def _ais_base_bias(self, data):
+        """Default base visible mean ``b_A``: the data's mean (the base-rate model) if given, else
+        the model's visible bias b (then only W and c are annealed)."""
+        if data is None:
+            return self.visible_bias.detach().double()
+        return self._check_v(data, "data").double().mean(0)
+
+    def _ais_start(self, base, n_chains, key):
+        """``(log Z_A, v_0)`` with ``v_0 [M, V] ~ N(b_A, sigma^2 I)`` (Philox normals)."""
+        s = self.sigma
+        log_za = 0.5 * self.n_visible * math.log(2 * math.pi * s * s) + self.n_hidden * math.log(2.0)
+        z = O.randn((n_chains, self.n_visible), seed=key, offset=(1 << 62), device=base.device)
+        return log_za, (base + s * z.double()).float()
+
+    def _log_pstar(self, v, beta, base_bias):
+        """``log p*_beta(v)`` [M] in float64 (the formula in the class docstring)."""
+        v, s = v.double(), self.sigma
+        quad = (1 - beta) * ((v - base_bias) ** 2).sum(1) + beta * ((v - self.visible_bias.double()) ** 2).sum(1)
+        pre = beta * (v @ self.weight.double().T / s + self.hidden_bias.double())
+        return -quad / (2 * s * s) + F.softplus(pre).sum(1)
 
 
 class DBN(nn.Module):
