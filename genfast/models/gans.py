@@ -126,7 +126,20 @@ class DCGANDiscriminator(nn.Module):
 class _GAN(ZooModel):
     """Shared parts: the generator, argument checks, prior draws and sampling."""
 
-    def _setup(self, latent_dim, g_channels, d_channels, final_kernel):
+    @property
+    def _big(self) -> bool:
+        """28x28 and larger: the lecture's MNIST widths, latent size and learning rate apply."""
+        return min(self.image_shape[1:]) >= 28
+
+    def _setup(self, latent_dim, g_channels, d_channels, final_kernel, small_latent_dim=32):
+        """Check the image shape and the widths, filling the defaults of every GAN here (the
+        lecture's for 28x28 and larger, half widths and ``small_latent_dim`` below)."""
+        big = self._big
+        if self.image_shape[1] % 4 or self.image_shape[2] % 4:
+            raise ValueError(f"image_shape: H and W must be divisible by 4, got {self.image_shape}")
+        latent_dim = latent_dim if latent_dim is not None else (100 if big else small_latent_dim)
+        g_channels = g_channels if g_channels is not None else ((256, 128, 64) if big else (128, 64, 32))
+        d_channels = d_channels if d_channels is not None else ((64, 128) if big else (32, 64))
         self.latent_dim = check_int("latent_dim", latent_dim)
         g_channels = _widths("g_channels", g_channels, 3)
         d_channels = _widths("d_channels", d_channels, 2)
@@ -194,14 +207,8 @@ class DCGAN(_GAN):
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int | None = None, g_channels=None, d_channels=None,
                  final_kernel: int | None = None, lr: float | None = None, dropout: float = 0.3):
         super().__init__(image_shape, {})
-        big = min(self.image_shape[1:]) >= 28
-        if self.image_shape[1] % 4 or self.image_shape[2] % 4:
-            raise ValueError(f"image_shape: H and W must be divisible by 4, got {self.image_shape}")
-        latent_dim = latent_dim if latent_dim is not None else (100 if big else 32)
-        g_channels = g_channels if g_channels is not None else ((256, 128, 64) if big else (128, 64, 32))
-        d_channels = d_channels if d_channels is not None else ((64, 128) if big else (32, 64))
         g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel)
-        lr = check_float("lr", lr if lr is not None else (2e-4 if big else 5e-3), strict=True)
+        lr = check_float("lr", lr if lr is not None else (2e-4 if self._big else 5e-3), strict=True)
         dropout = check_float("dropout", dropout)
         if dropout >= 1:
             raise ValueError(f"dropout must be < 1, got {dropout}")
@@ -280,12 +287,6 @@ class WGANGP(_GAN):
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int | None = None, g_channels=None, d_channels=None,
                  final_kernel: int | None = None, lr: float = 1e-3, gp_weight: float = 10.0, n_critic: int = 5):
         super().__init__(image_shape, {})
-        big = min(self.image_shape[1:]) >= 28
-        if self.image_shape[1] % 4 or self.image_shape[2] % 4:
-            raise ValueError(f"image_shape: H and W must be divisible by 4, got {self.image_shape}")
-        latent_dim = latent_dim if latent_dim is not None else (100 if big else 32)
-        g_channels = g_channels if g_channels is not None else ((256, 128, 64) if big else (128, 64, 32))
-        d_channels = d_channels if d_channels is not None else ((64, 128) if big else (32, 64))
         g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel)
         lr = check_float("lr", lr, strict=True)
         self.gp_weight = check_float("gp_weight", gp_weight)
@@ -469,13 +470,8 @@ class VAEGAN(_GAN):
                  final_kernel: int | None = None, lr: float = 1e-3, gamma: float = 0.01, pixel_weight: float = 0.0,
                  dropout: float = 0.3):
         super().__init__(image_shape, {})
-        big = min(self.image_shape[1:]) >= 28
-        if self.image_shape[1] % 4 or self.image_shape[2] % 4:
-            raise ValueError(f"image_shape: H and W must be divisible by 4, got {self.image_shape}")
-        latent_dim = latent_dim if latent_dim is not None else (100 if big else 16)
-        g_channels = g_channels if g_channels is not None else ((256, 128, 64) if big else (128, 64, 32))
-        d_channels = d_channels if d_channels is not None else ((64, 128) if big else (32, 64))
-        g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel)
+        g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel,
+                                                           small_latent_dim=16)
         lr = check_float("lr", lr, strict=True)
         self.gamma = check_float("gamma", gamma)
         self.pixel_weight = check_float("pixel_weight", pixel_weight)
