@@ -53,22 +53,7 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
         return idx, dist, z_q, counts, sums
     ptr = lambda t, on: t.data_ptr() if on else 0  # noqa: E731
     code = _backends.DTYPE_CODES[z.dtype]
-    if backend == "cpu":
-        _backends.cpu_module().vq_quantize(
-            z.data_ptr(),
-            codebook.data_ptr(),
-            n,
-            k,
-            d,
-            code,
-            bool(use_cosine_sim),
-            idx.data_ptr(),
-            dist.data_ptr(),
-            ptr(z_q, with_z_q),
-            ptr(counts, with_stats),
-            ptr(sums, with_stats),
-        )
-    elif backend == "triton":
+    if backend == "triton":
         from genfast.triton.vq import vq_triton
 
         vq_triton(
@@ -81,26 +66,17 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
             sums if with_stats else None,
             use_cosine_sim=bool(use_cosine_sim),
         )
+        return idx, dist, z_q, counts, sums
+    # the arguments the C++ and CUDA entry points share
+    args = (z.data_ptr(), codebook.data_ptr(), n, k, d, code, bool(use_cosine_sim), idx.data_ptr(), dist.data_ptr(),
+            ptr(z_q, with_z_q), ptr(counts, with_stats), ptr(sums, with_stats))
+    if backend == "cpu":
+        _backends.cpu_module().vq_quantize(*args)
     else:
         # per-code scale and bias (vq_math.h), computed on the device by the module
         ws = torch.empty(2 * k, dtype=torch.float32, device=dev)
         with torch.cuda.device(dev):  # launch on z's device, whatever the current device is
-            _backends.cuda_module().vq_quantize(
-                z.data_ptr(),
-                codebook.data_ptr(),
-                n,
-                k,
-                d,
-                code,
-                bool(use_cosine_sim),
-                idx.data_ptr(),
-                dist.data_ptr(),
-                ptr(z_q, with_z_q),
-                ptr(counts, with_stats),
-                ptr(sums, with_stats),
-                ws.data_ptr(),
-                _backends.stream_of(z),
-            )
+            _backends.cuda_module().vq_quantize(*args, ws.data_ptr(), _backends.stream_of(z))
     return idx, dist, z_q, counts, sums
 
 
