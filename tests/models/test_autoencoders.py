@@ -6,27 +6,12 @@ import math
 import pytest
 import torch
 
-from genfast.data import load_digits
 from genfast.losses import gaussian_kl
 from genfast.models import AE, GLO, VAE, WAE, WAEGAN, BetaVAE, ContractiveAE, DenoisingAE
 from genfast.models._zoo_base import ZooModel
 from genfast.models.autoencoders import sigmoid_jacobian_frobenius
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine's 2 cores are shared: one thread per process avoids oversubscription
-    # (measured: a DCGAN step went from 40 ms to over 1 s with 2 threads under load 9).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits("train")
+pytestmark = pytest.mark.usefixtures("flush_denormal")
 
 
 def _losses(model, images, labels, steps, key="loss", batch_size=64, seed=0):

@@ -16,13 +16,6 @@ def _tiny(**kw):
     return DDPM(image_size=8, **kw)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from genfast.data import load_digits
-
-    return load_digits("train")
-
-
 def test_training_reduces_the_loss(digits):
     x, y = digits
     model = _tiny()

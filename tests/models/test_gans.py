@@ -4,24 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from genfast.data import load_digits
 from genfast.models import DCGAN, VAEGAN, WGANGP, ConditionalGAN
 from genfast.models._zoo_base import ZooModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: one thread per process (measured 40 ms vs > 1 s per DCGAN step under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits("train")
+pytestmark = pytest.mark.usefixtures("flush_denormal")
 
 
 def _mean_image_gap(model, data_mean, n=256):

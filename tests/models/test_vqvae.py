@@ -8,15 +8,7 @@ import torch
 
 from genfast.models import VQVAE, CodePrior
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP barrier stalls on the shared 2-core machines (a
-    VQ-VAE step took 49 ms on one thread and 170 ms on two at load 8-10)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits(n=256):

@@ -12,15 +12,7 @@ import genfast.ops as O
 from genfast.ops import invconv as inv_mod
 from genfast.reference import invconv as R
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machines, torch's thread pool under load makes
-    tiny products 100x slower (measured: a Glow training step 2.6 s with 2 threads, 21 ms with 1)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BACKENDS = ("cpu", "triton", "reference", "cuda")
