@@ -57,9 +57,23 @@ def sklearn_rbm(w, b, c):
     return rbm
 
 
+def _run(args, backend):
+    if backend == "triton (ieee)":
+        import genfast.triton.gibbs as TG
+
+        TG.FP32_PRECISION = "ieee"
+        try:
+            return O.gibbs(*args[:4], k=args[4], seed=1, backend="triton")
+        finally:
+            TG.FP32_PRECISION = "bf16x3"
+    return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
+
+
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    backends = ["cuda", "triton"] if device == "cuda" else ["cpu"]
+    # "triton (ieee)": the Triton kernel with plain float32 products instead of its default
+    # bfloat16 split (genfast.triton.gibbs.FP32_PRECISION), for comparison
+    backends = ["cuda", "triton", "triton (ieee)"] if device == "cuda" else ["cpu"]
     ceil = gpu_ceilings() if device == "cuda" else {}
     rows = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -87,7 +101,7 @@ def main():
 
                 t_sk = time_ms(sk_loop, "cpu", mrt) / k
             for be in backends:
-                run = lambda a=args, be=be: O.gibbs(*a[:4], k=a[4], seed=1, backend=be)  # noqa: E731
+                run = lambda a=args, be=be: _run(a, be)  # noqa: E731
                 try:
                     t = time_ms(run, device, mrt) / k
                 except Exception as exc:  # a backend that fails is reported and left out

@@ -57,7 +57,9 @@ def _compile_only(self, grid):
         key = (self.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())))
         if key not in _seen:
             _seen.add(key)
-            triton.compile(ASTSource(fn=self, signature=signature, constexprs=constexprs), target=TARGET)
+            options = {o: kwargs[o] for o in ("num_warps", "num_stages") if o in kwargs}
+            triton.compile(ASTSource(fn=self, signature=signature, constexprs=constexprs), target=TARGET,
+                           options=options)
             print(self.fn.__name__, {k: v for k, v in constexprs.items()})
 
     return launch
@@ -69,9 +71,11 @@ def main() -> None:
 
     B.triton_interpret = lambda: True  # let backend="triton" take the CPU tensors here
     import genfast.ops as O
+    import genfast.triton.gibbs as TG
     import genfast.triton.vq as TV
 
     TV.triton_interpret = lambda: False
+    TG.triton_interpret = lambda: False
     g = torch.Generator().manual_seed(0)
 
     # random: normal and uniform, fp32 / fp16, n = 1 (specialised) and n > 1
@@ -90,13 +94,18 @@ def main() -> None:
                         backend="triton")
             O.ddim_step(x, 501, x, ac, prev_timestep=481, backend="triton")
             O.ddim_step(x, 501, x, ac, prev_timestep=481, eta=0.5, seed=2, clip_sample=True, backend="triton")
-    # gibbs: one chain (B = 1) and several, Bernoulli and Gaussian visible units
-    for b in (1, 5):
-        v = (torch.rand(b, 20, generator=g) < 0.5).float()
-        w = torch.randn(7, 20, generator=g)
-        O.gibbs(v, w, torch.zeros(20), torch.zeros(7), k=2, seed=1, backend="triton")
-        O.gibbs(torch.randn(b, 20), w, torch.zeros(20), torch.zeros(7), k=1, seed=1, visible="gaussian",
-                backend="triton")
+    # gibbs: one chain (B = 1) and several, Bernoulli and Gaussian visible units; both product
+    # forms; fp32 / fp16 / bf16 (3, 2 and 1 bfloat16 weight terms)
+    for prec in ("bf16x3", "ieee"):
+        TG.FP32_PRECISION = prec
+        for dt in (torch.float32, torch.float16, torch.bfloat16) if prec == "bf16x3" else (torch.float32,):
+            for b in (1, 5):
+                v = (torch.rand(b, 20, generator=g) < 0.5).to(dt)
+                w = torch.randn(7, 20, generator=g).to(dt)
+                z20, z7 = torch.zeros(20, dtype=dt), torch.zeros(7, dtype=dt)
+                O.gibbs(v, w, z20, z7, k=2, seed=1, backend="triton")
+                O.gibbs(torch.randn(b, 20).to(dt), w, z20, z7, k=1, seed=1, visible="gaussian", backend="triton")
+    TG.FP32_PRECISION = "bf16x3"
     # vq: l2 and cosine, fp32 / bf16, indices only and the fused quantise with statistics
     for dt in (torch.float32, torch.bfloat16):
         for n in (1, 70):

@@ -5,21 +5,48 @@ The arithmetic mirrors csrc/include/genfast/gibbs_math.h and the counters of
 genfast/reference/gibbs.py. Each program owns ``BM`` chains and runs all k steps on them; the
 float32 chain state lives in a global scratch buffer that only this program touches (L1/L2
 resident on a GPU), and a barrier separates the half-steps.
+
+Products (``FP32_PRECISION``):
+
+* ``"bf16x3"`` (the default): bfloat16 tensor-core products as accurate as float32 ones. Each
+  weight w is split into three bfloat16 terms, w1 = rn(w), w2 = rn(w - w1), w3 = rn(w - w1 - w2),
+  whose sum is w within about 2^-24 |w| (the float32 rounding unit); bfloat16 weights need one
+  term and float16 weights two, exactly. A binary state (every hidden state; the visible states
+  of a Bernoulli chain after its first half-step) is exact in bfloat16, so its product is the
+  sum of the weight terms' products (three tensor-core products for float32 weights). A tile of
+  real-valued states (the chain's input, a Gaussian chain's visible states) is split the same
+  way and takes the six products a_i w_j with i + j <= 4 (the rest are below 2^-24 relatively).
+  This is the split-operand scheme of Henry, Tang and Heinecke (2019), "Leveraging the bfloat16
+  artificial intelligence datatype for higher-precision computations". Which tiles are binary is
+  decided per tile at run time (hidden half-steps) or known (visible half-steps: h is binary).
+* ``"ieee"``: plain float32 ``tl.dot`` (FMA on the GPU's CUDA cores), the previous kernel; kept
+  for comparison in benchmarks/bench_gibbs.py.
+
+Under the CPU interpreter (tests) both run through numpy: the split scheme's arithmetic is
+exercised there, its speed only on a GPU.
 """
 
 import torch
 import triton
 import triton.language as tl
 
+from genfast._backends import triton_interpret
 from genfast.triton._philox import normal_from_bits, philox_words, uniform_from_bits
 
 # BM = 16 chains per program: the smallest M tile tl.dot accepts, which maximises the number of
-# programs for the usual batches (B = 1000 -> 63 programs). BN = 64, BK = 64: a 64 x 64 fp32
-# weight tile is 16 KiB per stage, and bigger blocks also mean fewer interpreter iterations on
-# the CPU. Not swept on a GPU (none was available when this was written).
+# programs for the usual batches (B = 1000 -> 63 programs). BN = 64, BK = 32 with 8 warps and 2
+# pipeline stages: the sm_90 compile of the bf16x3 kernel then keeps 232 registers per thread
+# and spills none (4 warps, or BK = 64, spilled 300-1400 bytes per thread; checked with
+# cuobjdump -res-usage on the cubin of tests/_triton_sm90_compile.py's launches). Not timed on a
+# GPU: none was available when this was written.
 BM = 16
 BN = 64
-BK = 64
+BK = 32
+NUM_WARPS = 8
+NUM_STAGES = 2
+# "bf16x3" or "ieee" (module docstring); read at each call.
+FP32_PRECISION = "bf16x3"
+_PRECISIONS = ("bf16x3", "ieee")
 
 
 @triton.jit
@@ -28,12 +55,69 @@ def _sigmoid(x):
 
 
 @triton.jit
+def _bf16_terms(x):
+    """float32 x -> (x1, x2, x3) bfloat16 with x1 + x2 + x3 == x within ~2^-24 |x|.
+
+    An exact first term (this includes +-inf) leaves a zero residual, not inf - inf = NaN; a NaN
+    stays in x1.
+    """
+    x1 = x.to(tl.bfloat16, fp_downcast_rounding="rtne")
+    f1 = x1.to(tl.float32)
+    r1 = tl.where(f1 == x, 0.0, x - f1)
+    x2 = r1.to(tl.bfloat16, fp_downcast_rounding="rtne")
+    r2 = r1 - x2.to(tl.float32)
+    x3 = r2.to(tl.bfloat16, fp_downcast_rounding="rtne")
+    return x1, x2, x3
+
+
+@triton.jit
+def _dot(a, b, acc, INTERP: tl.constexpr):
+    """acc + a @ b for bfloat16 a, b with float32 accumulation. The CPU interpreter multiplies
+    bfloat16 tiles as raw uint16 bit patterns, so there they go through float32 (exactly: a
+    product of two bfloat16 values is exact in float32)."""
+    if INTERP:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _tile_product(acc, a, w, BINARY_A: tl.constexpr, NW: tl.constexpr, PREC: tl.constexpr,
+                  INTERP: tl.constexpr):
+    """acc + a @ w for a float32 state tile a [BM, BK] and a weight tile w [BK, BN] (float32
+    values of a weight with NW exact bfloat16 terms)."""
+    if PREC == "ieee":
+        acc = tl.dot(a, w, acc, input_precision="ieee")
+    else:
+        w1, w2, w3 = _bf16_terms(w)
+        a1, a2, a3 = _bf16_terms(a)
+        if not BINARY_A:
+            # decided per tile at run time: a tile of 0/1 states has no second term
+            if tl.max(tl.abs(a2.to(tl.float32))) != 0.0:
+                acc = _dot(a3, w1, acc, INTERP)
+                if NW >= 2:
+                    acc = _dot(a2, w2, acc, INTERP)
+                acc = _dot(a2, w1, acc, INTERP)
+        # the smallest terms first
+        if NW >= 3:
+            acc = _dot(a1, w3, acc, INTERP)
+        if NW >= 2:
+            acc = _dot(a1, w2, acc, INTERP)
+        acc = _dot(a1, w1, acc, INTERP)
+    return acc
+
+
+@triton.jit
 def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_out, v_prob, h_prob,
                   B, V, H, k, sigma, inv_sigma,
-                  GAUSSIAN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+                  GAUSSIAN: tl.constexpr, NW: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
+                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BM + tl.arange(0, BM).to(tl.int64)
     rmask = rows < B
+    r32 = tl.arange(0, BM)
+    c32 = tl.arange(0, BN)
+    k32 = tl.arange(0, BK)
     seed = tl.load(philox_ptr)
     offset = tl.load(philox_ptr + 1)
     B64 = tl.cast(B, tl.int64)
@@ -44,16 +128,18 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
         # hidden half-step: acc[BM, BN] = v_state[rows, :] @ W[cols, :]^T
         for n0 in range(0, H, BN):
             cols = n0 + tl.arange(0, BN).to(tl.int64)
-            cmask = cols < H64
             acc = tl.zeros([BM, BN], dtype=tl.float32)
+            # int64 scalar bases, int32 offsets inside the tiles (fewer registers per address)
+            a_ptrs = v_state + pid * BM * V64 + (r32[:, None] * V + k32[None, :])
+            w_ptrs = w_ptr + n0 * V64 + (c32[None, :] * V + k32[:, None])  # W^T tile [BK, BN]
+            cmask = c32 < H - n0
             for k0 in range(0, V, BK):
-                ks = k0 + tl.arange(0, BK).to(tl.int64)
-                kmask = ks < V64
-                a = tl.load(v_state + rows[:, None] * V64 + ks[None, :], mask=rmask[:, None] & kmask[None, :],
-                            other=0.0)
-                w = tl.load(w_ptr + cols[None, :] * V64 + ks[:, None], mask=kmask[:, None] & cmask[None, :],
-                            other=0.0).to(tl.float32)
-                acc += tl.dot(a, w, input_precision="ieee")
+                kmask = k32 < V - k0
+                a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+                acc = _tile_product(acc, a, w, False, NW, PREC, INTERP)
+                a_ptrs += BK
+                w_ptrs += BK
             c = tl.load(hb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             p = _sigmoid(c[None, :] + inv_sigma * acc)
             x0, x1 = philox_words(seed, base + rows[:, None] * H64 + cols[None, :])
@@ -65,20 +151,21 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
             tl.store(h_out + idx, hs.to(h_out.dtype.element_ty), mask=ml)
             tl.store(h_prob + idx, p.to(h_prob.dtype.element_ty), mask=ml)
         tl.debug_barrier()
-        # visible half-step: acc[BM, BN] = h_state[rows, :] @ W[:, cols]
+        # visible half-step: acc[BM, BN] = h_state[rows, :] @ W[:, cols]  (h is 0/1)
         vbase = base + B64 * H64
         for n0 in range(0, V, BN):
             cols = n0 + tl.arange(0, BN).to(tl.int64)
-            cmask = cols < V64
             acc = tl.zeros([BM, BN], dtype=tl.float32)
+            a_ptrs = h_state + pid * BM * H64 + (r32[:, None] * H + k32[None, :])
+            w_ptrs = w_ptr + n0 + (k32[:, None] * V + c32[None, :])  # W tile [BK, BN]
+            cmask = c32 < V - n0
             for k0 in range(0, H, BK):
-                ks = k0 + tl.arange(0, BK).to(tl.int64)
-                kmask = ks < H64
-                a = tl.load(h_state + rows[:, None] * H64 + ks[None, :], mask=rmask[:, None] & kmask[None, :],
-                            other=0.0)
-                w = tl.load(w_ptr + ks[:, None] * V64 + cols[None, :], mask=kmask[:, None] & cmask[None, :],
-                            other=0.0).to(tl.float32)
-                acc += tl.dot(a, w, input_precision="ieee")
+                kmask = k32 < H - k0
+                a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+                w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+                acc = _tile_product(acc, a, w, True, NW, PREC, INTERP)
+                a_ptrs += BK
+                w_ptrs += BK * V64
             b = tl.load(vb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             x0, x1 = philox_words(seed, vbase + rows[:, None] * V64 + cols[None, :])
             if GAUSSIAN:
@@ -96,12 +183,20 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
         tl.debug_barrier()
 
 
+# exact bfloat16 terms of a weight dtype
+_WEIGHT_TERMS = {torch.float32: 3, torch.float16: 2, torch.bfloat16: 1}
+
+
 def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, *, k: int,
                  gaussian: bool, sigma: float) -> None:
     """Run the chain; all tensors contiguous on one device, validated by genfast.ops.gibbs.
 
-    Writes ``v_out, v_prob`` [B, V] and ``h_out, h_prob`` [B, H] (dtype of v).
+    Writes ``v_out, v_prob`` [B, V] and ``h_out, h_prob`` [B, H] (dtype of v). The products
+    follow the module's ``FP32_PRECISION`` (ValueError for an unknown value).
     """
+    if FP32_PRECISION not in _PRECISIONS:
+        raise ValueError(f"genfast.triton.gibbs.FP32_PRECISION must be one of {_PRECISIONS}, "
+                         f"got {FP32_PRECISION!r}")
     batch, n_visible = v.shape
     n_hidden = weight.shape[0]
     if batch == 0:
@@ -114,4 +209,6 @@ def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_p
     grid = (triton.cdiv(batch, BM),)
     _gibbs_kernel[grid](v_state, h_state, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob,
                         h_prob, batch, n_visible, n_hidden, k, sig, inv_sigma,
-                        GAUSSIAN=bool(gaussian), BM=BM, BN=BN, BK=BK)
+                        GAUSSIAN=bool(gaussian), NW=_WEIGHT_TERMS[weight.dtype], PREC=FP32_PRECISION,
+                        INTERP=triton_interpret(), BM=BM, BN=BN, BK=BK, num_warps=NUM_WARPS,
+                        num_stages=NUM_STAGES)

@@ -130,6 +130,25 @@ def test_chain_matches_reference_large(backend, visible):
                  visible=visible, sigma=1.3)
 
 
+@pytest.mark.parametrize("precision", ["ieee", "bf16x3"])
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+def test_triton_product_precisions(monkeypatch, precision, visible):
+    """Both Triton product forms (genfast.triton.gibbs.FP32_PRECISION) give the reference chain,
+    from a real-valued start (the split of both operands) and over V, H not multiples of a tile;
+    an unknown form is a ValueError."""
+    skip_unless_runs("triton")
+    from genfast.triton import gibbs as TG
+
+    monkeypatch.setattr(TG, "FP32_PRECISION", precision)
+    v0, w, b, c = _model(19, 70, 75, torch.float32, 8, visible)
+    v0 = torch.rand(19, 70) if visible == "bernoulli" else v0
+    _check_chain("triton", backend_device("triton"), v0, w, b, c, k=2, seed=3, offset=7, visible=visible,
+                 sigma=0.9)
+    monkeypatch.setattr(TG, "FP32_PRECISION", "tf32")
+    with pytest.raises(ValueError, match="FP32_PRECISION"):
+        O.gibbs(*(t.to(backend_device("triton")) for t in (v0, w, b, c)), backend="triton")
+
+
 # The CPU kernel's operand forms (csrc/gibbs_cpu.cpp): binary states go through active-unit lists
 # (split into K blocks of at most 512 units) below ~1/3 density and through 4-unit codes into
 # per-task tables (blocks of 64 units) above it; real states through the dense product.
@@ -173,15 +192,19 @@ def test_cpu_chain_independent_of_thread_count():
     assert all(torch.equal(x, y) for x, y in zip(*outs))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
 def test_nonfinite_weight_propagates_like_the_reference(backend):
     """An inf weight gives NaN pre-activations where its unit is off (0 * inf), as in the
-    oracle's product; the CPU kernel must not skip those zeros (its binary forms are for finite W)."""
+    oracle's product; the CPU kernel must not skip those zeros (its binary forms are for finite W),
+    and the Triton kernel's bfloat16 split of an inf weight must not make inf - inf = NaN where
+    the unit is on."""
     skip_unless_runs(backend)
+    device = backend_device(backend)
     v0, w, b, c = _model(12, 20, 18, torch.float32, 4)
     w[3, 5] = float("inf")
     w[7, 2] = float("-inf")
-    out = O.gibbs(v0, w, b, c, k=2, seed=5, backend=backend)
+    out = O.gibbs(v0.to(device), w.to(device), b.to(device), c.to(device), k=2, seed=5, backend=backend)
+    out = type(out)(*(t.cpu() for t in out))
     ref = R.gibbs(v0, w, b, c, k=2, seed=5)
     assert bool(out.h_prob.isnan().any())
     for x, y in zip(out, ref):
