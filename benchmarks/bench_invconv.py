@@ -89,12 +89,24 @@ def _normflows_pair(c, params):
     return act, conv
 
 
+def _triton_ieee(x, we, be):
+    import genfast.triton.invconv as TI
+
+    TI.FP32_PRECISION = "ieee"
+    try:
+        return O.invconv1x1(x, we, be, backend="triton")
+    finally:
+        TI.FP32_PRECISION = "tf32x3"
+
+
 def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):
     n, c = x.shape[:2]
     cands = {}
     for name in backends:
         cands[f"genfast {name} op"] = lambda b=name: O.actnorm_invconv(x, *params, reverse=rev, backend=b)
         cands[f"genfast {name} cached"] = lambda b=name: O.invconv1x1(x, we, be, backend=b)
+    if "triton" in backends:  # the Triton kernel with plain float32 FMAs instead of tf32x3
+        cands["genfast triton cached (ieee)"] = lambda: _triton_ieee(x, we, be)
     cands["torch.baddbmm (python path)"] = lambda: torch.baddbmm(
         be.view(1, c, 1), we.expand(n, c, c), xv, out=out
     )

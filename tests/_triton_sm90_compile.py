@@ -72,10 +72,12 @@ def main() -> None:
     B.triton_interpret = lambda: True  # let backend="triton" take the CPU tensors here
     import genfast.ops as O
     import genfast.triton.gibbs as TG
+    import genfast.triton.invconv as TI
     import genfast.triton.vq as TV
 
     TV.triton_interpret = lambda: False
     TG.triton_interpret = lambda: False
+    TI.triton_interpret = lambda: False
     g = torch.Generator().manual_seed(0)
 
     # random: normal and uniform, fp32 / fp16, n = 1 (specialised) and n > 1
@@ -114,14 +116,17 @@ def main() -> None:
             O.vq_nearest(z, e, backend="triton")
             O.vq_nearest(z, e, use_cosine_sim=True, backend="triton")
             O.vq_quantize(z, e, return_statistics=True, backend="triton")
-    # invconv: with and without bias, fp32 / fp16, one pixel and several
-    for dt in (torch.float32, torch.float16):
-        for shape in ((1, 1, 1, 1), (2, 5, 3, 4)):
-            c = shape[1]
-            x = torch.randn(shape, generator=g).to(dt)
-            w = torch.randn(c, c, generator=g).to(dt)
-            O.invconv1x1(x, w, backend="triton")
-            O.invconv1x1(x, w, torch.randn(c).to(dt), backend="triton")
+    # invconv: with and without bias, fp32 / fp16, one pixel and several; both product forms
+    for prec in ("tf32x3", "ieee"):
+        TI.FP32_PRECISION = prec
+        for dt in (torch.float32, torch.float16):
+            for shape in ((1, 1, 1, 1), (2, 5, 3, 4)):
+                c = shape[1]
+                x = torch.randn(shape, generator=g).to(dt)
+                w = torch.randn(c, c, generator=g).to(dt)
+                O.invconv1x1(x, w, backend="triton")
+                O.invconv1x1(x, w, torch.randn(c).to(dt), backend="triton")
+    TI.FP32_PRECISION = "tf32x3"
     print("OK", len(_seen))
 
 

@@ -1,14 +1,26 @@
 """Triton kernel of genfast.ops.invconv1x1: y[n] = W @ x[n] + bias per image, NCHW.
 
 The [C, C] x [C, HW] product of each image is tiled into BLOCK_M output channels x BLOCK_N pixels
-per program, accumulated over BLOCK_K input channels with ``tl.dot`` in float32 (IEEE precision:
-no TF32, so the result matches the float32 CPU kernel to rounding). Same contract as
-csrc/include/genfast/invconv_math.h; the accumulation order within a dot is Triton's.
+per program, accumulated over BLOCK_K input channels with ``tl.dot`` in float32. Same contract
+as csrc/include/genfast/invconv_math.h; the accumulation order within a dot is Triton's.
+
+Products (``FP32_PRECISION``): ``"tf32x3"`` (the default) splits each float32 operand into a TF32
+high part and a TF32 residual and sums three tensor-core products (hi*hi + hi*lo + lo*hi), about
+float32 accuracy (relative error near 2^-22 per product against 2^-24 for float32); ``"ieee"``
+uses plain float32 FMAs. At C = 48 a pixel costs 2 C^2 = 4608 FLOPs per 2 C * 4 = 384 bytes moved
+(12 FLOP/byte): at 70% of an H100's 3 TB/s copy rate that is 25 TFLOP/s of useful products,
+about half the fp32 FMA peak (52 TFLOP/s measured) before the tile padding (64 x 64 tiles for
+C = 48), so the FMA form cannot be bandwidth-bound there and the tensor-core form can. Under the
+CPU interpreter both are numpy float32 products. The tf32x3 default was chosen from that
+arithmetic and from the VQ kernel's measurement (tf32x3 4.4x faster than ieee on an H100, with
+identical indices), not yet from a timing of this kernel.
 """
 
 import torch
 import triton
 import triton.language as tl
+
+from genfast._backends import triton_interpret
 
 # 64 x 64 output tiles with K steps of 32: one tile covers C <= 64 (Glow's usual widths, where the
 # op is memory-bound) so each input element is read once; 4 warps hold a 64x64 fp32 accumulator
@@ -17,6 +29,9 @@ import triton.language as tl
 BLOCK_M = 64
 BLOCK_N = 64
 BLOCK_K = 32
+# "tf32x3" or "ieee" (module docstring); read at each call.
+FP32_PRECISION = "tf32x3"
+_PRECISIONS = ("tf32x3", "ieee")
 
 
 @triton.jit
@@ -29,6 +44,7 @@ def _invconv1x1_kernel(
     HW,
     num_p_blocks,
     HAS_BIAS: tl.constexpr,
+    PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -55,7 +71,7 @@ def _invconv1x1_kernel(
             mask=mask_k[:, None] & mask_p[None, :],
             other=0.0,
         ).to(tl.float32)
-        acc += tl.dot(w, xk, input_precision="ieee")
+        acc += tl.dot(w, xk, input_precision=PREC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
     tl.store(
@@ -73,7 +89,13 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
         weight: contiguous [C, C] float32.
         bias: contiguous [C] float32 or None.
         y: contiguous output like ``x``.
+
+    Raises:
+        ValueError: an unknown ``FP32_PRECISION``.
     """
+    if FP32_PRECISION not in _PRECISIONS:
+        raise ValueError(f"genfast.triton.invconv.FP32_PRECISION must be one of {_PRECISIONS}, "
+                         f"got {FP32_PRECISION!r}")
     n, c, h, w = x.shape
     hw = h * w
     if n == 0 or c == 0 or hw == 0:
@@ -89,6 +111,7 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
         hw,
         num_p_blocks,
         HAS_BIAS=bias is not None,
+        PREC=FP32_PRECISION if not triton_interpret() else "ieee",
         BLOCK_M=BLOCK_M,
         BLOCK_N=BLOCK_N,
         BLOCK_K=BLOCK_K,

@@ -503,3 +503,29 @@ def test_eager_cpu_fold_rejects_bad_values(edit, message):
     for reverse in (False, True):
         with pytest.raises(ValueError, match=message):
             O.actnorm_invconv(torch.randn(2, 6, 3, 3), perm, lo, up, sg, ls, s, b, reverse=reverse)
+
+
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_triton_product_precisions(monkeypatch, precision):
+    """Both Triton product forms (genfast.triton.invconv.FP32_PRECISION) match the float64
+    reference within float32-level error (C over one and several K blocks); an unknown form is a
+    ValueError."""
+    _skip_unless("triton")
+    from genfast.triton import invconv as TI
+
+    device = _device_for("triton")
+    monkeypatch.setattr(TI, "FP32_PRECISION", precision)
+    gen = torch.Generator().manual_seed(11)
+    for shape in [(2, 48, 5, 7), (1, 70, 3, 3)]:
+        c = shape[1]
+        x = torch.randn(shape, generator=gen)
+        w = torch.randn(c, c, generator=gen) / c**0.5
+        b = torch.randn(c, generator=gen)
+        got = O.invconv1x1(x.to(device), w.to(device), b.to(device), backend="triton").cpu()
+        expected = R.invconv1x1(x.double(), w.double(), b.double())
+        scale = torch.einsum("ik,nkhw->nihw", w.abs().double(), x.abs().double()) + b.abs().double()[:, None, None]
+        # tf32x3: about 2^-22 of the sum of |products|; float32: about 2^-24 per term
+        assert bool(((got.double() - expected).abs() <= 2.0**-19 * scale + 1e-7).all())
+    monkeypatch.setattr(TI, "FP32_PRECISION", "tf32")
+    with pytest.raises(ValueError, match="FP32_PRECISION"):
+        O.invconv1x1(x.to(device), w.to(device), backend="triton")
