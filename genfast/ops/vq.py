@@ -25,9 +25,11 @@ _OP_QUANTIZE = "genfast.ops.vq_quantize"
 
 # --------------------------------------------------------------------------- kernels
 def _auto_backend(backend, z):
-    """``auto`` on CUDA fp16 / bf16 tensors picks Triton: its ``tl.dot`` runs on the tensor cores,
-    12x faster than the CUDA kernel's fp32 FMAs on an H100 (benchmarks/RESULTS.md, vq_cuda)."""
-    if (backend == "auto" and z.device.type == "cuda" and z.dtype in (torch.float16, torch.bfloat16)
+    """``auto`` on CUDA fp32 / fp16 / bf16 tensors picks Triton: its ``tl.dot`` runs on the tensor
+    cores (float32 as three TF32 products, genfast.triton.vq.FP32_PRECISION), 12x (bf16) and
+    3.1x (fp32) faster than the CUDA kernel's fp32 FMAs on an H100 (benchmarks/RESULTS.md,
+    vq_cuda)."""
+    if (backend == "auto" and z.device.type == "cuda" and z.dtype in (torch.float32, torch.float16, torch.bfloat16)
             and not os.environ.get("GENFAST_BACKEND") and _backends.backends()["triton"]):
         return "triton"
     return backend
@@ -169,8 +171,8 @@ def vq_nearest(
         codebook: [K, D] same dtype and device as ``z``, K >= 1.
         use_cosine_sim: rank by cosine similarity instead of squared Euclidean distance.
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
-            on CPU tensors, and on CUDA tensors the CUDA kernel for float32 and Triton for
-            float16 / bfloat16 (tensor cores), unless ``GENFAST_BACKEND`` is set.
+            on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
+            products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
 
     Returns:
         (indices, distances): int64 [N] in [0, K); float32 [N] (float64 for float64 inputs):
@@ -282,8 +284,8 @@ def vq_quantize(
         use_cosine_sim: pick codes by cosine similarity (the losses still use raw vectors).
         return_statistics: also return ``counts`` [K] and ``sums`` [K, D] (float32).
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
-            on CPU tensors, and on CUDA tensors the CUDA kernel for float32 and Triton for
-            float16 / bfloat16 (tensor cores), unless ``GENFAST_BACKEND`` is set.
+            on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
+            products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
 
     Returns:
         :class:`VQOutput` (z_q, indices, distances, codebook_loss, commitment_loss, counts, sums).

@@ -144,6 +144,52 @@ def test_cosine_duplicate_codes_take_first(backend):
     _check_nearest(z, codebook, idx, dist, True)
 
 
+@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
+def test_triton_product_precisions(monkeypatch, precision):
+    """Both Triton float32 product forms (genfast.triton.vq.FP32_PRECISION; tf32x3 is compiled on
+    a GPU, float32 in the interpreter) pick the reference's codes, with a distance of the chosen
+    code; an unknown form is a ValueError."""
+    if not go.backends()["triton"]:
+        pytest.skip("triton cannot run here")
+    from genfast.triton import vq as TV
+
+    monkeypatch.setattr(TV, "FP32_PRECISION", precision)
+    gen = torch.Generator().manual_seed(12)
+    dev = _device("triton")
+    z = _rand((700, 96), torch.float32, gen, dev)
+    codebook = _rand((300, 96), torch.float32, gen, dev)
+    for cosine in (False, True):
+        idx, dist = go.vq_nearest(z, codebook, use_cosine_sim=cosine, backend="triton")
+        _check_nearest(z, codebook, idx, dist, cosine)
+    monkeypatch.setattr(TV, "FP32_PRECISION", "tf32")
+    with pytest.raises(ValueError, match="FP32_PRECISION"):
+        go.vq_nearest(z, codebook, backend="triton")
+
+
+def test_auto_picks_triton_on_cuda_floats(monkeypatch):
+    """The dispatch rule (measured on an H100): auto on CUDA fp32 / fp16 / bf16 takes Triton, not
+    on float64, not when GENFAST_BACKEND is set, not on CPU tensors. Checked on the rule itself,
+    which needs no GPU (a stand-in object carries the device type and dtype)."""
+    from genfast.ops import vq as vq_mod
+
+    monkeypatch.setattr(_backends, "backends", lambda: {"cuda": True, "triton": True, "cpu": True,
+                                                        "reference": True})
+    monkeypatch.delenv("GENFAST_BACKEND", raising=False)
+
+    class _Fake:
+        def __init__(self, dtype, device_type):
+            self.dtype = dtype
+            self.device = type("D", (), {"type": device_type})()
+
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        assert vq_mod._auto_backend("auto", _Fake(dt, "cuda")) == "triton"
+        assert vq_mod._auto_backend("cuda", _Fake(dt, "cuda")) == "cuda"
+        assert vq_mod._auto_backend("auto", _Fake(dt, "cpu")) == "auto"
+    assert vq_mod._auto_backend("auto", _Fake(torch.float64, "cuda")) == "auto"
+    monkeypatch.setenv("GENFAST_BACKEND", "cuda")
+    assert vq_mod._auto_backend("auto", _Fake(torch.float32, "cuda")) == "auto"
+
+
 @pytest.mark.skipif(
     not (go.backends()["cuda"] and go.backends()["cpu"]), reason="needs a GPU and genfast._C_cuda"
 )
