@@ -210,7 +210,7 @@ def main():
         "'vs matmul' = time / channels-last torch.matmul time (target <= 1.5); 'normflows / this' = "
         "speed-up over normflows (target >= 2); for logdet 'vs reference' = slogdet time / this. "
         "'op' rebuilds W (or W^-1 by triangular inverses) and folds actnorm on every call (on the CPU "
-        "without autograd in one C++ call, ~40-60 us at C=48); "
+        "without autograd in one C++ call, ~40-60 us at C=48; on a GPU in one Triton launch, C <= 64); "
         "'cached' is the per-pixel product alone through genfast.ops.invconv1x1 (validation "
         "included), as InvConv2dLU runs between parameter changes; "
         "the baddbmm row is a bare torch call into a preallocated output (bare, the C++ kernel and "

@@ -127,6 +127,15 @@ def main() -> None:
                 O.invconv1x1(x, w, backend="triton")
                 O.invconv1x1(x, w, torch.randn(c).to(dt), backend="triton")
     TI.FP32_PRECISION = "tf32x3"
+    # the one-launch parameter fold: widths 16 / 32 / 64 (C = 5, 17, 48), both directions, with
+    # and without actnorm
+    for c in (5, 17, 48):
+        f32 = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+        lo, up, sg, ls, s, b = f32(c, c), f32(c, c), torch.ones(c), f32(c), f32(c), f32(c)
+        out = (torch.empty(c, c), torch.empty(c), torch.empty(()), torch.empty((), dtype=torch.int32))
+        for reverse in (False, True):
+            TI.fold_lu_triton(torch.randperm(c), lo, up, sg, ls, s, b, *out, hw=4, reverse=reverse)
+            TI.fold_lu_triton(torch.randperm(c), lo, up, sg, ls, None, None, *out, hw=4, reverse=reverse)
     print("OK", len(_seen))
 
 

@@ -195,6 +195,64 @@ def _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
         return False
 
 
+def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
+    """The resolved product backend when actnorm_invconv can fold its parameters in one Triton
+    launch (genfast.triton.invconv.fold_lu_triton) instead of a dozen small tensor ops: on a GPU
+    (C <= 64), where those ops cost ~0.3 ms per call against ~0.01 ms for the product at
+    64x48x16x16 (H100 run, benchmarks/RESULTS.md invconv_cuda), or for backend="triton" on CPU
+    tensors under the interpreter. Same conditions as the C++ fold otherwise (float32 contiguous
+    parameters on x's device, int64 perm, nothing to record for autograd). None: not possible."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in KERNEL_DTYPES:
+        return None
+    if x.device.type == "cpu" and not (backend == "triton" and _backends.triton_interpret()):
+        return None
+    if x.device.type not in ("cpu", "cuda"):
+        return None
+    from genfast.triton import invconv as _tri
+
+    if c > _tri.FOLD_MAX_C:
+        return None
+    params = (lower, upper, sign_s, log_s, s, b)
+    for t in params:
+        if t is not None and not (isinstance(t, torch.Tensor) and t.dtype == torch.float32
+                                  and t.device == x.device and t.is_contiguous()):
+            return None
+    if not (isinstance(perm, torch.Tensor) and perm.dtype == torch.int64 and perm.device == x.device
+            and perm.is_contiguous()):
+        return None
+    if not eager_fast_path(x, perm, *params):
+        return None
+    try:
+        resolved = _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv")
+    except _backends.BackendUnavailableError:
+        return None
+    if resolved not in ("cuda", "triton") or not _backends.backends()["triton"]:
+        return None
+    return resolved
+
+
+def _actnorm_invconv_triton_fold(op, x, c, backend, perm, lower, upper, sign_s, log_s, s, b, reverse):
+    from genfast.triton.invconv import fold_lu_triton
+
+    dev = x.device
+    w_eff = torch.empty(c, c, device=dev)
+    b_eff = torch.empty(c, device=dev)
+    logdet = torch.empty((), device=dev)
+    status = torch.empty((), dtype=torch.int32, device=dev)
+    fold_lu_triton(perm, lower, upper, sign_s, log_s, s, b, w_eff, b_eff, logdet, status,
+                   hw=x.shape[2] * x.shape[3], reverse=reverse)
+    if dev.type == "cpu":  # the interpreter: the value checks raise as on the C++ path
+        code = int(status)
+        if code:
+            raise ValueError(f"{op}: {_FOLD_ERRORS[code](c)}")
+    else:
+        # no host-device sync on accelerators: a device-side assert, as _check_nonzero does
+        torch._assert_async(status == 0, f"{op}: perm is not a permutation, sign_s is not +-1, or "
+                            "actnorm_scale has zero or non-finite entries")
+    y = _invconv_impl(x.contiguous(), w_eff, b_eff, backend)
+    return y, logdet
+
+
 def _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, s, b, reverse):
     w_eff = torch.empty(c, c)
     b_eff = torch.empty(c)
@@ -397,7 +455,11 @@ def actnorm_invconv(
     by ``Invertible1x1Conv(use_lu=True)``. ``reverse=True``: ``x = (W^-1 y - b) / s``, with
     ``W^-1`` from triangular solves. One kernel pass over the data either way; the folding of
     actnorm into the weight is O(C^2) and the log-determinant O(C). Differentiable in ``x``,
-    ``lower``, ``upper``, ``log_s``, ``actnorm_scale`` and ``actnorm_bias``.
+    ``lower``, ``upper``, ``log_s``, ``actnorm_scale`` and ``actnorm_bias``. Without autograd to
+    record, the parameter set-up is one call: C++ on CPU tensors (C <= 128), one Triton launch on
+    CUDA tensors (C <= 64; ``genfast.triton.invconv.fold_lu_triton``), where bad values (a
+    non-permutation, signs other than +-1, a zero or non-finite scale) raise a device-side assert
+    instead of a ValueError, to avoid a host-device synchronisation.
 
     Args:
         x: [N, C, H, W] float32 / float16 / bfloat16 (float64: reference), the input of the
@@ -424,11 +486,17 @@ def actnorm_invconv(
     _check_backend(backend, op)
     c = _check_x(x, op)
     fast = _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias)
-    _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not fast)
-    _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not fast)
+    fold_backend = None if fast else _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s,
+                                                     actnorm_scale, actnorm_bias)
+    in_kernel = fast or fold_backend is not None  # the fold checks the values itself
+    _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not in_kernel)
+    _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not in_kernel)
     if fast:
         return _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias,
                                     reverse)
+    if fold_backend is not None:
+        return _actnorm_invconv_triton_fold(op, x, c, fold_backend, perm, lower, upper, sign_s, log_s,
+                                            actnorm_scale, actnorm_bias, reverse)
     ct = _ref.compute_dtype(x.dtype)
     p = perm.to(torch.int64)
     lo, up, sg, ls = (t.to(ct) for t in (lower, upper, sign_s, log_s))

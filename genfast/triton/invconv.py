@@ -116,3 +116,122 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
         BLOCK_N=BLOCK_N,
         BLOCK_K=BLOCK_K,
     )
+
+
+# ------------------------------------------------------------------ parameter fold (one launch)
+# Status codes of the fold, as csrc/include/genfast/invconv_math.h's InvConvFoldStatus.
+FOLD_OK, FOLD_BAD_PERM, FOLD_BAD_SIGN, FOLD_ZERO_SCALE, FOLD_NONFINITE_SCALE = 0, 1, 2, 3, 4
+# Widths the one-program fold takes: float64 [BLOCK, BLOCK] tiles with BLOCK = C rounded up to a
+# power of two (>= 16, tl.dot's minimum). sm_90 compile (cuobjdump -res-usage): BLOCK <= 32 with
+# 4 warps and the forward fold at 64 with 8 warps spill nothing; the inverse at 64 with 8 warps
+# spills 264 bytes per thread (one program, L1-resident; 4 or 16 warps spill more).
+FOLD_MAX_C = 64
+
+
+@triton.jit
+def _eye(r, BLOCK: tl.constexpr):
+    return tl.where(r[:, None] == r[None, :], 1.0, 0.0).to(tl.float64)
+
+
+@triton.jit
+def _inv_unipotent(n, r, BLOCK: tl.constexpr, LOG2: tl.constexpr):
+    """(I - n)^-1 for a strictly triangular (nilpotent) float64 tile n: the finite Neumann series
+    sum_{k < BLOCK} n^k as prod_{j < LOG2} (I + n^(2^j)) (n^BLOCK = 0): 2 LOG2 - 1 products and
+    no row-by-row substitution, which a program cannot index."""
+    eye = _eye(r, BLOCK)
+    acc = eye + n
+    p = n
+    for _j in range(1, LOG2):
+        p = tl.dot(p, p, input_precision="ieee")
+        acc = tl.dot(acc, eye + p, input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _fold_lu_kernel(perm_ptr, lower_ptr, upper_ptr, sign_ptr, logs_ptr, acts_ptr, actb_ptr,
+                    w_ptr, b_ptr, logdet_ptr, status_ptr, C, HW,
+                    HAS_S: tl.constexpr, HAS_B: tl.constexpr, REVERSE: tl.constexpr,
+                    BLOCK: tl.constexpr, LOG2: tl.constexpr):
+    r = tl.arange(0, BLOCK)
+    rm = r < C
+    m2 = rm[:, None] & rm[None, :]
+    idx = r[:, None] * C + r[None, :]
+    perm = tl.load(perm_ptr + r, mask=rm, other=0)
+    sign = tl.load(sign_ptr + r, mask=rm, other=1.0).to(tl.float64)
+    log_s = tl.load(logs_ptr + r, mask=rm, other=0.0).to(tl.float64)
+    # value checks, in the order of the C++ fold
+    counts = tl.sum(tl.where((perm[:, None] == r[None, :]) & m2, 1, 0), axis=0)
+    bad_perm = tl.sum(tl.where(rm & ((counts != 1) | (perm < 0) | (perm >= C)), 1, 0))
+    bad_sign = tl.sum(tl.where(rm & (sign != 1.0) & (sign != -1.0), 1, 0))
+    total = tl.sum(tl.where(rm, log_s, 0.0))
+    status = tl.where(bad_perm > 0, 1, tl.where(bad_sign > 0, 2, 0))
+    if HAS_S:
+        s = tl.load(acts_ptr + r, mask=rm, other=1.0).to(tl.float64)
+        zero = tl.sum(tl.where(rm & (s == 0.0), 1, 0))
+        nonfinite = tl.sum(tl.where(rm & ~(tl.abs(s) < float("inf")), 1, 0))
+        status = tl.where(status != 0, status, tl.where(zero > 0, 3, tl.where(nonfinite > 0, 4, 0)))
+        total += tl.sum(tl.where(rm, tl.log(tl.abs(s)), 0.0))
+    else:
+        s = tl.full([BLOCK], 1.0, tl.float64)
+    if HAS_B:
+        b = tl.load(actb_ptr + r, mask=rm, other=0.0).to(tl.float64)
+    else:
+        b = tl.zeros([BLOCK], tl.float64)
+    tl.store(status_ptr, status)
+    ld = total * HW
+    if REVERSE:
+        ld = -ld
+    tl.store(logdet_ptr, ld.to(tl.float32))
+    # the factors as float64 tiles (zero outside C x C)
+    low = tl.load(lower_ptr + idx, mask=m2 & (r[:, None] > r[None, :]), other=0.0).to(tl.float64)
+    up = tl.load(upper_ptr + idx, mask=m2 & (r[:, None] < r[None, :]), other=0.0).to(tl.float64)
+    d = tl.where(rm, sign * tl.exp(log_s), 1.0)
+    # P = I[perm]: P[i, k] = [k == perm[i]]
+    pmat = tl.where((r[None, :] == perm[:, None]) & m2, 1.0, 0.0).to(tl.float64)
+    if not REVERSE:
+        # W = P L U' with L = I + low, U' = up + diag(d); W_eff = W diag(s), b_eff = W b
+        eye = _eye(r, BLOCK)
+        lu = tl.dot(eye + low, up + eye * d[None, :], input_precision="ieee")
+        w = tl.dot(pmat, lu, input_precision="ieee")
+        w_eff = w * s[None, :]
+        b_eff = tl.sum(w * b[None, :], axis=1)
+    else:
+        # W^-1 = U'^-1 L^-1 P^T: L^-1 = (I - (-low))^-1; U'^-1 = (I - (-D^-1 up))^-1 D^-1;
+        # W_eff = diag(1 / s) W^-1, b_eff = -b / s
+        l_inv = _inv_unipotent(-low, r, BLOCK, LOG2)
+        u_inv = _inv_unipotent(-(up / d[:, None]), r, BLOCK, LOG2) / d[None, :]
+        w = tl.dot(tl.dot(u_inv, l_inv, input_precision="ieee"), tl.trans(pmat), input_precision="ieee")
+        w_eff = w / s[:, None]
+        b_eff = -b / s
+    tl.store(w_ptr + idx, w_eff.to(tl.float32), mask=m2)
+    tl.store(b_ptr + r, b_eff.to(tl.float32), mask=rm)
+
+
+def fold_lu_triton(perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias, w_eff, b_eff, logdet, status,
+                   *, hw: int, reverse: bool) -> None:
+    """Fold Glow's LU factors and actnorm into the weight and bias of one 1x1 convolution, in one
+    program (one launch), in float64: the same result as the C++ ``invconv_fold_lu``
+    (csrc/include/genfast/invconv_math.h) and the reference ``invconv_lu_weight`` /
+    ``invconv_lu_inverse_weight`` + ``fold_actnorm``.
+
+    Args:
+        perm: int64 [C], C <= FOLD_MAX_C. lower, upper: float32 [C, C]. sign_s, log_s: float32 [C].
+        actnorm_scale, actnorm_bias: float32 [C] or None. All contiguous on one device.
+        w_eff: float32 [C, C] output; b_eff: float32 [C] output.
+        logdet: float32 0-dim output, +-hw * (sum log_s + sum log|actnorm_scale|) (minus for
+            ``reverse``). status: int32 0-dim output, one of the FOLD_* codes (the outputs are
+            meaningless unless FOLD_OK).
+        hw: pixels per image. reverse: fold the inverse map (W^-1 by triangular inverses).
+    """
+    c = perm.shape[0]
+    if c > FOLD_MAX_C:
+        raise ValueError(f"fold_lu_triton: C = {c} > FOLD_MAX_C = {FOLD_MAX_C}")
+    block = max(16, triton.next_power_of_2(c))
+    _fold_lu_kernel[(1,)](
+        perm, lower, upper, sign_s, log_s,
+        actnorm_scale if actnorm_scale is not None else log_s,
+        actnorm_bias if actnorm_bias is not None else log_s,
+        w_eff, b_eff, logdet, status, c, float(hw),
+        HAS_S=actnorm_scale is not None, HAS_B=actnorm_bias is not None, REVERSE=bool(reverse),
+        BLOCK=block, LOG2=block.bit_length() - 1, num_warps=8 if block >= 64 else 4,
+    )

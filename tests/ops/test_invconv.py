@@ -529,3 +529,146 @@ def test_triton_product_precisions(monkeypatch, precision):
     monkeypatch.setattr(TI, "FP32_PRECISION", "tf32")
     with pytest.raises(ValueError, match="FP32_PRECISION"):
         O.invconv1x1(x.to(device), w.to(device), backend="triton")
+
+
+# ------------------------------------------------- the one-launch Triton fold (GPU op path)
+def _fold_outputs(c, device):
+    return (torch.empty(c, c, device=device), torch.empty(c, device=device), torch.empty((), device=device),
+            torch.empty((), dtype=torch.int32, device=device))
+
+
+@pytest.mark.parametrize("c", [1, 3, 16, 17, 48, 64])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_actnorm", [True, False])
+def test_triton_fold_matches_cpp_fold_and_reference(c, reverse, with_actnorm):
+    """genfast.triton.invconv.fold_lu_triton (one program: products and finite Neumann series of
+    the triangular factors, in float64) gives the C++ fold's weight, bias and log-determinant,
+    and the float64 reference's."""
+    _skip_unless("triton")
+    from genfast.triton.invconv import FOLD_OK, fold_lu_triton
+
+    device = _device_for("triton")
+    gen = torch.Generator().manual_seed(1000 + c)
+    perm, lo, up, sg, ls, s, b = _lu_params(c, gen)
+    if not with_actnorm:
+        s = b = None
+    w, bias, ld, status = _fold_outputs(c, device)
+    dev = [t.to(device) if t is not None else None for t in (perm, lo, up, sg, ls, s, b)]
+    fold_lu_triton(*dev, w, bias, ld, status, hw=20, reverse=reverse)
+    assert int(status) == FOLD_OK
+    d64 = [t.double() if t is not None else None for t in (lo, up, sg, ls)]
+    base = (R.invconv_lu_inverse_weight if reverse else R.invconv_lu_weight)(perm, *d64)
+    if s is not None:
+        w_ref, b_ref = O.fold_actnorm(base, s.double(), b.double(), inverse=reverse)
+    else:
+        w_ref, b_ref = base, torch.zeros(c, dtype=torch.float64)
+    ld_ref = 20 * (ls.double().sum() + (s.double().abs().log().sum() if s is not None else 0.0))
+    ld_ref = -ld_ref if reverse else ld_ref
+    scale = w_ref.abs().max().item() + 1
+    assert (w.cpu().double() - w_ref).abs().max().item() <= 1e-6 * scale
+    assert (bias.cpu().double() - b_ref).abs().max().item() <= 1e-6 * (b_ref.abs().max().item() + 1)
+    torch.testing.assert_close(ld.cpu().double(), torch.as_tensor(ld_ref, dtype=torch.float64), rtol=1e-6,
+                               atol=1e-5)
+    if O.backends()["cpu"]:  # the C++ fold (also float64): the same float32 results to a unit or two
+        from genfast import _backends
+
+        wc, bc = torch.empty(c, c), torch.empty(c)
+        ptr = lambda t: t.data_ptr() if t is not None else 0  # noqa: E731
+        code, per_pixel = _backends.cpu_module().invconv_fold_lu(
+            perm.data_ptr(), lo.data_ptr(), up.data_ptr(), sg.data_ptr(), ls.data_ptr(), ptr(s), ptr(b),
+            wc.data_ptr(), bc.data_ptr(), c, bool(reverse))
+        assert code == 0
+        torch.testing.assert_close(w.cpu(), wc, rtol=2e-6, atol=2e-6 * scale)
+        torch.testing.assert_close(bias.cpu(), bc, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "edit, code",
+    [("perm_dup", 1), ("perm_range", 1), ("perm_negative", 1), ("sign", 2), ("zero_scale", 3), ("nan_scale", 4),
+     ("inf_scale", 4)],
+)
+def test_triton_fold_status_codes(edit, code):
+    """Bad values give the C++ fold's status codes (csrc/include/genfast/invconv_math.h), in the
+    same order of precedence; through the op on CPU tensors (interpreter) they are ValueErrors."""
+    _skip_unless("triton")
+    from genfast.triton.invconv import fold_lu_triton
+
+    device = _device_for("triton")
+    perm, lo, up, sg, ls, s, b = _lu_params(6, torch.Generator().manual_seed(0))
+    if edit == "perm_dup":
+        perm[1] = perm[0]
+    elif edit == "perm_range":
+        perm[2] = 6
+    elif edit == "perm_negative":
+        perm[2] = -1
+    elif edit == "sign":
+        sg[3] = 0.5
+        s[4] = 0.0  # a sign error is reported before a zero scale
+    elif edit == "zero_scale":
+        s[4] = 0.0
+    elif edit == "nan_scale":
+        s[4] = float("nan")
+    else:
+        s[4] = float("-inf")
+    for reverse in (False, True):
+        w, bias, ld, status = _fold_outputs(6, device)
+        dev = [t.to(device) for t in (perm, lo, up, sg, ls, s, b)]
+        fold_lu_triton(*dev, w, bias, ld, status, hw=9, reverse=reverse)
+        assert int(status) == code
+        if torch.device(device).type == "cpu":
+            with pytest.raises(ValueError, match="perm|sign_s|actnorm_scale"):
+                O.actnorm_invconv(torch.randn(2, 6, 3, 3), *dev, reverse=reverse, backend="triton")
+
+
+@pytest.mark.parametrize("c", [5, 48, 65])
+def test_triton_op_path_fold_and_autograd(c):
+    """backend="triton": without autograd the op folds in one Triton launch (C <= 64; C = 65 takes
+    the tensor-op fold); with a parameter that requires grad it records autograd. Both match the
+    float64 reference and invert each other."""
+    _skip_unless("triton")
+    from genfast.ops import invconv as inv
+
+    device = _device_for("triton")
+    gen = torch.Generator().manual_seed(c)
+    perm, lo, up, sg, ls, s, b = (t.to(device) for t in _lu_params(c, gen))
+    x = torch.randn(2, c, 3, 4, generator=gen).to(device)
+    params = (perm, lo, up, sg, ls, s, b)
+    assert (inv._fold_in_triton(x, c, "triton", *params) is not None) == (c <= 64)
+    lo_g = lo.clone().requires_grad_(True)
+    assert inv._fold_in_triton(x, c, "triton", perm, lo_g, up, sg, ls, s, b) is None
+    d64 = [t.cpu().double() for t in (lo, up, sg, ls, s, b)]
+    y_ref, ld_ref = R.actnorm_invconv(x.cpu().double(), perm.cpu(), *d64)
+    y, ld = O.actnorm_invconv(x, *params, backend="triton")
+    y_g, ld_g = O.actnorm_invconv(x, perm, lo_g, up, sg, ls, s, b, backend="triton")
+    y_g.sum().backward()
+    assert lo_g.grad is not None and bool(torch.isfinite(lo_g.grad).all())
+    scale = y_ref.abs().max().item() + 1
+    for out in (y, y_g.detach()):
+        assert (out.cpu().double() - y_ref).abs().max().item() < 2e-5 * scale * c**0.5
+    torch.testing.assert_close(ld.cpu().double(), ld_ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ld, ld_g.detach())
+    x_back, ld_inv = O.actnorm_invconv(y, *params, reverse=True, backend="triton")
+    assert (x_back - x).abs().max().item() < 5e-4 * c**0.5
+    torch.testing.assert_close(ld_inv, -ld)
+
+
+@pytest.mark.parametrize("c", [33, 64])
+def test_triton_fold_inverse_with_long_paths(c):
+    """L with -1 everywhere below the diagonal: L^-1 has 2^(i-j-1) below it, which every term of
+    the Neumann series up to n^(C-1) builds (a series cut at n^31 is wrong beyond 32 rows). The
+    entries are powers of two, exact in float32: compared entrywise, relatively."""
+    _skip_unless("triton")
+    from genfast.triton.invconv import fold_lu_triton
+
+    device = _device_for("triton")
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(c))
+    lo = -torch.ones(c, c)
+    up = torch.zeros(c, c)
+    sg, ls = torch.ones(c), torch.zeros(c)
+    w, bias, ld, status = _fold_outputs(c, device)
+    fold_lu_triton(*(t.to(device) for t in (perm, lo, up, sg, ls)), None, None, w, bias, ld, status, hw=1,
+                   reverse=True)
+    ref = R.invconv_lu_inverse_weight(perm, lo.double(), up.double(), sg.double(), ls.double())
+    assert ref.abs().max().item() == 2.0 ** (c - 2)
+    assert int(status) == 0
+    assert torch.equal(w.cpu().double(), ref)
