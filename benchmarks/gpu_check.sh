@@ -49,7 +49,8 @@ for stage in $STAGES; do
     grep -E "^(FAILED|ERROR)|passed|failed|rc=" "$OUT/test_ops.log" | tail -40
     ;;
   bench)
-    for b in sampling_step vq gibbs invconv; do
+    # the open issues' benchmarks first (Gibbs: issue 5, invconv: issue 7); GENFAST_BENCHES overrides
+    for b in ${GENFAST_BENCHES:-gibbs invconv vq sampling_step}; do
       stamp "bench $b"
       GENFAST_BENCH_ROUNDS=${GENFAST_BENCH_ROUNDS:-3} timeout 200 $PY "benchmarks/bench_$b.py" >>"$OUT/bench.log" 2>&1 ||
         echo "bench $b rc=$?" | tee -a "$OUT/bench.log"
