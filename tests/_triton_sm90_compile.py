@@ -107,6 +107,8 @@ def main() -> None:
                 z20, z7 = torch.zeros(20, dtype=dt), torch.zeros(7, dtype=dt)
                 O.gibbs(v, w, z20, z7, k=2, seed=1, backend="triton")
                 O.gibbs(torch.randn(b, 20).to(dt), w, z20, z7, k=1, seed=1, visible="gaussian", backend="triton")
+        one = torch.ones(1, 1)  # B = V = H = k = 1: every integer argument specialised to 1
+        O.gibbs(one, one, one[0], one[0], k=1, seed=1, backend="triton")
     TG.FP32_PRECISION = "bf16x3"
     # vq: l2 and cosine, fp32 / bf16, indices only and the fused quantise with statistics
     for dt in (torch.float32, torch.bfloat16):
