@@ -4,9 +4,10 @@
 //
 // Chains are independent, so each OpenMP task owns a block of chains (rows) and runs all k
 // steps on them with no synchronisation. Each half-step is a product state[R, K] @ M[K, N]
-// (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W, both packed once per call into
-// 16-column panels) followed by a fused epilogue (bias, sigmoid, 16 Philox draws at once,
-// compare) on each finished 16-column strip.
+// (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W, both packed into 16-column
+// panels, and reused by the next call while W holds the same values: packed_for) followed by a
+// fused epilogue (bias, sigmoid, 16 Philox draws at once, compare) on each finished 16-column
+// strip.
 //
 // Binary states are not multiplied. A Bernoulli state is 0/1, so a row of state @ M is the sum
 // of the rows of M that the state's ones select. The epilogue that draws a state records it as
@@ -32,7 +33,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "genfast/gibbs_math.h"
@@ -224,11 +227,91 @@ struct AlignedFloats {
   const float* data() const { return ptr; }
 };
 
+#if defined(__AVX512F__)
+// 16 lanes of common.h's f16_to_f32 / f32_to_f16 / f32_to_bf16 in integer vector operations, bit for
+// bit the same values (NaN payloads, subnormals, ties to even; the one float multiply of each
+// subnormal path is the scalar one's, so MXCSR's flush-to-zero flags act on both alike). The F16C
+// conversions (vcvtph2ps / vcvtps2ph) would not do: they keep NaN payloads where the scalar code
+// writes a canonical NaN. The scalar conversions, branchy and not vectorised, took ~6 ms of a
+// k = 1 float16 call (B = 1000, V = 784, H = 256, one thread: the four outputs, 2.1M values).
+inline __m512 f16x16_to_f32(__m256i h) {
+  const __m512i x = _mm512_cvtepu16_epi32(h);
+  const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x8000)), 16);
+  const __m512i exp = _mm512_and_si512(_mm512_srli_epi32(x, 10), _mm512_set1_epi32(0x1f));
+  const __m512i man13 = _mm512_slli_epi32(_mm512_and_si512(x, _mm512_set1_epi32(0x3ff)), 13);
+  __m512i r = _mm512_or_si512(_mm512_slli_epi32(_mm512_add_epi32(exp, _mm512_set1_epi32(112)), 23), man13);
+  r = _mm512_mask_or_epi32(r, _mm512_cmpeq_epi32_mask(exp, _mm512_set1_epi32(0x1f)), man13,
+                           _mm512_set1_epi32(0x7f800000));
+  const __mmask16 sub = _mm512_cmpeq_epi32_mask(exp, _mm512_setzero_si512());
+  if (sub) {  // man * 2^-24, exact; the sign is or-ed in below (the scalar code's -v)
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(man13, 13)),
+                                   _mm512_set1_ps(5.9604644775390625e-8f));
+    r = _mm512_mask_mov_epi32(r, sub, _mm512_castps_si512(v));
+  }
+  return _mm512_castsi512_ps(_mm512_or_si512(r, sign));
+}
+
+inline __m256i f32x16_to_f16(__m512 xf) {
+  const __m512i u = _mm512_castps_si512(xf);
+  const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000));
+  const __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(a, 13), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(
+      _mm512_sub_epi32(_mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0xfff)), odd),
+                       _mm512_set1_epi32(0x38000000)),
+      13);
+  const __mmask16 sub = _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x38800000));
+  if (sub) {  // a * 2^24 rounded to an integer, ties to even, as the scalar code does it
+    const __m512 v = _mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(16777216.0f));
+    __m512i iv = _mm512_cvttps_epi32(v);
+    const __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(iv));
+    const __mmask16 up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GT_OQ) |
+                         (_mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_EQ_OQ) &
+                          _mm512_test_epi32_mask(iv, _mm512_set1_epi32(1)));
+    iv = _mm512_mask_add_epi32(iv, up, iv, _mm512_set1_epi32(1));
+    r = _mm512_mask_mov_epi32(r, sub, iv);
+  }
+  r = _mm512_mask_mov_epi32(r, _mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x477ff000)),
+                            _mm512_set1_epi32(0x7c00));  // rounds to inf
+  r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7f800000)),
+                            _mm512_set1_epi32(0x7e00));  // NaN
+  return _mm512_cvtepi32_epi16(_mm512_or_si512(r, sign));
+}
+
+inline __m256i f32x16_to_bf16(__m512 xf) {
+  const __m512i u = _mm512_castps_si512(xf);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
+  r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x0040));
+  return _mm512_cvtepi32_epi16(r);
+}
+#endif
+
 // x[l] = src[l] in fp32 for l < m, 0 for m <= l < 16; and dst[l] = x[l] for l < m. The full strip
 // is a fixed-size loop (vector moves): a variable-length one becomes a memcpy call per strip.
 template <typename T>
 inline void load_strip(float* x, const T* src, int m) {
   if (m == kNR) {
+    if constexpr (std::is_same<T, float>::value) {
+      // one 64-byte copy: GCC assembled the 16 scalar loads below with vinsertps, which made the
+      // scan of v_in (bits_from_states) 0.56 ms of a k = 1 call (B = 1000, V = 784, one thread;
+      // 0.06 ms as a copy)
+      std::memcpy(x, src, sizeof(float) * kNR);
+      return;
+    }
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<T, half_t>::value) {
+      _mm512_storeu_ps(x, f16x16_to_f32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))));
+      return;
+    }
+    if constexpr (std::is_same<T, bf16_t>::value) {
+      const __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+      _mm512_storeu_ps(x, _mm512_castsi512_ps(_mm512_slli_epi32(h, 16)));
+      return;
+    }
+#endif
     for (int l = 0; l < kNR; ++l) x[l] = load_f32<T>(src, l);
   } else {
     for (int l = 0; l < kNR; ++l) x[l] = l < m ? load_f32<T>(src, l) : 0.0f;
@@ -237,42 +320,154 @@ inline void load_strip(float* x, const T* src, int m) {
 template <typename T>
 inline void store_strip(T* dst, const float* x, int m) {
   if (m == kNR) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<T, half_t>::value) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), f32x16_to_f16(_mm512_loadu_ps(x)));
+      return;
+    }
+    if constexpr (std::is_same<T, bf16_t>::value) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), f32x16_to_bf16(_mm512_loadu_ps(x)));
+      return;
+    }
+#endif
     for (int l = 0; l < kNR; ++l) store_f32<T>(dst, l, x[l]);
   } else {
     for (int l = 0; l < m; ++l) store_f32<T>(dst, l, x[l]);
   }
 }
 
-// W [H, V] packed once per call into the two panel layouts, in fp32 (bf16 / fp16 weights widened
-// exactly): Mh [ceil(H/16)][V][16] = W^T panels (hidden half-step), Mv [ceil(V/16)][H][16] = W
-// panels (visible half-step), zero-padded. Returns whether every weight is finite. On one thread:
-// on the shared 2-core machines a parallel region waits at its end for a descheduled worker, and
-// a k = 1 call measured 1.5x faster (median, load average 3.6) with both packs serial than with
-// each pack in its own parallel region.
+// store_strip for the outputs, which nothing reads again in the call: in fp32, a strip on a
+// 64-byte boundary (every strip when a row is a multiple of 64 bytes, as at V = 784, H = 256) is
+// one whole cache line, written with a non-temporal store, which skips reading the line into the
+// cache first. k = 1, B = 1000, V = 784, H = 256, one thread: 6.86 -> 6.23 ms per call; a consumer
+// of the outputs (hp.T @ vo, vp.sum(0)) took 4.75 ms after either. Not for fp16 / bf16: a strip
+// is half a line there, and the other half comes a panel later (no gain measured: 7.37 ms both,
+// bf16 6.60 -> 6.81). The streaming stores are ordered by the _mm_sfence at the end of each task
+// (gibbs_rows).
 template <typename T>
-bool pack_weight(const T* W, int64_t H, int64_t V, AlignedFloats& Mh, AlignedFloats& Mv) {
+inline void store_strip_streaming(T* dst, const float* x, int m) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (m == kNR && (reinterpret_cast<uintptr_t>(dst) & 63) == 0) return _mm512_stream_ps(dst, _mm512_loadu_ps(x));
+  }
+#endif
+  store_strip(dst, x, m);
+}
+
+// W [H, V] in the two panel layouts, in fp32 (bf16 / fp16 weights widened exactly): Mh
+// [ceil(H/16)][V][16] = W^T panels (hidden half-step), Mv [ceil(V/16)][H][16] = W panels (visible
+// half-step), zero-padded. Packed on the calling thread: on the shared 2-core machines a parallel
+// region waits at its end for a descheduled worker, and a k = 1 call measured 1.5x faster (median,
+// load average 3.6) with both packs serial than with each pack in its own parallel region.
+//
+// The packing of the calling thread's last call is kept and reused while W holds the same values:
+// CD training updates W in place between calls (same pointer, same shape, new values), and a
+// tensor's version counter misses writes through `.data`, NumPy views or other native code, and a
+// new tensor can reuse a freed one's address, so no key can tell that the values are unchanged.
+// The values themselves can: Mv holds every widened weight at a known place, and the packed panels
+// and the finiteness flag are functions of those values alone, so when every widened weight equals
+// its copy in Mv bit for bit, the packing is exactly what packing W again would give. The check
+// reads W and Mv once (no writes, so the worker's cached copies stay valid) and stops at the first
+// difference; an in-place update usually differs in the first strip, then costs nothing more.
+struct PackedWeight {
+  AlignedFloats Mh, Mv;
+  int64_t H = 0, V = 0;  // H = 0: nothing packed yet
+  bool finite = false;
+  uint64_t hits = 0, misses = 0;  // calls that reused / repacked (tests read them)
+};
+PackedWeight& packed_weight() {
+  static thread_local PackedWeight p;
+  return p;
+}
+
+// Whether Mv (packed for the same H and V) holds exactly the widened values of W, bit for bit
+// (so NaNs and signed zeros count; the zero padding of the last panel is compared too, against
+// the zeros that load_strip pads with). 16 rows of W at a time, so that Mv is read in 1 KiB runs
+// (16 consecutive rows of one panel): 0.042 / 0.19 ms at H = 256 / 1024 (V = 784, one thread)
+// against 0.053 / 0.25 row by row, where each row visits every panel.
+template <typename T>
+bool packed_matches(const T* W, int64_t H, int64_t V, const float* Mv) {
+  const int64_t npv = (V + kNR - 1) / kNR;
+  for (int64_t j0 = 0; j0 < H; j0 += kNR) {
+    const int64_t j1 = std::min(H, j0 + kNR);
+    uint32_t diff = 0;
+    for (int64_t ip = 0; ip < npv; ++ip) {
+      const int m = static_cast<int>(std::min<int64_t>(kNR, V - ip * kNR));
+      for (int64_t j = j0; j < j1; ++j) {
+        alignas(64) float x[kNR];
+        load_strip(x, W + j * V + ip * kNR, m);
+        const float* ov = Mv + (ip * H + j) * kNR;
+#if defined(__AVX512F__)
+        diff |= _mm512_cmpneq_epi32_mask(_mm512_castps_si512(_mm512_load_ps(x)),
+                                         _mm512_castps_si512(_mm512_load_ps(ov)));
+#else
+        alignas(64) uint32_t a[kNR], b[kNR];
+        std::memcpy(a, x, sizeof(a));
+        std::memcpy(b, ov, sizeof(b));
+        for (int l = 0; l < kNR; ++l) diff |= a[l] ^ b[l];
+#endif
+      }
+    }
+    if (diff) return false;
+  }
+  return true;
+}
+
+// Packs W into P.Mh and P.Mv, tile by tile: a 16 x 16 tile of W (16 rows of one Mh panel, 16
+// columns of one Mv panel) is read once, its rows go to Mv and its columns to Mh, so both layouts
+// are written in whole cache lines in order (the previous row-by-row pack wrote Mh with a stride
+// of 64 bytes and zero-filled it first): 0.10 / 0.45 ms at H = 256 / 1024 (V = 784, one thread)
+// against 0.20 / 0.87. Records H, V and whether every weight is finite.
+template <typename T>
+void pack_weight(const T* W, int64_t H, int64_t V, PackedWeight& P) {
   const int64_t nph = (H + kNR - 1) / kNR, npv = (V + kNR - 1) / kNR;
-  Mh.assign(static_cast<size_t>(nph * V * kNR), 0.0f);
-  Mv.reserve(static_cast<size_t>(npv * H * kNR));
+  P.Mh.reserve(static_cast<size_t>(nph * V * kNR));
+  P.Mv.reserve(static_cast<size_t>(npv * H * kNR));
+  float* Mh = P.Mh.data();
+  float* Mv = P.Mv.data();
   // x - x is 0 for a finite x and NaN otherwise; per-lane sums keep the loop vectorised
   alignas(64) float fin[kNR] = {};
-  for (int64_t j = 0; j < H; ++j) {
-    const T* row = W + j * V;
-    float* oh = Mh.data() + (j / kNR) * V * kNR + j % kNR;  // reads along a row, stride-16 writes
-    for (int64_t i = 0; i < V; ++i) oh[i * kNR] = load_f32<T>(row, i);
+  for (int64_t jp = 0; jp < nph; ++jp) {
+    const int rows = static_cast<int>(std::min<int64_t>(kNR, H - jp * kNR));
     for (int64_t ip = 0; ip < npv; ++ip) {
-      alignas(64) float x[kNR];
-      load_strip(x, row + ip * kNR, static_cast<int>(std::min<int64_t>(kNR, V - ip * kNR)));
-      float* ov = Mv.data() + (ip * H + j) * kNR;
-      for (int l = 0; l < kNR; ++l) {
-        ov[l] = x[l];
-        fin[l] += x[l] - x[l];
+      const int m = static_cast<int>(std::min<int64_t>(kNR, V - ip * kNR));
+      alignas(64) float t[kNR][kNR];  // t[r][l] = W[16 jp + r][16 ip + l], zero-padded
+      for (int r = 0; r < kNR; ++r) {
+        if (r < rows) {
+          load_strip(t[r], W + (jp * kNR + r) * V + ip * kNR, m);
+          float* ov = Mv + (ip * H + jp * kNR + r) * kNR;
+          for (int l = 0; l < kNR; ++l) {
+            ov[l] = t[r][l];
+            fin[l] += t[r][l] - t[r][l];
+          }
+        } else {
+          for (int l = 0; l < kNR; ++l) t[r][l] = 0.0f;
+        }
       }
+      float* oh = Mh + (jp * V + ip * kNR) * kNR;  // rows 16 ip + l of panel jp
+      for (int l = 0; l < m; ++l)
+        for (int r = 0; r < kNR; ++r) oh[l * kNR + r] = t[r][l];
     }
   }
   float all = 0.0f;
   for (int l = 0; l < kNR; ++l) all += fin[l];
-  return all == 0.0f;
+  P.H = H;
+  P.V = V;
+  P.finite = all == 0.0f;
+}
+
+// The packing of W for this call: the calling thread's last one when it holds the same values.
+template <typename T>
+const PackedWeight& packed_for(const T* W, int64_t H, int64_t V) {
+  PackedWeight& P = packed_weight();
+  if (P.H == H && P.V == V && packed_matches(W, H, V, P.Mv.data())) {
+    ++P.hits;
+  } else {
+    P.H = 0;  // not valid while packing (an exception leaves it empty)
+    pack_weight(W, H, V, P);
+    ++P.misses;
+  }
+  return P;
 }
 
 // The active units of each chain of a task, split by K block: the list of row r and block q holds
@@ -450,7 +645,11 @@ struct Scratch {
   BinaryOperand lv, lh;
   AlignedFloats tab;
 };
-Scratch& scratch() {
+// Not inlined: GCC otherwise propagates the thread_local's address into clones of the functions
+// that take its members (BinaryOperand::prepare, sparse_half_step) and recomputes it there, in
+// their loops, through __tls_get_addr calls (general-dynamic TLS in a shared object). Measured on
+// one thread, B = 1000, V = 784, H = 256, interleaved runs: 7.0 -> 6.0 ms per step at k = 10.
+__attribute__((noinline)) Scratch& scratch() {
   static thread_local Scratch s;
   return s;
 }
@@ -568,8 +767,8 @@ inline void epilogue_rows(const Plan& P, int64_t row0, int64_t lr0, int n, int64
       for (int l = 0; l < m; ++l) pk[l * kMR] = sm[l];
     }
     if (out.sample) {
-      store_strip(out.sample + b * N + n0, sm, m);
-      store_strip(out.prob + b * N + n0, pr, m);
+      store_strip_streaming(out.sample + b * N + n0, sm, m);
+      store_strip_streaming(out.prob + b * N + n0, pr, m);
     }
   }
 }
@@ -688,6 +887,9 @@ void gibbs_rows(const Plan& P, bool w_finite, const T* v_in, const float* vbias,
       dense_half_step<T, false, kGaussian>(P, row0, R, s.ah.data(), H, V, Mv, s.x.data(), vo, base);
     }
   }
+#if defined(__AVX512F__)
+  _mm_sfence();  // the outputs' streaming stores (store_strip_streaming) before the caller reads them
+#endif
 }
 
 template <typename T>
@@ -695,13 +897,14 @@ void gibbs_typed(const Plan& P, uint64_t v_in, uint64_t weight, uint64_t vbias, 
                  uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob) {
   const T* W = reinterpret_cast<const T*>(weight);  // [H, V]
   const int64_t V = P.V, H = P.H;
-  // The packed weights, owned by the calling thread and kept across its calls: a fresh buffer
-  // per call (1.6 MB at H = 256) cost 0.7 ms of page faults per call here. The workers read them
-  // through these pointers (a thread_local named inside the parallel loop is the worker's own).
-  static thread_local AlignedFloats packed_h, packed_v;
-  const bool w_finite = pack_weight(W, H, V, packed_h, packed_v);
-  const float* Mh = packed_h.data();
-  const float* Mv = packed_v.data();
+  // The packed weights, owned by the calling thread and kept across its calls (packed_for): a
+  // fresh buffer per call (1.6 MB at H = 256) cost 0.7 ms of page faults per call here. The
+  // workers read them through these pointers (a thread_local named inside the parallel loop is
+  // the worker's own).
+  const PackedWeight& packed = packed_for(W, H, V);
+  const bool w_finite = packed.finite;
+  const float* Mh = packed.Mh.data();
+  const float* Mv = packed.Mv.data();
   // Biases in fp32, zero-padded to whole 16-column strips, so the epilogue loop has no tail.
   std::vector<float> vb((V + kNR - 1) / kNR * kNR, 0.0f), hb((H + kNR - 1) / kNR * kNR, 0.0f);
   for (int64_t i = 0; i < V; ++i) vb[i] = load_f32<T>(reinterpret_cast<const T*>(vbias), i);
@@ -762,4 +965,15 @@ GENFAST_REGISTER(gibbs) {
       py::arg("sigma"),
       "k block-Gibbs steps of an RBM over validated, contiguous CPU tensors (v_in [B, V], weight [H, V], "
       "biases [V] / [H], philox int64 [2]); writes the last samples and probabilities.");
+  m.def(
+      "gibbs_pack_stats",
+      []() {
+        const genfast::PackedWeight& p = genfast::packed_weight();
+        py::dict d;
+        d["hits"] = p.hits;
+        d["misses"] = p.misses;
+        return d;
+      },
+      "Calls of gibbs on this thread that reused the packed weights of its previous call (hits: W held "
+      "the same values) or packed W again (misses); for tests.");
 }
