@@ -58,6 +58,14 @@ def sklearn_rbm(w, b, c):
 
 
 def _run(args, backend):
+    if backend == "cuda (mma)":
+        from genfast.ops import gibbs as G
+
+        G.CUDA_KERNEL = "mma"
+        try:
+            return O.gibbs(*args[:4], k=args[4], seed=1, backend="cuda")
+        finally:
+            G.CUDA_KERNEL = "simt"
     if backend == "triton (ieee)":
         import genfast.triton.gibbs as TG
 
@@ -73,7 +81,8 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # "triton (ieee)": the Triton kernel with plain float32 products instead of its default
     # bfloat16 split (genfast.triton.gibbs.FP32_PRECISION), for comparison
-    backends = ["cuda", "triton", "triton (ieee)"] if device == "cuda" else ["cpu"]
+    # "cuda (mma)": the opt-in tensor-core CUDA kernel (genfast.ops.gibbs.CUDA_KERNEL)
+    backends = ["cuda", "cuda (mma)", "triton", "triton (ieee)"] if device == "cuda" else ["cpu"]
     ceil = gpu_ceilings() if device == "cuda" else {}
     rows = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

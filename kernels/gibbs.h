@@ -14,4 +14,11 @@ void gibbs_cuda(uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t 
                 int64_t n_visible, int64_t n_hidden, int64_t k, int32_t dtype, bool gaussian, float sigma,
                 uint64_t stream);
 
+// The same contract on the tensor cores (kernels/gibbs_mma.cu; bf16 split operands with fp32
+// accuracy; sm_80+). Not yet run on a GPU: selected only by genfast.ops.gibbs.CUDA_KERNEL = "mma".
+void gibbs_cuda_mma(uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t hidden_bias, uint64_t philox,
+                    uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob, uint64_t state,
+                    int64_t batch, int64_t n_visible, int64_t n_hidden, int64_t k, int32_t dtype, bool gaussian,
+                    float sigma, uint64_t stream);
+
 }  // namespace genfast

@@ -21,6 +21,12 @@ from genfast.reference import gibbs as _ref
 
 _OP = "genfast.ops.gibbs"
 VISIBLE_TYPES = _ref.VISIBLE_TYPES
+# Which kernel backend="cuda" runs (read at each call): "simt", the float32-FMA kernel of
+# kernels/gibbs.cu (passed every CUDA test on an H100; 0.22-0.24x the eager cuBLAS loop there),
+# or "mma", the tensor-core kernel of kernels/gibbs_mma.cu (bf16 split operands, float32
+# accuracy; compiled for sm_80 / sm_90 but not yet run on a GPU, hence opt-in).
+CUDA_KERNEL = "simt"
+_CUDA_KERNELS = {"simt": "gibbs", "mma": "gibbs_mma"}
 
 
 class GibbsResult(NamedTuple):
@@ -66,10 +72,13 @@ def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma
     if backend == "cpu":
         _backends.cpu_module().gibbs(*ptrs, batch, n_visible, n_hidden, k, dtype, gaussian, sigma)
     else:
+        if CUDA_KERNEL not in _CUDA_KERNELS:
+            raise ValueError(f"{_OP}: genfast.ops.gibbs.CUDA_KERNEL must be one of {tuple(_CUDA_KERNELS)}, "
+                             f"got {CUDA_KERNEL!r}")
         # float32 chain state of every chain: [B, V + H], touched only by its chain's block
         state = torch.empty((batch, n_visible + n_hidden), dtype=torch.float32, device=v.device)
-        _backends.cuda_module().gibbs(*ptrs, state.data_ptr(), batch, n_visible, n_hidden, k, dtype, gaussian,
-                                      sigma, _backends.stream_of(v))
+        run = getattr(_backends.cuda_module(), _CUDA_KERNELS[CUDA_KERNEL])
+        run(*ptrs, state.data_ptr(), batch, n_visible, n_hidden, k, dtype, gaussian, sigma, _backends.stream_of(v))
     return v_out, h_out, v_prob, h_prob
 
 
@@ -173,7 +182,10 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         offset: counter position of the first draw (int or one-element int64 tensor).
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "cuda" runs the kernel named
+            by the module attribute ``CUDA_KERNEL`` ("simt" by default, "mma" opt-in); "triton"
+            multiplies on the tensor cores with float32 accuracy
+            (``genfast.triton.gibbs.FP32_PRECISION``).
 
     Returns:
         GibbsResult ``(v, h, v_prob, h_prob)``: [B, V], [B, H], [B, V], [B, H] in v's dtype.

@@ -149,6 +149,28 @@ def test_triton_product_precisions(monkeypatch, precision, visible):
         O.gibbs(*(t.to(backend_device("triton")) for t in (v0, w, b, c)), backend="triton")
 
 
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_mma_kernel_matches_reference(monkeypatch, dtype, visible):
+    """The opt-in tensor-core CUDA kernel (genfast.ops.gibbs.CUDA_KERNEL = "mma",
+    kernels/gibbs_mma.cu) gives the reference chain: edge shapes, a large one, a real-valued
+    start; an unknown kernel name is a ValueError."""
+    skip_unless_runs("cuda")
+    from genfast.ops import gibbs as G
+
+    monkeypatch.setattr(G, "CUDA_KERNEL", "mma")
+    for i, shape in enumerate(SHAPES + (LARGE, (1000, 784, 256))):
+        v0, w, b, c = _model(*shape, dtype, 40 + i, visible)
+        k = 3 if (visible == "bernoulli" or dtype == torch.float32) else 1
+        _check_chain("cuda", "cuda", v0, w, b, c, k=k, seed=9 + i, offset=2**33 + i, visible=visible, sigma=0.8)
+    v0, w, b, c = _model(33, 50, 20, dtype, 7, visible)
+    _check_chain("cuda", "cuda", torch.rand(33, 50).to(dtype), w, b, c, k=2, seed=1, offset=0, visible=visible,
+                 sigma=0.8)
+    monkeypatch.setattr(G, "CUDA_KERNEL", "wmma")
+    with pytest.raises(ValueError, match="CUDA_KERNEL"):
+        O.gibbs(*(t.cuda() for t in (v0, w, b, c)), backend="cuda")
+
+
 # The CPU kernel's operand forms (csrc/gibbs_cpu.cpp): binary states go through active-unit lists
 # (split into K blocks of at most 512 units) below ~1/3 density and through 4-unit codes into
 # per-task tables (blocks of 64 units) above it; real states through the dense product.
