@@ -253,6 +253,13 @@ def _actnorm_invconv_triton_fold(op, x, c, backend, perm, lower, upper, sign_s, 
     return y, logdet
 
 
+def _shapes_ok(c, perm, lower, upper, sign_s, log_s, s, b):
+    square, vector = (c, c), (c,)
+    return (lower.shape == square and upper.shape == square and perm.shape == vector
+            and sign_s.shape == vector and log_s.shape == vector
+            and (s is None or s.shape == vector) and (b is None or b.shape == vector))
+
+
 def _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, s, b, reverse):
     w_eff = torch.empty(c, c)
     b_eff = torch.empty(c)
@@ -489,8 +496,11 @@ def actnorm_invconv(
     fold_backend = None if fast else _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s,
                                                      actnorm_scale, actnorm_bias)
     in_kernel = fast or fold_backend is not None  # the fold checks the values itself
-    _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not in_kernel)
-    _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not in_kernel)
+    # the folds' conditions already checked every type, dtype and device: the shapes remain (when
+    # one is wrong, the full checks below name it)
+    if not (in_kernel and _shapes_ok(c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias)):
+        _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not in_kernel)
+        _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not in_kernel)
     if fast:
         return _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias,
                                     reverse)

@@ -672,3 +672,45 @@ def test_triton_fold_inverse_with_long_paths(c):
     assert ref.abs().max().item() == 2.0 ** (c - 2)
     assert int(status) == 0
     assert torch.equal(w.cpu().double(), ref)
+
+
+def test_eager_cpu_fold_memo_sees_every_change():
+    """The C++ fold reuses its previous result only for inputs with the same bits (a per-thread
+    memo keyed by content, csrc/invconv_cpu.cpp): after each in-place edit below (through the
+    tensor, through .data, through a NumPy view that leaves the version counter alone; the
+    permutation; the last actnorm bias entry; the direction; dropping actnorm) the op matches the
+    float64 reference for the edited parameters, and a repeated call returns the same result."""
+    _skip_unless("cpu")
+    c = 7
+    gen = torch.Generator().manual_seed(21)
+    perm, lo, up, sg, ls, s, b = _lu_params(c, gen)
+    x = torch.randn(2, c, 3, 3, generator=gen)
+
+    def check(reverse=False, actnorm=True):
+        args = (perm, lo, up, sg, ls) + ((s, b) if actnorm else (None, None))
+        y, ld = O.actnorm_invconv(x, *args, reverse=reverse, backend="cpu")
+        d64 = [t.double() if t is not None and t.is_floating_point() else t for t in args[1:]]
+        y_ref, ld_ref = R.actnorm_invconv(x.double(), perm, *d64, reverse=reverse)
+        assert (y.double() - y_ref).abs().max().item() < 1e-4 * (y_ref.abs().max().item() + 1)
+        torch.testing.assert_close(ld.double(), ld_ref, rtol=1e-5, atol=1e-4)
+        y2, ld2 = O.actnorm_invconv(x, *args, reverse=reverse, backend="cpu")
+        assert torch.equal(y, y2) and torch.equal(ld, ld2)
+
+    check()
+    lo[4, 1] += 0.5
+    check()
+    lo.data[5, 2] -= 0.25
+    check()
+    version = up._version
+    up.numpy()[1, 6] += 1.0
+    assert up._version == version
+    check()
+    perm[[0, 1]] = perm[[1, 0]]
+    check()
+    b[-1] += 1.0
+    check()
+    ls[0] -= 0.3
+    check(reverse=True)
+    check(reverse=False)
+    check(actnorm=False)
+    check(actnorm=True)
