@@ -57,24 +57,23 @@ def sklearn_rbm(w, b, c):
     return rbm
 
 
+# the variants' (module, attribute, value, backend) and the attribute's default
+_VARIANTS = {"cuda (mma)": ("genfast.ops.gibbs", "CUDA_KERNEL", "mma", "cuda", "simt"),
+             "triton (ieee)": ("genfast.triton.gibbs", "FP32_PRECISION", "ieee", "triton", "bf16x3")}
+
+
 def _run(args, backend):
-    if backend == "cuda (mma)":
-        from genfast.ops import gibbs as G
+    if backend not in _VARIANTS:
+        return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
+    import importlib
 
-        G.CUDA_KERNEL = "mma"
-        try:
-            return O.gibbs(*args[:4], k=args[4], seed=1, backend="cuda")
-        finally:
-            G.CUDA_KERNEL = "simt"
-    if backend == "triton (ieee)":
-        import genfast.triton.gibbs as TG
-
-        TG.FP32_PRECISION = "ieee"
-        try:
-            return O.gibbs(*args[:4], k=args[4], seed=1, backend="triton")
-        finally:
-            TG.FP32_PRECISION = "bf16x3"
-    return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
+    module, attr, value, base, default = _VARIANTS[backend]
+    mod = importlib.import_module(module)
+    setattr(mod, attr, value)
+    try:
+        return O.gibbs(*args[:4], k=args[4], seed=1, backend=base)
+    finally:
+        setattr(mod, attr, default)
 
 
 def main():

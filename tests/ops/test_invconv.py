@@ -477,6 +477,28 @@ def test_eager_cpu_fold_matches_autograd_path_and_reference(c, reverse, with_act
     torch.testing.assert_close(ld_fast, ld_slow.detach(), rtol=1e-5, atol=1e-4)
 
 
+def _bad_params(edit):
+    """LU and actnorm parameters (C = 6) with one kind of bad value."""
+    perm, lo, up, sg, ls, s, b = _lu_params(6, torch.Generator().manual_seed(0))
+    if edit == "perm_dup":
+        perm[1] = perm[0]
+    elif edit == "perm_range":
+        perm[2] = 6
+    elif edit == "perm_negative":
+        perm[2] = -1
+    elif edit == "sign":
+        sg[3] = 0.5
+        s[4] = 0.0  # a sign error is reported before a zero scale
+    elif edit == "zero_scale":
+        s[4] = 0.0
+    elif edit == "nan_scale":
+        s[4] = float("nan")
+    else:
+        assert edit == "inf_scale"
+        s[4] = float("-inf")
+    return perm, lo, up, sg, ls, s, b
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -489,17 +511,7 @@ def test_eager_cpu_fold_matches_autograd_path_and_reference(c, reverse, with_act
 )
 def test_eager_cpu_fold_rejects_bad_values(edit, message):
     _skip_unless("cpu")
-    perm, lo, up, sg, ls, s, b = _lu_params(6, torch.Generator().manual_seed(0))
-    if edit == "perm_dup":
-        perm[1] = perm[0]
-    elif edit == "perm_range":
-        perm[2] = 6
-    elif edit == "sign":
-        sg[3] = 0.5
-    elif edit == "zero_scale":
-        s[4] = 0.0
-    else:
-        s[4] = float("nan")
+    perm, lo, up, sg, ls, s, b = _bad_params(edit)
     for reverse in (False, True):
         with pytest.raises(ValueError, match=message):
             O.actnorm_invconv(torch.randn(2, 6, 3, 3), perm, lo, up, sg, ls, s, b, reverse=reverse)
@@ -594,22 +606,7 @@ def test_triton_fold_status_codes(edit, code):
     from genfast.triton.invconv import fold_lu_triton
 
     device = _device_for("triton")
-    perm, lo, up, sg, ls, s, b = _lu_params(6, torch.Generator().manual_seed(0))
-    if edit == "perm_dup":
-        perm[1] = perm[0]
-    elif edit == "perm_range":
-        perm[2] = 6
-    elif edit == "perm_negative":
-        perm[2] = -1
-    elif edit == "sign":
-        sg[3] = 0.5
-        s[4] = 0.0  # a sign error is reported before a zero scale
-    elif edit == "zero_scale":
-        s[4] = 0.0
-    elif edit == "nan_scale":
-        s[4] = float("nan")
-    else:
-        s[4] = float("-inf")
+    perm, lo, up, sg, ls, s, b = _bad_params(edit)
     for reverse in (False, True):
         w, bias, ld, status = _fold_outputs(6, device)
         dev = [t.to(device) for t in (perm, lo, up, sg, ls, s, b)]
