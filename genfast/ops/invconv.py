@@ -206,7 +206,7 @@ def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
         return None
     if x.device.type == "cpu" and not (backend == "triton" and _backends.triton_interpret()):
         return None
-    if x.device.type not in ("cpu", "cuda"):
+    if x.device.type not in ("cpu", "cuda") or not _backends._triton_importable():
         return None
     from genfast.triton import invconv as _tri
 
@@ -226,7 +226,7 @@ def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
         resolved = _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv")
     except _backends.BackendUnavailableError:
         return None
-    if resolved not in ("cuda", "triton") or not _backends.backends()["triton"]:
+    if resolved not in ("cuda", "triton"):
         return None
     return resolved
 
