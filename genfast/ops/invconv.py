@@ -172,47 +172,10 @@ _FOLD_ERRORS = {
 }
 
 
-def _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
-    """True when actnorm_invconv can take the eager CPU path: CPU tensors, float32 contiguous
-    parameters (int64 perm), C <= _FOLD_MAX_C, nothing to record for autograd, the C++ backend."""
-    if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dtype not in KERNEL_DTYPES:
-        return False
-    if c > _FOLD_MAX_C or backend not in ("auto", "cpu"):
-        return False
-    params = (lower, upper, sign_s, log_s, s, b)
-    for t in params:
-        if t is not None and not (isinstance(t, torch.Tensor) and t.dtype == torch.float32
-                                  and t.device.type == "cpu" and t.is_contiguous()):
-            return False
-    if not (isinstance(perm, torch.Tensor) and perm.dtype == torch.int64 and perm.device.type == "cpu"
-            and perm.is_contiguous()):
-        return False
-    if not eager_fast_path(x, perm, *params):
-        return False
-    try:
-        return _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv") == "cpu"
-    except _backends.BackendUnavailableError:
-        return False
-
-
-def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
-    """The resolved product backend when actnorm_invconv can fold its parameters in one Triton
-    launch (genfast.triton.invconv.fold_lu_triton) instead of a dozen small tensor ops: on a GPU
-    (C <= 64), where those ops cost ~0.3 ms per call against ~0.01 ms for the product at
-    64x48x16x16 (H100 run, benchmarks/RESULTS.md invconv_cuda), or for backend="triton" on CPU
-    tensors under the interpreter. Same conditions as the C++ fold otherwise (float32 contiguous
-    parameters on x's device, int64 perm, nothing to record for autograd). None: not possible."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in KERNEL_DTYPES:
-        return None
-    if x.device.type == "cpu" and not (backend == "triton" and _backends.triton_interpret()):
-        return None
-    if x.device.type not in ("cpu", "cuda") or not _backends._triton_importable():
-        return None
-    from genfast.triton import invconv as _tri
-
-    if c > _tri.FOLD_MAX_C:
-        return None
-    params = (lower, upper, sign_s, log_s, s, b)
+def _fold_backend(x, backend, perm, params):
+    """The resolved backend when the LU parameters can go to a one-call fold: float32 contiguous
+    parameters (None allowed) and an int64 contiguous perm, all on x's device, and nothing to
+    record for autograd (eager_fast_path). None otherwise, or when ``backend`` cannot run here."""
     for t in params:
         if t is not None and not (isinstance(t, torch.Tensor) and t.dtype == torch.float32
                                   and t.device == x.device and t.is_contiguous()):
@@ -223,12 +186,40 @@ def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
     if not eager_fast_path(x, perm, *params):
         return None
     try:
-        resolved = _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv")
+        return _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv")
     except _backends.BackendUnavailableError:
         return None
-    if resolved not in ("cuda", "triton"):
+
+
+def _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
+    """True when actnorm_invconv can take the eager CPU path: CPU tensors, C <= _FOLD_MAX_C, the
+    C++ backend, and _fold_backend's conditions on the parameters."""
+    if not isinstance(x, torch.Tensor) or x.device.type != "cpu" or x.dtype not in KERNEL_DTYPES:
+        return False
+    if c > _FOLD_MAX_C or backend not in ("auto", "cpu"):
+        return False
+    return _fold_backend(x, backend, perm, (lower, upper, sign_s, log_s, s, b)) == "cpu"
+
+
+def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
+    """The resolved product backend when actnorm_invconv can fold its parameters in one Triton
+    launch (genfast.triton.invconv.fold_lu_triton) instead of a dozen small tensor ops: on a GPU
+    (C <= 64), where those ops cost ~0.3 ms per call against ~0.01 ms for the product at
+    64x48x16x16 (H100 run, benchmarks/RESULTS.md invconv_cuda), or for backend="triton" on CPU
+    tensors under the interpreter. The parameters as for the C++ fold (_fold_backend). None: not
+    possible."""
+    if not isinstance(x, torch.Tensor) or x.dtype not in KERNEL_DTYPES:
         return None
-    return resolved
+    if x.device.type == "cpu" and not (backend == "triton" and _backends.triton_interpret()):
+        return None
+    if x.device.type not in ("cpu", "cuda") or not _backends._triton_importable():
+        return None
+    from genfast.triton import invconv as _tri
+
+    if c > _tri.FOLD_MAX_C:
+        return None
+    resolved = _fold_backend(x, backend, perm, (lower, upper, sign_s, log_s, s, b))
+    return resolved if resolved in ("cuda", "triton") else None
 
 
 def _actnorm_invconv_triton_fold(op, x, c, backend, perm, lower, upper, sign_s, log_s, s, b, reverse):
