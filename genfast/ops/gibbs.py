@@ -72,9 +72,7 @@ def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma
     if backend == "cpu":
         _backends.cpu_module().gibbs(*ptrs, batch, n_visible, n_hidden, k, dtype, gaussian, sigma)
     else:
-        if CUDA_KERNEL not in _CUDA_KERNELS:
-            raise ValueError(f"{_OP}: genfast.ops.gibbs.CUDA_KERNEL must be one of {tuple(_CUDA_KERNELS)}, "
-                             f"got {CUDA_KERNEL!r}")
+        check_choice("genfast.ops.gibbs.CUDA_KERNEL", CUDA_KERNEL, _CUDA_KERNELS, op=_OP)
         # float32 chain state of every chain: [B, V + H], touched only by its chain's block
         state = torch.empty((batch, n_visible + n_hidden), dtype=torch.float32, device=v.device)
         run = getattr(_backends.cuda_module(), _CUDA_KERNELS[CUDA_KERNEL])

@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
+from genfast.ops._common import check_choice
 from genfast.triton._philox import normal_from_bits, philox_words, uniform_from_bits
 
 # BM = 16 chains per program: the smallest M tile tl.dot accepts, which maximises the number of
@@ -194,9 +195,7 @@ def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_p
     Writes ``v_out, v_prob`` [B, V] and ``h_out, h_prob`` [B, H] (dtype of v). The products
     follow the module's ``FP32_PRECISION`` (ValueError for an unknown value).
     """
-    if FP32_PRECISION not in _PRECISIONS:
-        raise ValueError(f"genfast.triton.gibbs.FP32_PRECISION must be one of {_PRECISIONS}, "
-                         f"got {FP32_PRECISION!r}")
+    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.gibbs")
     batch, n_visible = v.shape
     n_hidden = weight.shape[0]
     if batch == 0:

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
+from genfast.ops._common import check_choice
 
 # 64 x 64 output tiles with K steps of 32: one tile covers C <= 64 (Glow's usual widths, where the
 # op is memory-bound) so each input element is read once; 4 warps hold a 64x64 fp32 accumulator
@@ -93,9 +94,7 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
     Raises:
         ValueError: an unknown ``FP32_PRECISION``.
     """
-    if FP32_PRECISION not in _PRECISIONS:
-        raise ValueError(f"genfast.triton.invconv.FP32_PRECISION must be one of {_PRECISIONS}, "
-                         f"got {FP32_PRECISION!r}")
+    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.invconv")
     n, c, h, w = x.shape
     hw = h * w
     if n == 0 or c == 0 or hw == 0:

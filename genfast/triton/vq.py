@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
+from genfast.ops._common import check_choice
 
 # 64 rows x 64 codes per tile: a [64, 64] fp32 accumulator is 16 KiB of registers over 4 warps,
 # the usual tile of Triton's matmul tutorial for these sizes; it also keeps the number of
@@ -123,8 +124,7 @@ def vq_triton(z, codebook, indices, distances, z_q, counts, sums, *, use_cosine_
     ``z_q`` / ``counts`` / ``sums`` are None when not wanted; counts and sums must be zeroed.
     Raises ValueError for an unknown ``FP32_PRECISION``.
     """
-    if FP32_PRECISION not in _PRECISIONS:
-        raise ValueError(f"genfast.triton.vq.FP32_PRECISION must be one of {_PRECISIONS}, got {FP32_PRECISION!r}")
+    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.vq")
     n, d = z.shape
     k = codebook.shape[0]
     if n == 0:
