@@ -8,7 +8,9 @@ A benchmark is never a pass/fail test.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import importlib
 import os
 import platform
 import re
@@ -21,6 +23,19 @@ import torch.utils.benchmark as tbench
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+@contextlib.contextmanager
+def setting(module: str, name: str, value):
+    """Within the block, ``module.name = value`` (a kernel variant switch such as
+    genfast.triton.vq.FP32_PRECISION); the previous value is restored after it."""
+    mod = importlib.import_module(module)
+    old = getattr(mod, name)
+    setattr(mod, name, value)
+    try:
+        yield
+    finally:
+        setattr(mod, name, old)
 
 
 def time_ms(fn, device: str = "cpu", min_run_time: float = 1.0) -> float:

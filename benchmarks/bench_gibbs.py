@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 
@@ -57,23 +57,17 @@ def sklearn_rbm(w, b, c):
     return rbm
 
 
-# the variants' (module, attribute, value, backend) and the attribute's default
-_VARIANTS = {"cuda (mma)": ("genfast.ops.gibbs", "CUDA_KERNEL", "mma", "cuda", "simt"),
-             "triton (ieee)": ("genfast.triton.gibbs", "FP32_PRECISION", "ieee", "triton", "bf16x3")}
+# variant rows: (module, attribute, value, backend)
+_VARIANTS = {"cuda (mma)": ("genfast.ops.gibbs", "CUDA_KERNEL", "mma", "cuda"),
+             "triton (ieee)": ("genfast.triton.gibbs", "FP32_PRECISION", "ieee", "triton")}
 
 
 def _run(args, backend):
     if backend not in _VARIANTS:
         return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
-    import importlib
-
-    module, attr, value, base, default = _VARIANTS[backend]
-    mod = importlib.import_module(module)
-    setattr(mod, attr, value)
-    try:
+    module, attr, value, base = _VARIANTS[backend]
+    with setting(module, attr, value):
         return O.gibbs(*args[:4], k=args[4], seed=1, backend=base)
-    finally:
-        setattr(mod, attr, default)
 
 
 def main():

@@ -28,7 +28,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 from genfast.reference import invconv as R  # noqa: E402
@@ -90,13 +90,9 @@ def _normflows_pair(c, params):
 
 
 def _triton_ieee(x, we, be):
-    import genfast.triton.invconv as TI
-
-    TI.FP32_PRECISION = "ieee"
-    try:
+    """The Triton kernel with float32 FMA products instead of its default tf32x3."""
+    with setting("genfast.triton.invconv", "FP32_PRECISION", "ieee"):
         return O.invconv1x1(x, we, be, backend="triton")
-    finally:
-        TI.FP32_PRECISION = "tf32x3"
 
 
 def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):

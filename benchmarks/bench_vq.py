@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 
@@ -32,13 +32,8 @@ TILE = 4096
 
 def _ieee(z, e):
     """The Triton kernel with float32 FMA products instead of its default three TF32 products."""
-    import genfast.triton.vq as TV
-
-    TV.FP32_PRECISION = "ieee"
-    try:
+    with setting("genfast.triton.vq", "FP32_PRECISION", "ieee"):
         return O.vq_nearest(z, e, backend="triton")
-    finally:
-        TV.FP32_PRECISION = "tf32x3"
 
 
 def cdist_argmin(z, e):
