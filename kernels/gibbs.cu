@@ -12,6 +12,7 @@
 #include "genfast/gibbs_math.h"
 #include "genfast/philox.h"
 #include "gibbs.h"
+#include "gibbs_args.cuh"
 
 namespace genfast {
 namespace {
@@ -32,20 +33,7 @@ static_assert(kThreads == (kBM / kRowsPerThread) * kLanes, "thread layout");
 static_assert(kBN == kLanes * kColsPerThread, "column layout");
 static_assert(kBM * kBK == kThreads, "one state element per thread per slice");
 
-struct GibbsArgs {
-  const void* v_in;      // [B, V] T
-  const void* weight;    // [H, V] T
-  const void* vbias;     // [V] T
-  const void* hbias;     // [H] T
-  const int64_t* philox; // [2] (seed, offset)
-  void* v_out;           // [B, V] T
-  void* h_out;           // [B, H] T
-  void* v_prob;          // [B, V] T
-  void* h_prob;          // [B, H] T
-  float* state;          // [B, V + H] float32: v part then h part
-  int64_t B, V, H, k;
-  float sigma, inv_sigma;
-};
+using GibbsArgs = GibbsIO;
 
 // acc[r][q] for rows row0 + 2 rg + r, columns n0 + lane + 64 q, of one half-step's product.
 // kHidden: A = v part of the state (or v_in at step 0), M = W^T; else A = h part, M = W.
@@ -195,25 +183,11 @@ void gibbs_cuda(uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t 
                 uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob, uint64_t state, int64_t batch,
                 int64_t n_visible, int64_t n_hidden, int64_t k, int32_t dtype, bool gaussian, float sigma,
                 uint64_t stream) {
-  if (batch <= 0 || k <= 0) return;
-  if (n_visible <= 0 || n_hidden <= 0) throw std::invalid_argument("genfast gibbs_cuda: empty weight");
-  GibbsArgs P;
-  P.v_in = reinterpret_cast<const void*>(v_in);
-  P.weight = reinterpret_cast<const void*>(weight);
-  P.vbias = reinterpret_cast<const void*>(visible_bias);
-  P.hbias = reinterpret_cast<const void*>(hidden_bias);
-  P.philox = reinterpret_cast<const int64_t*>(philox);
-  P.v_out = reinterpret_cast<void*>(v_out);
-  P.h_out = reinterpret_cast<void*>(h_out);
-  P.v_prob = reinterpret_cast<void*>(v_prob);
-  P.h_prob = reinterpret_cast<void*>(h_prob);
-  P.state = reinterpret_cast<float*>(state);
-  P.B = batch;
-  P.V = n_visible;
-  P.H = n_hidden;
-  P.k = k;
-  P.sigma = gaussian ? sigma : 1.0f;
-  P.inv_sigma = gaussian ? 1.0f / sigma : 1.0f;
+  GibbsArgs P{};
+  if (!gibbs_io(P, v_in, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, state, batch,
+                n_visible, n_hidden, k, gaussian, sigma)) {
+    return;
+  }
   cudaStream_t s = as_stream(stream);
   if (dtype == kFloat32) return launch<float>(P, gaussian, s);
   if (dtype == kFloat16) return launch<half_t>(P, gaussian, s);
