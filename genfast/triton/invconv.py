@@ -128,16 +128,16 @@ FOLD_MAX_C = 64
 
 
 @triton.jit
-def _eye(r, BLOCK: tl.constexpr):
+def _eye(r):
     return tl.where(r[:, None] == r[None, :], 1.0, 0.0).to(tl.float64)
 
 
 @triton.jit
-def _inv_unipotent(n, r, BLOCK: tl.constexpr, LOG2: tl.constexpr):
-    """(I - n)^-1 for a strictly triangular (nilpotent) float64 tile n: the finite Neumann series
-    sum_{k < BLOCK} n^k as prod_{j < LOG2} (I + n^(2^j)) (n^BLOCK = 0): 2 LOG2 - 1 products and
-    no row-by-row substitution, which a program cannot index."""
-    eye = _eye(r, BLOCK)
+def _inv_unipotent(n, r, LOG2: tl.constexpr):
+    """(I - n)^-1 for a strictly triangular (nilpotent) float64 tile n of width 2^LOG2: the
+    finite Neumann series sum_{k < 2^LOG2} n^k as prod_{j < LOG2} (I + n^(2^j)) (n^(2^LOG2) = 0):
+    2 LOG2 - 1 products and no row-by-row substitution, which a program cannot index."""
+    eye = _eye(r)
     acc = eye + n
     p = n
     for _j in range(1, LOG2):
@@ -189,7 +189,7 @@ def _fold_lu_kernel(perm_ptr, lower_ptr, upper_ptr, sign_ptr, logs_ptr, acts_ptr
     pmat = tl.where((r[None, :] == perm[:, None]) & m2, 1.0, 0.0).to(tl.float64)
     if not REVERSE:
         # W = P L U' with L = I + low, U' = up + diag(d); W_eff = W diag(s), b_eff = W b
-        eye = _eye(r, BLOCK)
+        eye = _eye(r)
         lu = tl.dot(eye + low, up + eye * d[None, :], input_precision="ieee")
         w = tl.dot(pmat, lu, input_precision="ieee")
         w_eff = w * s[None, :]
@@ -197,8 +197,8 @@ def _fold_lu_kernel(perm_ptr, lower_ptr, upper_ptr, sign_ptr, logs_ptr, acts_ptr
     else:
         # W^-1 = U'^-1 L^-1 P^T: L^-1 = (I - (-low))^-1; U'^-1 = (I - (-D^-1 up))^-1 D^-1;
         # W_eff = diag(1 / s) W^-1, b_eff = -b / s
-        l_inv = _inv_unipotent(-low, r, BLOCK, LOG2)
-        u_inv = _inv_unipotent(-(up / d[:, None]), r, BLOCK, LOG2) / d[None, :]
+        l_inv = _inv_unipotent(-low, r, LOG2)
+        u_inv = _inv_unipotent(-(up / d[:, None]), r, LOG2) / d[None, :]
         w = tl.dot(tl.dot(u_inv, l_inv, input_precision="ieee"), tl.trans(pmat), input_precision="ieee")
         w_eff = w / s[:, None]
         b_eff = -b / s
