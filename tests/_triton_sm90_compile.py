@@ -96,6 +96,19 @@ def main() -> None:
                         backend="triton")
             O.ddim_step(x, 501, x, ac, prev_timestep=481, backend="triton")
             O.ddim_step(x, 501, x, ac, prev_timestep=481, eta=0.5, seed=2, clip_sample=True, backend="triton")
+    # general solver step: history lengths 0-3, last sample, guidance with rescale, clip and
+    # threshold, given and generated noise, one coefficient row and one per batch row
+    for dt in (torch.float32, torch.float16):
+        for shape in ((1, 1), (3, 2, 8, 8)):
+            x = torch.randn(shape, generator=g).to(dt)
+            coef = torch.randn(shape[0], 20, generator=g)
+            for k in range(4):
+                O.solver_step(x, x, coef[:1], history=[x] * k, seed=3, backend="triton")
+            O.solver_step(x, x, coef, history=[x], last_sample=x, model_output_uncond=x, guidance_scale=2.0,
+                          guidance_rescale=0.5, clip_sample_range=1.0, noise=torch.randn_like(x),
+                          return_corrected=True, backend="triton")
+            O.solver_step(x, x, coef, thresholding=True, round_converted=False, return_converted=False,
+                          backend="triton")
     # gibbs: one chain (B = 1) and several, Bernoulli and Gaussian visible units; both product
     # forms; fp32 / fp16 / bf16 (3, 2 and 1 bfloat16 weight terms)
     for prec in ("bf16x3", "ieee"):

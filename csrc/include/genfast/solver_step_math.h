@@ -1,0 +1,109 @@
+// The arithmetic of the general solver step (genfast.ops.solver_step), shared by the C++ CPU
+// kernel (csrc/solver_step_cpu.cpp) and the CUDA kernel (kernels/solver_step.cu). The formula and
+// the coefficient names are specified in genfast/reference/solver_step.py.
+#pragma once
+#include <math.h>
+
+#include "genfast/common.h"
+
+namespace genfast {
+
+// Coefficient slots of one row, in the order of genfast/reference/solver_step.py COEFFICIENTS.
+enum SolverCoef : int32_t {
+  kCx = 0, kCg, kCz,             // m  = c_x x + c_g g + c_z z
+  kTm, kTx, kUm, kUx,            // x_0 view v = t_m m + t_x x; after the clamp m = u_m v + u_x x
+  kAx, kAs, kAm, kAh1, kAh2, kAh3, kAz,  // y1
+  kBy, kBm, kBh1, kBh2, kBh3, kBz,       // y2
+  kNumSolverCoef
+};
+
+enum ClampMode : int32_t { kClampNone = 0, kClampClip = 1, kClampThreshold = 2 };
+
+constexpr int kSolverMaxHistory = 3;
+
+// Every pointer is a device (or host) address passed from Python as an integer; the Python layer
+// validated shapes, dtypes, devices and contiguity. Each of the B rows holds n elements.
+struct SolverParams {
+  uint64_t model_output = 0;         // [B, n]
+  uint64_t model_output_uncond = 0;  // [B, n] or 0: classifier-free guidance
+  uint64_t sample = 0;               // [B, n]  x
+  uint64_t last_sample = 0;          // [B, n] or 0: s
+  uint64_t history[kSolverMaxHistory] = {0, 0, 0};  // [B, n] each, h1 h2 h3 (most recent first)
+  uint64_t noise = 0;                // [B, n] or 0
+  uint64_t philox = 0;               // int64 [2] = (seed, offset) or 0
+  uint64_t coefficients = 0;         // float32 [B or 1, kNumSolverCoef]
+  uint64_t row_scale = 0;            // float32 [B] or 0: guidance-rescale factor per row
+  uint64_t threshold = 0;            // float32 [B] or 0: dynamic-thresholding s per row
+  uint64_t prev_sample = 0;          // out [B, n]  y2
+  uint64_t converted = 0;            // out [B, n]  m, or 0
+  uint64_t corrected = 0;            // out [B, n]  y1, or 0
+  int64_t batch = 0;
+  int64_t n = 0;
+  int64_t coef_row_stride = 0;       // 0 (one row for all) or kNumSolverCoef
+  int32_t dtype = kFloat32;          // of every [B, n] input and output except noise
+  int32_t noise_dtype = kFloat32;
+  int32_t num_history = 0;           // 0..3
+  int32_t clamp_mode = kClampNone;
+  int32_t round_converted = 1;       // round m to dtype before use (diffusers stores it so)
+  float guidance_scale = 1.0f;
+  float clip_sample_range = 1.0f;
+};
+
+// The row-constant part: coefficients, clamp bounds, guidance-rescale factor.
+struct SolverRow {
+  float c[kNumSolverCoef];
+  float lo, hi, div;  // clamp of the x_0 view: v = min(max(v, lo), hi) / div
+  float scale;        // guidance-rescale factor (1 when off)
+};
+
+GF_HD SolverRow solver_row(const SolverParams& P, int64_t b) {
+  SolverRow r;
+  const float* c = reinterpret_cast<const float*>(P.coefficients) + b * P.coef_row_stride;
+#pragma unroll
+  for (int k = 0; k < kNumSolverCoef; ++k) r.c[k] = c[k];
+  r.lo = -P.clip_sample_range;
+  r.hi = P.clip_sample_range;
+  r.div = 1.0f;
+  if (P.clamp_mode == kClampThreshold) {
+    const float s = reinterpret_cast<const float*>(P.threshold)[b];
+    r.lo = -s;
+    r.hi = s;
+    r.div = s;
+  }
+  r.scale = P.row_scale ? reinterpret_cast<const float*>(P.row_scale)[b] : 1.0f;
+  return r;
+}
+
+// The value v would have after a round trip through dtype T (identity for float).
+template <typename T> GF_HD float round_through(float v) { return Scalar<T>::load(Scalar<T>::store(v)); }
+template <> GF_HD float round_through<float>(float v) { return v; }
+
+// One element. g: the guided model output; x: the sample; s: the last sample (0 when absent);
+// h: the K history values; z: the noise (0 when absent). Writes y2, m and y1.
+template <typename T, int K, bool kClamp>
+GF_HD void solver_element(const SolverRow& r, bool round_m, float g, float x, float s, const float* h, float z,
+                          float& y2_out, float& m_out, float& y1_out) {
+  float m = r.c[kCx] * x + r.c[kCg] * g + r.c[kCz] * z;
+  if (kClamp) {
+    float v = r.c[kTm] * m + r.c[kTx] * x;
+    // Comparisons, not fminf/fmaxf: they vectorise, and a NaN passes through as in torch.clamp.
+    v = v < r.lo ? r.lo : v;
+    v = (v > r.hi ? r.hi : v) / r.div;
+    m = r.c[kUm] * v + r.c[kUx] * x;
+  }
+  if (round_m) m = round_through<T>(m);
+  float y1 = r.c[kAx] * x + r.c[kAs] * s + r.c[kAm] * m + r.c[kAz] * z;
+  float y2 = r.c[kBm] * m + r.c[kBz] * z;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    y1 += r.c[kAh1 + k] * h[k];
+    y2 += r.c[kBh1 + k] * h[k];
+  }
+  // y1 is stored in dtype T (UniPC's corrected sample); y2 uses the stored value, as diffusers.
+  y1 = round_through<T>(y1);
+  y2_out = y2 + r.c[kBy] * y1;
+  m_out = m;
+  y1_out = y1;
+}
+
+}  // namespace genfast

@@ -1,0 +1,367 @@
+"""The general solver step: ``genfast.ops.solver_step``.
+
+One fused pass applies a per-row *linear combination* of the current sample, the (guided) model
+output, up to three stored converted model outputs, the previous sample and standard-normal
+noise, with optional clipping or dynamic thresholding of the predicted x_0 in the middle. The
+coefficients (20 floats per row, :data:`COEFFICIENTS`) come from the scheduler, which computes
+them once per schedule from its sigmas; the op never reads them on the host, so a sampling loop
+can be traced by ``torch.compile(fullgraph=True)`` or captured in a CUDA graph. The exact
+formula is the module docstring of :mod:`genfast.reference.solver_step`.
+
+DPM-Solver(++) (single- and multistep, ODE and SDE), UniPC (predictor and corrector), Euler,
+Euler ancestral, flow-matching Euler and LCM are all instances: ``genfast.samplers`` builds their
+coefficients (see the README's "one general op" section for the table).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
+
+import torch
+
+from genfast import _backends
+from genfast.ops._common import KERNEL_DTYPES, as_int64, check_tensor, eager_fast_path
+from genfast.reference import solver_step as _ref
+
+COEFFICIENTS = _ref.COEFFICIENTS
+NUM_COEFFICIENTS = _ref.NUM_COEFFICIENTS
+MAX_HISTORY = _ref.MAX_HISTORY
+_OP = "genfast.ops.solver_step"
+# Clamp modes of the kernels (csrc/include/genfast/solver_step_math.h, enum ClampMode).
+_CLAMP_NONE, _CLAMP_CLIP, _CLAMP_THRESHOLD = 0, 1, 2
+
+
+class SolverStepOutput(NamedTuple):
+    """Outputs of :func:`solver_step`, each shaped and typed like ``sample`` (None when not asked for).
+
+    Attributes:
+        prev_sample: ``y2``, the sample at the next (less noisy) timestep.
+        converted: ``m``, the converted model output (x_0 or epsilon) a multistep solver stores.
+        corrected: ``y1``, the intermediate combination (UniPC's corrected sample, LCM's denoised).
+    """
+
+    prev_sample: torch.Tensor
+    converted: Optional[torch.Tensor]
+    corrected: Optional[torch.Tensor]
+
+
+# --------------------------------------------------------------------------- kernels
+def _rescale_factor(cond, uncond, guidance_scale, guidance_rescale):
+    """Per-row guidance-rescale factor (Lin et al. 2024, eq. (16); diffusers' ``rescale_noise_cfg``):
+    ``phi * std(cond) / std(guided) + (1 - phi)``, std over all dims but the batch (unbiased), in float32."""
+    c = cond.float().reshape(cond.shape[0], -1)
+    u = uncond.float().reshape(cond.shape[0], -1)
+    guided = u + guidance_scale * (c - u)
+    return (guidance_rescale * (c.std(dim=1) / guided.std(dim=1)) + (1.0 - guidance_rescale)).contiguous()
+
+
+def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scale, thr, prev, conv, corr,
+            guidance_scale, clip_sample_range, clamp_mode, round_converted):
+    """One kernel pass over validated, contiguous tensors on one device."""
+    b = x.shape[0]
+    n = x.numel() // b
+    coef_stride = NUM_COEFFICIENTS if coef.numel() > NUM_COEFFICIENTS else 0
+    if backend == "triton":
+        from genfast.triton.solver_step import solver_step_triton
+
+        solver_step_triton(mo, mou, x, last, history, noise, philox, coef, row_scale, thr, prev, conv, corr,
+                           batch=b, n=n, coef_stride=coef_stride, guidance_scale=guidance_scale,
+                           clip_sample_range=clip_sample_range, clamp_mode=clamp_mode,
+                           round_converted=round_converted)
+        return
+    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    ptr = lambda v: 0 if v is None else v.data_ptr()  # noqa: E731
+    hs = list(history) + [None] * (MAX_HISTORY - len(history))
+    p = mod.SolverParams(
+        ptr(mo), ptr(mou), ptr(x), ptr(last), ptr(hs[0]), ptr(hs[1]), ptr(hs[2]), ptr(noise), ptr(philox),
+        ptr(coef), ptr(row_scale), ptr(thr), ptr(prev), ptr(conv), ptr(corr),
+        b, n, coef_stride, _backends.DTYPE_CODES[x.dtype],
+        _backends.DTYPE_CODES[noise.dtype] if noise is not None else 0,
+        len(history), clamp_mode, int(bool(round_converted)), float(guidance_scale), float(clip_sample_range),
+    )
+    if backend == "cpu":
+        mod.solver_step(p)
+    else:
+        mod.solver_step(p, _backends.stream_of(x))
+
+
+def _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
+          guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
+          sample_max_value, round_converted, return_converted, return_corrected, backend):
+    backend = _resolve(backend, sample)
+    empty = sample.new_empty(0)
+    if backend == "reference":
+        seed = offset = None
+        if philox is not None:
+            seed, offset = (int(v) for v in philox.tolist())
+        out = _ref.solver_step(
+            model_output, sample, coefficients, history=history, last_sample=last_sample,
+            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale, clip_sample_range=clip_sample_range if clip_sample_range > 0 else None,
+            thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+            sample_max_value=sample_max_value, round_converted=round_converted, noise=noise, seed=seed,
+            offset=offset or 0)
+        # a custom op's outputs may not alias its inputs
+        return (out[0].clone(), out[1].clone() if return_converted else empty,
+                out[2].clone() if return_corrected else empty)
+
+    prev = torch.empty_like(sample)
+    conv = torch.empty_like(sample) if return_converted else None
+    corr = torch.empty_like(sample) if return_corrected else None
+    if sample.numel() > 0:
+        row_scale = None
+        if model_output_uncond is not None and guidance_rescale > 0.0:
+            row_scale = _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_rescale)
+        args = dict(mo=model_output, x=sample, coef=coefficients, history=history, last=last_sample,
+                    mou=model_output_uncond, noise=noise, philox=philox, row_scale=row_scale,
+                    guidance_scale=guidance_scale)
+        thr = None
+        clamp_mode = _CLAMP_CLIP if clip_sample_range > 0 else _CLAMP_NONE
+        if thresholding:
+            thr = _threshold_scale(backend, args, coefficients, dynamic_thresholding_ratio, sample_max_value)
+            clamp_mode = _CLAMP_THRESHOLD
+        _launch(backend, thr=thr, prev=prev, conv=conv, corr=corr, clip_sample_range=clip_sample_range,
+                clamp_mode=clamp_mode, round_converted=round_converted, **args)
+    return prev, empty if conv is None else conv, empty if corr is None else corr
+
+
+def _threshold_scale(backend, args, coefficients, ratio, max_value):
+    """First pass of dynamic thresholding (Saharia et al. 2022): the unclamped converted output in
+    float32 from the kernel itself (same noise), its x_0 view ``t_m m + t_x x``, and the per-row
+    quantile of its magnitude clamped to [1, sample_max_value]."""
+    f32 = lambda v: None if v is None else v.float()  # noqa: E731
+    x32 = args["x"].float()
+    m32 = torch.empty_like(x32)
+    prev32 = torch.empty_like(x32)
+    pass1 = dict(args, mo=f32(args["mo"]), x=x32, mou=f32(args["mou"]), last=f32(args["last"]),
+                 history=[h.float() for h in args["history"]])
+    _launch(backend, thr=None, prev=prev32, conv=m32, corr=None, clip_sample_range=0.0, clamp_mode=_CLAMP_NONE,
+            round_converted=False, **pass1)
+    coef = coefficients.reshape(-1, NUM_COEFFICIENTS).float()
+    shape = (-1,) + (1,) * (x32.dim() - 1)
+    v = coef[:, _ref.INDEX["t_m"]].reshape(shape) * m32 + coef[:, _ref.INDEX["t_x"]].reshape(shape) * x32
+    s = torch.quantile(v.reshape(v.shape[0], -1).abs(), ratio, dim=1)
+    return s.clamp(min=1.0, max=max_value).contiguous()
+
+
+def _resolve(backend, sample):
+    if backend == "auto" and sample.dtype == torch.float64:
+        return "reference"  # the kernels compute in float32; float64 runs the oracle, documented
+    return _backends.resolve(backend, sample.device, _OP)
+
+
+@torch.library.custom_op("genfast::solver_step", mutates_args=())
+def _solver_step_op(model_output: torch.Tensor, sample: torch.Tensor, coefficients: torch.Tensor,
+                    history: list[torch.Tensor], last_sample: Optional[torch.Tensor],
+                    model_output_uncond: Optional[torch.Tensor], noise: Optional[torch.Tensor],
+                    philox: Optional[torch.Tensor], guidance_scale: float, guidance_rescale: float,
+                    clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
+                    sample_max_value: float, round_converted: bool, return_converted: bool,
+                    return_corrected: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
+                 guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
+                 sample_max_value, round_converted, return_converted, return_corrected, backend)
+
+
+@_solver_step_op.register_fake
+def _solver_step_fake(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise,
+                      philox, guidance_scale, guidance_rescale, clip_sample_range, thresholding,
+                      dynamic_thresholding_ratio, sample_max_value, round_converted, return_converted,
+                      return_corrected, backend):
+    empty = sample.new_empty(0)
+    return (torch.empty_like(sample), torch.empty_like(sample) if return_converted else empty,
+            torch.empty_like(sample) if return_corrected else empty)
+
+
+# ------------------------------------------------------------------------ validation
+def _number(name, value, *, lo=None, hi=None, lo_open=False):
+    """A finite Python number (int/float/numpy scalar) as float, else TypeError/ValueError naming it.
+    Tensors are refused: reading one on the host would synchronise with the device."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if hasattr(value, "__float__") and not isinstance(value, torch.Tensor):
+            value = float(value)  # numpy scalars
+        else:
+            raise TypeError(f"{_OP}: {name} must be a Python number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{_OP}: {name} must be finite, got {value}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{_OP}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{_OP}: {name} must be <= {hi}, got {value}")
+    return value
+
+
+def _same_as_sample(name, t, sample):
+    check_tensor(name, t, op=_OP, dtypes=(sample.dtype,), device=sample.device)
+    if t.shape != sample.shape:
+        raise ValueError(f"{_OP}: {name} must have the shape of sample {tuple(sample.shape)}, got {tuple(t.shape)}")
+    return t.contiguous()
+
+
+def _philox(seed, offset, device):
+    if isinstance(seed, torch.Tensor):
+        check_tensor("seed", seed, op=_OP, dtypes=(torch.int64,), device=device)
+        if seed.numel() != 1:
+            raise ValueError(f"{_OP}: a seed tensor must hold one value, got shape {tuple(seed.shape)}")
+        if isinstance(offset, torch.Tensor):
+            check_tensor("offset", offset, op=_OP, dtypes=(torch.int64,), device=device)
+            if offset.numel() != 1:
+                raise ValueError(f"{_OP}: an offset tensor must hold one value, got shape {tuple(offset.shape)}")
+            off = offset.reshape(())
+        else:
+            off = torch.tensor(as_int64("offset", offset, op=_OP), dtype=torch.int64, device=device)
+        return torch.stack([seed.reshape(()), off])
+    if isinstance(offset, torch.Tensor):
+        raise TypeError(f"{_OP}: offset may be a tensor only when seed is one")
+    return torch.tensor([as_int64("seed", seed, op=_OP), as_int64("offset", offset, op=_OP)],
+                        dtype=torch.int64, device=device)
+
+
+def solver_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    coefficients: torch.Tensor,
+    *,
+    history: Sequence[torch.Tensor] = (),
+    last_sample: Optional[torch.Tensor] = None,
+    model_output_uncond: Optional[torch.Tensor] = None,
+    guidance_scale: float = 1.0,
+    guidance_rescale: float = 0.0,
+    clip_sample_range: Optional[float] = None,
+    thresholding: bool = False,
+    dynamic_thresholding_ratio: float = 0.995,
+    sample_max_value: float = 1.0,
+    round_converted: bool = True,
+    noise: Optional[torch.Tensor] = None,
+    seed=None,
+    offset=0,
+    return_converted: bool = True,
+    return_corrected: bool = False,
+    backend: str = "auto",
+) -> SolverStepOutput:
+    """One step of any linear sampler (DPM-Solver++, UniPC, Euler, Euler ancestral, flow-matching
+    Euler, LCM, ...) in one fused pass; the formula is in :mod:`genfast.reference.solver_step`.
+
+    Args:
+        model_output: ``[B, C, ...]`` model prediction (conditional branch when guided), float32,
+            float16 or bfloat16 (float64 runs the reference backend).
+        sample: ``x``, ``[B, C, ...]``, same shape and dtype as ``model_output``.
+        coefficients: float32 ``[20]``, ``[1, 20]`` or ``[B, 20]`` (one row per batch row) on the
+            sample's device, in the order of :data:`COEFFICIENTS`. Never read on the host: NaN or
+            inf in it propagates to the outputs (the schedulers validate their schedules).
+        history: up to 3 earlier converted outputs ``h1, h2, h3`` (most recent first), each like
+            ``sample``; missing terms count as zero.
+        last_sample: ``s``, the previous step's sample (UniPC's corrector), like ``sample``.
+        model_output_uncond: unconditional model output for classifier-free guidance (Ho &
+            Salimans 2022); ``g = u + guidance_scale (model_output - u)``.
+        guidance_scale: w, a finite Python number.
+        guidance_rescale: rho in [0, 1] (Lin et al. 2024, eq. (16)); needs ``model_output_uncond``.
+        clip_sample_range: clamp the x_0 view to ``[-r, r]`` (r > 0), or None for no clipping.
+        thresholding: dynamic thresholding of the x_0 view (Saharia et al. 2022); overrides
+            ``clip_sample_range``. The threshold is computed without the ``c_z`` noise term only
+            if ``c_z`` is zero: it uses the same noise as the step.
+        dynamic_thresholding_ratio: the quantile of ``|x_0|`` per row, in [0, 1].
+        sample_max_value: upper clamp of the threshold, >= 1.
+        round_converted: round ``m`` to the dtype of ``model_output`` before it is used, as
+            diffusers stores it (False: Euler's float32 x_0). A no-op for float32.
+        noise: explicit standard-normal noise ``z`` like ``sample`` (float64/32/16/bf16 allowed).
+        seed: draw ``z`` in the kernel from genfast's Philox generator instead (element i at counter
+            position ``offset + i``, :mod:`genfast.reference.random`): a Python int or a 0-dim int64
+            tensor on the device. With neither ``noise`` nor ``seed``, ``z = 0``.
+        offset: counter offset of element 0 (int, or an int64 tensor when ``seed`` is one).
+        return_converted: also return ``m``.
+        return_corrected: also return ``y1``.
+        backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
+
+    Returns:
+        :class:`SolverStepOutput` ``(prev_sample, converted, corrected)``, each like ``sample``
+        (None where not asked for).
+
+    Raises:
+        TypeError: a non-tensor, a wrong dtype, or a tensor where a Python number is needed.
+        ValueError: shapes or devices that do not match, more than 3 history terms, numbers out of
+            range, ``noise`` together with ``seed``, ``guidance_rescale`` without the
+            unconditional output.
+        BackendUnavailableError: an explicit backend that cannot run here.
+
+    Source: the update rules of Lu et al. 2022 (DPM-Solver, DPM-Solver++), Zhao et al. 2023
+    (UniPC), Karras et al. 2022 (Euler), Luo et al. 2023 (LCM), Esser et al. 2024 (flow matching),
+    as diffusers 0.42 implements them in its schedulers' ``step``.
+    """
+    check_tensor("sample", sample, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), min_ndim=1)
+    device = sample.device
+    check_tensor("model_output", model_output, op=_OP, dtypes=(sample.dtype,), device=device)
+    if model_output.shape != sample.shape:
+        raise ValueError(f"{_OP}: model_output must have the shape of sample {tuple(sample.shape)}, "
+                         f"got {tuple(model_output.shape)}")
+    check_tensor("coefficients", coefficients, op=_OP, dtypes=(torch.float32, torch.float64), device=device)
+    b = sample.shape[0]
+    rows = coefficients.numel() // NUM_COEFFICIENTS if coefficients.numel() % NUM_COEFFICIENTS == 0 else -1
+    if coefficients.dim() not in (1, 2) or coefficients.shape[-1] != NUM_COEFFICIENTS or rows not in (1, b):
+        raise ValueError(f"{_OP}: coefficients must have shape [{NUM_COEFFICIENTS}], [1, {NUM_COEFFICIENTS}] or "
+                         f"[B={b}, {NUM_COEFFICIENTS}], got {tuple(coefficients.shape)}")
+    coefficients = coefficients.to(torch.float32).contiguous()
+    if not isinstance(history, (list, tuple)):
+        raise TypeError(f"{_OP}: history must be a list or tuple of tensors, got {type(history).__name__}")
+    if len(history) > MAX_HISTORY:
+        raise ValueError(f"{_OP}: history holds at most {MAX_HISTORY} tensors, got {len(history)}")
+    history = [_same_as_sample(f"history[{i}]", h, sample) for i, h in enumerate(history)]
+    if last_sample is not None:
+        last_sample = _same_as_sample("last_sample", last_sample, sample)
+    if model_output_uncond is not None:
+        model_output_uncond = _same_as_sample("model_output_uncond", model_output_uncond, sample)
+    guidance_scale = _number("guidance_scale", guidance_scale)
+    guidance_rescale = _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
+    if guidance_rescale > 0 and model_output_uncond is None:
+        raise ValueError(f"{_OP}: guidance_rescale > 0 needs model_output_uncond")
+    clip = 0.0 if clip_sample_range is None else _number("clip_sample_range", clip_sample_range, lo=0.0, lo_open=True)
+    thresholding = bool(thresholding)
+    ratio, max_value = 0.995, 1.0
+    if thresholding:
+        ratio = _number("dynamic_thresholding_ratio", dynamic_thresholding_ratio, lo=0.0, hi=1.0)
+        max_value = _number("sample_max_value", sample_max_value, lo=1.0)
+    philox = None
+    if noise is not None:
+        if seed is not None:
+            raise ValueError(f"{_OP}: pass either noise or seed, not both")
+        check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=device)
+        if noise.shape != sample.shape:
+            raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
+            noise = noise.to(torch.float32)  # the kernels read float32/16/bf16 noise
+        noise = noise.contiguous()
+    elif seed is not None:
+        philox = _philox(seed, offset, device)
+    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
+        raise ValueError(f"{_OP}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
+        raise TypeError(f"{_OP}: backend={backend!r} computes in float32 and takes float32/16/bf16 tensors; "
+                        "float64 runs on backend='reference' (or 'auto')")
+    args = (model_output.contiguous(), sample.contiguous(), coefficients, history, last_sample,
+            model_output_uncond, noise, philox, guidance_scale, guidance_rescale, clip, thresholding, ratio,
+            max_value, bool(round_converted), bool(return_converted), bool(return_corrected), backend)
+    tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, *history)
+    out = _impl(*args) if eager_fast_path(*tensors) else _solver_step_op(*args)
+    return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
+
+
+__all__ = ["solver_step", "SolverStepOutput", "COEFFICIENTS"]
+
+
+def _opcheck_samples():
+    """(op, args) pairs for tests/test_opcheck.py, which runs torch.library.opcheck on every op."""
+    x, mo, h1, noise = (torch.randn(2, 3, 4, 4) for _ in range(4))
+    coef = torch.randn(2, NUM_COEFFICIENTS)
+    out = []
+    for backend in ("cpu", "reference"):
+        out.append((torch.ops.genfast.solver_step.default, (
+            mo, x, coef, [h1], None, None, noise, None, 1.0, 0.0, 0.0, False, 0.995, 1.0, True, True, False,
+            backend)))
+        out.append((torch.ops.genfast.solver_step.default, (
+            mo, x, coef[:1].clone(), [h1, h1.clone()], x.clone(), mo.clone(), None, torch.tensor([3, 4]), 2.0, 0.5,
+            1.0, True, 0.9, 2.0, True, False, True, backend)))
+    return out
