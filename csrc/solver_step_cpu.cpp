@@ -62,7 +62,7 @@ void solver_cpu(const SolverParams& P) {
           float h[K > 0 ? K : 1];
           for (int q = 0; q < K; ++q) h[q] = load_f32<T>(hs[q], i0 + k);
           const float s = ls ? load_f32<T>(ls, i0 + k) : 0.0f;
-          solver_element<T, K, kClamp>(r, round_m, g, load_f32<T>(xs, i0 + k), s, h, z[k], y2v[k], mv[k], y1v[k]);
+          solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, g, load_f32<T>(xs, i0 + k), s, h, z[k], y2v[k], mv[k], y1v[k]);
         }
         for (int k = 0; k < m; ++k) store_f32<T>(y2o, i0 + k, y2v[k]);
         if (mo_out) for (int k = 0; k < m; ++k) store_f32<T>(mo_out, i0 + k, mv[k]);

@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParam
       const int64_t i = b * n + j;
       const float z = ph ? philox_normal(seed, offset + static_cast<uint64_t>(i)) : zv[k];
       float y2, m, y1;
-      solver_element<T, K, kClamp>(r, round_m, gv[k], xv[k], sv[k], hv[k], z, y2, m, y1);
+      solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, gv[k], xv[k], sv[k], hv[k], z, y2, m, y1);
       store_f32<T>(y2o, i, y2);
       if (m_o) store_f32<T>(m_o, i, m);
       if (y1o) store_f32<T>(y1o, i, y1);

@@ -101,7 +101,8 @@ def _impl(model_output, sample, coefficients, history, last_sample, model_output
             model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale, clip_sample_range=clip_sample_range if clip_sample_range > 0 else None,
             thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
-            sample_max_value=sample_max_value, round_converted=round_converted, noise=noise, seed=seed,
+            sample_max_value=sample_max_value, round_converted=round_converted, round_corrected=return_corrected,
+            noise=noise, seed=seed,
             offset=offset or 0)
         # a custom op's outputs may not alias its inputs
         return (out[0].clone(), out[1].clone() if return_converted else empty,
@@ -264,7 +265,8 @@ def solver_step(
             ``clip_sample_range``. The threshold is computed without the ``c_z`` noise term only
             if ``c_z`` is zero: it uses the same noise as the step.
         dynamic_thresholding_ratio: the quantile of ``|x_0|`` per row, in [0, 1].
-        sample_max_value: upper clamp of the threshold, >= 1.
+        sample_max_value: upper clamp of the threshold, > 0 (the threshold is
+            ``min(max(quantile, 1), sample_max_value)``, torch.clamp's rule: below 1 it wins).
         round_converted: round ``m`` to the dtype of ``model_output`` before it is used, as
             diffusers stores it (False: Euler's float32 x_0). A no-op for float32.
         noise: explicit standard-normal noise ``z`` like ``sample`` (float64/32/16/bf16 allowed).
@@ -273,7 +275,8 @@ def solver_step(
             tensor on the device. With neither ``noise`` nor ``seed``, ``z = 0``.
         offset: counter offset of element 0 (int, or an int64 tensor when ``seed`` is one).
         return_converted: also return ``m``.
-        return_corrected: also return ``y1``.
+        return_corrected: also return ``y1``; then ``y2`` uses ``y1`` rounded to the dtype, as
+            stored (diffusers' UniPC and LCM round it so); otherwise ``y1`` stays in float32.
         backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
 
     Returns:
@@ -322,7 +325,7 @@ def solver_step(
     ratio, max_value = 0.995, 1.0
     if thresholding:
         ratio = _number("dynamic_thresholding_ratio", dynamic_thresholding_ratio, lo=0.0, hi=1.0)
-        max_value = _number("sample_max_value", sample_max_value, lo=1.0)
+        max_value = _number("sample_max_value", sample_max_value, lo=0.0, lo_open=True)
     philox = None
     if noise is not None:
         if seed is not None:

@@ -17,7 +17,7 @@ applies them::
                   m = u_m v + u_x x                       back to the converted quantity
     m   = round(m) to the model dtype (round_converted)   diffusers stores it in that dtype
     y1  = a_x x + a_s s + a_m m + a_h1 h1 + a_h2 h2 + a_h3 h3 + a_z z
-    y1  = round(y1) to the sample dtype                   (UniPC's corrected sample, LCM's denoised)
+    y1  = round(y1) to the sample dtype (round_corrected) when it is stored (UniPC, LCM)
     y2  = b_y y1 + b_m m + b_h1 h1 + b_h2 h2 + b_h3 h3 + b_z z     the previous sample
 
 with ``g = phi_b (u + w (c - u))`` for classifier-free guidance (Ho & Salimans 2022) and
@@ -49,8 +49,8 @@ def _rows(v: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def solver_step(model_output, sample, coefficients, *, history=(), last_sample=None, model_output_uncond=None,
                 guidance_scale=1.0, guidance_rescale=0.0, clip_sample_range=None, thresholding=False,
-                dynamic_thresholding_ratio=0.995, sample_max_value=1.0, round_converted=True, noise=None,
-                seed=None, offset=0, compute_dtype=None):
+                dynamic_thresholding_ratio=0.995, sample_max_value=1.0, round_converted=True, round_corrected=True,
+                noise=None, seed=None, offset=0, compute_dtype=None):
     """Reference solver step; see :func:`genfast.ops.solver_step` for the arguments.
 
     ``compute_dtype`` (default float32, float64 for float64 inputs) is the dtype of the
@@ -102,7 +102,8 @@ def solver_step(model_output, sample, coefficients, *, history=(), last_sample=N
     s_prev = torch.zeros_like(x) if last_sample is None else last_sample.to(cd)
     y1 = (c("a_x") * x + c("a_s") * s_prev + c("a_m") * m + c("a_h1") * hs[0] + c("a_h2") * hs[1]
           + c("a_h3") * hs[2] + c("a_z") * z)
-    y1 = y1.to(sample.dtype).to(cd)
+    if round_corrected:
+        y1 = y1.to(sample.dtype).to(cd)
     y2 = (c("b_y") * y1 + c("b_m") * m + c("b_h1") * hs[0] + c("b_h2") * hs[1] + c("b_h3") * hs[2]
           + c("b_z") * z)
     return y2.to(sample.dtype), m.to(sample.dtype), y1.to(sample.dtype)

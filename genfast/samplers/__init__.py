@@ -14,10 +14,22 @@ from genfast.samplers._config import FrozenDict, UnknownArgumentError
 from genfast.samplers._outputs import DDIMSchedulerOutput, DDPMSchedulerOutput, SchedulerOutput
 from genfast.samplers.ddim import DDIMScheduler
 from genfast.samplers.ddpm import DDPMScheduler
+from genfast.samplers.dpm_solver import DPMSolverMultistepScheduler
+from genfast.samplers.euler import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+from genfast.samplers.flow_match import FlowMatchEulerDiscreteScheduler
+from genfast.samplers.lcm import LCMScheduler
+from genfast.samplers.unipc import SingularScheduleError, UniPCMultistepScheduler
 
 __all__ = [
     "DDPMScheduler",
     "DDIMScheduler",
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "LCMScheduler",
+    "SingularScheduleError",
     "DDPMSchedulerOutput",
     "DDIMSchedulerOutput",
     "SchedulerOutput",

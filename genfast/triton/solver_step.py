@@ -87,7 +87,8 @@ def _solver_step_kernel(
         h = tl.load(h3_ptr + off, mask=mask, other=0.0).to(tl.float32)
         y1 += _coef(coef_ptr, row, coef_stride, 12) * h
         y2 += _coef(coef_ptr, row, coef_stride, 18) * h
-    y1 = y1.to(dt).to(tl.float32)
+    if STORE_Y1:
+        y1 = y1.to(dt).to(tl.float32)  # y2 uses y1 as stored (the C++ kernel's rule)
     y2 += _coef(coef_ptr, row, coef_stride, 14) * y1
     tl.store(y2_ptr + off, y2.to(dt), mask=mask)
     if STORE_M:

@@ -17,8 +17,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 NC = RS.NUM_COEFFICIENTS
 
 
-def _ref(*args, compute_dtype=None, return_converted=True, return_corrected=True, **kwargs):
-    return RS.solver_step(*args, compute_dtype=compute_dtype, **kwargs)
+def _ref(*args, compute_dtype=None, return_converted=True, return_corrected=False, **kwargs):
+    return RS.solver_step(*args, compute_dtype=compute_dtype, round_corrected=return_corrected, **kwargs)
 
 
 def _case(shape, dtype, device, gen, *, k, last, uncond, per_row):
@@ -64,8 +64,8 @@ def test_matches_reference(kernel_backend, shape, dtype):
         kw = dict(case["kwargs"], guidance_scale=2.5 if guide != "none" else 1.0,
                   guidance_rescale=0.7 if guide == "rescale" else 0.0,
                   clip_sample_range=1.5 if clamp == "clip" else None, thresholding=clamp == "threshold",
-                  dynamic_thresholding_ratio=0.9, sample_max_value=2.0, round_converted=i % 2 == 0,
-                  return_converted=True, return_corrected=True)
+                  dynamic_thresholding_ratio=0.9, sample_max_value=2.0 if i % 7 else 0.7,
+                  round_converted=i % 2 == 0, return_converted=True, return_corrected=i % 3 != 0)
         if noise == "tensor":
             kw["noise"] = torch.randn(shape, generator=gen).to(device, dtype)
         elif noise == "philox":
@@ -183,7 +183,7 @@ def test_float64_noise_with_float32_sample():
     (dict(guidance_rescale=0.5), ValueError, "guidance_rescale"),
     (dict(guidance_rescale=1.5), ValueError, "guidance_rescale"),
     (dict(clip_sample_range=0.0), ValueError, "clip_sample_range"),
-    (dict(thresholding=True, sample_max_value=0.5), ValueError, "sample_max_value"),
+    (dict(thresholding=True, sample_max_value=0.0), ValueError, "sample_max_value"),
     (dict(thresholding=True, dynamic_thresholding_ratio=1.5), ValueError, "dynamic_thresholding_ratio"),
     (dict(noise=torch.zeros(2, 3), seed=1), ValueError, "noise"),
     (dict(noise=torch.zeros(2, 2)), ValueError, "noise"),

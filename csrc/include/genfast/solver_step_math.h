@@ -79,9 +79,11 @@ template <typename T> GF_HD float round_through(float v) { return Scalar<T>::loa
 template <> GF_HD float round_through<float>(float v) { return v; }
 
 // One element. g: the guided model output; x: the sample; s: the last sample (0 when absent);
-// h: the K history values; z: the noise (0 when absent). Writes y2, m and y1.
+// h: the K history values; z: the noise (0 when absent). Writes y2, m and y1. round_m / round_y1:
+// use m / y1 rounded to T, as stored.
 template <typename T, int K, bool kClamp>
-GF_HD void solver_element(const SolverRow& r, bool round_m, float g, float x, float s, const float* h, float z,
+GF_HD void solver_element(const SolverRow& r, bool round_m, bool round_y1, float g, float x, float s,
+                          const float* h, float z,
                           float& y2_out, float& m_out, float& y1_out) {
   float m = r.c[kCx] * x + r.c[kCg] * g + r.c[kCz] * z;
   if (kClamp) {
@@ -99,8 +101,9 @@ GF_HD void solver_element(const SolverRow& r, bool round_m, float g, float x, fl
     y1 += r.c[kAh1 + k] * h[k];
     y2 += r.c[kBh1 + k] * h[k];
   }
-  // y1 is stored in dtype T (UniPC's corrected sample); y2 uses the stored value, as diffusers.
-  y1 = round_through<T>(y1);
+  // When y1 is stored (UniPC's corrected sample, LCM's denoised), y2 uses the stored value, as
+  // diffusers does; otherwise (Euler's x_hat) it stays in float32, as in diffusers.
+  if (round_y1) y1 = round_through<T>(y1);
   y2_out = y2 + r.c[kBy] * y1;
   m_out = m;
   y1_out = y1;

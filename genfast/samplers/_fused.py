@@ -1,0 +1,254 @@
+"""What the schedulers built on :func:`genfast.ops.solver_step` share.
+
+Each genfast scheduler here subclasses the diffusers scheduler of the same name and replaces only
+``step`` (and the timestep-to-index look-up, so that no step synchronises with the device). The
+per-step arithmetic is one call of the general op; the scheduler's part is a table of coefficient
+rows, one per (step index, variant), computed in float64 on the host from diffusers' own sigma
+schedule when ``set_timesteps`` runs and copied to the device once. A step picks its row by
+indexing that table with host integers: no device value is read, nothing is copied per step, so
+a loop traces under ``torch.compile(fullgraph=True)`` and can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import numpy as np
+import torch
+
+from genfast import _backends
+
+NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
+IDX = {name: i for i, name in enumerate((
+    "c_x", "c_g", "c_z", "t_m", "t_x", "u_m", "u_x",
+    "a_x", "a_s", "a_m", "a_h1", "a_h2", "a_h3", "a_z",
+    "b_y", "b_m", "b_h1", "b_h2", "b_h3", "b_z",
+))}
+
+
+def rows(n: int, *shape: int) -> np.ndarray:
+    """A float64 coefficient table ``[n, *shape, 20]`` of zeros."""
+    return np.zeros((n, *shape, NC), dtype=np.float64)
+
+
+def set_coef(table: np.ndarray, **values) -> None:
+    """``table[..., IDX[name]] = value`` for each named coefficient (values broadcast)."""
+    for name, value in values.items():
+        table[..., IDX[name]] = value
+
+
+def with_backend(cls):
+    """Give the diffusers subclass ``cls`` a keyword-only ``backend="auto"`` constructor argument
+    that is not part of its config (so ``save_config`` writes diffusers' keys only), while every
+    other argument goes to diffusers' own ``__init__``; ``from_config`` sees the full signature."""
+    parent_init = super(cls, cls).__init__
+    sig = inspect.signature(parent_init)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"))
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        if not isinstance(backend, str) or backend not in _backends.BACKENDS:
+            raise ValueError(f"{type(self).__name__}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+        super(cls, self).__init__(*args, **kwargs)
+        self.backend = backend
+        self._gf_reset()
+
+    __init__.__signature__ = sig.replace(parameters=params)
+    __init__.__doc__ = cls.__doc__
+    cls.__init__ = __init__
+    cls.ignore_for_config = list(getattr(cls, "ignore_for_config", [])) + ["backend"]
+    return cls
+
+
+def randn_like_diffusers(shape, generator, device, dtype):
+    """Noise exactly as the diffusers scheduler draws it (same numbers, same generator state)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+
+class FusedStepMixin:
+    """Sync-free step-index bookkeeping, host copies of the schedule and device coefficient tables.
+
+    Attributes (genfast's, besides diffusers'):
+        backend: the backend of :func:`genfast.ops.solver_step` (``"auto"``, ``"cuda"``,
+            ``"triton"``, ``"cpu"``, ``"reference"``); not saved in the config.
+    """
+
+    backend = "auto"
+
+    # ------------------------------------------------------------------ schedule snapshots
+    def _gf_reset(self) -> None:
+        self._gf_ts = None       # host float64 copy of self.timesteps
+        self._gf_sigmas = None   # host float64 copy of self.sigmas
+        self._gf_unique = True   # no repeated timestep value (then position == diffusers' look-up)
+        self._gf_tables: dict = {}
+
+    def set_timesteps(self, *args, **kwargs):
+        """diffusers' ``set_timesteps``, then a host snapshot of the new schedule (one device read
+        here, none in ``step``), validated: finite sigmas and timesteps.
+
+        Raises:
+            ValueError: the schedule holds NaN or inf where the step would use it.
+        """
+        out = super().set_timesteps(*args, **kwargs)
+        self._gf_snapshot()
+        return out
+
+    def _gf_snapshot(self) -> None:
+        self._gf_reset()
+        ts = self.timesteps.detach().to("cpu", torch.float64).numpy()
+        sig = getattr(self, "sigmas", None)
+        sigmas = None if sig is None else torch.as_tensor(sig).detach().to("cpu", torch.float64).numpy()
+        owner = type(self).__name__
+        if not np.isfinite(ts).all():
+            raise ValueError(f"{owner}.set_timesteps: the timesteps hold non-finite values")
+        if sigmas is not None and np.isnan(sigmas).any():
+            raise ValueError(f"{owner}.set_timesteps: the sigmas hold NaN")
+        self._gf_ts, self._gf_sigmas = ts, sigmas
+        self._gf_unique = len(np.unique(ts)) == len(ts)
+
+    def _gf_ready(self) -> None:
+        if self._gf_ts is None or self._gf_ts.shape[0] != len(self.timesteps):
+            self._gf_snapshot()  # timesteps set without set_timesteps (e.g. by hand)
+
+    # ------------------------------------------------------------------ step index
+    def _gf_lookup(self, value: float) -> int:
+        """diffusers' ``index_for_timestep`` on the host copy: the first match, the second when
+        the value repeats, the last index when it is absent."""
+        hits = np.flatnonzero(self._gf_ts == value)
+        if len(hits) == 0:
+            return len(self._gf_ts) - 1
+        return int(hits[1] if len(hits) > 1 else hits[0])
+
+    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
+        """diffusers' look-up, without a device read when it can be avoided.
+
+        For a value on the host (a Python number or a CPU tensor) and the scheduler's own
+        schedule, the host copy is searched. Otherwise diffusers' look-up runs (reading a device
+        value once).
+
+        Mirrors ``diffusers.<Scheduler>.index_for_timestep``.
+        """
+        if schedule_timesteps is None and not torch.compiler.is_compiling():
+            self._gf_ready()
+            if isinstance(timestep, torch.Tensor) and timestep.device.type == "cpu" and timestep.numel() == 1:
+                return self._gf_lookup(float(timestep))
+            if isinstance(timestep, (int, float, np.integer, np.floating)) and not isinstance(timestep, bool):
+                return self._gf_lookup(float(timestep))
+        return super().index_for_timestep(timestep, schedule_timesteps)
+
+    def _init_step_index(self, timestep) -> None:
+        """The first step's index: ``begin_index`` when set; else where ``timestep`` sits in the
+        schedule. A view of ``self.timesteps`` (``for t in scheduler.timesteps``) is located by its
+        storage offset, without reading its value; a host value by a host search; under
+        ``torch.compile``, a traced tensor is taken as the first timestep of the schedule, checked
+        by a device-side assert (call ``set_begin_index`` to start elsewhere); any other device
+        tensor by diffusers' look-up (one device read, on the first step only).
+
+        Mirrors ``diffusers.<Scheduler>._init_step_index``.
+        """
+        if self.begin_index is not None:
+            self._step_index = self._begin_index
+            return
+        self._gf_ready()
+        if isinstance(timestep, torch.Tensor):
+            if torch.compiler.is_compiling():
+                first = self.timesteps.reshape(-1)[0].to(timestep.device, timestep.dtype)
+                torch._assert_async((timestep.reshape(()) == first),
+                                     f"{type(self).__name__}.step: under torch.compile the loop must start at "
+                                     "timesteps[0]; call set_begin_index() to start elsewhere")
+                self._step_index = 0
+                return
+            pos = self._gf_position(timestep)
+            if pos is not None:
+                self._step_index = pos
+                return
+        self._step_index = self.index_for_timestep(timestep)
+
+    def _gf_position(self, t: torch.Tensor) -> Optional[int]:
+        ts = self.timesteps
+        if (not self._gf_unique or t.numel() != 1 or t.device != ts.device or t.dtype != ts.dtype
+                or ts.dim() != 1 or t.untyped_storage().data_ptr() != ts.untyped_storage().data_ptr()):
+            return None
+        delta = t.storage_offset() - ts.storage_offset()
+        stride = ts.stride(0)
+        if stride == 0 or delta % stride or not 0 <= delta // stride < ts.shape[0]:
+            return None
+        return delta // stride
+
+    # ------------------------------------------------------------------ coefficient tables
+    def _gf_table(self, key, device, build) -> torch.Tensor:
+        """The float32 table ``build()`` (a float64 numpy array) on ``device``, made once per
+        schedule, variant ``key`` and device."""
+        full = (key, torch.device(device))
+        table = self._gf_tables.get(full)
+        if table is None:
+            self._gf_ready()
+            host = torch.from_numpy(np.ascontiguousarray(build(), dtype=np.float32))
+            # non_blocking from pageable memory: staged by the driver, no stream synchronisation
+            table = host.to(device, non_blocking=True)
+            self._gf_tables[full] = table
+        return table
+
+    # ------------------------------------------------------------------ the fused call
+    def _gf_noise(self, generator, variance_noise, shape, dtype, device, *, check_both=False) -> dict:
+        """Noise arguments of the op: ``variance_noise`` if given, else drawn from ``generator``
+        exactly as diffusers draws it, else drawn in the kernel from genfast's Philox generator
+        with a seed taken from torch's default generator of the device (on the device: no sync)."""
+        if variance_noise is not None:
+            if check_both and generator is not None:
+                raise ValueError(f"{type(self).__name__}.step: pass either generator or variance_noise, not both")
+            if not isinstance(variance_noise, torch.Tensor):
+                raise TypeError(f"{type(self).__name__}.step: variance_noise must be a torch.Tensor, "
+                                f"got {type(variance_noise).__name__}")
+            return {"noise": variance_noise.to(device=device, dtype=dtype).expand(shape)}
+        if generator is not None:
+            return {"noise": randn_like_diffusers(shape, generator, device, dtype)}
+        return {"seed": torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, device=device)}
+
+    def _gf_check_inputs(self, model_output, sample) -> None:
+        owner = f"{type(self).__name__}.step"
+        for name, value in (("model_output", model_output), ("sample", sample)):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(value).__name__}")
+        if model_output.shape != sample.shape:
+            raise ValueError(f"{owner}: model_output has shape {tuple(model_output.shape)} but sample has "
+                             f"{tuple(sample.shape)}")
+        if model_output.device != sample.device:
+            raise ValueError(f"{owner}: model_output is on {model_output.device} but sample is on {sample.device}")
+
+    def _gf_run(self, model_output, sample, coefficients, *, compute_dtype, history=(), last_sample=None,
+                model_output_uncond=None, guidance_scale=1.0, guidance_rescale=0.0, clip_sample_range=None,
+                thresholding=False, round_converted=True, return_converted=True, return_corrected=False,
+                noise_args=None):
+        """Call :func:`genfast.ops.solver_step` with every tensor in ``compute_dtype``."""
+        from genfast.ops.solver_step import solver_step
+
+        cast = lambda t: t if t is None or t.dtype == compute_dtype else t.to(compute_dtype)  # noqa: E731
+        cfg = self.config
+        kwargs = dict(noise_args or {})
+        if thresholding:
+            kwargs.update(thresholding=True, dynamic_thresholding_ratio=float(cfg.dynamic_thresholding_ratio),
+                          sample_max_value=float(cfg.sample_max_value))
+        if model_output_uncond is not None:
+            self._gf_check_inputs(model_output_uncond, sample)
+        return solver_step(
+            cast(model_output), cast(sample), coefficients, history=[cast(h) for h in history],
+            last_sample=cast(last_sample), model_output_uncond=cast(model_output_uncond),
+            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, clip_sample_range=clip_sample_range,
+            round_converted=round_converted, return_converted=return_converted, return_corrected=return_corrected,
+            backend=self.backend, **kwargs)
+
+
+def promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
+    """The dtype diffusers' arithmetic on the two gives (torch type promotion)."""
+    return torch.promote_types(a, b)
+
+
+def log_alpha_sigma(alpha: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """lambda = log(alpha) - log(sigma), with sigma = 0 giving +inf (no warning)."""
+    with np.errstate(divide="ignore"):
+        return np.log(alpha) - np.log(sigma)
+

@@ -1,0 +1,110 @@
+"""``FlowMatchEulerDiscreteScheduler``: diffusers' flow-matching Euler sampler (SD3, Flux) on
+genfast's fused solver step."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import diffusers
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
+
+from genfast.samplers._fused import FusedStepMixin, promote, rows, set_coef, with_backend
+
+
+@with_backend
+class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDiscreteScheduler):
+    """Euler integration of a rectified-flow / flow-matching ODE (Esser et al. 2024, SD3; Lipman
+    et al. 2023), drop-in for ``diffusers.FlowMatchEulerDiscreteScheduler`` (0.42): a subclass with
+    the same constructor arguments (``shift``, ``use_dynamic_shifting`` with ``mu``,
+    ``shift_terminal``, Karras / exponential / beta sigmas, ``invert_sigmas``,
+    ``stochastic_sampling``, ...), config and helpers; ``step`` runs as one pass of
+    :func:`genfast.ops.solver_step`.
+
+    ``per_token_timesteps`` (a per-token sigma, not a per-row one) runs diffusers' own step.
+
+    Extra keyword argument: ``backend`` (genfast's, not saved in the config).
+    """
+
+    def _gf_build(self) -> np.ndarray:
+        """Rows ``[N, 20]``: prev = x + (sigma_next - sigma) v; stochastic: x_0 = x - sigma v,
+        prev = (1 - sigma_next) x_0 + sigma_next z."""
+        sig = self._gf_sigmas
+        n = len(self._gf_ts)
+        sigma, sigma_next = sig[:n], sig[1:n + 1]
+        table = rows(n)
+        if self.config.stochastic_sampling:
+            set_coef(table, c_x=1.0, c_g=-sigma, b_m=1.0 - sigma_next, b_z=sigma_next)
+        else:
+            set_coef(table, c_g=1.0, a_x=1.0, b_y=1.0, b_m=sigma_next - sigma)
+        return table
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Union[float, torch.Tensor],
+        sample: torch.Tensor,
+        s_churn: float = 0.0,
+        s_tmin: float = 0.0,
+        s_tmax: float = float("inf"),
+        s_noise: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        per_token_timesteps: Optional[torch.Tensor] = None,
+        return_dict: bool = True,
+        *,
+        model_output_uncond: Optional[torch.Tensor] = None,
+        guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
+    ) -> Union[FlowMatchEulerDiscreteSchedulerOutput, tuple]:
+        """One Euler step of the flow ODE from ``sigmas[i]`` to ``sigmas[i + 1]``, fused.
+
+        Args:
+            model_output: the predicted velocity ``[B, ...]``.
+            timestep: one of ``scheduler.timesteps`` (integer indices are refused, as diffusers).
+            sample: ``x``, ``[B, ...]``.
+            s_churn, s_tmin, s_tmax, s_noise: accepted and unused, as in diffusers.
+            generator: the noise of ``stochastic_sampling``, drawn as diffusers draws it; without
+                it, genfast's Philox generator in the kernel.
+            per_token_timesteps: diffusers' per-token schedule; runs diffusers' own step.
+            return_dict: return a ``FlowMatchEulerDiscreteSchedulerOutput`` (True) or a tuple.
+            model_output_uncond, guidance_scale, guidance_rescale: genfast extension (fused CFG).
+
+        Returns:
+            ``FlowMatchEulerDiscreteSchedulerOutput(prev_sample)`` in ``model_output``'s dtype.
+
+        Raises:
+            ValueError: an integer timestep; mismatched shapes or devices.
+
+        Mirrors ``diffusers.FlowMatchEulerDiscreteScheduler.step``.
+        """
+        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
+            raise ValueError(
+                "Passing integer indices (e.g. from `enumerate(timesteps)`) as timesteps to"
+                " `FlowMatchEulerDiscreteScheduler.step()` is not supported. Make sure to pass"
+                " one of the `scheduler.timesteps` as a timestep.")
+        if per_token_timesteps is not None:
+            if model_output_uncond is not None:
+                raise ValueError("FlowMatchEulerDiscreteScheduler.step: fused guidance needs per_token_timesteps=None")
+            return super().step(model_output, timestep, sample, s_churn, s_tmin, s_tmax, s_noise, generator,
+                                per_token_timesteps, return_dict)
+        self._gf_check_inputs(model_output, sample)
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        cd = promote(sample.dtype, torch.float32)  # diffusers upcasts the sample
+        noise = None
+        if self.config.stochastic_sampling:
+            noise = self._gf_noise(generator, None, sample.shape, cd, sample.device)
+        table = self._gf_table(("flow",), sample.device, self._gf_build)
+        out = self._gf_run(model_output, sample, table[self.step_index], compute_dtype=promote(cd, model_output.dtype),
+                           model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
+                           guidance_rescale=guidance_rescale, round_converted=False, return_converted=False,
+                           noise_args=noise)
+        self._step_index += 1
+        prev_sample = out.prev_sample.to(model_output.dtype)
+        if not return_dict:
+            return (prev_sample,)
+        return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev_sample)
+
+
+__all__ = ["FlowMatchEulerDiscreteScheduler"]
