@@ -91,7 +91,7 @@ def _impl(model_output, sample, coefficients, history, last_sample, model_output
           guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
           sample_max_value, round_converted, return_converted, return_corrected, backend):
     backend = _resolve(backend, sample)
-    empty = sample.new_empty(0)
+    empty = lambda: sample.new_empty(0)  # noqa: E731  (a fresh one each: outputs may not alias)
     if backend == "reference":
         seed = offset = None
         if philox is not None:
@@ -105,8 +105,8 @@ def _impl(model_output, sample, coefficients, history, last_sample, model_output
             noise=noise, seed=seed,
             offset=offset or 0)
         # a custom op's outputs may not alias its inputs
-        return (out[0].clone(), out[1].clone() if return_converted else empty,
-                out[2].clone() if return_corrected else empty)
+        return (out[0].clone(), out[1].clone() if return_converted else empty(),
+                out[2].clone() if return_corrected else empty())
 
     prev = torch.empty_like(sample)
     conv = torch.empty_like(sample) if return_converted else None
@@ -125,7 +125,7 @@ def _impl(model_output, sample, coefficients, history, last_sample, model_output
             clamp_mode = _CLAMP_THRESHOLD
         _launch(backend, thr=thr, prev=prev, conv=conv, corr=corr, clip_sample_range=clip_sample_range,
                 clamp_mode=clamp_mode, round_converted=round_converted, **args)
-    return prev, empty if conv is None else conv, empty if corr is None else corr
+    return prev, empty() if conv is None else conv, empty() if corr is None else corr
 
 
 def _threshold_scale(backend, args, coefficients, ratio, max_value):
@@ -171,9 +171,8 @@ def _solver_step_fake(model_output, sample, coefficients, history, last_sample, 
                       philox, guidance_scale, guidance_rescale, clip_sample_range, thresholding,
                       dynamic_thresholding_ratio, sample_max_value, round_converted, return_converted,
                       return_corrected, backend):
-    empty = sample.new_empty(0)
-    return (torch.empty_like(sample), torch.empty_like(sample) if return_converted else empty,
-            torch.empty_like(sample) if return_corrected else empty)
+    return (torch.empty_like(sample), torch.empty_like(sample) if return_converted else sample.new_empty(0),
+            torch.empty_like(sample) if return_corrected else sample.new_empty(0))
 
 
 # ------------------------------------------------------------------------ validation

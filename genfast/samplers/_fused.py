@@ -81,20 +81,32 @@ class FusedStepMixin:
     # ------------------------------------------------------------------ schedule snapshots
     def _gf_reset(self) -> None:
         self._gf_ts = None       # host float64 copy of self.timesteps
-        self._gf_sigmas = None   # host float64 copy of self.sigmas
+        self._gf_sigmas = None   # host float64 copy of self.sigmas (and a list of Python floats)
+        self._gf_sigma_list = None
         self._gf_unique = True   # no repeated timestep value (then position == diffusers' look-up)
-        self._gf_tables: dict = {}
+        self._gf_cpu: dict = {}  # variant key -> float32 CPU coefficient table
+        self._gf_dev: dict = {}  # (variant key, device) -> the same on the device
 
     def set_timesteps(self, *args, **kwargs):
-        """diffusers' ``set_timesteps``, then a host snapshot of the new schedule (one device read
-        here, none in ``step``), validated: finite sigmas and timesteps.
+        """diffusers' ``set_timesteps``, then a host snapshot of the new schedule, validated
+        (finite timesteps, no NaN sigma), and its coefficient table built and copied to the
+        timesteps' device: one device read and one copy here, none in ``step``.
 
         Raises:
             ValueError: the schedule holds NaN or inf where the step would use it.
         """
         out = super().set_timesteps(*args, **kwargs)
         self._gf_snapshot()
+        for key, build in self._gf_default_tables():
+            try:
+                self._gf_table(key, self.timesteps.device, build)
+            except (ValueError, NotImplementedError):
+                pass  # an option diffusers rejects only in step (e.g. a prediction type): step raises it
         return out
+
+    def _gf_default_tables(self):
+        """(variant key, builder) pairs made at ``set_timesteps``; a class lists its default."""
+        return ()
 
     def _gf_snapshot(self) -> None:
         self._gf_reset()
@@ -107,9 +119,14 @@ class FusedStepMixin:
         if sigmas is not None and np.isnan(sigmas).any():
             raise ValueError(f"{owner}.set_timesteps: the sigmas hold NaN")
         self._gf_ts, self._gf_sigmas = ts, sigmas
+        self._gf_sigma_list = None if sigmas is None else sigmas.tolist()
         self._gf_unique = len(np.unique(ts)) == len(ts)
 
     def _gf_ready(self) -> None:
+        if torch.compiler.is_compiling():
+            if self._gf_ts is None:
+                raise ValueError(f"{type(self).__name__}: call set_timesteps outside the compiled region")
+            return
         if self._gf_ts is None or self._gf_ts.shape[0] != len(self.timesteps):
             self._gf_snapshot()  # timesteps set without set_timesteps (e.g. by hand)
 
@@ -180,16 +197,27 @@ class FusedStepMixin:
 
     # ------------------------------------------------------------------ coefficient tables
     def _gf_table(self, key, device, build) -> torch.Tensor:
-        """The float32 table ``build()`` (a float64 numpy array) on ``device``, made once per
-        schedule, variant ``key`` and device."""
-        full = (key, torch.device(device))
-        table = self._gf_tables.get(full)
-        if table is None:
+        """The float32 table ``build()`` (a float64 numpy array) of variant ``key`` on ``device``:
+        built once per schedule on the host and copied once per device. Under ``torch.compile`` a
+        missing table cannot be built (the builders are numpy code): run one eager step (or
+        ``set_timesteps``) with the same variant first."""
+        device = torch.device(device)
+        table = self._gf_dev.get((key, device))
+        if table is not None:
+            return table
+        cpu = self._gf_cpu.get(key)
+        if cpu is None:
+            if torch.compiler.is_compiling():
+                raise ValueError(f"{type(self).__name__}.step: the coefficients of variant {key} were not built "
+                                 "before compiling; run one eager step with the same arguments first")
             self._gf_ready()
-            host = torch.from_numpy(np.ascontiguousarray(build(), dtype=np.float32))
-            # non_blocking from pageable memory: staged by the driver, no stream synchronisation
-            table = host.to(device, non_blocking=True)
-            self._gf_tables[full] = table
+            cpu = torch.from_numpy(np.ascontiguousarray(build(), dtype=np.float32))
+            self._gf_cpu[key] = cpu
+        if torch.compiler.is_compiling():
+            return cpu.to(device)
+        # non_blocking from pageable memory: staged by the driver, no stream synchronisation
+        table = cpu.to(device, non_blocking=True)
+        self._gf_dev[(key, device)] = table
         return table
 
     # ------------------------------------------------------------------ the fused call

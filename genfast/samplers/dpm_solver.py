@@ -34,6 +34,9 @@ class DPMSolverMultistepScheduler(FusedStepMixin, diffusers.DPMSolverMultistepSc
             backend (ValueError).
     """
 
+    def _gf_default_tables(self):
+        return ((("dpm",), self._gf_build),)
+
     def _gf_build(self) -> np.ndarray:
         """Coefficient rows ``[N, 3 (order), 20]`` for every step index and solver order."""
         cfg = self.config

@@ -44,6 +44,9 @@ class EulerDiscreteScheduler(FusedStepMixin, diffusers.EulerDiscreteScheduler):
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
+    def _gf_default_tables(self):
+        return ((("euler", 0.0, 0.0, float("inf"), 1.0), lambda: self._gf_build(0.0, 0.0, float("inf"), 1.0)),)
+
     def _gf_build(self, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> np.ndarray:
         """Rows ``[N, 20]``: x_hat = x + c z (churn), x_0, then prev = x_hat + (x_hat - x_0) dt / sigma_hat."""
         sig = self._gf_sigmas
@@ -118,7 +121,7 @@ class EulerDiscreteScheduler(FusedStepMixin, diffusers.EulerDiscreteScheduler):
         i = self.step_index
         self._gf_ready()
         noise = None
-        if key[0] > 0 and key[1] <= self._gf_sigmas[i] <= key[2]:  # diffusers' gamma > 0: churn noise
+        if key[0] > 0 and key[1] <= self._gf_sigma_list[i] <= key[2]:  # diffusers' gamma > 0: churn noise
             noise = self._gf_noise(generator, None, model_output.shape, model_output.dtype, model_output.device)
         table = self._gf_table(("euler",) + key, model_output.device, lambda: self._gf_build(*key))
         # diffusers computes in float32 from an upcast sample: the op computes in float32 whatever
@@ -143,6 +146,9 @@ class EulerAncestralDiscreteScheduler(FusedStepMixin, diffusers.EulerAncestralDi
 
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
+
+    def _gf_default_tables(self):
+        return ((("euler-a",), self._gf_build),)
 
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: prev = x + (x - x_0) (sigma_down - sigma) / sigma + sigma_up z."""

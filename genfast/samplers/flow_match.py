@@ -27,6 +27,9 @@ class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDi
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
+    def _gf_default_tables(self):
+        return ((("flow",), self._gf_build),)
+
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: prev = x + (sigma_next - sigma) v; stochastic: x_0 = x - sigma v,
         prev = (1 - sigma_next) x_0 + sigma_next z."""

@@ -23,6 +23,9 @@ class LCMScheduler(FusedStepMixin, diffusers.LCMScheduler):
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
+    def _gf_default_tables(self):
+        return ((("lcm",), self._gf_build),)
+
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: x_0 from the prediction, denoised = c_skip x + c_out x_0, then
         prev = sqrt(abar_prev) denoised + sqrt(1 - abar_prev) z (denoised itself at the last step)."""

@@ -67,6 +67,9 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
+    def _gf_default_tables(self):
+        return ((("unipc",), self._gf_build),)
+
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 4 (corrector order, 0 = none), 3 (predictor order), 20]``."""
         cfg = self.config
@@ -110,7 +113,8 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
                             singular[i, oc, op - 1] = True
                             continue
                         set_coef(table[i, oc, op - 1], **y1, **p_row)
-        self._gf_singular = singular
+        # host-side (a set of Python tuples, which torch.compile reads as constants)
+        self._gf_singular = {(int(a), int(b), int(c) + 1) for a, b, c in zip(*np.nonzero(singular))}
         return table
 
     @staticmethod
@@ -208,7 +212,7 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
         history = [self.model_outputs[-1 - k] for k in range(max(oc, this_order - 1))]
         cd = torch.promote_types(sample.dtype, model_output.dtype)
         table = self._gf_table(("unipc",), sample.device, self._gf_build)
-        if self._gf_singular[i, oc, this_order - 1]:
+        if (i, oc, this_order) in self._gf_singular:
             raise SingularScheduleError(
                 f"UniPCMultistepScheduler.step: the UniPC linear system of step {i} (corrector order {oc}, predictor "
                 f"order {this_order}) is singular for this schedule (diffusers' torch.linalg.solve fails there too); "
