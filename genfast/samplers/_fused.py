@@ -40,8 +40,9 @@ def set_coef(table: np.ndarray, **values) -> None:
 
 def with_backend(cls):
     """Give the diffusers subclass ``cls`` a keyword-only ``backend="auto"`` constructor argument
-    that is not part of its config (so ``save_config`` writes diffusers' keys only), while every
-    other argument goes to diffusers' own ``__init__``; ``from_config`` sees the full signature."""
+    that is not part of its config: diffusers' own (decorated) ``__init__`` records the config
+    from its own signature, so ``save_config`` writes diffusers' keys only; ``from_config(cfg,
+    backend=...)`` passes it through because ``__signature__`` lists it."""
     parent_init = super(cls, cls).__init__
     sig = inspect.signature(parent_init)
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -57,7 +58,6 @@ def with_backend(cls):
     __init__.__signature__ = sig.replace(parameters=params)
     __init__.__doc__ = cls.__doc__
     cls.__init__ = __init__
-    cls.ignore_for_config = list(getattr(cls, "ignore_for_config", [])) + ["backend"]
     return cls
 
 
