@@ -44,6 +44,7 @@ def with_backend(cls):
     from its own signature, so ``save_config`` writes diffusers' keys only; ``from_config(cfg,
     backend=...)`` passes it through because ``__signature__`` lists it."""
     parent_init = super(cls, cls).__init__
+    diffusers_module = next(c.__module__ for c in cls.__mro__ if c.__module__.startswith("diffusers."))
     sig = inspect.signature(parent_init)
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"))
@@ -54,6 +55,10 @@ def with_backend(cls):
         super(cls, self).__init__(*args, **kwargs)
         self.backend = backend
         self._gf_reset()
+        # Pipelines record a component's library from ``component.__module__`` (model_index.json):
+        # diffusers' module on the instance (the class keeps its own, so pickling is unaffected)
+        # makes a pipeline saved with this scheduler load anywhere, as with diffusers' class.
+        self.__module__ = diffusers_module
 
     __init__.__signature__ = sig.replace(parameters=params)
     __init__.__doc__ = cls.__doc__
@@ -252,22 +257,30 @@ class FusedStepMixin:
                 thresholding=False, round_converted=True, return_converted=True, return_corrected=False,
                 noise_args=None):
         """Call :func:`genfast.ops.solver_step` with every tensor in ``compute_dtype``."""
-        from genfast.ops.solver_step import solver_step
-
-        cast = lambda t: t if t is None or t.dtype == compute_dtype else t.to(compute_dtype)  # noqa: E731
-        cfg = self.config
-        kwargs = dict(noise_args or {})
+        global _solver_step
+        if _solver_step is None:
+            from genfast.ops.solver import solver_step as _solver_step
+        kwargs = noise_args or {}
         if thresholding:
-            kwargs.update(thresholding=True, dynamic_thresholding_ratio=float(cfg.dynamic_thresholding_ratio),
+            cfg = self.config
+            kwargs = dict(kwargs, thresholding=True, dynamic_thresholding_ratio=float(cfg.dynamic_thresholding_ratio),
                           sample_max_value=float(cfg.sample_max_value))
         if model_output_uncond is not None:
             self._gf_check_inputs(model_output_uncond, sample)
-        return solver_step(
-            cast(model_output), cast(sample), coefficients, history=[cast(h) for h in history],
-            last_sample=cast(last_sample), model_output_uncond=cast(model_output_uncond),
-            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, clip_sample_range=clip_sample_range,
-            round_converted=round_converted, return_converted=return_converted, return_corrected=return_corrected,
-            backend=self.backend, **kwargs)
+        if model_output.dtype != compute_dtype or sample.dtype != compute_dtype or any(
+                t is not None and t.dtype != compute_dtype for t in (last_sample, model_output_uncond, *history)):
+            cast = lambda t: t if t is None or t.dtype == compute_dtype else t.to(compute_dtype)  # noqa: E731
+            model_output, sample, last_sample, model_output_uncond = (
+                cast(model_output), cast(sample), cast(last_sample), cast(model_output_uncond))
+            history = [cast(h) for h in history]
+        return _solver_step(
+            model_output, sample, coefficients, history=history, last_sample=last_sample,
+            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+            clip_sample_range=clip_sample_range, round_converted=round_converted, return_converted=return_converted,
+            return_corrected=return_corrected, backend=self.backend, **kwargs)
+
+
+_solver_step = None  # genfast.ops.solver.solver_step, imported on first use (import genfast.samplers stays light)
 
 
 def promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:

@@ -1,0 +1,149 @@
+"""Benchmark of genfast's drop-in schedulers against diffusers' classes.
+
+For each scheduler (DPM-Solver++, UniPC, Euler, Euler ancestral, flow-matching Euler, LCM, DDPM,
+DDIM) at 64x3x32x32 and 8x4x64x64 float32 (64x4x128x128 on a GPU): the median time of one
+``step`` through genfast's class, through diffusers' class, and of the fused op call the class
+makes (so the class's own overhead is the difference), all measured in this run, at a step in
+the middle of a 25-step schedule with the multistep history filled. Stochastic steps are timed
+without a generator (genfast draws the noise in the kernel; diffusers calls torch.randn). Then a
+25-step loop end to end with a small ``UNet2DModel``.
+
+Usage: python benchmarks/bench_samplers.py [--quick] [--no-loop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _harness import report, time_ms  # noqa: E402
+
+import genfast.samplers as S  # noqa: E402
+from genfast.samplers import _fused  # noqa: E402
+
+NAMES = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "EulerDiscreteScheduler",
+         "EulerAncestralDiscreteScheduler", "FlowMatchEulerDiscreteScheduler", "LCMScheduler",
+         "DDPMScheduler", "DDIMScheduler")
+CONFIGS = {"DPMSolverMultistepScheduler": {"algorithm_type": "dpmsolver++", "solver_order": 2},
+           "UniPCMultistepScheduler": {"solver_order": 2}}
+STEPS, AT = 25, 12  # a 25-step schedule, timed at step 12 (history full, corrector on)
+
+
+def _prepared(cls, name, shape, device):
+    """A scheduler after AT steps of a STEPS-step schedule, and a function running step AT again
+    from the same state (a step's state changes are undone by resetting the step index)."""
+    s = cls(**CONFIGS.get(name, {}))
+    s.set_timesteps(STEPS, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(shape, device=device, generator=g)
+    mo = torch.randn(shape, device=device, generator=g)
+    ts = s.timesteps
+    for t in ts[:AT]:
+        s.step(mo, t, x)
+    t = ts[AT]
+    keep = {k: getattr(s, k) for k in ("_step_index", "lower_order_nums", "this_order") if hasattr(s, k)}
+
+    def run():
+        for k, v in keep.items():
+            setattr(s, k, v)
+        return s.step(mo, t, x)
+
+    return run
+
+
+def _op_call(run):
+    """The solver_step call the genfast class makes in ``run`` (captured once), as a function."""
+    import genfast.ops.solver as solver
+
+    captured = {}
+    real = solver.solver_step
+
+    def spy(*args, **kwargs):
+        captured["args"], captured["kwargs"] = args, kwargs
+        return real(*args, **kwargs)
+
+    _fused_solver = _fused.__dict__.get("_solver_step")
+    solver.solver_step = spy
+    _fused._solver_step = spy
+    try:
+        run()
+    finally:
+        solver.solver_step = real
+        _fused._solver_step = _fused_solver if _fused_solver is not None else real
+    if not captured:
+        return None
+    args, kwargs = captured["args"], captured["kwargs"]
+    return lambda: real(*args, **kwargs)
+
+
+def _loop(cls, name, unet, device, steps=STEPS):
+    s = cls(**CONFIGS.get(name, {}))
+    x0 = torch.randn(1, 3, 32, 32, device=device, generator=torch.Generator(device=device).manual_seed(0))
+
+    def run():
+        s.set_timesteps(steps, device=device)
+        x = x0 * getattr(s, "init_noise_sigma", 1.0)
+        with torch.no_grad():
+            for t in s.timesteps:
+                xi = s.scale_model_input(x, t) if hasattr(s, "scale_model_input") else x
+                x = s.step(unet(xi, t).sample, t, x).prev_sample
+        return x
+
+    return run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter timing runs")
+    ap.add_argument("--no-loop", action="store_true", help="skip the UNet loop")
+    args = ap.parse_args()
+    logging.getLogger("diffusers").setLevel(logging.ERROR)  # scale_model_input warnings
+    import diffusers
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    min_time = 0.3 if args.quick else 1.0
+    shapes = [(64, 3, 32, 32), (8, 4, 64, 64)] + ([(64, 4, 128, 128)] if device == "cuda" else [])
+    rows = []
+    for shape in shapes:
+        for name in NAMES:
+            g_run = _prepared(getattr(S, name), name, shape, device)
+            d_run = _prepared(getattr(diffusers, name), name, shape, device)
+            op = _op_call(g_run)
+            t_g = time_ms(g_run, device, min_time)
+            t_d = time_ms(d_run, device, min_time)
+            t_op = time_ms(op, device, min_time) if op is not None else None
+            rows.append({"shape": "x".join(map(str, shape)), "scheduler": name.replace("Scheduler", ""),
+                         "diffusers ms": t_d, "genfast ms": t_g, "op ms": t_op,
+                         "class overhead us": (t_g - t_op) * 1e3 if t_op is not None else None,
+                         "speed-up": t_d / t_g})
+    notes = ("`speed-up` = diffusers' step time / genfast's class step time, measured in this run; `op ms` is "
+             "the fused op call the class makes (genfast.ops.solver_step, or ddpm_step / ddim_step), "
+             "`class overhead us` the class step minus that call. Stochastic steps (Euler ancestral, LCM, "
+             "DDPM) draw their noise without a generator: genfast in the kernel (Philox), diffusers with "
+             "torch.randn.")
+    report(f"samplers_{device}", f"Drop-in schedulers, one step ({device})", rows,
+           ["shape", "scheduler", "diffusers ms", "genfast ms", "op ms", "class overhead us", "speed-up"],
+           device=device, notes=notes)
+    if args.no_loop:
+        return
+    unet = diffusers.UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8).to(device).eval()
+    loop_rows = []
+    for name in NAMES:
+        t_g = time_ms(_loop(getattr(S, name), name, unet, device), device, min_time)
+        t_d = time_ms(_loop(getattr(diffusers, name), name, unet, device), device, min_time)
+        loop_rows.append({"scheduler": name.replace("Scheduler", ""), "diffusers ms": t_d, "genfast ms": t_g,
+                          "speed-up": t_d / t_g})
+    report(f"samplers_loop_{device}", f"Drop-in schedulers, {STEPS}-step loop with a small UNet2DModel ({device})",
+           loop_rows, ["scheduler", "diffusers ms", "genfast ms", "speed-up"], device=device,
+           notes="One image 1x3x32x32, a 2-level UNet2DModel (32/64 channels); the UNet dominates on the CPU.")
+
+
+if __name__ == "__main__":
+    main()
