@@ -26,6 +26,7 @@ from genfast.ops._common import KERNEL_DTYPES, as_int64, check_tensor, eager_fas
 from genfast.reference import solver_step as _ref
 
 COEFFICIENTS = _ref.COEFFICIENTS
+SOLVER_COEFFICIENTS = COEFFICIENTS  # the name re-exported by genfast.ops
 NUM_COEFFICIENTS = _ref.NUM_COEFFICIENTS
 MAX_HISTORY = _ref.MAX_HISTORY
 _OP = "genfast.ops.solver_step"
@@ -351,7 +352,7 @@ def solver_step(
     return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
 
 
-__all__ = ["solver_step", "SolverStepOutput", "COEFFICIENTS"]
+__all__ = ["solver_step", "SolverStepOutput", "SOLVER_COEFFICIENTS"]
 
 
 def _opcheck_samples():
