@@ -2,8 +2,9 @@
 
 diffusers' scheduler test classes list the classes they test in ``scheduler_classes``. Loaded
 with ``-p _diffusers_swap`` (this folder on ``PYTHONPATH``), this plugin replaces, at
-collection, every entry whose diffusers class name is a key of :data:`SWAP` by genfast's class.
-The tests then run unchanged. ``tests/samplers/test_diffusers_suite.py`` runs the suite twice
+collection, every entry whose diffusers class name is a key of :data:`SWAP` by genfast's class,
+and rebinds that name in the test modules (diffusers' common tests special-case some classes by
+identity, e.g. Euler's float timesteps). The tests then run unchanged. ``tests/samplers/test_diffusers_suite.py`` runs the suite twice
 (with and without this plugin) and compares the outcomes.
 
 To cover another scheduler, add one entry to :data:`SWAP`; the runner picks the test files
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import genfast.samplers as gs
 
@@ -41,6 +43,16 @@ _SWAPPED: list = []
 _OUTCOMES: dict = {}
 
 
+def _rebind_globals(namespace: dict) -> None:
+    """diffusers' common tests special-case classes by identity (``scheduler_class in
+    (EulerDiscreteScheduler, ...)``, ``== VQDiffusionScheduler``): rebind those names, in the
+    module that defines a test's function, to the class swapped in, so the checks still hold."""
+    for name, new in SWAP.items():
+        old = namespace.get(name)
+        if isinstance(old, type) and old.__module__.startswith("diffusers.") and old.__name__ == name:
+            namespace[name] = new
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Replace ``scheduler_classes`` of every collected test class (once per class)."""
     if os.environ.get("GENFAST_SWAP", "1") == "0":
@@ -55,6 +67,10 @@ def pytest_collection_modifyitems(session, config, items):
         if swapped != tuple(cls.scheduler_classes):
             cls.scheduler_classes = swapped
             _SWAPPED.append(f"{cls.__module__}.{cls.__qualname__}")
+            for klass in cls.__mro__:
+                module = sys.modules.get(klass.__module__)
+                if module is not None and klass.__module__.startswith(cls.__module__.split(".")[0]):
+                    _rebind_globals(vars(module))
 
 
 def pytest_runtest_logreport(report):
