@@ -4,8 +4,9 @@ diffusers' scheduler test classes list the classes they test in ``scheduler_clas
 with ``-p _diffusers_swap`` (this folder on ``PYTHONPATH``), this plugin replaces, at
 collection, every entry whose diffusers class name is a key of :data:`SWAP` by genfast's class,
 and rebinds that name in the test modules (diffusers' common tests special-case some classes by
-identity, e.g. Euler's float timesteps). The tests then run unchanged. ``tests/samplers/test_diffusers_suite.py`` runs the suite twice
-(with and without this plugin) and compares the outcomes.
+identity, e.g. Euler's float timesteps). The tests then run unchanged.
+``tests/samplers/test_diffusers_suite.py`` runs the suite twice (with and without this plugin)
+and compares the outcomes.
 
 To cover another scheduler, add one entry to :data:`SWAP`; the runner picks the test files
 whose ``scheduler_classes`` name a key of it.
