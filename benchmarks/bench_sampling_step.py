@@ -63,11 +63,13 @@ def main():
             entries.append((f"genfast ddpm_step [{b}]", "ddpm", lambda b=b: O.ddpm_step(mo, 500, x, ac, backend=b)))
         entries.append(("genfast ddpm_step [reference]", "ddpm",
                         lambda: RS.ddpm_step(mo, 500, x, ac, seed=1)))
-        g_ddpm = DDPMScheduler()
+        # clip_sample=False in the scheduler rows, as in the op rows: the class-minus-op difference
+        # is then the class's own work (diffusers' default, clip_sample=True, adds a clamp)
+        g_ddpm = DDPMScheduler(clip_sample=False)
         g_ddpm.set_timesteps(1000, device=device)
         entries.append(("genfast.samplers.DDPMScheduler.step", "ddpm", lambda: g_ddpm.step(mo, 500, x)))
         if diffusers is not None:
-            d_ddpm = DDDPM()
+            d_ddpm = DDDPM(clip_sample=False)
             d_ddpm.set_timesteps(1000, device=device)
             entries.append((f"diffusers {diffusers.__version__} DDPMScheduler.step", "ddpm",
                             lambda: d_ddpm.step(mo, 500, x)))
@@ -76,11 +78,11 @@ def main():
                             lambda b=b: O.ddim_step(mo, 501, x, ac, prev_timestep=481, backend=b)))
         entries.append(("genfast ddim_step [reference]", "ddim",
                         lambda: RS.ddim_step(mo, 501, x, ac, prev_timestep=481)))
-        g_ddim = DDIMScheduler()
+        g_ddim = DDIMScheduler(clip_sample=False)
         g_ddim.set_timesteps(50, device=device)
         entries.append(("genfast.samplers.DDIMScheduler.step", "ddim", lambda: g_ddim.step(mo, 501, x)))
         if diffusers is not None:
-            d_ddim = DDDIM()
+            d_ddim = DDDIM(clip_sample=False)
             d_ddim.set_timesteps(50, device=device)
             entries.append((f"diffusers {diffusers.__version__} DDIMScheduler.step", "ddim",
                             lambda: d_ddim.step(mo, 501, x)))

@@ -5,7 +5,8 @@ compiled module, Triton or a GPU runtime:
 
 - ``genfast.ops``: the hot-path ops (one dispatch point, backends ``cuda``, ``triton``,
   ``cpu``, ``reference``) and the counter-based random numbers.
-- ``genfast.samplers``: drop-in ``DDPMScheduler`` and ``DDIMScheduler`` (diffusers' API).
+- ``genfast.samplers``: drop-in ``DDPMScheduler`` and ``DDIMScheduler`` (subclasses of
+  diffusers' classes with a fused ``step``; the only module that imports diffusers).
 - ``genfast.reference``: the pure-PyTorch oracles of every op.
 - ``genfast.nn``, ``genfast.models``, ``genfast.data``, ``genfast.metrics``, ``genfast.cli``.
 """

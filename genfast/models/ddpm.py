@@ -29,9 +29,30 @@ _DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
 
 
 def _scheduler_classes():
+    # imported here: genfast.samplers imports diffusers, needed to sample but not to train
     from genfast.samplers import DDIMScheduler, DDPMScheduler
 
     return {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+
+
+def _alphas_cumprod(num_train_timesteps: int, beta_schedule: str, beta_start: float,
+                    beta_end: float) -> torch.Tensor:
+    """float32 ``[T]`` cumulative products of ``1 - beta`` for the training loss, computed as
+    diffusers' ``DDPMScheduler`` computes them (a test checks they are equal), so that training
+    does not import diffusers. ``squaredcos_cap_v2``: Nichol & Dhariwal (2021), eq. (17), betas
+    capped at 0.999."""
+    T = num_train_timesteps
+    if beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    else:
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)],
+                             dtype=torch.float32)
+    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def _positive_int(name: str, value) -> int:
@@ -151,7 +172,11 @@ class DDPM(nn.Module):
         self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
         self.ema_updates = 0
         self.training_info: dict = {}
-        self.noise_scheduler = self.make_scheduler("ddpm")
+        # not saved: a function of the config
+        self.register_buffer(
+            "alphas_cumprod", _alphas_cumprod(num_train_timesteps, beta_schedule, beta_start, beta_end),
+            persistent=False,
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -276,7 +301,9 @@ class DDPM(nn.Module):
         labels = self._labels(class_labels, b, dev)
         t = torch.randint(0, self.config["num_train_timesteps"], (b,), generator=generator).to(dev)
         noise = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
-        x_t = self.noise_scheduler.add_noise(x0, noise, t)
+        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (Ho et al. eq. 4), as diffusers' add_noise
+        ab = self.alphas_cumprod.to(x0.dtype)[t].reshape(b, 1, 1, 1)
+        x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * noise
         if self.num_classes is not None:
             null = torch.full((b,), self.num_classes, dtype=torch.long, device=dev)
             if labels is None:

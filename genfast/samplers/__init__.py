@@ -1,17 +1,29 @@
-"""Drop-in replacements for diffusers' ``DDPMScheduler`` and ``DDIMScheduler``.
+"""Drop-in fast samplers: diffusers' ``DDPMScheduler``, ``DDIMScheduler``,
+``DPMSolverMultistepScheduler``, ``UniPCMultistepScheduler``, ``EulerDiscreteScheduler``,
+``EulerAncestralDiscreteScheduler``, ``FlowMatchEulerDiscreteScheduler`` and ``LCMScheduler``,
+subclassed, with a fused ``step``.
 
-Same constructor arguments, config files (``scheduler_config.json``) and results as diffusers
-0.42; ``step`` runs on genfast's fused ops (:func:`genfast.ops.ddpm_step`,
-:func:`genfast.ops.ddim_step`). Swap into a diffusers pipeline with::
+Each class is a subclass of diffusers' own (``isinstance(s, diffusers.SchedulerMixin)`` holds):
+constructor, config files (``scheduler_config.json``), ``from_config`` / ``from_pretrained`` /
+``save_pretrained``, ``compatibles`` and every helper are diffusers'. Only ``step`` (and the
+checks and coefficient tables ``set_timesteps`` makes once) change: ``step`` runs on genfast's
+fused ops (:func:`genfast.ops.ddpm_step`, :func:`genfast.ops.ddim_step`, and
+:func:`genfast.ops.solver_step` for the others) and never reads a tensor's value on the host.
+Swap into a diffusers pipeline with::
 
     pipe.scheduler = genfast.samplers.DDIMScheduler.from_config(pipe.scheduler.config)
 
-diffusers is not needed to use them.
+or pass ``scheduler=genfast.samplers.DDIMScheduler.from_pretrained(path, subfolder="scheduler")``
+to ``DiffusionPipeline.from_pretrained``. diffusers (>= 0.40) is required here, and only here:
+``import genfast`` and ``import genfast.ops`` do not import it. The output classes are
+diffusers' own, re-exported.
 """
 
-from genfast.samplers._common import UnsupportedBetaScheduleError, randn_tensor, rescale_zero_terminal_snr
-from genfast.samplers._config import FrozenDict, UnknownArgumentError
-from genfast.samplers._outputs import DDIMSchedulerOutput, DDPMSchedulerOutput, SchedulerOutput
+from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
+
+from genfast.samplers._common import BACKENDS, UnsupportedBetaScheduleError
 from genfast.samplers.ddim import DDIMScheduler
 from genfast.samplers.ddpm import DDPMScheduler
 from genfast.samplers.dpm_solver import DPMSolverMultistepScheduler
@@ -21,7 +33,7 @@ from genfast.samplers.lcm import LCMScheduler
 from genfast.samplers.unipc import SingularScheduleError, UniPCMultistepScheduler
 
 __all__ = [
-    "DDPMScheduler",
+    "BACKENDS",
     "DDIMScheduler",
     "DPMSolverMultistepScheduler",
     "UniPCMultistepScheduler",
@@ -30,12 +42,9 @@ __all__ = [
     "FlowMatchEulerDiscreteScheduler",
     "LCMScheduler",
     "SingularScheduleError",
-    "DDPMSchedulerOutput",
     "DDIMSchedulerOutput",
+    "DDPMScheduler",
+    "DDPMSchedulerOutput",
     "SchedulerOutput",
-    "FrozenDict",
-    "UnknownArgumentError",
     "UnsupportedBetaScheduleError",
-    "randn_tensor",
-    "rescale_zero_terminal_snr",
 ]

@@ -99,7 +99,7 @@ def _solver_step_kernel(
 
 def solver_step_triton(mo, mou, x, last, history, noise, philox, coef, row_scale, thr, prev, conv, corr, *, batch,
                        n, coef_stride, guidance_scale, clip_sample_range, clamp_mode, round_converted):
-    """Launch the kernel over contiguous, validated tensors (see genfast/ops/solver_step.py)."""
+    """Launch the kernel over contiguous, validated tensors (see genfast/ops/solver.py)."""
     if batch == 0 or n == 0:
         return
     noise_mode = 1 if noise is not None else (2 if philox is not None else 0)

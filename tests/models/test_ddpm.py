@@ -2,6 +2,8 @@
 samplers, classifier-free guidance and the negative class run, checkpoints round-trip."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,6 +55,31 @@ def test_sampling_shape_dtype_range_and_seed(sampler, steps):
         8,
         8,
     )
+
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"])
+def test_training_schedule_is_the_samplers(schedule):
+    """The loss uses the model's own alphas_cumprod (so that training does not import
+    diffusers); it must be exactly the one its sampler steps with."""
+    kw = dict(beta_start=0.00085, beta_end=0.012) if schedule == "scaled_linear" else {}
+    model = _tiny(beta_schedule=schedule, num_train_timesteps=300, **kw)
+    for sampler in ("ddpm", "ddim"):
+        assert torch.equal(model.alphas_cumprod, model.make_scheduler(sampler).alphas_cumprod)
+
+
+def test_training_does_not_import_diffusers():
+    code = (
+        "import sys, torch\n"
+        "from genfast.models.ddpm import DDPM\n"
+        "m = DDPM(image_size=8, base_channels=8)\n"
+        "m.loss(torch.zeros(2, 1, 8, 8), generator=torch.Generator().manual_seed(0)).backward()\n"
+        "print('diffusers' in sys.modules)\n"
+        "m.sample(1, sampler='ddim', num_inference_steps=2)\n"
+        "print('diffusers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
 
 
 def test_ddim_backends_agree():

@@ -4,6 +4,7 @@ shapes and dtypes; per-row timesteps; generated vs given noise; guidance; bad in
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -347,6 +348,54 @@ def test_bad_inputs():
     if not torch.cuda.is_available():
         with pytest.raises(O.BackendUnavailableError, match="cuda"):
             O.ddpm_step(mo, 1, x, ac, backend="cuda")
+
+
+
+def test_alphas_cumprod_edits_are_seen():
+    """No check is cached: a write through NumPy after a good step is caught at the next call
+    (the reproducer of issue 12)."""
+    ac = alphas_cumprod()
+    eps, x = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    a = ac.clone()
+    O.ddpm_step(eps, 10, x, a, seed=0)
+    a.numpy()[10] = 7.0
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        O.ddpm_step(eps, 10, x, a, seed=0)
+    a.numpy()[10] = float("nan")
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        O.ddim_step(eps, torch.tensor(10), x, a, prev_timestep=5)
+
+
+def test_tensor_arguments_are_checked_without_host_reads():
+    """Tensor timesteps are range-checked on their device (here: at once, as a ValueError);
+    float parameters must be Python numbers (a tensor would need a host read)."""
+    ac = alphas_cumprod()
+    mo, x = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    for bad in (torch.tensor(-1), torch.tensor([3, T]), torch.tensor([T + 5], dtype=torch.int32)):
+        with pytest.raises(ValueError, match="timestep"):
+            O.ddpm_step(mo, bad, x, ac, seed=1)
+    with pytest.raises(ValueError, match="prev_timestep"):
+        O.ddim_step(mo, 10, x, ac, prev_timestep=torch.tensor([T, 0]))
+    for name in ("guidance_scale", "eta", "final_alpha_cumprod"):
+        with pytest.raises(TypeError, match=name):
+            O.ddim_step(mo, 10, x, ac, prev_timestep=0, **{name: torch.tensor(0.5)})
+    # numpy numbers are numbers
+    O.ddim_step(mo, 10, x, ac, prev_timestep=0, eta=np.float32(0.5), seed=1)
+
+
+def test_sample_max_value_below_one_is_the_threshold():
+    """torch.clamp(s, min=1, max=v) is v for v < 1: diffusers' thresholding then clamps x0 to
+    [-v, v] and divides by v (so |x0| <= 1); the op does the same."""
+    ac = alphas_cumprod()
+    mo, x = torch.randn(2, 3, 4, 4) * 3, torch.randn(2, 3, 4, 4)
+    kw = dict(prediction_type="sample", thresholding=True, sample_max_value=0.5, noise=torch.zeros_like(x))
+    _, x0 = O.ddpm_step(mo, 10, x, ac, **kw)
+    _, ref_x0 = RS.ddpm_step(mo, 10, x, ac, **kw)
+    torch.testing.assert_close(x0, ref_x0)
+    expected = mo.clamp(-0.5, 0.5) / 0.5  # s = 0.5 whatever the quantile
+    torch.testing.assert_close(x0, expected)
+    with pytest.raises(ValueError, match="sample_max_value"):
+        O.ddpm_step(mo, 10, x, ac, prediction_type="sample", thresholding=True, sample_max_value=0.0)
 
 
 def test_opcheck():

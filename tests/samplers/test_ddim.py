@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import diffusers
 import pytest
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 import genfast.samplers as gs
 
@@ -17,8 +19,6 @@ from ._sampler_cases import (
     pick_steps,
     step_inputs,
 )
-
-diffusers = pytest.importorskip("diffusers")
 
 N_CASES = 48
 
@@ -52,13 +52,13 @@ def test_step_parity_with_generator(i):
         kw = dict(eta=eta, use_clipped_model_output=case["use_clipped_model_output"])
         expected = ref.step(model_output, t, sample, generator=g_ref, **kw)
         got = ours.step(model_output, as_timestep(t, rng), sample, generator=g_ours, **kw)
-        noise = gs.randn_tensor(sample.shape, torch.Generator().manual_seed(i), "cpu", torch.float32)
+        noise = randn_tensor(sample.shape, generator=torch.Generator().manual_seed(i), device="cpu",
+                             dtype=torch.float32)
         truth = exact.step(model_output.double(), t, sample.double(), variance_noise=noise.double(), **kw)
         assert_close_or_as_good(got.prev_sample, expected.prev_sample, truth.prev_sample,
                                 f"prev_sample t={t}")
         assert_close(got.pred_original_sample, expected.pred_original_sample, f"pred_original_sample t={t}")
         assert torch.equal(g_ours.get_state(), g_ref.get_state()), f"generator state differs after t={t}"
-        assert ours.previous_timestep(t) == t - cfg["num_train_timesteps"] // n
 
 
 @pytest.mark.parametrize("i", range(0, N_CASES, 6), ids=lambda i: f"case-{i}")
@@ -142,7 +142,6 @@ def test_per_row_timesteps_match_scalar_steps():
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (3, 2, 4, 4), 2)
     noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
     ts = torch.tensor([95, 0, 40])
-    assert torch.equal(ours.previous_timestep(ts), torch.tensor([90, -5, 35]))
     out = ours.step(model_output, ts, sample, eta=0.5, variance_noise=noise)
     for row, t in enumerate(ts.tolist()):
         single = ours.step(model_output[row:row + 1], t, sample[row:row + 1], eta=0.5,
@@ -247,19 +246,18 @@ def test_add_noise_and_get_velocity_parity():
 
 
 # ----------------------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize(
-    "kwargs, name",
-    [
-        (dict(beta_schedule="sigmoid"), "beta_schedule"),  # DDPM-only in diffusers
-        (dict(prediction_type="x0"), "prediction_type"),
-        (dict(timestep_spacing="even"), "timestep_spacing"),
-        (dict(num_train_timesteps=-5), "num_train_timesteps"),
-        (dict(variance_type="fixed_small"), "variance_type"),  # DDPM-only argument
-    ],
-)
-def test_bad_constructor_arguments(kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        gs.DDIMScheduler(**kwargs)
+def test_options_are_checked_where_diffusers_uses_them():
+    """As diffusers: an unknown prediction_type raises in step, an unknown timestep_spacing in
+    set_timesteps, a DDPM-only argument is a TypeError."""
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
+    bad = gs.DDIMScheduler(prediction_type="x0")
+    bad.set_timesteps(10)
+    with pytest.raises(ValueError, match="prediction_type"):
+        bad.step(model_output, 10, sample)
+    with pytest.raises(ValueError, match="even"):
+        gs.DDIMScheduler(timestep_spacing="even").set_timesteps(10)
+    with pytest.raises(TypeError, match="variance_type"):
+        gs.DDIMScheduler(variance_type="fixed_small")
 
 
 def test_bad_set_timesteps_and_step():
@@ -267,14 +265,20 @@ def test_bad_set_timesteps_and_step():
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
     with pytest.raises(ValueError, match="set_timesteps"):
         ours.step(model_output, 10, sample)
-    with pytest.raises(ValueError, match="set_timesteps"):
-        ours.previous_timestep(10)
     with pytest.raises(ValueError, match="num_inference_steps"):
         ours.set_timesteps(101)
     with pytest.raises(ValueError, match="num_inference_steps"):
         ours.set_timesteps(2.5)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        ours.set_timesteps(0)
+    with pytest.raises(ValueError, match="steps_offset"):
+        gs.DDIMScheduler(num_train_timesteps=100, steps_offset=10).set_timesteps(10)
     ours.set_timesteps(10)
     with pytest.raises(ValueError, match="timestep"):
         ours.step(model_output, -1, sample)
+    with pytest.raises(ValueError, match="timestep"):
+        ours.step(model_output, torch.tensor([3, 100]), sample)
     with pytest.raises(ValueError, match="eta"):
         ours.step(model_output, 10, sample, eta=-1.0)
+    with pytest.raises(TypeError, match="eta"):
+        ours.step(model_output, 10, sample, eta=torch.tensor(0.5))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 
+import diffusers
 import numpy as np
 import pytest
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 import genfast.samplers as gs
 
 from ._sampler_cases import as_timestep, assert_close, ddpm_case, pick_steps, step_inputs
-
-diffusers = pytest.importorskip("diffusers")
 
 N_CASES = 48
 
@@ -56,11 +56,16 @@ def test_step_parity_with_generator(i):
         g_ref = torch.Generator().manual_seed(i)
         g_ours = torch.Generator().manual_seed(i)
         expected = ref.step(model_output, t, sample, generator=g_ref)
-        got = ours.step(model_output, as_timestep(t, rng), sample, generator=g_ours)
+        given = as_timestep(t, rng)
+        got = ours.step(model_output, given, sample, generator=g_ours)
         assert_close(got.prev_sample, expected.prev_sample, f"prev_sample t={t}")
         assert_close(got.pred_original_sample, expected.pred_original_sample, f"pred_original_sample t={t}")
+        if t == 0 and isinstance(given, torch.Tensor):
+            # documented deviation: at a tensor t = 0 genfast draws (the op ignores it), diffusers not
+            randn_tensor(sample.shape, generator=g_ref, device=sample.device, dtype=sample.dtype)
         assert torch.equal(g_ours.get_state(), g_ref.get_state()), f"generator state differs after t={t}"
-        assert ours.previous_timestep(t) == int(ref.previous_timestep(t))
+        assert int(ours._prev_timestep(torch.tensor(t))) == int(ref.previous_timestep(t))
+        assert ours._prev_timestep(t) == int(ref.previous_timestep(t))
 
 
 @pytest.mark.parametrize("i", range(0, N_CASES, 6), ids=lambda i: f"case-{i}")
@@ -103,16 +108,20 @@ def test_list_of_generators_and_return_tuple():
     assert_close(got, expected, "prev_sample")
 
 
-def test_no_draw_at_t0_keeps_generator_state():
+def test_generator_draws_at_t0():
+    """An int t = 0 draws nothing (as diffusers); a tensor t = 0 draws (the value is not read on
+    the host) but adds no noise: the same prev_sample either way."""
     ours = gs.DDPMScheduler(num_train_timesteps=50)
     ours.set_timesteps(5)
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
     g = torch.Generator().manual_seed(3)
     state = g.get_state()
-    ours.step(model_output, 0, sample, generator=g)
+    as_int = ours.step(model_output, 0, sample, generator=g).prev_sample
     assert torch.equal(g.get_state(), state)
-    ours.step(model_output, 10, sample, generator=g)
+    as_tensor = ours.step(model_output, torch.tensor(0), sample, generator=g).prev_sample
     assert not torch.equal(g.get_state(), state)
+    assert torch.equal(as_int, as_tensor)
+    ours.step(model_output, 10, sample, generator=g)
 
 
 def test_output_object_access():
@@ -160,7 +169,7 @@ def test_per_row_timesteps_match_scalar_steps():
     noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
     ts = torch.tensor([90, 0, 40])
     out = ours.step(model_output, ts, sample, variance_noise=noise)
-    assert torch.equal(ours.previous_timestep(ts), torch.tensor([80, -1, 30]))
+    assert torch.equal(ours._prev_timestep(ts), torch.tensor([80, -1, 30]))
     for row, t in enumerate(ts.tolist()):
         single = ours.step(model_output[row:row + 1], t, sample[row:row + 1],
                            variance_noise=noise[row:row + 1])
@@ -220,8 +229,8 @@ def test_set_timesteps_parity(spacing, T):
             assert torch.equal(ours.timesteps, ref.timesteps[:n]), (spacing, T, offset, n)
             assert int(ours.timesteps.min()) >= 0
             for t in {int(ours.timesteps[0]), int(ours.timesteps[-1]), int(ours.timesteps[n // 2])}:
-                assert ours.previous_timestep(t) == int(ref.previous_timestep(t))
-                assert int(ours.previous_timestep(torch.tensor(t))) == int(ref.previous_timestep(t))
+                assert ours._prev_timestep(t) == int(ref.previous_timestep(t))
+                assert int(ours._prev_timestep(torch.tensor(t))) == int(ref.previous_timestep(t))
 
 
 def test_set_timesteps_device_and_custom():
@@ -234,15 +243,20 @@ def test_set_timesteps_device_and_custom():
     ours.set_timesteps(timesteps=[90, 50, 7, 3])
     assert ours.custom_timesteps and torch.equal(ours.timesteps, ref.timesteps)
     for t in (90, 50, 7, 3):
-        assert ours.previous_timestep(t) == int(ref.previous_timestep(t))
-    # off-schedule timesteps go to the largest scheduled timestep below them (genfast extension)
-    assert ours.previous_timestep(60) == 50 and ours.previous_timestep(2) == -1
+        assert ours._prev_timestep(t) == int(ref.previous_timestep(t))
+        assert ours.previous_timestep(t) == ref.previous_timestep(t)  # diffusers' own method, inherited
+    # off-schedule timesteps go to the largest scheduled timestep below them (diffusers: IndexError)
+    assert ours._prev_timestep(60) == 50 and ours._prev_timestep(2) == -1
+    assert torch.equal(ours._prev_timestep(torch.tensor([60, 2])), torch.tensor([50, -1]))
+    # assigning timesteps directly (as some pipelines do) rebuilds the lookup table
+    ours.timesteps = torch.tensor([80, 20])
+    assert ours._prev_timestep(80) == 20 and int(ours._prev_timestep(torch.tensor(20))) == -1
 
 
 def test_previous_timestep_without_schedule():
     ours = gs.DDPMScheduler(num_train_timesteps=100)
-    assert ours.previous_timestep(37) == 36
-    assert torch.equal(ours.previous_timestep(torch.tensor([5, 0])), torch.tensor([4, -1]))
+    assert ours._prev_timestep(37) == 36
+    assert torch.equal(ours._prev_timestep(torch.tensor([5, 0])), torch.tensor([4, -1]))
 
 
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "laplace"])
@@ -273,20 +287,25 @@ def test_add_noise_and_get_velocity_parity():
     ts = torch.tensor([0, 10, 50, 99])
     assert_close(ours.add_noise(x0, noise, ts), ref.add_noise(x0, noise, ts), "add_noise")
     assert_close(ours.get_velocity(x0, noise, ts), ref.get_velocity(x0, noise, ts), "get_velocity")
-    assert_close(ours.add_noise(x0[:1], noise[:1], 50), ref.add_noise(x0[:1], noise[:1], torch.tensor(50)),
-                 "add_noise int t")
-    assert ours.alphas_cumprod.device.type == "cpu" and ours.alphas_cumprod.dtype == torch.float32
+    assert type(ours).add_noise is type(ref).add_noise  # diffusers' own, inherited
     x16 = x0.half()
     assert ours.add_noise(x16, noise.half(), ts).dtype == torch.float16
     assert ours.scale_model_input(x0, 5) is x0
 
 
-def test_alphas_cumprod_cache_follows_edits():
+def test_step_sees_in_place_edits_of_alphas_cumprod():
+    """Nothing is cached by identity or version: an edit through NumPy is seen by the next step
+    (a bad value is rejected by the op's device-side check, a good one changes the result)."""
     ours = gs.DDPMScheduler(num_train_timesteps=50)
-    first = ours._alphas_cumprod_on("cpu")
-    assert ours._alphas_cumprod_on("cpu") is first
-    ours.alphas_cumprod = ours.alphas_cumprod * 0.5
-    assert torch.equal(ours._alphas_cumprod_on("cpu"), ours.alphas_cumprod)
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
+    noise = torch.zeros_like(sample)
+    before = ours.step(model_output, 10, sample, variance_noise=noise).prev_sample
+    ours.alphas_cumprod.numpy()[9] = 0.5
+    after = ours.step(model_output, 10, sample, variance_noise=noise).prev_sample
+    assert not torch.equal(before, after)
+    ours.alphas_cumprod.numpy()[10] = 7.0
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        ours.step(model_output, 10, sample, variance_noise=noise)
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
@@ -321,35 +340,32 @@ def test_half_precision_step():
 
 
 # ----------------------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize(
-    "kwargs, name",
-    [
-        (dict(beta_schedule="cosine"), "beta_schedule"),
-        (dict(prediction_type="eps"), "prediction_type"),
-        (dict(variance_type="small"), "variance_type"),
-        (dict(timestep_spacing="uniform"), "timestep_spacing"),
-        (dict(num_train_timesteps=0), "num_train_timesteps"),
-        (dict(steps_offset=-1), "steps_offset"),
-        (dict(clip_sample_range=0.0), "clip_sample_range"),
-        (dict(dynamic_thresholding_ratio=1.5), "dynamic_thresholding_ratio"),
-        (dict(thresholding=True, sample_max_value=0.5), "sample_max_value"),
-        (dict(trained_betas=[0.1, 0.2], num_train_timesteps=3), "trained_betas"),
-        (dict(backend="tpu"), "backend"),
-        (dict(set_alpha_to_one=True), "set_alpha_to_one"),
-    ],
-)
-def test_bad_constructor_arguments(kwargs, name):
-    with pytest.raises(ValueError, match=name) as info:
-        gs.DDPMScheduler(**kwargs)
-    if name in ("beta_schedule", "prediction_type", "variance_type", "timestep_spacing", "backend"):
-        assert "must be one of" in str(info.value)
+def test_options_are_checked_where_diffusers_uses_them():
+    """As diffusers: an unknown prediction_type raises in step, an unknown timestep_spacing in
+    set_timesteps; an unknown variance_type behaves as "fixed_small"."""
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
+    with pytest.raises(ValueError, match="prediction_type"):
+        gs.DDPMScheduler(prediction_type="eps").step(model_output, 10, sample)
+    with pytest.raises(ValueError, match="uniform"):
+        gs.DDPMScheduler(timestep_spacing="uniform").set_timesteps(10)
+    other = gs.DDPMScheduler(variance_type="other")
+    small = gs.DDPMScheduler(variance_type="fixed_small")
+    ref = diffusers.DDPMScheduler(variance_type="other")
+    got = other.step(model_output, 10, sample, variance_noise=torch.ones_like(sample)).prev_sample
+    assert torch.equal(got, small.step(model_output, 10, sample, variance_noise=torch.ones_like(sample)).prev_sample)
+    expected = ref.step(model_output, 10, sample, generator=torch.Generator().manual_seed(1)).prev_sample
+    assert_close(other.step(model_output, 10, sample, generator=torch.Generator().manual_seed(1)).prev_sample,
+                 expected, "variance_type other")
 
 
-def test_bad_option_errors_keep_diffusers_exception_types():
-    with pytest.raises(NotImplementedError):
-        gs.DDPMScheduler(beta_schedule="cosine")
-    with pytest.raises(TypeError, match="clip_samples"):
-        gs.DDPMScheduler(clip_samples=True)
+def test_sample_max_value_below_one_thresholds_like_diffusers():
+    cfg = dict(num_train_timesteps=100, thresholding=True, sample_max_value=0.5, prediction_type="sample")
+    ref, ours = _pair(cfg)
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (2, 3, 4, 4), 3)
+    expected = ref.step(model_output * 3, 40, sample, generator=torch.Generator().manual_seed(1))
+    got = ours.step(model_output * 3, 40, sample, generator=torch.Generator().manual_seed(1))
+    assert_close(got.pred_original_sample, expected.pred_original_sample, "x0")
+    assert float(got.pred_original_sample.abs().max()) <= 1.0
 
 
 def test_bad_set_timesteps():
@@ -360,17 +376,21 @@ def test_bad_set_timesteps():
         ours.set_timesteps(0)
     with pytest.raises(ValueError, match="num_inference_steps"):
         ours.set_timesteps()
-    with pytest.raises(ValueError, match="only one"):
+    with pytest.raises(ValueError, match="only pass one"):
         ours.set_timesteps(10, timesteps=[5, 1])
     with pytest.raises(ValueError, match="descending"):
         ours.set_timesteps(timesteps=[5, 9])
-    with pytest.raises(ValueError, match="num_train_timesteps"):
+    with pytest.raises(ValueError, match="train_timesteps"):
         ours.set_timesteps(timesteps=[100, 5])
     with pytest.raises(ValueError, match=">= 0"):
         ours.set_timesteps(timesteps=[5, -1])
+    with pytest.raises(ValueError, match="integers"):
+        ours.set_timesteps(timesteps=[5.5, 1])
     offset = gs.DDPMScheduler(num_train_timesteps=100, steps_offset=1)
     with pytest.raises(ValueError, match="steps_offset"):
         offset.set_timesteps(100)
+    with pytest.raises(ValueError, match="steps_offset"):
+        gs.DDPMScheduler(num_train_timesteps=100, steps_offset=-1).set_timesteps(10)
 
 
 def test_bad_step_inputs():
@@ -383,6 +403,11 @@ def test_bad_step_inputs():
         ours.step(model_output, 100, sample)
     with pytest.raises(ValueError, match="timestep"):
         ours.step(model_output, torch.tensor([1, 2, 3]), sample)
+    # a tensor timestep's range is checked on its device (at once on the CPU), not read back
+    with pytest.raises(ValueError, match="timestep"):
+        ours.step(model_output, torch.tensor([5, 100]), sample)
+    with pytest.raises(ValueError, match="timestep"):
+        ours.step(model_output, torch.tensor(-1), sample)
     with pytest.raises(TypeError, match="timestep"):
         ours.step(model_output, 1.5, sample)
     with pytest.raises(TypeError, match="timestep"):
@@ -391,7 +416,5 @@ def test_bad_step_inputs():
         ours.step(model_output, 10, sample.numpy())
     with pytest.raises(ValueError, match="variance_noise"):
         ours.step(model_output, 10, sample, variance_noise=torch.zeros(5))
-    # a list shorter than the batch
-    with pytest.raises(ValueError, match="generator"):
-        ours.step(model_output.repeat(3, 1, 1, 1), 10, sample.repeat(3, 1, 1, 1),
-                  generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(TypeError, match="guidance_scale"):
+        ours.step(model_output, 10, sample, guidance_scale=torch.tensor(2.0))

@@ -232,7 +232,7 @@ class _NoHostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + ("DDPMScheduler", "DDIMScheduler"))
 def test_step_reads_no_tensor_value_on_the_host(name):
     """A 10-step loop over the scheduler's own (tensor) timesteps, with guidance and noise drawn
     in the op, never reads a tensor value on the host (the property a CUDA graph and a sync-free

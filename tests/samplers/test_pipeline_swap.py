@@ -3,18 +3,20 @@ same images as diffusers' own schedulers with the same torch.Generator."""
 
 from __future__ import annotations
 
+import json
+
+import diffusers
 import pytest
 import torch
 
 import genfast.samplers as gs
 
-diffusers = pytest.importorskip("diffusers")
-
 # Image tolerance (pixels in [0, 1]), measured on this repo's 2-core x86 CPU with the genfast
-# "cpu" backend: DDPM chains differ from diffusers by <= 2.4e-7 and DDIM eta=1 chains by
-# <= 7.2e-7; DDIM eta=0 chains (12 steps of T=1000, 4 seeds) by up to 2.9e-5, because the first
-# step (t=913, alpha_bar = 2.1e-4) divides by sqrt(alpha_bar), amplifying fp32 rounding ~70x,
-# and the deterministic chain carries that through the UNet. 1e-4 leaves ~3x headroom.
+# "cpu" backend over the configs of this file and 4 generator seeds each: DDPM chains differ from
+# diffusers by <= 2.1e-6 and DDIM eta=1 chains by <= 1.6e-6; DDIM eta=0 chains (12 steps of
+# T=1000) by up to 2.4e-5, because the first step (t=913, alpha_bar = 2.1e-4) divides by
+# sqrt(alpha_bar), amplifying fp32 rounding ~70x, and the deterministic chain carries that
+# through the UNet. 1e-4 leaves ~4x headroom.
 IMAGE_ATOL = 1e-4
 
 
@@ -93,4 +95,65 @@ def test_swap_via_saved_scheduler_folder(unet, tmp_path):
                                            scheduler=diffusers.DDPMScheduler(num_train_timesteps=100))
     expected = _images(expected_pipe, torch.Generator().manual_seed(9), num_inference_steps=4)
     got = _images(pipe, torch.Generator().manual_seed(9), num_inference_steps=4)
+    torch.testing.assert_close(got, expected, rtol=0, atol=IMAGE_ATOL)
+
+
+@pytest.mark.parametrize("kind", ["DDPM", "DDIM"])
+def test_pipeline_built_with_genfast_scheduler(unet, kind):
+    """``XPipeline(unet=..., scheduler=genfast's)`` gives diffusers' images (same generator).
+    DDIMPipeline's constructor converts any scheduler to diffusers' DDIMScheduler (diffusers'
+    code, as for any other class), so there genfast's is assigned after construction."""
+    cfg = dict(num_train_timesteps=200, beta_schedule="squaredcos_cap_v2")
+    pipe_cls, ours_cls = getattr(diffusers, f"{kind}Pipeline"), getattr(gs, f"{kind}Scheduler")
+    theirs_cls = getattr(diffusers, f"{kind}Scheduler")
+    kwargs = dict(num_inference_steps=8, batch_size=2)
+    if kind == "DDIM":
+        kwargs["eta"] = 1.0
+    expected = _images(pipe_cls(unet=unet, scheduler=theirs_cls(**cfg)), torch.Generator().manual_seed(5), **kwargs)
+    pipe = pipe_cls(unet=unet, scheduler=ours_cls(**cfg))
+    if kind == "DDIM":
+        assert type(pipe.scheduler) is theirs_cls
+        pipe.scheduler = ours_cls(**cfg)
+    assert type(pipe.scheduler) is ours_cls
+    got = _images(pipe, torch.Generator().manual_seed(5), **kwargs)
+    torch.testing.assert_close(got, expected, rtol=0, atol=IMAGE_ATOL)
+
+
+@pytest.mark.parametrize("kind", ["DDPM", "DDIM"])
+def test_from_pretrained_and_save_pretrained(unet, kind, tmp_path):
+    """``DiffusionPipeline.from_pretrained(path, scheduler=genfast's)`` loads and samples
+    diffusers' images; the pipeline it saves records diffusers' scheduler class in
+    model_index.json (so it loads without genfast) and a scheduler config that diffusers' class
+    and genfast's load alike; a pipeline saved with diffusers' scheduler loads genfast's class
+    from its scheduler folder. (DDPMPipeline keeps the scheduler it is given, of either kind.)"""
+    theirs_cls, ours_cls = getattr(diffusers, f"{kind}Scheduler"), getattr(gs, f"{kind}Scheduler")
+    cfg = dict(num_train_timesteps=100, prediction_type="v_prediction", clip_sample=False)
+    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(**cfg)).save_pretrained(tmp_path / "theirs")
+    theirs_sched = theirs_cls.from_pretrained(tmp_path / "theirs", subfolder="scheduler")
+    expected = _images(diffusers.DiffusionPipeline.from_pretrained(tmp_path / "theirs", scheduler=theirs_sched),
+                       torch.Generator().manual_seed(2), num_inference_steps=5)
+
+    ours_sched = ours_cls.from_pretrained(tmp_path / "theirs", subfolder="scheduler", backend="cpu")
+    assert ours_sched.config == theirs_sched.config
+    pipe = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "theirs", scheduler=ours_sched)
+    assert type(pipe) is diffusers.DDPMPipeline and pipe.scheduler is ours_sched
+    got = _images(pipe, torch.Generator().manual_seed(2), num_inference_steps=5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=IMAGE_ATOL)
+
+    pipe.save_pretrained(tmp_path / "ours")
+    index = json.loads((tmp_path / "ours" / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", f"{kind}Scheduler"]
+    saved = json.loads((tmp_path / "ours" / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == f"{kind}Scheduler" and "backend" not in saved
+    loaded = theirs_cls.from_pretrained(tmp_path / "ours", subfolder="scheduler")
+    public = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    assert type(loaded) is theirs_cls and public(loaded.config) == public(ours_sched.config)
+    reloaded = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "ours")
+    assert type(reloaded.scheduler) is theirs_cls  # as a pipeline saved with diffusers' class
+    torch.testing.assert_close(_images(reloaded, torch.Generator().manual_seed(2), num_inference_steps=5),
+                               expected, rtol=0, atol=IMAGE_ATOL)
+    again = diffusers.DiffusionPipeline.from_pretrained(
+        tmp_path / "ours", scheduler=ours_cls.from_pretrained(tmp_path / "ours", subfolder="scheduler"))
+    assert type(again.scheduler) is ours_cls
+    got = _images(again, torch.Generator().manual_seed(2), num_inference_steps=5)
     torch.testing.assert_close(got, expected, rtol=0, atol=IMAGE_ATOL)

@@ -1,5 +1,5 @@
 // The pybind11 binding of SolverParams, shared by the CPU (_C) and CUDA (_C_cuda) modules: one
-// constructor taking every field in declaration order (genfast/ops/solver_step.py _launch).
+// constructor taking every field in declaration order (genfast/ops/solver.py _launch).
 #pragma once
 #include <pybind11/pybind11.h>
 
