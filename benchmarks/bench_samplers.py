@@ -57,28 +57,32 @@ def _prepared(cls, name, shape, device):
 
 
 def _op_call(run):
-    """The solver_step call the genfast class makes in ``run`` (captured once), as a function."""
+    """The public op call equivalent to the one the genfast class makes in ``run`` (captured
+    once), as a function; None for DDPM/DDIM, whose classes call ddpm_step / ddim_step."""
     import genfast.ops.solver as solver
 
     captured = {}
-    real = solver.solver_step
+    real = solver.scheduler_call
 
-    def spy(*args, **kwargs):
-        captured["args"], captured["kwargs"] = args, kwargs
-        return real(*args, **kwargs)
+    def spy(*args):
+        captured["args"] = args
+        return real(*args)
 
-    _fused_solver = _fused.__dict__.get("_solver_step")
-    solver.solver_step = spy
+    old = _fused._solver_step
     _fused._solver_step = spy
     try:
         run()
     finally:
-        solver.solver_step = real
-        _fused._solver_step = _fused_solver if _fused_solver is not None else real
+        _fused._solver_step = old
     if not captured:
         return None
-    args, kwargs = captured["args"], captured["kwargs"]
-    return lambda: real(*args, **kwargs)
+    (mo, x, coef, hist, last, mou, noise, philox, gs, gr, clip, thr, ratio, smax, rnd, conv, corr,
+     backend) = captured["args"]
+    return lambda: solver.solver_step(
+        mo, x, coef, history=hist, last_sample=last, model_output_uncond=mou, noise=noise, seed=philox,
+        guidance_scale=gs, guidance_rescale=gr, clip_sample_range=clip or None, thresholding=thr,
+        dynamic_thresholding_ratio=ratio, sample_max_value=smax, round_converted=rnd, return_converted=conv,
+        return_corrected=corr, backend=backend)
 
 
 def _loop(cls, name, unet, device, steps=STEPS):

@@ -97,6 +97,9 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
         ValueError: unknown backend name.
         BackendUnavailableError: the backend cannot run here or on this device.
     """
+    if backend == "auto" and device.type == "cpu" and "GENFAST_BACKEND" not in os.environ:
+        # the common case, first (a step's whole Python budget is ~10 us)
+        return "cpu" if _load("_C")[0] is not None else "reference"
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":

@@ -73,12 +73,11 @@ def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scal
                            round_converted=round_converted)
         return
     mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
-    ptr = lambda v: 0 if v is None else v.data_ptr()  # noqa: E731
     hs = list(history) + [None] * (MAX_HISTORY - len(history))
+    ptrs = [0 if t is None else t.data_ptr() for t in (mo, mou, x, last, hs[0], hs[1], hs[2], noise, philox, coef,
+                                                        row_scale, thr, prev, conv, corr)]
     p = mod.SolverParams(
-        ptr(mo), ptr(mou), ptr(x), ptr(last), ptr(hs[0]), ptr(hs[1]), ptr(hs[2]), ptr(noise), ptr(philox),
-        ptr(coef), ptr(row_scale), ptr(thr), ptr(prev), ptr(conv), ptr(corr),
-        b, n, coef_stride, _backends.DTYPE_CODES[x.dtype],
+        *ptrs, b, n, coef_stride, _backends.DTYPE_CODES[x.dtype],
         _backends.DTYPE_CODES[noise.dtype] if noise is not None else 0,
         len(history), clamp_mode, int(bool(round_converted)), float(guidance_scale), float(clip_sample_range),
     )
@@ -196,6 +195,10 @@ def _number(name, value, *, lo=None, hi=None, lo_open=False):
 
 
 def _same_as_sample(name, t, sample):
+    if type(t) is torch.Tensor and t.dtype == sample.dtype and t.device == sample.device and t.shape == sample.shape:
+        return t.contiguous()
+    if isinstance(name, tuple):
+        name = f"{name[0]}[{name[1]}]"
     check_tensor(name, t, op=_OP, dtypes=(sample.dtype,), device=sample.device)
     if t.shape != sample.shape:
         raise ValueError(f"{_OP}: {name} must have the shape of sample {tuple(sample.shape)}, got {tuple(t.shape)}")
@@ -203,17 +206,22 @@ def _same_as_sample(name, t, sample):
 
 
 def _philox(seed, offset, device):
+    """The int64 [2] (seed, offset) tensor the kernels read, on ``device``, without a host-device
+    copy when ``seed`` is a device tensor (a copy would synchronise and cannot be captured)."""
     if isinstance(seed, torch.Tensor):
         check_tensor("seed", seed, op=_OP, dtypes=(torch.int64,), device=device)
+        if seed.numel() == 2 and seed.dim() == 1 and not isinstance(offset, torch.Tensor) and offset == 0:
+            return seed.contiguous()  # a (seed, offset) key, e.g. torch.randint(..., (2,), device=...)
         if seed.numel() != 1:
-            raise ValueError(f"{_OP}: a seed tensor must hold one value, got shape {tuple(seed.shape)}")
+            raise ValueError(f"{_OP}: a seed tensor must hold one value (or be a [2] (seed, offset) key with "
+                             f"offset=0), got shape {tuple(seed.shape)}")
         if isinstance(offset, torch.Tensor):
             check_tensor("offset", offset, op=_OP, dtypes=(torch.int64,), device=device)
             if offset.numel() != 1:
                 raise ValueError(f"{_OP}: an offset tensor must hold one value, got shape {tuple(offset.shape)}")
             off = offset.reshape(())
         else:
-            off = torch.tensor(as_int64("offset", offset, op=_OP), dtype=torch.int64, device=device)
+            off = torch.full((), as_int64("offset", offset, op=_OP), dtype=torch.int64, device=device)
         return torch.stack([seed.reshape(()), off])
     if isinstance(offset, torch.Tensor):
         raise TypeError(f"{_OP}: offset may be a tensor only when seed is one")
@@ -270,9 +278,10 @@ def solver_step(
         round_converted: round ``m`` to the dtype of ``model_output`` before it is used, as
             diffusers stores it (False: Euler's float32 x_0). A no-op for float32.
         noise: explicit standard-normal noise ``z`` like ``sample`` (float64/32/16/bf16 allowed).
-        seed: draw ``z`` in the kernel from genfast's Philox generator instead (element i at counter
-            position ``offset + i``, :mod:`genfast.reference.random`): a Python int or a 0-dim int64
-            tensor on the device. With neither ``noise`` nor ``seed``, ``z = 0``.
+        seed: draw ``z`` in the kernel from genfast's Philox generator instead (element i is number
+            ``offset + i`` of the stream, :mod:`genfast.reference.random`): a Python int, a one-value
+            int64 tensor on the device, or an int64 ``[2]`` tensor holding (seed, offset) (then
+            ``offset`` must be 0). With neither ``noise`` nor ``seed``, ``z = 0``.
         offset: counter offset of element 0 (int, or an int64 tensor when ``seed`` is one).
         return_converted: also return ``m``.
         return_corrected: also return ``y1``; then ``y2`` uses ``y1`` rounded to the dtype, as
@@ -306,12 +315,13 @@ def solver_step(
     if coefficients.dim() not in (1, 2) or coefficients.shape[-1] != NUM_COEFFICIENTS or rows not in (1, b):
         raise ValueError(f"{_OP}: coefficients must have shape [{NUM_COEFFICIENTS}], [1, {NUM_COEFFICIENTS}] or "
                          f"[B={b}, {NUM_COEFFICIENTS}], got {tuple(coefficients.shape)}")
-    coefficients = coefficients.to(torch.float32).contiguous()
+    if coefficients.dtype != torch.float32 or not coefficients.is_contiguous():
+        coefficients = coefficients.to(torch.float32).contiguous()
     if not isinstance(history, (list, tuple)):
         raise TypeError(f"{_OP}: history must be a list or tuple of tensors, got {type(history).__name__}")
     if len(history) > MAX_HISTORY:
         raise ValueError(f"{_OP}: history holds at most {MAX_HISTORY} tensors, got {len(history)}")
-    history = [_same_as_sample(f"history[{i}]", h, sample) for i, h in enumerate(history)]
+    history = [_same_as_sample(("history", i), h, sample) for i, h in enumerate(history)]
     if last_sample is not None:
         last_sample = _same_as_sample("last_sample", last_sample, sample)
     if model_output_uncond is not None:
@@ -348,6 +358,45 @@ def solver_step(
             model_output_uncond, noise, philox, guidance_scale, guidance_rescale, clip, thresholding, ratio,
             max_value, bool(round_converted), bool(return_converted), bool(return_corrected), backend)
     tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, *history)
+    out = _impl(*args) if eager_fast_path(*tensors) else _solver_step_op(*args)
+    return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
+
+
+def scheduler_call(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
+                   guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
+                   sample_max_value, round_converted, return_converted, return_corrected, backend):
+    """The entry of ``genfast.samplers``: :func:`solver_step` minus the checks of what a scheduler
+    made itself (``coefficients``: a float32 row of its device table; ``history`` and
+    ``last_sample``: earlier outputs of this op; ``philox``: an int64 [2] key drawn on the device;
+    ``backend``, the thresholding numbers: checked at construction). The tensors and numbers a
+    user passes to ``step`` (``model_output``, ``sample``, ``model_output_uncond``, ``noise``,
+    ``guidance_scale``, ``guidance_rescale``) are checked here as :func:`solver_step` checks them.
+    Same return value."""
+    if not (type(sample) is torch.Tensor and sample.dtype in KERNEL_DTYPES):
+        check_tensor("sample", sample, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), min_ndim=1)
+    model_output = _same_as_sample("model_output", model_output, sample)
+    if model_output_uncond is not None:
+        model_output_uncond = _same_as_sample("model_output_uncond", model_output_uncond, sample)
+    if noise is not None:
+        check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=sample.device)
+        if noise.shape != sample.shape:
+            raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, "
+                             f"got {tuple(noise.shape)}")
+        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
+            noise = noise.to(torch.float32)
+        noise = noise.contiguous()
+    if type(guidance_scale) is not float or type(guidance_rescale) is not float:
+        guidance_scale = _number("guidance_scale", guidance_scale)
+        guidance_rescale = _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
+    elif not (math.isfinite(guidance_scale) and 0.0 <= guidance_rescale <= 1.0):
+        _number("guidance_scale", guidance_scale)
+        _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
+    if guidance_rescale > 0 and model_output_uncond is None:
+        raise ValueError(f"{_OP}: guidance_rescale > 0 needs model_output_uncond")
+    args = (model_output, sample.contiguous(), coefficients, history, last_sample, model_output_uncond, noise, philox,
+            guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
+            sample_max_value, round_converted, return_converted, return_corrected, backend)
+    tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, philox, *history)
     out = _impl(*args) if eager_fast_path(*tensors) else _solver_step_op(*args)
     return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
 

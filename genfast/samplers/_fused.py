@@ -12,6 +12,7 @@ a loop traces under ``torch.compile(fullgraph=True)`` and can be captured in a C
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
@@ -89,8 +90,12 @@ class FusedStepMixin:
         self._gf_sigmas = None   # host float64 copy of self.sigmas (and a list of Python floats)
         self._gf_sigma_list = None
         self._gf_unique = True   # no repeated timestep value (then position == diffusers' look-up)
+        self._gf_c = None        # the config as a plain dict, read by step
+        self._gf_timesteps = None
+        self._gf_n = 0
         self._gf_cpu: dict = {}  # variant key -> float32 CPU coefficient table
         self._gf_dev: dict = {}  # (variant key, device) -> the same on the device
+        self._gf_rows: dict = {}  # (variant key, device, index) -> a row view (indexing costs ~2 us)
 
     def set_timesteps(self, *args, **kwargs):
         """diffusers' ``set_timesteps``, then a host snapshot of the new schedule, validated
@@ -124,16 +129,26 @@ class FusedStepMixin:
         if sigmas is not None and np.isnan(sigmas).any():
             raise ValueError(f"{owner}.set_timesteps: the sigmas hold NaN")
         self._gf_ts, self._gf_sigmas = ts, sigmas
+        self._gf_timesteps = self.timesteps  # the schedule this snapshot is of (replaced, not edited, by diffusers)
+        self._gf_n = len(ts)
+        self._gf_c = dict(self.config)  # plain-dict reads: a FrozenDict attribute read costs ~0.5 us
+        if self._gf_c.get("thresholding"):
+            ratio, max_value = self._gf_c.get("dynamic_thresholding_ratio"), self._gf_c.get("sample_max_value")
+            if not (isinstance(ratio, (int, float)) and 0.0 <= ratio <= 1.0):
+                raise ValueError(f"{owner}: config dynamic_thresholding_ratio must be in [0, 1], got {ratio!r}")
+            if not (isinstance(max_value, (int, float)) and 0.0 < max_value < float("inf")):
+                raise ValueError(f"{owner}: config sample_max_value must be a finite number > 0, got {max_value!r}")
         self._gf_sigma_list = None if sigmas is None else sigmas.tolist()
         self._gf_unique = len(np.unique(ts)) == len(ts)
 
     def _gf_ready(self) -> None:
+        if self._gf_timesteps is self.timesteps:
+            return
         if torch.compiler.is_compiling():
             if self._gf_ts is None:
                 raise ValueError(f"{type(self).__name__}: call set_timesteps outside the compiled region")
             return
-        if self._gf_ts is None or self._gf_ts.shape[0] != len(self.timesteps):
-            self._gf_snapshot()  # timesteps set without set_timesteps (e.g. by hand)
+        self._gf_snapshot()  # timesteps set without set_timesteps (e.g. by hand)
 
     # ------------------------------------------------------------------ step index
     def _gf_lookup(self, value: float) -> int:
@@ -225,6 +240,33 @@ class FusedStepMixin:
         self._gf_dev[(key, device)] = table
         return table
 
+    def _gf_row(self, key, device, build, index) -> torch.Tensor:
+        """``self._gf_table(key, device, build)[index]``, the view made once per schedule."""
+        row = self._gf_rows.get((key, device, index))
+        if row is None:
+            row = self._gf_table(key, device, build)[index]
+            if not torch.compiler.is_compiling():
+                self._gf_rows[(key, device, index)] = row
+        return row
+
+    @staticmethod
+    def _gf_output(output_cls, return_dict: bool, **fields):
+        """``output_cls(**fields)`` (a diffusers ``BaseOutput``), or the tuple of the fields.
+
+        diffusers' ``BaseOutput`` construction (dataclass ``__init__`` then ``__post_init__``,
+        which walks ``dataclasses.fields``) costs 3 to 9 us here; this builds the identical object
+        (the same items in the same order and the same attributes) in under 1 us. Under
+        torch.compile the plain constructor is traced.
+        """
+        if not return_dict:
+            return tuple(fields.values())
+        if torch.compiler.is_compiling():
+            return output_cls(**fields)
+        out = output_cls.__new__(output_cls)
+        OrderedDict.update(out, fields)
+        out.__dict__.update(fields)
+        return out
+
     # ------------------------------------------------------------------ the fused call
     def _gf_noise(self, generator, variance_noise, shape, dtype, device, *, check_both=False) -> dict:
         """Noise arguments of the op: ``variance_noise`` if given, else drawn from ``generator``
@@ -239,9 +281,13 @@ class FusedStepMixin:
             return {"noise": variance_noise.to(device=device, dtype=dtype).expand(shape)}
         if generator is not None:
             return {"noise": randn_like_diffusers(shape, generator, device, dtype)}
-        return {"seed": torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64, device=device)}
+        # a (seed, offset) key drawn on the device: no copy, no sync, capturable in a CUDA graph
+        return {"seed": torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=device)}
 
     def _gf_check_inputs(self, model_output, sample) -> None:
+        if (type(model_output) is torch.Tensor and type(sample) is torch.Tensor and model_output.shape == sample.shape
+                and model_output.device == sample.device):
+            return
         owner = f"{type(self).__name__}.step"
         for name, value in (("model_output", model_output), ("sample", sample)):
             if not isinstance(value, torch.Tensor):
@@ -256,15 +302,11 @@ class FusedStepMixin:
                 model_output_uncond=None, guidance_scale=1.0, guidance_rescale=0.0, clip_sample_range=None,
                 thresholding=False, round_converted=True, return_converted=True, return_corrected=False,
                 noise_args=None):
-        """Call :func:`genfast.ops.solver_step` with every tensor in ``compute_dtype``."""
+        """Call the fused op (:func:`genfast.ops.solver_step`, through its scheduler entry, which
+        skips the checks of what the scheduler made itself) with every tensor in ``compute_dtype``."""
         global _solver_step
         if _solver_step is None:
-            from genfast.ops.solver import solver_step as _solver_step
-        kwargs = noise_args or {}
-        if thresholding:
-            cfg = self.config
-            kwargs = dict(kwargs, thresholding=True, dynamic_thresholding_ratio=float(cfg.dynamic_thresholding_ratio),
-                          sample_max_value=float(cfg.sample_max_value))
+            from genfast.ops.solver import scheduler_call as _solver_step
         if model_output_uncond is not None:
             self._gf_check_inputs(model_output_uncond, sample)
         if model_output.dtype != compute_dtype or sample.dtype != compute_dtype or any(
@@ -273,14 +315,18 @@ class FusedStepMixin:
             model_output, sample, last_sample, model_output_uncond = (
                 cast(model_output), cast(sample), cast(last_sample), cast(model_output_uncond))
             history = [cast(h) for h in history]
+        ratio, max_value = 0.995, 1.0
+        if thresholding:
+            ratio, max_value = float(self._gf_c["dynamic_thresholding_ratio"]), float(self._gf_c["sample_max_value"])
+        noise_args = noise_args or {}
         return _solver_step(
-            model_output, sample, coefficients, history=history, last_sample=last_sample,
-            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-            clip_sample_range=clip_sample_range, round_converted=round_converted, return_converted=return_converted,
-            return_corrected=return_corrected, backend=self.backend, **kwargs)
+            model_output, sample, coefficients, history, last_sample, model_output_uncond, noise_args.get("noise"),
+            noise_args.get("seed"), guidance_scale, guidance_rescale,
+            0.0 if clip_sample_range is None else float(clip_sample_range), bool(thresholding), ratio, max_value,
+            round_converted, return_converted, return_corrected, self.backend)
 
 
-_solver_step = None  # genfast.ops.solver.solver_step, imported on first use (import genfast.samplers stays light)
+_solver_step = None  # genfast.ops.solver.scheduler_call, imported on first use (import genfast.samplers stays light)
 
 
 def promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:

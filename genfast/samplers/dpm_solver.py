@@ -150,46 +150,47 @@ class DPMSolverMultistepScheduler(FusedStepMixin, diffusers.DPMSolverMultistepSc
         if self.num_inference_steps is None:
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
-        cfg = self.config
-        if cfg.prediction_type == "epsilon" and cfg.variance_type in ("learned", "learned_range"):
+        self._gf_ready()
+        cfg = self._gf_c
+        if cfg["prediction_type"] == "epsilon" and cfg["variance_type"] in ("learned", "learned_range"):
             model_output = model_output[:, :3]
             if model_output_uncond is not None:
                 model_output_uncond = model_output_uncond[:, :3]
         self._gf_check_inputs(model_output, sample)
         if self.step_index is None:
             self._init_step_index(timestep)
-        i, n = self.step_index, len(self.timesteps)
+        i, n = self._step_index, self._gf_n
+        solver_order, algo = cfg["solver_order"], cfg["algorithm_type"]
         lower_order_final = i == n - 1 and (
-            cfg.euler_at_final or (cfg.lower_order_final and n < 15) or cfg.final_sigmas_type == "zero")
-        lower_order_second = i == n - 2 and cfg.lower_order_final and n < 15
-        if cfg.solver_order == 1 or self.lower_order_nums < 1 or lower_order_final:
+            cfg["euler_at_final"] or (cfg["lower_order_final"] and n < 15) or cfg["final_sigmas_type"] == "zero")
+        lower_order_second = i == n - 2 and cfg["lower_order_final"] and n < 15
+        if solver_order == 1 or self.lower_order_nums < 1 or lower_order_final:
             order = 1
-        elif cfg.solver_order == 2 or self.lower_order_nums < 2 or lower_order_second:
+        elif solver_order == 2 or self.lower_order_nums < 2 or lower_order_second:
             order = 2
         else:
             order = 3
-        if order == 3 and cfg.algorithm_type == "sde-dpmsolver":
+        if order == 3 and algo == "sde-dpmsolver":
             raise NotImplementedError("DPMSolverMultistepScheduler: no third-order sde-dpmsolver update")
-        sde = cfg.algorithm_type in ("sde-dpmsolver", "sde-dpmsolver++")
+        sde = algo in ("sde-dpmsolver", "sde-dpmsolver++")
         noise = self._gf_noise(generator, variance_noise, model_output.shape, torch.float32, model_output.device) \
             if sde else None
         cd = model_output.dtype if sample.dtype == model_output.dtype else promote(sample.dtype, model_output.dtype)
-        table = self._gf_table(("dpm",), model_output.device, self._gf_build)
+        row = self._gf_row(("dpm",), model_output.device, self._gf_build, (i, order - 1))
+        outputs = self.model_outputs
         out = self._gf_run(
-            model_output, sample, table[i, order - 1], compute_dtype=cd,
-            history=[self.model_outputs[-1 - k] for k in range(order - 1)], model_output_uncond=model_output_uncond,
-            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-            thresholding=bool(cfg.thresholding), noise_args=noise)
-        for k in range(cfg.solver_order - 1):
-            self.model_outputs[k] = self.model_outputs[k + 1]
-        self.model_outputs[-1] = out.converted
-        if self.lower_order_nums < cfg.solver_order:
+            model_output, sample, row, compute_dtype=cd, history=[outputs[-1 - k] for k in range(order - 1)],
+            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+            thresholding=bool(cfg["thresholding"]), noise_args=noise)
+        outputs[:-1] = outputs[1:]
+        outputs[-1] = out.converted
+        if self.lower_order_nums < solver_order:
             self.lower_order_nums += 1
-        prev_sample = out.prev_sample.to(model_output.dtype)
+        prev_sample = out.prev_sample
+        if prev_sample.dtype != model_output.dtype:
+            prev_sample = prev_sample.to(model_output.dtype)
         self._step_index += 1
-        if not return_dict:
-            return (prev_sample,)
-        return SchedulerOutput(prev_sample=prev_sample)
+        return self._gf_output(SchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["DPMSolverMultistepScheduler"]

@@ -15,7 +15,10 @@ from genfast.samplers._fused import FusedStepMixin, promote, rows, set_coef, wit
 
 
 def _reject_integer_timestep(owner: str, timestep) -> None:
-    if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
+    # diffusers' isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)), without the legacy
+    # type objects' slow __instancecheck__: CPU int32 / int64 tensors
+    if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and timestep.device.type == "cpu"
+                                     and timestep.dtype in (torch.int32, torch.int64)):
         raise ValueError(
             "Passing integer indices (e.g. from `enumerate(timesteps)`) as timesteps to"
             f" `{owner}.step()` is not supported. Make sure to pass one of the `scheduler.timesteps` as a timestep.")
@@ -123,18 +126,20 @@ class EulerDiscreteScheduler(FusedStepMixin, diffusers.EulerDiscreteScheduler):
         noise = None
         if key[0] > 0 and key[1] <= self._gf_sigma_list[i] <= key[2]:  # diffusers' gamma > 0: churn noise
             noise = self._gf_noise(generator, None, model_output.shape, model_output.dtype, model_output.device)
-        table = self._gf_table(("euler",) + key, model_output.device, lambda: self._gf_build(*key))
+        row = self._gf_row(("euler",) + key, model_output.device, lambda: self._gf_build(*key), i)
         # diffusers computes in float32 from an upcast sample: the op computes in float32 whatever
         # the dtype, and keeps x_0 unrounded (round_converted=False)
-        out = self._gf_run(model_output, sample, table[i], compute_dtype=promote(sample.dtype, model_output.dtype),
+        out = self._gf_run(model_output, sample, row, compute_dtype=promote(sample.dtype, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
         self._step_index += 1
-        prev_sample = out.prev_sample.to(model_output.dtype)
-        pred_original_sample = out.converted.float()
-        if not return_dict:
-            return (prev_sample, pred_original_sample)
-        return EulerDiscreteSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+        prev_sample, pred_original_sample = out.prev_sample, out.converted
+        if prev_sample.dtype != model_output.dtype:
+            prev_sample = prev_sample.to(model_output.dtype)
+        if pred_original_sample.dtype != torch.float32:
+            pred_original_sample = pred_original_sample.float()
+        return self._gf_output(EulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
+                               pred_original_sample=pred_original_sample)
 
 
 @with_backend
@@ -206,18 +211,20 @@ class EulerAncestralDiscreteScheduler(FusedStepMixin, diffusers.EulerAncestralDi
                 "See `StableDiffusionPipeline` for a usage example.")
         if self.step_index is None:
             self._init_step_index(timestep)
-        table = self._gf_table(("euler-a",), model_output.device, self._gf_build)
+        row = self._gf_row(("euler-a",), model_output.device, self._gf_build, self.step_index)
         noise = self._gf_noise(generator, None, model_output.shape, model_output.dtype, model_output.device)
-        out = self._gf_run(model_output, sample, table[self.step_index],
+        out = self._gf_run(model_output, sample, row,
                            compute_dtype=promote(sample.dtype, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
         self._step_index += 1
-        prev_sample, pred_original_sample = out.prev_sample.to(model_output.dtype), out.converted.float()
-        if not return_dict:
-            return (prev_sample, pred_original_sample)
-        return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev_sample,
-                                                     pred_original_sample=pred_original_sample)
+        prev_sample, pred_original_sample = out.prev_sample, out.converted
+        if prev_sample.dtype != model_output.dtype:
+            prev_sample = prev_sample.to(model_output.dtype)
+        if pred_original_sample.dtype != torch.float32:
+            pred_original_sample = pred_original_sample.float()
+        return self._gf_output(EulerAncestralDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
+                               pred_original_sample=pred_original_sample)
 
 
 __all__ = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"]

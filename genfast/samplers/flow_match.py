@@ -11,6 +11,7 @@ import torch
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
 
 from genfast.samplers._fused import FusedStepMixin, promote, rows, set_coef, with_backend
+from genfast.samplers.euler import _reject_integer_timestep
 
 
 @with_backend
@@ -81,11 +82,7 @@ class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDi
 
         Mirrors ``diffusers.FlowMatchEulerDiscreteScheduler.step``.
         """
-        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
-            raise ValueError(
-                "Passing integer indices (e.g. from `enumerate(timesteps)`) as timesteps to"
-                " `FlowMatchEulerDiscreteScheduler.step()` is not supported. Make sure to pass"
-                " one of the `scheduler.timesteps` as a timestep.")
+        _reject_integer_timestep("FlowMatchEulerDiscreteScheduler", timestep)
         if per_token_timesteps is not None:
             if model_output_uncond is not None:
                 raise ValueError("FlowMatchEulerDiscreteScheduler.step: fused guidance needs per_token_timesteps=None")
@@ -94,20 +91,21 @@ class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDi
         self._gf_check_inputs(model_output, sample)
         if self.step_index is None:
             self._init_step_index(timestep)
+        self._gf_ready()
         cd = promote(sample.dtype, torch.float32)  # diffusers upcasts the sample
         noise = None
-        if self.config.stochastic_sampling:
+        if self._gf_c["stochastic_sampling"]:
             noise = self._gf_noise(generator, None, sample.shape, cd, sample.device)
-        table = self._gf_table(("flow",), sample.device, self._gf_build)
-        out = self._gf_run(model_output, sample, table[self.step_index], compute_dtype=promote(cd, model_output.dtype),
+        row = self._gf_row(("flow",), sample.device, self._gf_build, self.step_index)
+        out = self._gf_run(model_output, sample, row, compute_dtype=promote(cd, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, return_converted=False,
                            noise_args=noise)
         self._step_index += 1
-        prev_sample = out.prev_sample.to(model_output.dtype)
-        if not return_dict:
-            return (prev_sample,)
-        return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev_sample)
+        prev_sample = out.prev_sample
+        if prev_sample.dtype != model_output.dtype:
+            prev_sample = prev_sample.to(model_output.dtype)
+        return self._gf_output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["FlowMatchEulerDiscreteScheduler"]

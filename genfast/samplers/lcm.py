@@ -92,22 +92,22 @@ class LCMScheduler(FusedStepMixin, diffusers.LCMScheduler):
         self._gf_check_inputs(model_output, sample)
         if self.step_index is None:
             self._init_step_index(timestep)
-        cfg = self.config
+        self._gf_ready()
+        cfg = self._gf_c
         i = self.step_index
         cd = torch.promote_types(sample.dtype, model_output.dtype)
         noise = None
         if i != self.num_inference_steps - 1:
             noise = self._gf_noise(generator, None, model_output.shape, cd, model_output.device)
-        table = self._gf_table(("lcm",), sample.device, self._gf_build)
-        out = self._gf_run(model_output, sample, table[i], compute_dtype=cd, model_output_uncond=model_output_uncond,
-                           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
-                           clip_sample_range=float(cfg.clip_sample_range) if cfg.clip_sample and not cfg.thresholding
-                           else None, thresholding=bool(cfg.thresholding), return_converted=False,
-                           return_corrected=True, noise_args=noise)
+        row = self._gf_row(("lcm",), sample.device, self._gf_build, i)
+        thresholding = bool(cfg["thresholding"])
+        clip = float(cfg["clip_sample_range"]) if cfg["clip_sample"] and not thresholding else None
+        out = self._gf_run(model_output, sample, row, compute_dtype=cd, model_output_uncond=model_output_uncond,
+                           guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, clip_sample_range=clip,
+                           thresholding=thresholding, return_converted=False, return_corrected=True,
+                           noise_args=noise)
         self._step_index += 1
-        if not return_dict:
-            return (out.prev_sample, out.corrected)
-        return LCMSchedulerOutput(prev_sample=out.prev_sample, denoised=out.corrected)
+        return self._gf_output(LCMSchedulerOutput, return_dict, prev_sample=out.prev_sample, denoised=out.corrected)
 
 
 __all__ = ["LCMScheduler"]

@@ -190,8 +190,10 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
         if self.num_inference_steps is None:
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
-        cfg = self.config
-        if self.solver_p is not None or cfg.solver_order > MAX_ORDER:
+        self._gf_ready()
+        cfg = self._gf_c
+        solver_order = cfg["solver_order"]
+        if self.solver_p is not None or solver_order > MAX_ORDER:
             if model_output_uncond is not None:
                 raise ValueError("UniPCMultistepScheduler.step: fused guidance needs solver_p=None and "
                                  f"solver_order <= {MAX_ORDER}")
@@ -204,38 +206,38 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
         i = self.step_index
         use_corrector = i > 0 and (i - 1) not in self.disable_corrector and self.last_sample is not None
         oc = self.this_order if use_corrector else 0
-        if cfg.lower_order_final:
-            this_order = min(cfg.solver_order, len(self.timesteps) - i)
+        if cfg["lower_order_final"]:
+            this_order = min(solver_order, self._gf_n - i)
         else:
-            this_order = cfg.solver_order
+            this_order = solver_order
         this_order = min(this_order, self.lower_order_nums + 1)
         history = [self.model_outputs[-1 - k] for k in range(max(oc, this_order - 1))]
         cd = torch.promote_types(sample.dtype, model_output.dtype)
-        table = self._gf_table(("unipc",), sample.device, self._gf_build)
+        row = self._gf_row(("unipc",), sample.device, self._gf_build, (i, oc, this_order - 1))
         if (i, oc, this_order) in self._gf_singular:
             raise SingularScheduleError(
                 f"UniPCMultistepScheduler.step: the UniPC linear system of step {i} (corrector order {oc}, predictor "
                 f"order {this_order}) is singular for this schedule (diffusers' torch.linalg.solve fails there too); "
                 "try lower_order_final=True")
-        out = self._gf_run(model_output, sample, table[i, oc, this_order - 1], compute_dtype=cd, history=history,
+        out = self._gf_run(model_output, sample, row, compute_dtype=cd, history=history,
                            last_sample=self.last_sample if use_corrector else None,
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
-                           guidance_rescale=guidance_rescale, thresholding=bool(cfg.thresholding) and self.predict_x0,
+                           guidance_rescale=guidance_rescale,
+                           thresholding=bool(cfg["thresholding"]) and self.predict_x0,
                            return_corrected=use_corrector)
-        for k in range(cfg.solver_order - 1):
-            self.model_outputs[k] = self.model_outputs[k + 1]
-            self.timestep_list[k] = self.timestep_list[k + 1]
+        self.model_outputs[:-1] = self.model_outputs[1:]
+        self.timestep_list[:-1] = self.timestep_list[1:]
         self.model_outputs[-1] = out.converted
         self.timestep_list[-1] = timestep
         self.this_order = this_order
         self.last_sample = out.corrected if use_corrector else sample
-        if self.lower_order_nums < cfg.solver_order:
+        if self.lower_order_nums < solver_order:
             self.lower_order_nums += 1
         self._step_index += 1
-        prev_sample = out.prev_sample.to(sample.dtype)
-        if not return_dict:
-            return (prev_sample,)
-        return SchedulerOutput(prev_sample=prev_sample)
+        prev_sample = out.prev_sample
+        if prev_sample.dtype != sample.dtype:
+            prev_sample = prev_sample.to(sample.dtype)
+        return self._gf_output(SchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["UniPCMultistepScheduler", "SingularScheduleError"]

@@ -94,6 +94,18 @@ def test_noise_drawn_in_kernel_equals_given_noise(kernel_backend):
     assert relative_error(out, z) < 1e-6
 
 
+def test_seed_forms_agree():
+    """seed=int, a one-value tensor with an offset, and a [2] (seed, offset) key draw the same noise."""
+    x = torch.randn(2, 3, 5)
+    coef = torch.zeros(NC)
+    coef[RS.INDEX["b_z"]] = 1.0
+    outs = [O.solver_step(x, x, coef, backend="cpu", **kw).prev_sample
+            for kw in (dict(seed=7, offset=9), dict(seed=torch.tensor(7), offset=9),
+                       dict(seed=torch.tensor(7), offset=torch.tensor(9)), dict(seed=torch.tensor([7, 9])))]
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])
+
+
 def test_outputs_are_optional_and_typed():
     x = torch.randn(2, 3, 4)
     coef = torch.randn(NC)
@@ -188,7 +200,8 @@ def test_float64_noise_with_float32_sample():
     (dict(noise=torch.zeros(2, 3), seed=1), ValueError, "noise"),
     (dict(noise=torch.zeros(2, 2)), ValueError, "noise"),
     (dict(seed=1.5), TypeError, "seed"),
-    (dict(seed=torch.tensor([1, 2])), ValueError, "seed"),
+    (dict(seed=torch.tensor([1, 2, 3])), ValueError, "seed"),
+    (dict(seed=torch.tensor([1, 2]), offset=3), ValueError, "seed"),
     (dict(seed=1, offset=torch.tensor(3)), TypeError, "offset"),
     (dict(backend="gpu"), ValueError, "backend"),
 ])
