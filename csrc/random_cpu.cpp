@@ -43,6 +43,26 @@ void fill_dtype(uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t 
   throw pybind11::value_error("genfast._C random: unsupported dtype code");
 }
 
+// out[0:n] (float32) from the helpers that other kernels call: philox_normal / philox_uniform
+// per number, or normal_block16 / uniform_block16 at offset + 16 k.
+void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
+  float* out = reinterpret_cast<float*>(out_ptr);
+  for (int64_t i = 0; i < n; i += block16 ? kPhiloxBlock : 1) {
+    const uint64_t p = offset + static_cast<uint64_t>(i);
+    if (!block16) {
+      out[i] = normal ? philox_normal(seed, p) : philox_uniform(seed, p);
+      continue;
+    }
+    float buf[kPhiloxBlock];
+    if (normal) {
+      normal_block16(seed, p, buf);
+    } else {
+      uniform_block16(seed, p, buf);
+    }
+    for (int64_t k = 0; k < kPhiloxBlock && i + k < n; ++k) out[i + k] = buf[k];
+  }
+}
+
 }  // namespace
 }  // namespace genfast
 
@@ -64,4 +84,13 @@ GENFAST_REGISTER(random) {
       },
       py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
       "Fill out[0:n] with uniforms on [0, 1): element i is number offset + i of the Philox stream.");
+  m.def(
+      "random_by_helper",
+      [](uint64_t out, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
+        py::gil_scoped_release nogil;
+        genfast::fill_by_helper(out, n, seed, offset, normal, block16);
+      },
+      py::arg("out"), py::arg("n"), py::arg("seed"), py::arg("offset"), py::arg("normal"), py::arg("block16"),
+      "For tests: fill float32 out[0:n] with numbers offset + i by the per-number helpers philox_normal / "
+      "philox_uniform (block16=False) or by normal_block16 / uniform_block16 (block16=True).");
 }
