@@ -14,6 +14,7 @@ namespace {
 
 // Numbers per store loop: a multiple of 16 (the widest vector), at most PhiloxStream::kNumbers - 3.
 constexpr int kLanes = 64;
+static_assert(kLanes <= PhiloxStream<true>::kNumbers - 3, "a request must fit in one refill");
 // 16384 elements per task: about 50 us of work, far above the OpenMP wake-up cost.
 constexpr int64_t kGrain = 16384;
 
@@ -21,11 +22,10 @@ template <typename T, bool kNormal>
 void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
   T* out = reinterpret_cast<T*>(out_ptr);
   parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
-    PhiloxStream<kNormal, kLanes> stream(seed);
-    alignas(64) float buf[kLanes];
+    PhiloxStream<kNormal> stream(seed);
     for (int64_t i = begin; i < end; i += kLanes) {
       const int m = end - i < kLanes ? static_cast<int>(end - i) : kLanes;
-      stream.get(offset + static_cast<uint64_t>(i), m, buf);
+      const float* buf = stream.numbers(offset + static_cast<uint64_t>(i), m);
 #pragma GCC ivdep
       for (int k = 0; k < m; ++k) {
         float v = kNormal ? buf[k] : cap_uniform<T>(buf[k]);

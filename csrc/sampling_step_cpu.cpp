@@ -54,8 +54,9 @@ void step_cpu(const StepParams& P) {
       const T* mou_r = mou ? mou + mo_shift : nullptr;
       // One block of m <= 16 elements starting at i; m is a compile-time 16 on the hot path.
       auto block = [&](int64_t i0, int m) {
+        const float* zp = z;
         if (draw) {
-          stream.get(offset + static_cast<uint64_t>(i0), m, z);
+          zp = stream.numbers(offset + static_cast<uint64_t>(i0), m);
         } else if (noise) {
           for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(noise, i0 + k);
         } else {
@@ -72,7 +73,7 @@ void step_cpu(const StepParams& P) {
           float mv = kLearned != kNotLearned ? load_f32<T>(mo_r, i0 + k + n) : 0.0f;
           float x = load_f32<T>(xs, i0 + k);
           float out, x0;
-          step_element_t<kSched, kPred, kLearned>(rc, cs, use_clipped, g, mv, x, z[k], out, x0);
+          step_element_t<kSched, kPred, kLearned>(rc, cs, use_clipped, g, mv, x, zp[k], out, x0);
           store_f32<T>(prev, i0 + k, out);
           store_f32<T>(x0o, i0 + k, x0);
         }
