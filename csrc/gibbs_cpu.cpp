@@ -6,8 +6,8 @@
 // steps on them with no synchronisation. Each half-step is a product state[R, K] @ M[K, N]
 // (hidden: K = V, N = H, M = W^T; visible: K = H, N = V, M = W, both packed into 16-column
 // panels, and reused by the next call while W holds the same values: packed_for) followed by a
-// fused epilogue (bias, sigmoid, 16 Philox draws at once, compare) on each finished 16-column
-// strip.
+// fused epilogue (bias, sigmoid, the draws of 16 rows at once with one Philox call per four
+// numbers, compare) on each finished 16-column strip.
 //
 // Binary states are not multiplied. A Bernoulli state is 0/1, so a row of state @ M is the sum
 // of the rows of M that the state's ones select. The epilogue that draws a state records it as
@@ -666,62 +666,44 @@ struct HalfOut {
   const float* bias;   // [ceil(N / 16) * 16], fp32, zero-padded
 };
 
-// x0[i][l], x1[i][l] = the first two Philox4x32-10 words (philox.h) of counter ctr[i] + l, for
-// rows i < n and lanes l < 16. With AVX-512 two rows run as two independent 16-lane chains (the
-// rounds are a serial dependency chain; two in flight fill the pipes), and both halves of each
-// 32 x 32 product come from the two vpmuludq by masked in-lane shuffles, with no vpmulld.
-// Measured in isolation (rdtsc, 8 rows of 16 lanes, Zen 4): 3.1 TSC ticks per element against
-// 4.8 for philox_block16 (AVX2, two 8-lane chains); 4.4 with shifts and masked moves in place
-// of the shuffles, 4.1 with vpermt2d, 3.6 with one chain, 3.2 with four.
-inline void philox_rows16(uint64_t seed, const uint64_t* ctr, int n, uint32_t (*x0)[kNR], uint32_t (*x1)[kNR]) {
-#if defined(__AVX512F__)
-  const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
-  const __m512i m1 = _mm512_set1_epi64(kPhiloxM1);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  auto mulhilo = [](__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
-    const __m512i e = _mm512_mul_epu32(c, m);                         // lanes 2t: 64-bit products
-    const __m512i o = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);  // lanes 2t + 1
-    hi = _mm512_mask_shuffle_epi32(o, 0x5555, e, _MM_PERM_DDBB);     // even lanes <- high dword of e
-    lo = _mm512_mask_shuffle_epi32(e, 0xAAAA, o, _MM_PERM_CCAA);     // odd lanes <- low dword of o
-  };
-  for (int i = 0; i < n; i += 2) {
-    const int nc = n - i >= 2 ? 2 : 1;
-    __m512i c0[2], c1[2], c2[2], c3[2];
-    for (int h = 0; h < 2; ++h) {
-      const uint64_t p = ctr[i + (h < nc ? h : 0)];
-      const __m512i base = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(p)));
-      c0[h] = _mm512_add_epi32(base, lane);
-      // lanes whose low word wrapped past 2^32 carry one into the high word
-      const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0[h], base);
-      const __m512i high = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(p >> 32)));
-      c1[h] = _mm512_mask_add_epi32(high, wrapped, high, _mm512_set1_epi32(1));
-      c2[h] = _mm512_setzero_si512();
-      c3[h] = _mm512_setzero_si512();
-    }
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-      const __m512i kv0 = _mm512_set1_epi32(static_cast<int>(k0));
-      const __m512i kv1 = _mm512_set1_epi32(static_cast<int>(k1));
-      for (int h = 0; h < 2; ++h) {
-        __m512i hi0, lo0, hi1, lo1;
-        mulhilo(c0[h], m0, hi0, lo0);
-        mulhilo(c2[h], m1, hi1, lo1);
-        c0[h] = _mm512_ternarylogic_epi32(hi1, c1[h], kv0, 0x96);  // three-way xor
-        c1[h] = lo1;
-        c2[h] = _mm512_ternarylogic_epi32(hi0, c3[h], kv1, 0x96);
-        c3[h] = lo0;
-      }
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
-    for (int h = 0; h < nc; ++h) {
-      _mm512_storeu_si512(x0[i + h], c0[h]);
-      _mm512_storeu_si512(x1[i + h], c1[h]);
+// Most Philox counters an epilogue batch needs: kEpiRows rows of 16 numbers at any stream
+// position, 4 counters per row when it starts on a counter boundary and 5 otherwise; rounded
+// up to whole blocks of 32 counters (two independent 16-lane chains on AVX-512).
+constexpr int kEpiRowsMax = 16;
+constexpr int kEpiCounters = (kEpiRowsMax * 5 + 31) / 32 * 32;
+
+// The numbers at stream positions pos[i] + l (l < 16) of rows i < n (uniforms, or normals for
+// Gaussian draws), as rows of the buffer num: row i's are num[start[i] + l]. The counters of
+// all rows are listed (each row's consecutively, so that its numbers sit in stream order) and
+// computed together in vector blocks (csrc/include/genfast/philox_cpu.h): one Philox call per
+// four numbers, against one per number before (16 rows of 16 lanes each).
+template <bool kNormal>
+inline void rows_numbers(uint64_t seed, const uint64_t* pos, int n, float* num, int* start) {
+  alignas(64) uint32_t lo[kEpiCounters], hi[kEpiCounters];
+  alignas(64) uint32_t x[4][32];
+  int t = 0;
+  for (int i = 0; i < n; ++i) {
+    const uint64_t c = pos[i] >> 2;
+    const int s = static_cast<int>(pos[i] & 3u);
+    start[i] = 4 * t + s;
+    for (int q = 0; q < (s ? 5 : 4); ++q, ++t) {
+      const uint64_t cq = c + static_cast<uint64_t>(q);
+      lo[t] = static_cast<uint32_t>(cq);
+      hi[t] = static_cast<uint32_t>(cq >> 32) & 0x3fffffffu;  // counters wrap at 2^62
     }
   }
-#else
-  for (int i = 0; i < n; ++i) philox_block16(seed, ctr[i], x0[i], x1[i]);
-#endif
+  const int blocks = (t + 15) / 16;  // of 16 counters
+  for (int k = t; k < blocks * 16; ++k) lo[k] = hi[k] = 0u;
+  int b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    philox4_lanes<32>(seed, lo + 16 * b, hi + 16 * b, x);
+    numbers_from_words<kNormal, 32>(x, num + 64 * b);
+  }
+  if (b < blocks) {
+    uint32_t(*x16)[16] = reinterpret_cast<uint32_t(*)[16]>(&x[0][0]);
+    philox4_lanes<16>(seed, lo + 16 * b, hi + 16 * b, x16);
+    numbers_from_words<kNormal, 16>(x16, num + 64 * b);
+  }
 }
 
 // Rows per epilogue batch: the gathers of kEpiRows rows, then their Philox words together, then
@@ -729,23 +711,26 @@ inline void philox_rows16(uint64_t seed, const uint64_t* ctr, int n, uint32_t (*
 // 7.23, 4 7.11, 8 6.90 / 6.90, 16 6.78 / 6.90, 24 6.93, 48 6.80; H = 1024, k = 3: 2 24.8, 4
 // 24.7, 8 23.9 / 23.6, 16 23.3 / 23.2, 24 23.4, 48 23.1.
 constexpr int kEpiRows = 16;
+static_assert(kEpiRows <= kEpiRowsMax, "rows_numbers sizes its buffers for kEpiRowsMax rows");
 
 // The fused epilogue of n <= kEpiRows finished 16-column strips: local rows lr0 + i, columns
 // n0 + l (l < m), sums at X + i * ldx.
 template <typename T, bool kHidden, bool kGaussian>
 inline void epilogue_rows(const Plan& P, int64_t row0, int64_t lr0, int n, int64_t n0, int m, int64_t N,
                           const float* X, int64_t ldx, const HalfOut<T>& out, uint64_t step_base) {
-  alignas(64) uint32_t w0[kEpiRows][kNR], w1[kEpiRows][kNR];
-  uint64_t ctr[kEpiRows];
+  alignas(64) float num[4 * kEpiCounters];
+  uint64_t pos[kEpiRows];
+  int start[kEpiRows];
   for (int i = 0; i < n; ++i) {
     const int64_t b = row0 + lr0 + i;
-    ctr[i] = kHidden ? gibbs_hidden_counter(step_base, P.H, b, n0)
+    pos[i] = kHidden ? gibbs_hidden_counter(step_base, P.H, b, n0)
                      : gibbs_visible_counter(step_base, P.B, P.V, P.H, b, n0);
   }
-  philox_rows16(P.seed, ctr, n, w0, w1);
+  rows_numbers<!kHidden && kGaussian>(P.seed, pos, n, num, start);
   for (int i = 0; i < n; ++i) {
     const int64_t lr = lr0 + i, b = row0 + lr;
     const float* xr = X + i * ldx;
+    const float* rn = num + start[i];
     alignas(64) float pr[kNR], sm[kNR];
 #pragma GCC ivdep
     for (int l = 0; l < kNR; ++l) {
@@ -753,10 +738,10 @@ inline void epilogue_rows(const Plan& P, int64_t row0, int64_t lr0, int n, int64
       float pm;
       if (kHidden) {
         pm = gibbs_hidden_prob(xr[l], bias, P.inv_sigma);
-        sm[l] = gibbs_draw<false>(w0[i][l], w1[i][l], pm, 1.0f);
+        sm[l] = gibbs_draw<false>(rn[l], pm, 1.0f);
       } else {
         pm = gibbs_visible_mean<kGaussian>(xr[l], bias, P.sigma);
-        sm[l] = gibbs_draw<kGaussian>(w0[i][l], w1[i][l], pm, P.sigma);
+        sm[l] = gibbs_draw<kGaussian>(rn[l], pm, P.sigma);
       }
       pr[l] = pm;
     }

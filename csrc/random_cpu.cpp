@@ -1,5 +1,6 @@
 // genfast::randn / genfast::rand on the CPU: counter-based Philox4x32-10 (csrc/include/genfast/
-// philox.h), vectorised in blocks of 16 lanes and parallel over chunks.
+// philox.h), four numbers per call, vectorised in blocks of counters (PhiloxStream) and parallel
+// over chunks.
 #include <pybind11/pybind11.h>
 
 #include <math.h>
@@ -11,28 +12,22 @@
 namespace genfast {
 namespace {
 
-constexpr int kLanes = kPhiloxBlock;
+// Numbers per store loop: a multiple of 16 (the widest vector), at most PhiloxStream::kNumbers - 3.
+constexpr int kLanes = 64;
+static_assert(kLanes <= PhiloxStream<true>::kNumbers - 3, "a request must fit in one refill");
 // 16384 elements per task: about 50 us of work, far above the OpenMP wake-up cost.
 constexpr int64_t kGrain = 16384;
-
-template <bool kNormal>
-inline void fill_block(uint64_t seed, uint64_t p0, float* out) {
-  if (kNormal) {
-    normal_block16(seed, p0, out);
-  } else {
-    uniform_block16(seed, p0, out);
-  }
-}
 
 template <typename T, bool kNormal>
 void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
   T* out = reinterpret_cast<T*>(out_ptr);
   parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
-    float buf[kLanes];
+    PhiloxStream<kNormal> stream(seed);
     for (int64_t i = begin; i < end; i += kLanes) {
-      fill_block<kNormal>(seed, offset + static_cast<uint64_t>(i), buf);
-      int64_t m = end - i < kLanes ? end - i : kLanes;
-      for (int64_t k = 0; k < m; ++k) {
+      const int m = end - i < kLanes ? static_cast<int>(end - i) : kLanes;
+      const float* buf = stream.numbers(offset + static_cast<uint64_t>(i), m);
+#pragma GCC ivdep
+      for (int k = 0; k < m; ++k) {
         float v = kNormal ? buf[k] : cap_uniform<T>(buf[k]);
         store_f32<T>(out, i + k, v);
       }
@@ -48,6 +43,26 @@ void fill_dtype(uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t 
   throw pybind11::value_error("genfast._C random: unsupported dtype code");
 }
 
+// out[0:n] (float32) from the helpers that other kernels call: philox_normal / philox_uniform
+// per number, or normal_block16 / uniform_block16 at offset + 16 k.
+void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
+  float* out = reinterpret_cast<float*>(out_ptr);
+  for (int64_t i = 0; i < n; i += block16 ? kPhiloxBlock : 1) {
+    const uint64_t p = offset + static_cast<uint64_t>(i);
+    if (!block16) {
+      out[i] = normal ? philox_normal(seed, p) : philox_uniform(seed, p);
+      continue;
+    }
+    float buf[kPhiloxBlock];
+    if (normal) {
+      normal_block16(seed, p, buf);
+    } else {
+      uniform_block16(seed, p, buf);
+    }
+    for (int64_t k = 0; k < kPhiloxBlock && i + k < n; ++k) out[i + k] = buf[k];
+  }
+}
+
 }  // namespace
 }  // namespace genfast
 
@@ -60,7 +75,7 @@ GENFAST_REGISTER(random) {
         genfast::fill_dtype<true>(out, n, dtype, seed, offset);
       },
       py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
-      "Fill out[0:n] with standard normals: element i from Philox counter offset + i.");
+      "Fill out[0:n] with standard normals: element i is number offset + i of the Philox stream.");
   m.def(
       "rand",
       [](uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
@@ -68,5 +83,14 @@ GENFAST_REGISTER(random) {
         genfast::fill_dtype<false>(out, n, dtype, seed, offset);
       },
       py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
-      "Fill out[0:n] with uniforms on [0, 1): element i from Philox counter offset + i.");
+      "Fill out[0:n] with uniforms on [0, 1): element i is number offset + i of the Philox stream.");
+  m.def(
+      "random_by_helper",
+      [](uint64_t out, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
+        py::gil_scoped_release nogil;
+        genfast::fill_by_helper(out, n, seed, offset, normal, block16);
+      },
+      py::arg("out"), py::arg("n"), py::arg("seed"), py::arg("offset"), py::arg("normal"), py::arg("block16"),
+      "For tests: fill float32 out[0:n] with numbers offset + i by the per-number helpers philox_normal / "
+      "philox_uniform (block16=False) or by normal_block16 / uniform_block16 (block16=True).");
 }

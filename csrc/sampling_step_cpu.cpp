@@ -15,8 +15,10 @@
 namespace genfast {
 namespace {
 
-// The noise dominates the step: blocks of the Philox width (csrc/include/genfast/philox_cpu.h).
-constexpr int kLanes = kPhiloxBlock;
+// Elements per block of the per-element loop: 16, one AVX-512 vector. The noise comes from one
+// PhiloxStream per task (csrc/include/genfast/philox_cpu.h): the elements of a task are
+// consecutive numbers of the stream across row boundaries, so each Philox call serves four.
+constexpr int kLanes = 16;
 // 8192 elements per task (about 25 us with noise): 24 tasks for the 64x3x32x32 benchmark
 // batch keep both cores busy; 32768 left one core idle at the tail, 2048 cost 5% in overhead.
 constexpr int64_t kGrain = 8192;
@@ -37,6 +39,7 @@ void step_cpu(const StepParams& P) {
   const float gs = P.guidance_scale;
 
   parallel_for(P.batch * n, kGrain, [&](int64_t begin, int64_t end) {
+    PhiloxStream<true> stream(seed);
     alignas(64) float z[kLanes];
     int64_t i = begin;
     while (i < end) {
@@ -51,8 +54,9 @@ void step_cpu(const StepParams& P) {
       const T* mou_r = mou ? mou + mo_shift : nullptr;
       // One block of m <= 16 elements starting at i; m is a compile-time 16 on the hot path.
       auto block = [&](int64_t i0, int m) {
+        const float* zp = z;
         if (draw) {
-          normal_block16(seed, offset + static_cast<uint64_t>(i0), z);
+          zp = stream.numbers(offset + static_cast<uint64_t>(i0), m);
         } else if (noise) {
           for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(noise, i0 + k);
         } else {
@@ -69,7 +73,7 @@ void step_cpu(const StepParams& P) {
           float mv = kLearned != kNotLearned ? load_f32<T>(mo_r, i0 + k + n) : 0.0f;
           float x = load_f32<T>(xs, i0 + k);
           float out, x0;
-          step_element_t<kSched, kPred, kLearned>(rc, cs, use_clipped, g, mv, x, z[k], out, x0);
+          step_element_t<kSched, kPred, kLearned>(rc, cs, use_clipped, g, mv, x, zp[k], out, x0);
           store_f32<T>(prev, i0 + k, out);
           store_f32<T>(x0o, i0 + k, x0);
         }

@@ -126,9 +126,8 @@ __global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
           const int64_t j = n0 + lane + kLanes * q;
           if (row >= P.B || j >= P.H) continue;
           const float p = gibbs_hidden_prob(acc[r][q], load_f32<T>(static_cast<const T*>(P.hbias), j), P.inv_sigma);
-          uint32_t x0, x1;
-          philox_words(seed, gibbs_hidden_counter(base, P.H, row, j), x0, x1);
-          const float h = gibbs_draw<false>(x0, x1, p, 1.0f);
+          const float u = gibbs_random<false>(seed, gibbs_hidden_counter(base, P.H, row, j));
+          const float h = gibbs_draw<false>(u, p, 1.0f);
           P.state[row * ld + P.V + j] = h;
           if (last) {
             store_f32<T>(static_cast<T*>(P.h_out), row * P.H + j, h);
@@ -150,9 +149,8 @@ __global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
           if (row >= P.B || i >= P.V) continue;
           const float m = gibbs_visible_mean<kGaussian>(acc[r][q], load_f32<T>(static_cast<const T*>(P.vbias), i),
                                                         P.sigma);
-          uint32_t x0, x1;
-          philox_words(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, i), x0, x1);
-          const float v = gibbs_draw<kGaussian>(x0, x1, m, P.sigma);
+          const float r = gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, i));
+          const float v = gibbs_draw<kGaussian>(r, m, P.sigma);
           P.state[row * ld + i] = v;
           if (last) {
             store_f32<T>(static_cast<T*>(P.v_out), row * P.V + i, v);

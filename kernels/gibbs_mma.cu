@@ -66,8 +66,9 @@
 //   traffic from L2 (each tile reads all of W per half-step) stays the same.
 // * Epilogue: a warp writes its accumulator fragments to its own shared scratch tile, then maps
 //   lanes to consecutive columns (coalesced global stores) and calls gibbs_hidden_prob /
-//   gibbs_visible_mean, philox_words with gibbs_hidden_counter / gibbs_visible_counter and
-//   gibbs_draw exactly as the previous kernel did, so the draws use the reference's counters.
+//   gibbs_visible_mean, gibbs_random (one Philox call per unit) with gibbs_hidden_counter /
+//   gibbs_visible_counter and gibbs_draw exactly as the previous kernel did, so the draws use
+//   the reference's stream positions.
 // * A barrier separates the half-steps (__syncthreads, or the cluster barrier): h is complete
 //   before the visible product reads it, v before the next hidden product.
 // * Expected cost (from the sm_90 SASS, unmeasured): an NT = 4 sub-item spends about 132
@@ -594,11 +595,10 @@ __device__ __forceinline__ void epilogue(const GibbsArgs& P, const float (&acc)[
     const int64_t row = row0 + r, col = n0 + c;
     if (row >= P.B || col >= N) continue;
     const float a = Cs[cs_index<kHidden, NT>(r, c)];
-    uint32_t x0, x1;
     if constexpr (kHidden) {
       const float p = gibbs_hidden_prob(a, load_f32<T>(static_cast<const T*>(P.hbias), col), P.inv_sigma);
-      philox_words(seed, gibbs_hidden_counter(base, P.H, row, col), x0, x1);
-      const float h = gibbs_draw<false>(x0, x1, p, 1.0f);
+      const float u = gibbs_random<false>(seed, gibbs_hidden_counter(base, P.H, row, col));
+      const float h = gibbs_draw<false>(u, p, 1.0f);
       if (P.resident) {
         const int i = a_index(r, static_cast<int>(col), rs);
         const uint16_t b = h != 0.0f ? kBf16One : 0;
@@ -613,8 +613,8 @@ __device__ __forceinline__ void epilogue(const GibbsArgs& P, const float (&acc)[
       }
     } else {
       const float m = gibbs_visible_mean<kGaussian>(a, load_f32<T>(static_cast<const T*>(P.vbias), col), P.sigma);
-      philox_words(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, col), x0, x1);
-      const float v = gibbs_draw<kGaussian>(x0, x1, m, P.sigma);
+      const float r = gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, col));
+      const float v = gibbs_draw<kGaussian>(r, m, P.sigma);
       if (P.resident) {
         const int i = a_index(r, static_cast<int>(col), rs);
         if constexpr (kGaussian) {

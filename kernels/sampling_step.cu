@@ -10,14 +10,21 @@
 namespace genfast {
 namespace {
 
-// 256 threads x 4 elements per thread, strided by the block so every load is coalesced; the
-// step is memory-bound and 4 independent loads per thread keep enough bytes in flight.
+// 256 threads x 4 elements per thread; each warp covers 128 consecutive elements, 32 per load
+// instruction, so every load is coalesced; the step is memory-bound and 4 independent loads per
+// thread keep enough bytes in flight.
 constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
+constexpr int kWarps = kThreads / 32;
+constexpr int kWarpSpan = 32 * kPerThread;  // elements (and stream positions) per warp
 constexpr int kMaxGridY = 65535;
 
 template <typename T, typename TN, int kSched, int kPred, int kLearned>
 __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParams P) {
+  // In-kernel noise: lane l of a warp computes the four normals of one Philox counter
+  // (philox_normal4) and the warp exchanges them through this staging area, so one Philox call
+  // serves four elements while the loads stay coalesced.
+  __shared__ float4 zstage[kWarps][32];
   const T* mo = reinterpret_cast<const T*>(P.model_output);
   const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
   const T* xs = reinterpret_cast<const T*>(P.sample);
@@ -26,14 +33,20 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
   T* x0o = reinterpret_cast<T*>(P.pred_original_sample);
   const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
   const int64_t n = P.n;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kThreads * kPerThread + threadIdx.x;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // first stream position (relative to the row's, rounded down to a counter) of this warp
+  const int64_t w0 = static_cast<int64_t>(blockIdx.x) * kThreads * kPerThread + warp * kWarpSpan;
   for (int64_t b = blockIdx.y; b < P.batch; b += gridDim.y) {
     const RowCoeffs rc = step_row_coeffs(P, b);
     const ClampSpec cs = clamp_spec(P, rc);
     const bool draw = ph != nullptr && rc.noise_gate > 0.0f;
     // read once: after the first store the compiler would reload them (they might alias)
     const uint64_t seed = draw ? static_cast<uint64_t>(ph[0]) : 0;
-    const uint64_t offset = draw ? static_cast<uint64_t>(ph[1]) : 0;
+    // Element j of row b is stream number p0 + j. Warps cover whole counters: the warp's chunk
+    // k, lane l is position (p0 & ~3) + w0 + 32 k + l, element j = w0 + 32 k + l - (p0 & 3);
+    // the grid has one more block column for the shift (Launcher).
+    const uint64_t p0 = draw ? static_cast<uint64_t>(ph[1]) + static_cast<uint64_t>(b * n) : 0;
+    const int64_t jw = w0 - static_cast<int64_t>(p0 & 3u);
     // Two phases: every load of the thread's kPerThread elements first, then the arithmetic and
     // the stores. With load, compute, store per element, the stores (which the compiler must
     // assume may alias the next element's inputs) kept one element's loads in flight per thread:
@@ -42,9 +55,9 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
     float gv[kPerThread], mvv[kPerThread], xv[kPerThread], zv[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
-      const int64_t j = j0 + static_cast<int64_t>(k) * kThreads;
+      const int64_t j = jw + 32 * k + lane;
       gv[k] = mvv[k] = xv[k] = zv[k] = 0.0f;
-      if (j < n) {
+      if (j >= 0 && j < n) {
         const int64_t i = b * n + j;
         const int64_t im = b * P.mo_row_stride + j;
         float g = load_f32<T>(mo, im);
@@ -58,17 +71,24 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
         if (!draw && noise) zv[k] = load_f32<TN>(noise, i);
       }
     }
+    if (draw) {  // uniform across the block: every lane takes part
+      const uint64_t c = (p0 >> 2) + static_cast<uint64_t>(w0 / 4 + lane);
+      float z4[4];
+      philox_normal4(seed, c & 0x3fffffffffffffffull, z4);
+      zstage[warp][lane] = make_float4(z4[0], z4[1], z4[2], z4[3]);
+      __syncwarp();
+      const float* zw = reinterpret_cast<const float*>(zstage[warp]);
+#pragma unroll
+      for (int k = 0; k < kPerThread; ++k) zv[k] = zw[32 * k + lane];
+      __syncwarp();  // read before the next row overwrites it
+    }
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
-      const int64_t j = j0 + static_cast<int64_t>(k) * kThreads;
-      if (j >= n) break;
+      const int64_t j = jw + 32 * k + lane;
+      if (j < 0 || j >= n) continue;
       const int64_t i = b * n + j;
-      float z = zv[k];
-      if (draw) {
-        z = philox_normal(seed, offset + static_cast<uint64_t>(i));
-      }
       float out, x0;
-      step_element_t<kSched, kPred, kLearned>(rc, cs, P.use_clipped_model_output != 0, gv[k], mvv[k], xv[k], z,
+      step_element_t<kSched, kPred, kLearned>(rc, cs, P.use_clipped_model_output != 0, gv[k], mvv[k], xv[k], zv[k],
                                               out, x0);
       store_f32<T>(prev, i, out);
       store_f32<T>(x0o, i, x0);
@@ -82,7 +102,8 @@ struct Launcher {
   cudaStream_t s;
   template <int kSched, int kPred, int kLearned>
   void operator()() const {
-    const int64_t bx = ceil_div(P.n, kThreads * kPerThread);
+    // with in-kernel noise, up to 3 stream positions before a row's first element (the kernel)
+    const int64_t bx = ceil_div(P.n + (P.philox ? 3 : 0), kThreads * kPerThread);
     if (bx > 2147483647LL) throw std::runtime_error("genfast sampling_step_cuda: row too large");
     dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(P.batch < kMaxGridY ? P.batch : kMaxGridY));
     sampling_step_kernel<T, TN, kSched, kPred, kLearned><<<grid, kThreads, 0, s>>>(P);

@@ -4,7 +4,7 @@
 one call: one kernel launch on CUDA (each thread block owns a tile of chains for all k steps),
 and the whole chain in C++ on the CPU (a cache-blocked FMA product fused with the sigmoid, the
 counter-based Philox draws and the compare). The Bernoulli (or Gaussian) draws come from
-genfast's Philox generator keyed by ``(seed, offset)`` with the counter layout specified in
+genfast's Philox stream keyed by ``(seed, offset)`` with the positions specified in
 :mod:`genfast.reference.gibbs`, so every backend produces the reference chain for the same seed.
 """
 
@@ -162,10 +162,11 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
     divergence needs from the chain's end is returned: the last samples and the probabilities
     they were drawn from.
 
-    Random numbers: the draw of hidden unit ``j`` of chain ``b`` at step ``s`` uses counter
-    ``offset + s B (H + V) + b H + j``, the visible unit ``i`` uses
+    Random numbers: the draw of hidden unit ``j`` of chain ``b`` at step ``s`` uses number
+    ``offset + s B (H + V) + b H + j`` of the Philox stream (:func:`genfast.ops.rand` /
+    :func:`genfast.ops.randn`), the visible unit ``i`` uses
     ``offset + s B (H + V) + B H + b V + i`` (spec: :mod:`genfast.reference.gibbs`); a call
-    consumes :func:`gibbs_num_counters` counters, so the next call of a chain should start at
+    consumes :func:`gibbs_num_counters` numbers, so the next call of a chain should start at
     ``offset + gibbs_num_counters(B, V, H, k)``.
 
     Args:
@@ -177,7 +178,7 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         k: number of full Gibbs steps, an int >= 1.
         seed: Philox key (any int, modulo 2^64, or a one-element int64 tensor on the device so
             that a captured graph can advance it); None draws one from torch's default generator.
-        offset: counter position of the first draw (int or one-element int64 tensor).
+        offset: stream position of the first draw (int or one-element int64 tensor).
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "cuda" runs the kernel named
@@ -203,7 +204,7 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
 
 
 def gibbs_num_counters(batch: int, n_visible: int, n_hidden: int, k: int = 1) -> int:
-    """Philox counter positions consumed by :func:`gibbs` (``k * batch * (n_hidden + n_visible)``).
+    """Stream positions (numbers) consumed by :func:`gibbs` (``k * batch * (n_hidden + n_visible)``).
 
     Args:
         batch: number of chains B. n_visible: V. n_hidden: H. k: Gibbs steps.

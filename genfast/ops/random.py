@@ -1,8 +1,10 @@
 """Counter-based random numbers: ``genfast.ops.randn`` and ``genfast.ops.rand``.
 
-Philox4x32-10 keyed by the seed, element i of a draw at counter position ``offset + i``;
-normals by Box-Muller. The exact mapping is specified in :mod:`genfast.reference.random`;
-every backend returns the same numbers to float rounding.
+Philox4x32-10 keyed by the seed; element i of a draw is number ``j = offset + i`` of the
+stream, word ``j % 4`` of Philox counter ``j // 4`` (four numbers per call, the layout of
+cuRAND's ``curand_normal4``); normals by Box-Muller on the word pairs. The exact mapping is
+specified in :mod:`genfast.reference.random`; every backend returns the same numbers to float
+rounding.
 """
 
 from __future__ import annotations
@@ -106,16 +108,19 @@ def randn(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float
           backend: str = "auto") -> torch.Tensor:
     """Standard normal numbers from genfast's counter-based generator.
 
-    Element ``i`` (flat, row-major) of the result is Box-Muller of Philox4x32-10 at counter
-    position ``offset + i`` under key ``seed`` (spec: :mod:`genfast.reference.random`), so a
-    draw of n at offset k equals elements k .. k+n-1 of a draw at offset 0, and every backend
+    Element ``i`` (flat, row-major) of the result is normal number ``j = offset + i`` of the
+    stream under key ``seed``: Box-Muller (cosine for j % 4 in {0, 2}, sine for {1, 3}) of the
+    word pair of Philox4x32-10 counter ``j // 4`` that holds word ``j % 4`` (spec:
+    :mod:`genfast.reference.random`), so a draw of n at any offset k equals elements
+    k .. k+n-1 of a draw at offset 0, and every backend
     returns the same numbers to float rounding. Same interface as ``torch.randn`` plus the
     counter arguments; mirrors Triton's ``tl.randn(seed, offset)`` and JAX's counter-based keys.
 
     Args:
         shape: int or sequence of ints, the output shape (empty sizes allowed).
         seed: any Python int (taken modulo 2^64).
-        offset: counter position of element 0 (int, modulo 2^64).
+        offset: stream position of element 0 (int, modulo 2^64; any value, not only
+            multiples of 4).
         dtype: torch.float32 (default), float16, bfloat16 or float64 (float64: the float32
             numbers widened, except with backend="reference", which evaluates the transform in
             float64).
@@ -138,8 +143,9 @@ def rand(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float3
          backend: str = "auto") -> torch.Tensor:
     """Uniform numbers on [0, 1) from genfast's counter-based generator.
 
-    Element ``i`` is ``(x0 >> 8) * 2^-24`` of Philox4x32-10 at counter position ``offset + i``
-    (spec: :mod:`genfast.reference.random`); for float16 / bfloat16 it is capped below 1 so the
+    Element ``i`` is ``(x_w >> 8) * 2^-24`` for word ``w = j % 4`` of Philox4x32-10 counter
+    ``j // 4``, ``j = offset + i`` (spec: :mod:`genfast.reference.random`); for float16 /
+    bfloat16 it is capped below 1 so the
     result stays in [0, 1). Arguments, returns and errors as :func:`randn`.
     """
     shape, seed, offset, dtype, device = _validate(shape, seed, offset, dtype, device, backend,

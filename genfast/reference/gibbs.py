@@ -13,13 +13,13 @@ Bernoulli visible units). One full Gibbs step is
 * visible half-step: Bernoulli: ``v_prob = sigmoid(b + h @ W)``, ``v = 1[u_v < v_prob]``;
   Gaussian: ``v_mean = b + sigma * (h @ W)``, ``v = v_mean + sigma * z_v``.
 
-The random numbers. Each draw uses genfast's counter-based Philox generator
-(:mod:`genfast.reference.random`) at one counter position: ``u`` is the uniform of that
-position, ``z`` the normal (Box-Muller of the same position's words). For a call with ``k``
+The random numbers. Each draw uses one number of genfast's counter-based Philox stream
+(:mod:`genfast.reference.random`, four numbers per Philox counter): ``u`` is the uniform at
+that position, ``z`` the normal at that position. For a call with ``k``
 steps on ``B`` chains at ``offset``, step ``s`` (0-based) starts at
 ``base_s = offset + s * B * (H + V)``; the hidden unit ``j`` of chain ``b`` uses
 ``base_s + b * H + j`` and the visible unit ``i`` of chain ``b`` uses
-``base_s + B * H + b * V + i``. A call consumes ``k * B * (H + V)`` counters
+``base_s + B * H + b * V + i``. A call consumes ``k * B * (H + V)`` numbers
 (:func:`num_counters`); ``k`` steps at ``offset`` equal ``k1`` steps at ``offset`` followed by
 ``k - k1`` steps at ``offset + num_counters(B, V, H, k1)`` from the returned visible state.
 
@@ -48,12 +48,12 @@ VISIBLE_TYPES = ("bernoulli", "gaussian")
 
 
 def num_counters(batch: int, n_visible: int, n_hidden: int, k: int) -> int:
-    """Philox counter positions consumed by ``k`` Gibbs steps of ``batch`` chains."""
+    """Stream positions (numbers) consumed by ``k`` Gibbs steps of ``batch`` chains."""
     return int(k) * int(batch) * (int(n_hidden) + int(n_visible))
 
 
 def counter_offsets(batch: int, n_visible: int, n_hidden: int, step: int, offset: int = 0) -> tuple[int, int]:
-    """Counter positions of element 0 of the hidden draw and of the visible draw of ``step``.
+    """Stream positions of element 0 of the hidden draw and of the visible draw of ``step``.
 
     Returns:
         ``(hidden_offset, visible_offset)``: the hidden unit ``j`` of chain ``b`` uses

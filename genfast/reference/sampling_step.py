@@ -69,7 +69,7 @@ def threshold_sample(x0: torch.Tensor, dynamic_thresholding_ratio: float, sample
 def _noise(noise, seed, offset, sample, compute_dtype):
     if noise is not None:
         return noise.to(compute_dtype)
-    # element at flat index i of the sample uses Philox counter position offset + i
+    # element at flat index i of the sample is number offset + i of the Philox stream
     return philox_randn(sample.shape, seed=seed, offset=offset, device=sample.device).to(compute_dtype)
 
 

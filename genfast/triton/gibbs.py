@@ -32,7 +32,7 @@ import triton.language as tl
 
 from genfast._backends import triton_interpret
 from genfast.ops._common import check_choice
-from genfast.triton._philox import normal_from_bits, philox_words, uniform_from_bits
+from genfast.triton._philox import philox_normal, philox_uniform
 
 # BM = 16 chains per program: the smallest M tile tl.dot accepts, which maximises the number of
 # programs for the usual batches (B = 1000 -> 63 programs). BN = 64, BK = 32 with 8 warps and 2
@@ -143,8 +143,8 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
                 w_ptrs += BK
             c = tl.load(hb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             p = _sigmoid(c[None, :] + inv_sigma * acc)
-            x0, x1 = philox_words(seed, base + rows[:, None] * H64 + cols[None, :])
-            hs = tl.where(uniform_from_bits(x0) < p, 1.0, 0.0)
+            u = philox_uniform(seed, base + rows[:, None] * H64 + cols[None, :])
+            hs = tl.where(u < p, 1.0, 0.0)
             m = rmask[:, None] & cmask[None, :]
             ml = m & (tl.full([BM, BN], s, tl.int32) == k - 1)  # outputs: last step only
             idx = rows[:, None] * H64 + cols[None, :]
@@ -168,13 +168,13 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
                 a_ptrs += BK
                 w_ptrs += BK * V64
             b = tl.load(vb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-            x0, x1 = philox_words(seed, vbase + rows[:, None] * V64 + cols[None, :])
+            pos = vbase + rows[:, None] * V64 + cols[None, :]
             if GAUSSIAN:
                 pm = b[None, :] + sigma * acc
-                vs = pm + sigma * normal_from_bits(x0, x1)
+                vs = pm + sigma * philox_normal(seed, pos)
             else:
                 pm = _sigmoid(b[None, :] + acc)
-                vs = tl.where(uniform_from_bits(x0) < pm, 1.0, 0.0)
+                vs = tl.where(philox_uniform(seed, pos) < pm, 1.0, 0.0)
             m = rmask[:, None] & cmask[None, :]
             ml = m & (tl.full([BM, BN], s, tl.int32) == k - 1)
             idx = rows[:, None] * V64 + cols[None, :]

@@ -7,11 +7,12 @@ import torch
 import triton
 import triton.language as tl
 
-from genfast.triton._philox import philox_normal
+from genfast.triton._philox import interleave4, philox_normal4
 
 # 1024 elements per program: the step is memory-bound; 1024 (8 per thread at 4 warps) gives
 # 128-bit accesses for fp16 and enough bytes in flight per SM; it also keeps the number of
-# interpreter iterations low on the CPU.
+# interpreter iterations low on the CPU. With in-kernel noise a program draws it from 256
+# Philox counters, four numbers each.
 BLOCK = 1024
 
 
@@ -26,8 +27,18 @@ def _sampling_step_kernel(
 ):
     # grid: (cdiv(n, BLOCK), batch): one row per program column, so per-row coefficients are scalars
     row = tl.program_id(1).to(tl.int64)
-    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = j < n
+    pid = tl.program_id(0).to(tl.int64)
+    if NOISE_MODE == 2:
+        # Element j of the row is stream number p0 + j. The programs of a row cover whole Philox
+        # counters: program pid the positions (p0 & ~3) + pid * BLOCK + [0, BLOCK), so its first
+        # element is j = pid * BLOCK - (p0 & 3) (the grid has cdiv(n + 3, BLOCK) columns).
+        seed = tl.load(philox_ptr)
+        p0 = tl.load(philox_ptr + 1) + row * n
+        j = pid * BLOCK - (p0 & 3) + tl.arange(0, BLOCK).to(tl.int64)
+        mask = (j >= 0) & (j < n)
+    else:
+        j = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        mask = j < n
     t = tl.load(t_ptr + row * t_stride)
     pt = tl.load(pt_ptr + row * t_stride)
     a_t = tl.load(ac_ptr + t)
@@ -88,9 +99,9 @@ def _sampling_step_kernel(
     if NOISE_MODE == 1:
         z = tl.load(noise_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     elif NOISE_MODE == 2:
-        seed = tl.load(philox_ptr)
-        offset = tl.load(philox_ptr + 1)
-        z = philox_normal(seed, offset + x_off)
+        c = ((p0 >> 2) & 0x3FFFFFFFFFFFFFFF) + pid * (BLOCK // 4) + tl.arange(0, BLOCK // 4).to(tl.int64)
+        z0, z1, z2, z3 = philox_normal4(seed, c)
+        z = interleave4(z0, z1, z2, z3)
     else:
         z = tl.zeros_like(x)
 
@@ -126,7 +137,8 @@ def sampling_step_triton(mo, mou, x, noise, t, pt, ac, row_scale, thr, philox, p
         return
     noise_mode = 1 if noise is not None else (2 if philox is not None else 0)
     dummy = x  # placeholder pointer for absent optional tensors (never read: constexpr-guarded)
-    grid = (triton.cdiv(n, BLOCK), batch)
+    # with in-kernel noise, up to 3 stream positions before a row's first element (see the kernel)
+    grid = (triton.cdiv(n + 3 if noise_mode == 2 else n, BLOCK), batch)
     _sampling_step_kernel[grid](
         mo, mou if mou is not None else dummy, x, noise if noise is not None else dummy, t, pt, ac,
         row_scale if row_scale is not None else ac, thr if thr is not None else ac,

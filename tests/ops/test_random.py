@@ -10,6 +10,24 @@ import torch
 import genfast.ops as O
 from genfast.reference import random as R
 
+try:
+    import triton
+    import triton.language as tl
+
+    from genfast.triton._philox import philox_normal, philox_uniform
+except ImportError:  # the Triton test skips
+    triton = None
+
+if triton is not None:
+
+    @triton.jit
+    def _per_number_kernel(z_ptr, u_ptr, philox_ptr, n, BLOCK: tl.constexpr):
+        idx = tl.arange(0, BLOCK).to(tl.int64)
+        p = tl.load(philox_ptr + 1) + idx
+        seed = tl.load(philox_ptr)
+        tl.store(z_ptr + idx, philox_normal(seed, p), mask=idx < n)
+        tl.store(u_ptr + idx, philox_uniform(seed, p), mask=idx < n)
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SHAPES = ((), (0,), (1,), (17,), (3, 5, 7), (1031,), (4, 16385))
 
@@ -36,9 +54,11 @@ def _ulp(dtype):
 @pytest.mark.parametrize("fn", ["randn", "rand"])
 def test_backend_matches_reference(kernel_backend, fn, shape, dtype):
     backend, device = kernel_backend
-    gen = torch.Generator().manual_seed(hash((fn, shape, str(dtype))) % 2**31)
+    case = 100 * SHAPES.index(shape) + 10 * DTYPES.index(dtype) + (fn == "rand")
+    gen = torch.Generator().manual_seed(case)
     seed = int(torch.randint(-(2**62), 2**62, (1,), generator=gen))
-    offset = int(torch.randint(0, 2**40, (1,), generator=gen))
+    offset = int(torch.randint(0, 2**40, (1,), generator=gen))  # any residue mod 4
+    print(f"case {case}: seed {seed}, offset {offset}")
     out = getattr(O, fn)(shape, seed=seed, offset=offset, dtype=dtype, device=device, backend=backend)
     ref = getattr(R, fn)(shape, seed=seed, offset=offset, dtype=torch.float64)
     assert out.shape == torch.Size(shape) and out.dtype == dtype and out.device.type == device.type
@@ -66,24 +86,89 @@ def test_cross_backend_equal(fn):
         torch.testing.assert_close(v, ref, rtol=1e-6, atol=1e-6, msg=f"backend {b}")
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton", "reference"])
-def test_offset_property(backend):
+@pytest.mark.parametrize("fn", ["randn", "rand"])
+@pytest.mark.parametrize("backend", ["cuda", "cpu", "triton", "reference"])
+def test_offset_property(backend, fn):
+    """A draw of n at offset k is elements k .. k+n-1 of a draw at offset 0, for offsets that
+    start inside a Philox counter (k mod 4 != 0) and across the 2^32 and 2^64 wraps."""
     from conftest import backend_device, skip_unless_runs
 
     skip_unless_runs(backend)
     dev = backend_device(backend) if backend != "reference" else "cpu"
+    draw = getattr(O, fn)
     seed = 77
-    full = O.randn((3000,), seed=seed, offset=0, device=dev, backend=backend)
-    for k, n in ((0, 1), (1, 17), (1000, 1001), (2999, 1)):
-        part = O.randn((n,), seed=seed, offset=k, device=dev, backend=backend)
-        torch.testing.assert_close(part, full[k:k + n], rtol=0, atol=0)
-    # the 64-bit counter carries across 2^32 and wraps at 2^64
-    a = O.rand((40,), seed=seed, offset=2**32 - 20, device=dev, backend=backend)
-    b = O.rand((20,), seed=seed, offset=2**32, device=dev, backend=backend)
-    torch.testing.assert_close(a[20:], b, rtol=0, atol=0)
-    c = O.rand((40,), seed=seed, offset=2**64 - 20, device=dev, backend=backend)
-    d = O.rand((20,), seed=seed, offset=0, device=dev, backend=backend)
-    torch.testing.assert_close(c[20:], d, rtol=0, atol=0)
+    full = draw((3000,), seed=seed, offset=0, device=dev, backend=backend)
+    for k in (0, 1, 2, 3, 5, 1000, 2999):
+        for n in (1, 3, 4, 5, 17):
+            n = min(n, 3000 - k)
+            part = draw((n,), seed=seed, offset=k, device=dev, backend=backend)
+            torch.testing.assert_close(part, full[k:k + n], rtol=0, atol=0, msg=f"offset {k}, n {n}")
+    # the 64-bit position carries across 2^32 (the counter's low word: 2^34) and wraps at 2^64;
+    # offsets are int64 here, so 2^64 - 22 is passed as -22
+    for base, start in ((2**32, 2**32 - 21), (2**34, 2**34 - 23), (0, -22)):
+        a = draw((50,), seed=seed, offset=start, device=dev, backend=backend)
+        lead = base - start
+        for k in (0, 1, 2, 3, 5):
+            b = draw((20,), seed=seed, offset=base + k, device=dev, backend=backend)
+            torch.testing.assert_close(a[lead + k:lead + k + 20], b, rtol=0, atol=0, msg=f"{base} + {k}")
+        for k in (1, 2, 3, 5):  # draws that start before the wrap at any residue
+            c = draw((17,), seed=seed, offset=start + k, device=dev, backend=backend)
+            torch.testing.assert_close(c, a[k:k + 17], rtol=0, atol=0, msg=f"{start} + {k}")
+
+
+def test_mapping_four_numbers_per_counter():
+    """Numbers 4c .. 4c+3 are the four words of Philox counter c: uniforms (x_w >> 8) 2^-24;
+    normals Box-Muller cos / sin of the pairs (x0, x1) and (x2, x3), in float64 here."""
+    seed, c = 0x1234_5678_9ABC_DEF0, 2**33 + 5
+    ctr = [torch.tensor([c % 2**32]), torch.tensor([c >> 32]), torch.tensor([0]), torch.tensor([0])]
+    x = [int(w) for w in R.philox4x32_10(ctr, (seed % 2**32, seed >> 32))]
+    u = R.rand((4,), seed=seed, offset=4 * c, dtype=torch.float64)
+    assert u.tolist() == [(w >> 8) * 2.0**-24 for w in x]
+    z = R.randn((4,), seed=seed, offset=4 * c, dtype=torch.float64)
+    expected = []
+    for a, b in ((x[0], x[1]), (x[2], x[3])):
+        r = math.sqrt(-2 * math.log(((a >> 8) + 1) * 2.0**-24))
+        theta = 2 * math.pi * (b >> 8) * 2.0**-24
+        expected += [r * math.cos(theta), r * math.sin(theta)]
+    torch.testing.assert_close(z, torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("normal", [True, False])
+@pytest.mark.parametrize("block16", [False, True])
+def test_cpu_helpers_match_reference(normal, block16):
+    """The C++ helpers that kernels call (philox_normal / philox_uniform per number, normal_block16
+    / uniform_block16) give number p for their argument p, at any residue mod 4."""
+    from conftest import skip_unless_runs
+
+    skip_unless_runs("cpu")
+    from genfast import _C
+
+    seed = -(2**61) + 12345
+    for offset in (0, 1, 2, 3, 5, 2**32 - 3, 2**64 - 5):
+        for n in (1, 3, 4, 5, 17, 100):
+            out = torch.empty(n, dtype=torch.float32)
+            _C.random_by_helper(out.data_ptr(), n, seed % 2**64, offset, normal, block16)
+            ref = (R.randn if normal else R.rand)((n,), seed=seed, offset=offset, dtype=torch.float64)
+            torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6, msg=f"offset {offset}, n {n}")
+
+
+def test_triton_per_number_helpers_match_reference():
+    """Triton's philox_normal(seed, p) / philox_uniform(seed, p) (one Philox call per number, as
+    the Gibbs kernel calls them) give number p."""
+    from conftest import backend_device, skip_unless_runs
+
+    skip_unless_runs("triton")
+    dev = backend_device("triton")
+    seed = 2024
+    for offset in (0, 1, 2, 3, 5, 2**32 - 3, -5):
+        n = 37
+        z = torch.empty(n, device=dev)
+        u = torch.empty(n, device=dev)
+        _per_number_kernel[(1,)](z, u, torch.tensor([seed, offset], dtype=torch.int64, device=dev), n, BLOCK=64)
+        zr = R.randn((n,), seed=seed, offset=offset, dtype=torch.float64)
+        ur = R.rand((n,), seed=seed, offset=offset, dtype=torch.float64)
+        torch.testing.assert_close(z.double().cpu(), zr, rtol=1e-6, atol=1e-6, msg=f"offset {offset}")
+        torch.testing.assert_close(u.double().cpu(), ur, rtol=0, atol=0, msg=f"offset {offset}")
 
 
 def test_different_seeds_differ():
@@ -100,6 +185,25 @@ def test_normal_statistics():
     kurt = float(((z - z.mean()) ** 4).mean() / z.var() ** 2)
     assert abs(kurt - 3) < 0.05
     assert scipy.stats.kstest(z.numpy(), "norm").pvalue > 1e-4
+
+
+def test_sine_outputs_like_cosine_and_uncorrelated():
+    """Words 1 and 3 (Box-Muller's sine outputs) are distributed like words 0 and 2 (the cosine
+    outputs) and uncorrelated with the cosine of their own pair, also in their squares (which a
+    sine computed as the cosine, or as a shifted cosine, would fail)."""
+    z = O.randn((4 * 200_000,), seed=4242).double().reshape(-1, 4)
+    cos = z[:, [0, 2]].flatten()
+    sin = z[:, [1, 3]].flatten()
+    n = sin.numel()
+    assert abs(float(sin.mean())) < 5 / math.sqrt(n)
+    assert abs(float(sin.var()) - 1) < 5 * math.sqrt(2 / n)
+    assert scipy.stats.kstest(sin.numpy(), "norm").pvalue > 1e-4
+    assert scipy.stats.ks_2samp(sin.numpy(), cos.numpy()).pvalue > 1e-4
+    for a, b in ((0, 1), (2, 3), (0, 2), (1, 3)):
+        corr = float(torch.corrcoef(torch.stack([z[:, a], z[:, b]]))[0, 1])
+        corr_sq = float(torch.corrcoef(torch.stack([z[:, a] ** 2, z[:, b] ** 2]))[0, 1])
+        assert abs(corr) < 5 / math.sqrt(z.shape[0]), (a, b, corr)
+        assert abs(corr_sq) < 5 / math.sqrt(z.shape[0]), (a, b, corr_sq)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -208,17 +208,20 @@ def test_per_row_timesteps_equal_rowwise_calls(kernel_backend):
 
 
 def test_generated_noise_is_genfast_randn(kernel_backend):
-    """With a seed, the noise of element i is genfast.ops.randn at counter offset + i."""
+    """With a seed, the noise of element i is genfast.ops.randn number offset + i, for offsets
+    at every residue mod 4 (rows of 105 elements: row starts at every residue too) and across
+    the 2^64 wrap (offset -3 = 2^64 - 3)."""
     backend, device = kernel_backend
     gen = torch.Generator().manual_seed(3)
     ac = alphas_cumprod().to(device)
     shape = (2, 3, 7, 5)
     mo, x, _ = inputs(shape, torch.float32, device, gen)
-    z = O.randn(shape, seed=123, offset=456, device=device, backend=backend)
-    a = O.ddpm_step(mo, 400, x, ac, seed=123, offset=456, backend=backend)
-    b = O.ddpm_step(mo, 400, x, ac, noise=z, backend=backend)
-    for u, v in zip(a, b):
-        torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6)
+    for offset in (456, 457, 458, 459, -3):
+        z = O.randn(shape, seed=123, offset=offset, device=device, backend=backend)
+        a = O.ddpm_step(mo, 400, x, ac, seed=123, offset=offset, backend=backend)
+        b = O.ddpm_step(mo, 400, x, ac, noise=z, backend=backend)
+        for u, v in zip(a, b):
+            torch.testing.assert_close(u, v, rtol=1e-6, atol=1e-6, msg=f"offset {offset}")
 
 
 def test_same_seed_same_tensor_across_backends():

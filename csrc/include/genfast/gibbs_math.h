@@ -8,8 +8,9 @@
 //   visible half-step:  Bernoulli visible: v_prob = sigmoid(b + h W),         v = [u < v_prob]
 //                       Gaussian visible:  v_mean = b + sigma * (h W),        v = v_mean + sigma z
 //
-// (sigma = 1 for Bernoulli visible units), with u = Philox uniform and z = Philox normal at the
-// counter position of the element (gibbs_hidden_counter / gibbs_visible_counter below).
+// (sigma = 1 for Bernoulli visible units), with u = Philox uniform and z = Philox normal number
+// at the stream position of the element (gibbs_hidden_counter / gibbs_visible_counter below;
+// number p comes from Philox counter p >> 2, word p & 3: csrc/include/genfast/philox.h).
 #pragma once
 #include <math.h>
 
@@ -18,9 +19,9 @@
 
 namespace genfast {
 
-// Counter positions. One full step s of a [B] batch of chains consumes B * (H + V) counters:
+// Stream positions. One full step s of a [B] batch of chains consumes B * (H + V) numbers:
 // first the B x H hidden draws (row-major), then the B x V visible draws, so step s starts at
-// offset + s * B * (H + V) and no two draws of one call share a counter.
+// offset + s * B * (H + V) and no two draws of one call share a number.
 GF_HD uint64_t gibbs_step_base(uint64_t offset, int64_t s, int64_t B, int64_t V, int64_t H) {
   return offset + static_cast<uint64_t>(s) * static_cast<uint64_t>(B) * static_cast<uint64_t>(H + V);
 }
@@ -73,12 +74,20 @@ GF_HD float gibbs_visible_mean(float acc, float b, float sigma) {
   return kGaussian ? b + sigma * acc : gibbs_sigmoid(b + acc);
 }
 
-// The draw of one unit from its counter's Philox words: Bernoulli 1.0 where u < p (u in [0, 1)
-// with 24 random bits, so p = 0 never fires and p = 1 always does), or mean + sigma * z.
+// The random number of the unit at stream position p: a uniform for a Bernoulli unit, a normal
+// for a Gaussian one (one Philox call per unit; csrc/gibbs_cpu.cpp draws them in blocks).
 template <bool kGaussian>
-GF_HD float gibbs_draw(uint32_t x0, uint32_t x1, float p_or_mean, float sigma) {
-  if (kGaussian) return p_or_mean + sigma * normal_from_bits(x0, x1);
-  return uniform_from_bits(x0) < p_or_mean ? 1.0f : 0.0f;
+GF_HD float gibbs_random(uint64_t seed, uint64_t p) {
+  return kGaussian ? philox_normal(seed, p) : philox_uniform(seed, p);
+}
+
+// The draw of one unit from its random number r (gibbs_random): Bernoulli 1.0 where r < p (r a
+// uniform in [0, 1) with 24 random bits, so p = 0 never fires and p = 1 always does), or
+// mean + sigma * r (r a standard normal).
+template <bool kGaussian>
+GF_HD float gibbs_draw(float r, float p_or_mean, float sigma) {
+  if (kGaussian) return p_or_mean + sigma * r;
+  return r < p_or_mean ? 1.0f : 0.0f;
 }
 
 }  // namespace genfast

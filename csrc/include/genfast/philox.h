@@ -2,16 +2,23 @@
 // conversions to uniform and normal floats that every genfast backend uses. The exact mapping
 // is specified, in PyTorch integer arithmetic, in genfast/reference/random.py:
 //
-//   key     = (seed mod 2^32, (seed >> 32) mod 2^32)        seed as an unsigned 64-bit integer
-//   counter = (p mod 2^32, (p >> 32) mod 2^32, 0, 0)        p = offset + i, element i of a draw
-//   (x0, x1, x2, x3) = Philox4x32_10(counter, key)
-//   uniform u  = (x0 >> 8) * 2^-24                           in [0, 1)
-//   normal  z  = sqrt(-2 log(u1)) * cos(2 pi u2)             Box-Muller, first output
-//                u1 = ((x0 >> 8) + 1) * 2^-24 in (0, 1],  u2 = (x1 >> 8) * 2^-24 in [0, 1)
+//   key      = (seed mod 2^32, (seed >> 32) mod 2^32)       seed as an unsigned 64-bit integer
+//   number j = (offset + i) mod 2^64                         element i of a draw
+//   counter  = (c mod 2^32, c >> 32, 0, 0),  c = j >> 2      one Philox call per 4 numbers
+//   (x0, x1, x2, x3) = Philox4x32_10(counter, key),  number j uses word w = j mod 4
+//   uniform u_j = (x_w >> 8) * 2^-24                         in [0, 1)
+//   normal: Box-Muller on the pairs (a, b) = (x0, x1) and (x2, x3):
+//           u1 = ((a >> 8) + 1) * 2^-24 in (0, 1],  u2 = (b >> 8) * 2^-24 in [0, 1)
+//           r = sqrt(-2 log u1);  word 0 / 2: r cos(2 pi u2),  word 1 / 3: r sin(2 pi u2)
 //
-// log and cos are evaluated by the short polynomials below (within 2 ulp of the correctly
+// This is the layout of cuRAND's curand_normal4 / curand_uniform4: the cosine and sine of a
+// pair share its log and sqrt. philox_normal(seed, j) / philox_uniform(seed, j) give number j
+// alone (one Philox call per number); philox_normal4 / philox_uniform4 give the four numbers of
+// one counter, and csrc/include/genfast/philox_cpu.h vectorised blocks for the CPU.
+//
+// log, cos and sin are evaluated by the short polynomials below (within 2 ulp of the correctly
 // rounded functions over the inputs that occur) so that GCC vectorises them on the CPU and the
-// CUDA kernel computes bit-identical numbers.
+// CUDA kernels compute the same numbers.
 #pragma once
 #include <math.h>
 
@@ -46,12 +53,10 @@ GF_HD Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, 
   return Philox4{c0, c1, c2, c3};
 }
 
-// The two 32-bit words a draw needs, for counter position p (64-bit) under key `seed`.
-GF_HD void philox_words(uint64_t seed, uint64_t p, uint32_t& x0, uint32_t& x1) {
-  Philox4 r = philox4x32_10(static_cast<uint32_t>(p), static_cast<uint32_t>(p >> 32), 0u, 0u,
-                            static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  x0 = r.x0;
-  x1 = r.x1;
+// The four words of Philox counter c (< 2^62: c = j >> 2 for number j) under key `seed`.
+GF_HD Philox4 philox_counter(uint64_t seed, uint64_t c) {
+  return philox4x32_10(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), 0u, 0u,
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
 GF_HD float uniform_from_bits(uint32_t x) { return static_cast<float>(x >> 8) * 5.9604644775390625e-8f; }
@@ -75,10 +80,12 @@ GF_HD float poly_log(float x) {
   return static_cast<float>(e) * 0.69314718f + 2.0f * s * p;
 }
 
-// cos(2 pi u) for u in [0, 1): reduce to r in [-1/2, 1/2), then by quarter turns q to
-// f in [-1/8, 1/8]; x = 2 pi f in [-pi/4, pi/4] where the Taylor series to x^8 are exact to
-// 3e-8. All reductions are exact in float32.
-GF_HD float poly_cos_2pi(float u) {
+// cos(2 pi u) and sin(2 pi u) for u in [0, 1): reduce to r in [-1/2, 1/2), then by quarter
+// turns q to f in [-1/8, 1/8]; x = 2 pi f in [-pi/4, pi/4] where the Taylor series of cos to
+// x^8 and of sin to x^9 are exact to 3e-8. All reductions are exact in float32. Both outputs
+// come from the same two series (cos(x + q pi/2) and sin(x + q pi/2) swap and negate them), so
+// a Box-Muller pair costs one evaluation.
+GF_HD void poly_sincos_2pi(float u, float& sin_out, float& cos_out) {
   float r = u >= 0.5f ? u - 1.0f : u;
   float qf = floorf(4.0f * r + 0.5f);  // -2 .. 2
   float f = r - 0.25f * qf;
@@ -95,15 +102,41 @@ GF_HD float poly_cos_2pi(float u) {
   s = s * x2 - 0.166666667f;
   s = (s * x2 + 1.0f) * x;
   int q = static_cast<int>(qf) & 3;  // -2 -> 2, -1 -> 3
-  float v = (q & 1) ? s : c;
-  bool neg = (q == 1) || (q == 2);
-  return neg ? -v : v;
+  // cos(x + q pi/2) = c, -s, -c, s;  sin(x + q pi/2) = s, c, -s, -c  for q = 0, 1, 2, 3
+  float cv = (q & 1) ? s : c;
+  float sv = (q & 1) ? c : s;
+  cos_out = (q == 1 || q == 2) ? -cv : cv;
+  sin_out = (q & 2) ? -sv : sv;
 }
 
-GF_HD float normal_from_bits(uint32_t x0, uint32_t x1) {
-  float u1 = static_cast<float>((x0 >> 8) + 1u) * 5.9604644775390625e-8f;
-  float u2 = static_cast<float>(x1 >> 8) * 5.9604644775390625e-8f;
-  return sqrtf(-2.0f * poly_log(u1)) * poly_cos_2pi(u2);
+GF_HD float poly_cos_2pi(float u) {
+  float s, c;
+  poly_sincos_2pi(u, s, c);
+  return c;
+}
+
+GF_HD float poly_sin_2pi(float u) {
+  float s, c;
+  poly_sincos_2pi(u, s, c);
+  return s;
+}
+
+// Box-Muller of one word pair (a, b): z_cos for the pair's first word, z_sin for its second.
+GF_HD void normal_pair_from_bits(uint32_t a, uint32_t b, float& z_cos, float& z_sin) {
+  float u1 = static_cast<float>((a >> 8) + 1u) * 5.9604644775390625e-8f;
+  float u2 = static_cast<float>(b >> 8) * 5.9604644775390625e-8f;
+  float r = sqrtf(-2.0f * poly_log(u1));
+  float s, c;
+  poly_sincos_2pi(u2, s, c);
+  z_cos = r * c;
+  z_sin = r * s;
+}
+
+// The cosine output of the pair (a, b): the normal of word 0 (a = x0, b = x1) or 2 (x2, x3).
+GF_HD float normal_from_bits(uint32_t a, uint32_t b) {
+  float z_cos, z_sin;
+  normal_pair_from_bits(a, b, z_cos, z_sin);
+  return z_cos;
 }
 
 // Largest value below 1 in the output dtype: a uniform must stay in [0, 1) after rounding
@@ -118,16 +151,37 @@ template <typename T> GF_HD float cap_uniform(float u) {
   return u > cap ? cap : u;
 }
 
-GF_HD float philox_normal(uint64_t seed, uint64_t p) {
-  uint32_t x0, x1;
-  philox_words(seed, p, x0, x1);
-  return normal_from_bits(x0, x1);
+// z[w] = normal number 4 c + w, w < 4: the four normals of counter c.
+GF_HD void philox_normal4(uint64_t seed, uint64_t c, float (&z)[4]) {
+  const Philox4 x = philox_counter(seed, c);
+  normal_pair_from_bits(x.x0, x.x1, z[0], z[1]);
+  normal_pair_from_bits(x.x2, x.x3, z[2], z[3]);
 }
 
+// u[w] = uniform number 4 c + w, w < 4 (uncapped: cap_uniform<T> for fp16 / bf16 outputs).
+GF_HD void philox_uniform4(uint64_t seed, uint64_t c, float (&u)[4]) {
+  const Philox4 x = philox_counter(seed, c);
+  u[0] = uniform_from_bits(x.x0);
+  u[1] = uniform_from_bits(x.x1);
+  u[2] = uniform_from_bits(x.x2);
+  u[3] = uniform_from_bits(x.x3);
+}
+
+// Normal number p of the stream alone: one Philox call for one number. Where a thread needs
+// several consecutive numbers, philox_normal4 (one call for four) is cheaper.
+GF_HD float philox_normal(uint64_t seed, uint64_t p) {
+  const Philox4 x = philox_counter(seed, p >> 2);
+  const uint32_t w = static_cast<uint32_t>(p) & 3u;
+  float z_cos, z_sin;
+  normal_pair_from_bits(w & 2u ? x.x2 : x.x0, w & 2u ? x.x3 : x.x1, z_cos, z_sin);
+  return w & 1u ? z_sin : z_cos;
+}
+
+// Uniform number p of the stream alone (uncapped).
 GF_HD float philox_uniform(uint64_t seed, uint64_t p) {
-  uint32_t x0, x1;
-  philox_words(seed, p, x0, x1);
-  return uniform_from_bits(x0);
+  const Philox4 x = philox_counter(seed, p >> 2);
+  const uint32_t w = static_cast<uint32_t>(p) & 3u;
+  return uniform_from_bits(w == 0 ? x.x0 : w == 1 ? x.x1 : w == 2 ? x.x2 : x.x3);
 }
 
 }  // namespace genfast
