@@ -12,21 +12,41 @@
 namespace genfast {
 namespace {
 
-constexpr int kLanes = kPhiloxBlock;
-// Same grain as the DDPM/DDIM step (csrc/sampling_step_cpu.cpp): ~25 us of work per task with noise.
+// Blocks of 16 elements (one AVX-512 vector); the noise of a block comes from one PhiloxStream
+// per task, as in the DDPM/DDIM step (csrc/sampling_step_cpu.cpp), whose grain this shares:
+// ~25 us of work per task with noise.
+constexpr int kLanes = 16;
 constexpr int64_t kGrain = 8192;
 
-template <typename T, typename TN, int K, bool kClamp>
+// The noise of one block: the stream's numbers, a noise tensor read in its dtype, or zeros.
+inline const float* block_noise(const SolverParams& P, PhiloxStream<true>& stream, uint64_t offset, int64_t i0,
+                                int m, float* z) {
+  if (P.philox) return stream.numbers(offset + static_cast<uint64_t>(i0), m);
+  if (P.noise == 0) {
+    for (int k = 0; k < kLanes; ++k) z[k] = 0.0f;
+  } else if (P.noise_dtype == kFloat32) {
+    for (int k = 0; k < m; ++k) z[k] = load_f32<float>(reinterpret_cast<const float*>(P.noise), i0 + k);
+  } else if (P.noise_dtype == kFloat16) {
+    for (int k = 0; k < m; ++k) z[k] = load_f32<half_t>(reinterpret_cast<const half_t*>(P.noise), i0 + k);
+  } else {
+    for (int k = 0; k < m; ++k) z[k] = load_f32<bf16_t>(reinterpret_cast<const bf16_t*>(P.noise), i0 + k);
+  }
+  return z;
+}
+
+// Every optional input is a template argument, so the element loop has no branch and no
+// conditional load and GCC vectorises it (a runtime-optional pointer left it scalar: 4x slower).
+template <typename T, int K, bool kUncond, bool kLast, bool kClamp>
 void solver_cpu(const SolverParams& P) {
   const T* mo = reinterpret_cast<const T*>(P.model_output);
   const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
   const T* xs = reinterpret_cast<const T*>(P.sample);
   const T* ls = reinterpret_cast<const T*>(P.last_sample);
-  const T* hs[kSolverMaxHistory];
-  for (int k = 0; k < kSolverMaxHistory; ++k) hs[k] = reinterpret_cast<const T*>(P.history[k]);
-  const TN* noise = reinterpret_cast<const TN*>(P.noise);
+  const T* h0p = reinterpret_cast<const T*>(P.history[0]);
+  const T* h1p = reinterpret_cast<const T*>(P.history[1]);
+  const T* h2p = reinterpret_cast<const T*>(P.history[2]);
   T* y2o = reinterpret_cast<T*>(P.prev_sample);
-  T* mo_out = reinterpret_cast<T*>(P.converted);
+  T* m_o = reinterpret_cast<T*>(P.converted);
   T* y1o = reinterpret_cast<T*>(P.corrected);
   const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
   const uint64_t seed = ph ? static_cast<uint64_t>(ph[0]) : 0;
@@ -34,38 +54,37 @@ void solver_cpu(const SolverParams& P) {
   const int64_t n = P.n;
   const float gs = P.guidance_scale;
   const bool round_m = P.round_converted != 0;
+  const bool round_y1 = y1o != nullptr;
 
   parallel_for(P.batch * n, kGrain, [&](int64_t begin, int64_t end) {
-    alignas(64) float z[kLanes];
-    alignas(64) float y2v[kLanes], mv[kLanes], y1v[kLanes];
+    PhiloxStream<true> stream(seed);
+    alignas(64) float z[kLanes], y2v[kLanes], mv[kLanes], y1v[kLanes];
     int64_t i = begin;
     while (i < end) {
       const int64_t b = i / n;
       const int64_t seg_end = (b + 1) * n < end ? (b + 1) * n : end;
       const SolverRow r = solver_row(P, b);
       auto block = [&](int64_t i0, int m) {
-        if (ph) {
-          normal_block16(seed, offset + static_cast<uint64_t>(i0), z);
-        } else if (noise) {
-          for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(noise, i0 + k);
-        } else {
-          for (int k = 0; k < kLanes; ++k) z[k] = 0.0f;
-        }
+        const float* zp = block_noise(P, stream, offset, i0, m, z);
+        const SolverRow rr = r;  // a local copy: the stores below cannot alias it
 #pragma GCC ivdep
         for (int k = 0; k < m; ++k) {
-          float g = load_f32<T>(mo, i0 + k);
-          if (mou) {
-            const float u = load_f32<T>(mou, i0 + k);
+          const int64_t e = i0 + k;
+          float g = load_f32<T>(mo, e);
+          if (kUncond) {
+            const float u = load_f32<T>(mou, e);
             g = u + gs * (g - u);
           }
-          g *= r.scale;
-          float h[K > 0 ? K : 1];
-          for (int q = 0; q < K; ++q) h[q] = load_f32<T>(hs[q], i0 + k);
-          const float s = ls ? load_f32<T>(ls, i0 + k) : 0.0f;
-          solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, g, load_f32<T>(xs, i0 + k), s, h, z[k], y2v[k], mv[k], y1v[k]);
+          g *= rr.scale;
+          const float s = kLast ? load_f32<T>(ls, e) : 0.0f;
+          const float h0 = K >= 1 ? load_f32<T>(h0p, e) : 0.0f;
+          const float h1 = K >= 2 ? load_f32<T>(h1p, e) : 0.0f;
+          const float h2 = K >= 3 ? load_f32<T>(h2p, e) : 0.0f;
+          solver_element<T, K, kClamp>(rr, round_m, round_y1, g, load_f32<T>(xs, e), s, h0, h1, h2, zp[k], y2v[k],
+                                       mv[k], y1v[k]);
         }
         for (int k = 0; k < m; ++k) store_f32<T>(y2o, i0 + k, y2v[k]);
-        if (mo_out) for (int k = 0; k < m; ++k) store_f32<T>(mo_out, i0 + k, mv[k]);
+        if (m_o) for (int k = 0; k < m; ++k) store_f32<T>(m_o, i0 + k, mv[k]);
         if (y1o) for (int k = 0; k < m; ++k) store_f32<T>(y1o, i0 + k, y1v[k]);
       };
       for (; i + kLanes <= seg_end; i += kLanes) block(i, kLanes);
@@ -75,33 +94,35 @@ void solver_cpu(const SolverParams& P) {
   });
 }
 
-// Runtime options that become template arguments, in one place: dtype, noise dtype, history
-// length, clamp on/off.
-template <typename T, typename TN>
-void by_mode(const SolverParams& P) {
-  const bool clamp = P.clamp_mode != kClampNone;
-#define GF_SOLVER_K(KK)                                       \
-  if (P.num_history == KK) {                                  \
-    if (clamp) return solver_cpu<T, TN, KK, true>(P);         \
-    return solver_cpu<T, TN, KK, false>(P);                   \
-  }
-  GF_SOLVER_K(0) GF_SOLVER_K(1) GF_SOLVER_K(2) GF_SOLVER_K(3)
-#undef GF_SOLVER_K
-  throw pybind11::value_error("genfast._C.solver_step: num_history must be 0..3");
+// Runtime options become template arguments here, in one place.
+template <typename T, int K>
+void by_flags(const SolverParams& P) {
+  const bool u = P.model_output_uncond != 0, l = P.last_sample != 0, c = P.clamp_mode != kClampNone;
+#define GF_SOLVER_CASE(U, L, C) \
+  if (u == U && l == L && c == C) return solver_cpu<T, K, U, L, C>(P);
+  GF_SOLVER_CASE(false, false, false) GF_SOLVER_CASE(false, false, true)
+  GF_SOLVER_CASE(false, true, false) GF_SOLVER_CASE(false, true, true)
+  GF_SOLVER_CASE(true, false, false) GF_SOLVER_CASE(true, false, true)
+  GF_SOLVER_CASE(true, true, false) GF_SOLVER_CASE(true, true, true)
+#undef GF_SOLVER_CASE
 }
 
 template <typename T>
-void by_noise_dtype(const SolverParams& P) {
-  if (P.noise == 0 || P.noise_dtype == kFloat32) return by_mode<T, float>(P);
-  if (P.noise_dtype == kFloat16) return by_mode<T, half_t>(P);
-  return by_mode<T, bf16_t>(P);
+void by_history(const SolverParams& P) {
+  switch (P.num_history) {
+    case 0: return by_flags<T, 0>(P);
+    case 1: return by_flags<T, 1>(P);
+    case 2: return by_flags<T, 2>(P);
+    case 3: return by_flags<T, 3>(P);
+    default: throw pybind11::value_error("genfast._C.solver_step: num_history must be 0..3");
+  }
 }
 
 void solver_step(const SolverParams& P) {
   if (P.batch <= 0 || P.n <= 0) return;
-  if (P.dtype == kFloat32) return by_noise_dtype<float>(P);
-  if (P.dtype == kFloat16) return by_noise_dtype<half_t>(P);
-  if (P.dtype == kBFloat16) return by_noise_dtype<bf16_t>(P);
+  if (P.dtype == kFloat32) return by_history<float>(P);
+  if (P.dtype == kFloat16) return by_history<half_t>(P);
+  if (P.dtype == kBFloat16) return by_history<bf16_t>(P);
   throw pybind11::value_error("genfast._C.solver_step: unsupported dtype code");
 }
 

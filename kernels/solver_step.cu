@@ -36,13 +36,13 @@ __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParam
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kThreads * kPerThread + threadIdx.x;
   for (int64_t b = blockIdx.y; b < P.batch; b += gridDim.y) {
     const SolverRow r = solver_row(P, b);
-    float gv[kPerThread], xv[kPerThread], sv[kPerThread], zv[kPerThread], hv[kPerThread][K > 0 ? K : 1];
+    float gv[kPerThread], xv[kPerThread], sv[kPerThread], zv[kPerThread], hv[kPerThread][kSolverMaxHistory];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       const int64_t j = j0 + static_cast<int64_t>(k) * kThreads;
       gv[k] = xv[k] = sv[k] = zv[k] = 0.0f;
 #pragma unroll
-      for (int q = 0; q < K; ++q) hv[k][q] = 0.0f;
+      for (int q = 0; q < kSolverMaxHistory; ++q) hv[k][q] = 0.0f;
       if (j < n) {
         const int64_t i = b * n + j;
         float g = load_f32<T>(mo, i);
@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParam
       const int64_t i = b * n + j;
       const float z = ph ? philox_normal(seed, offset + static_cast<uint64_t>(i)) : zv[k];
       float y2, m, y1;
-      solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, gv[k], xv[k], sv[k], hv[k], z, y2, m, y1);
+      solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, gv[k], xv[k], sv[k], hv[k][0], hv[k][1], hv[k][2], z,
+                                   y2, m, y1);
       store_f32<T>(y2o, i, y2);
       if (m_o) store_f32<T>(m_o, i, m);
       if (y1o) store_f32<T>(y1o, i, y1);

@@ -79,12 +79,12 @@ template <typename T> GF_HD float round_through(float v) { return Scalar<T>::loa
 template <> GF_HD float round_through<float>(float v) { return v; }
 
 // One element. g: the guided model output; x: the sample; s: the last sample (0 when absent);
-// h: the K history values; z: the noise (0 when absent). Writes y2, m and y1. round_m / round_y1:
-// use m / y1 rounded to T, as stored.
+// h0, h1, h2: the history values (only the first K are used); z: the noise (0 when absent).
+// Writes y2, m and y1. round_m / round_y1: use m / y1 rounded to T, as stored. The coefficients
+// are passed one by one (the row's array is copied into registers once by the caller's loop).
 template <typename T, int K, bool kClamp>
-GF_HD void solver_element(const SolverRow& r, bool round_m, bool round_y1, float g, float x, float s,
-                          const float* h, float z,
-                          float& y2_out, float& m_out, float& y1_out) {
+GF_HD void solver_element(const SolverRow& r, bool round_m, bool round_y1, float g, float x, float s, float h0,
+                          float h1, float h2, float z, float& y2_out, float& m_out, float& y1_out) {
   float m = r.c[kCx] * x + r.c[kCg] * g + r.c[kCz] * z;
   if (kClamp) {
     float v = r.c[kTm] * m + r.c[kTx] * x;
@@ -96,10 +96,17 @@ GF_HD void solver_element(const SolverRow& r, bool round_m, bool round_y1, float
   if (round_m) m = round_through<T>(m);
   float y1 = r.c[kAx] * x + r.c[kAs] * s + r.c[kAm] * m + r.c[kAz] * z;
   float y2 = r.c[kBm] * m + r.c[kBz] * z;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    y1 += r.c[kAh1 + k] * h[k];
-    y2 += r.c[kBh1 + k] * h[k];
+  if (K >= 1) {
+    y1 += r.c[kAh1] * h0;
+    y2 += r.c[kBh1] * h0;
+  }
+  if (K >= 2) {
+    y1 += r.c[kAh2] * h1;
+    y2 += r.c[kBh2] * h1;
+  }
+  if (K >= 3) {
+    y1 += r.c[kAh3] * h2;
+    y2 += r.c[kBh3] * h2;
   }
   // When y1 is stored (UniPC's corrected sample, LCM's denoised), y2 uses the stored value, as
   // diffusers does; otherwise (Euler's x_hat) it stays in float32, as in diffusers.
