@@ -128,8 +128,9 @@ def finish_schedule(owner: str, timesteps: torch.Tensor, num_train_timesteps: in
 
 
 class FusedStepMixin:
-    """The shared parts of genfast's ``step``: the ``backend`` attribute, the timestep and dtype
-    handling, and the output. Mixed in before diffusers' class; defines no public name that
+    """What every genfast scheduler adds to its diffusers class: the ``backend`` attribute (with
+    ``from_config`` taking it), the diffusers output built fast, and (DDPM/DDIM) the timestep and
+    dtype handling of a step. Mixed in before diffusers' class; defines no public name that
     diffusers' schedulers have, except ``backend``."""
 
     @property
@@ -225,25 +226,23 @@ class FusedStepMixin:
         )
 
     @staticmethod
-    def _output(output_cls, prev_sample: torch.Tensor, pred_original_sample: torch.Tensor, return_dict: bool):
-        """diffusers' ``output_cls(prev_sample=..., pred_original_sample=...)``, or the tuple.
+    def _output(output_cls, return_dict: bool, **fields):
+        """``output_cls(**fields)`` (a diffusers ``BaseOutput``), or the tuple of the fields.
 
         diffusers' ``BaseOutput`` construction (dataclass ``__init__`` then ``__post_init__``,
         which walks ``dataclasses.fields``) costs 3 to 9 us here, as much as the rest of the
         class's work in ``step``; this builds the identical object (the same items in the same
-        order and the same attributes; a test compares it with diffusers' construction) in
-        under 1 us. Under torch.compile the plain constructor is traced.
+        order and the same attributes; a test compares it with diffusers' construction) in under
+        1 us. Under torch.compile the plain constructor is traced.
         """
         if not return_dict:
-            return (prev_sample, pred_original_sample)
+            return tuple(fields.values())
         if torch.compiler.is_compiling():
-            return output_cls(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+            return output_cls(**fields)
         out = output_cls.__new__(output_cls)
-        _od_setitem(out, "prev_sample", prev_sample)
-        _od_setitem(out, "pred_original_sample", pred_original_sample)
-        attrs = out.__dict__
-        attrs["prev_sample"] = prev_sample
-        attrs["pred_original_sample"] = pred_original_sample
+        for name, value in fields.items():
+            _od_setitem(out, name, value)
+        out.__dict__.update(fields)
         return out
 
     @staticmethod

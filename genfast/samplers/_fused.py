@@ -12,13 +12,12 @@ a loop traces under ``torch.compile(fullgraph=True)`` and can be captured in a C
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict
 from typing import Optional
 
 import numpy as np
 import torch
 
-from genfast import _backends
+from genfast.samplers._common import FusedStepMixin, check_backend
 
 NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
 IDX = {name: i for i, name in enumerate((
@@ -51,8 +50,7 @@ def with_backend(cls):
     params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"))
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
-        if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-            raise ValueError(f"{type(self).__name__}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+        check_backend(type(self).__name__, backend)
         super(cls, self).__init__(*args, **kwargs)
         self.backend = backend
         self._gf_reset()
@@ -74,15 +72,10 @@ def randn_like_diffusers(shape, generator, device, dtype):
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
-class FusedStepMixin:
-    """Sync-free step-index bookkeeping, host copies of the schedule and device coefficient tables.
-
-    Attributes (genfast's, besides diffusers'):
-        backend: the backend of :func:`genfast.ops.solver_step` (``"auto"``, ``"cuda"``,
-            ``"triton"``, ``"cpu"``, ``"reference"``); not saved in the config.
-    """
-
-    backend = "auto"
+class SolverStepMixin(FusedStepMixin):
+    """The schedulers on :func:`genfast.ops.solver_step`: sync-free step-index bookkeeping, host
+    copies of the schedule and device coefficient tables (``backend`` and the output come from
+    :class:`FusedStepMixin`)."""
 
     # ------------------------------------------------------------------ schedule snapshots
     def _gf_reset(self) -> None:
@@ -248,24 +241,6 @@ class FusedStepMixin:
             if not torch.compiler.is_compiling():
                 self._gf_rows[(key, device, index)] = row
         return row
-
-    @staticmethod
-    def _gf_output(output_cls, return_dict: bool, **fields):
-        """``output_cls(**fields)`` (a diffusers ``BaseOutput``), or the tuple of the fields.
-
-        diffusers' ``BaseOutput`` construction (dataclass ``__init__`` then ``__post_init__``,
-        which walks ``dataclasses.fields``) costs 3 to 9 us here; this builds the identical object
-        (the same items in the same order and the same attributes) in under 1 us. Under
-        torch.compile the plain constructor is traced.
-        """
-        if not return_dict:
-            return tuple(fields.values())
-        if torch.compiler.is_compiling():
-            return output_cls(**fields)
-        out = output_cls.__new__(output_cls)
-        OrderedDict.update(out, fields)
-        out.__dict__.update(fields)
-        return out
 
     # ------------------------------------------------------------------ the fused call
     def _gf_noise(self, generator, variance_noise, shape, dtype, device, *, check_both=False) -> dict:

@@ -230,4 +230,5 @@ class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
             model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
             guidance_rescale=guidance_rescale, backend=self._backend,
         )
-        return self._output(DDIMSchedulerOutput, prev_sample, pred_original_sample, return_dict)
+        return self._output(DDIMSchedulerOutput, return_dict, prev_sample=prev_sample,
+                            pred_original_sample=pred_original_sample)

@@ -267,4 +267,5 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
             **self._op_options(), noise=noise, model_output_uncond=model_output_uncond,
             guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, backend=self._backend,
         )
-        return self._output(DDPMSchedulerOutput, prev_sample, pred_original_sample, return_dict)
+        return self._output(DDPMSchedulerOutput, return_dict, prev_sample=prev_sample,
+                            pred_original_sample=pred_original_sample)

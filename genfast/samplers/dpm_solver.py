@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from genfast.samplers._fused import FusedStepMixin, log_alpha_sigma, promote, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, log_alpha_sigma, promote, rows, set_coef, with_backend
 
 
 @with_backend
-class DPMSolverMultistepScheduler(FusedStepMixin, diffusers.DPMSolverMultistepScheduler):
+class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepScheduler):
     """Multistep DPM-Solver / DPM-Solver++ (Lu et al. 2022, arXiv:2206.00927 and 2211.01095),
     drop-in for ``diffusers.DPMSolverMultistepScheduler`` (0.42): a subclass with the same
     constructor arguments, config, attributes and helpers; ``step`` runs as one pass of
@@ -190,7 +190,7 @@ class DPMSolverMultistepScheduler(FusedStepMixin, diffusers.DPMSolverMultistepSc
         if prev_sample.dtype != model_output.dtype:
             prev_sample = prev_sample.to(model_output.dtype)
         self._step_index += 1
-        return self._gf_output(SchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._output(SchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["DPMSolverMultistepScheduler"]

@@ -11,7 +11,7 @@ import torch
 from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteSchedulerOutput
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedulerOutput
 
-from genfast.samplers._fused import FusedStepMixin, promote, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, promote, rows, set_coef, with_backend
 
 
 def _reject_integer_timestep(owner: str, timestep) -> None:
@@ -37,7 +37,7 @@ def _x0_coefficients(pred: str, sigma, scale_in: np.ndarray, noise_in: np.ndarra
 
 
 @with_backend
-class EulerDiscreteScheduler(FusedStepMixin, diffusers.EulerDiscreteScheduler):
+class EulerDiscreteScheduler(SolverStepMixin, diffusers.EulerDiscreteScheduler):
     """Euler sampler of Karras et al. 2022 (Algorithm 2, with ``s_churn``), drop-in for
     ``diffusers.EulerDiscreteScheduler`` (0.42): a subclass with the same constructor arguments,
     config, attributes and helpers (``scale_model_input``, Karras / exponential / beta sigmas,
@@ -138,12 +138,12 @@ class EulerDiscreteScheduler(FusedStepMixin, diffusers.EulerDiscreteScheduler):
             prev_sample = prev_sample.to(model_output.dtype)
         if pred_original_sample.dtype != torch.float32:
             pred_original_sample = pred_original_sample.float()
-        return self._gf_output(EulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
+        return self._output(EulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
                                pred_original_sample=pred_original_sample)
 
 
 @with_backend
-class EulerAncestralDiscreteScheduler(FusedStepMixin, diffusers.EulerAncestralDiscreteScheduler):
+class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralDiscreteScheduler):
     """Ancestral Euler sampler (Karras et al. 2022; k-diffusion's ``sample_euler_ancestral``),
     drop-in for ``diffusers.EulerAncestralDiscreteScheduler`` (0.42): a subclass with the same
     constructor arguments, config, attributes and helpers; ``step`` runs as one pass of
@@ -223,7 +223,7 @@ class EulerAncestralDiscreteScheduler(FusedStepMixin, diffusers.EulerAncestralDi
             prev_sample = prev_sample.to(model_output.dtype)
         if pred_original_sample.dtype != torch.float32:
             pred_original_sample = pred_original_sample.float()
-        return self._gf_output(EulerAncestralDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
+        return self._output(EulerAncestralDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
                                pred_original_sample=pred_original_sample)
 
 

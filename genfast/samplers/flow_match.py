@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
 
-from genfast.samplers._fused import FusedStepMixin, promote, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, promote, rows, set_coef, with_backend
 from genfast.samplers.euler import _reject_integer_timestep
 
 
 @with_backend
-class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDiscreteScheduler):
+class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerDiscreteScheduler):
     """Euler integration of a rectified-flow / flow-matching ODE (Esser et al. 2024, SD3; Lipman
     et al. 2023), drop-in for ``diffusers.FlowMatchEulerDiscreteScheduler`` (0.42): a subclass with
     the same constructor arguments (``shift``, ``use_dynamic_shifting`` with ``mu``,
@@ -105,7 +105,7 @@ class FlowMatchEulerDiscreteScheduler(FusedStepMixin, diffusers.FlowMatchEulerDi
         prev_sample = out.prev_sample
         if prev_sample.dtype != model_output.dtype:
             prev_sample = prev_sample.to(model_output.dtype)
-        return self._gf_output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["FlowMatchEulerDiscreteScheduler"]

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_lcm import LCMSchedulerOutput
 
-from genfast.samplers._fused import FusedStepMixin, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, rows, set_coef, with_backend
 
 
 @with_backend
-class LCMScheduler(FusedStepMixin, diffusers.LCMScheduler):
+class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
     """Multistep latent-consistency sampling (Luo et al. 2023, Algorithm 1; Song et al. 2023's
     boundary-condition scalings), drop-in for ``diffusers.LCMScheduler`` (0.42): a subclass with the
     same constructor arguments, config, attributes and helpers; ``step`` runs as one pass of
@@ -107,7 +107,7 @@ class LCMScheduler(FusedStepMixin, diffusers.LCMScheduler):
                            thresholding=thresholding, return_converted=False, return_corrected=True,
                            noise_args=noise)
         self._step_index += 1
-        return self._gf_output(LCMSchedulerOutput, return_dict, prev_sample=out.prev_sample, denoised=out.corrected)
+        return self._output(LCMSchedulerOutput, return_dict, prev_sample=out.prev_sample, denoised=out.corrected)
 
 
 __all__ = ["LCMScheduler"]

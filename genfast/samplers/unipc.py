@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from genfast.samplers._fused import FusedStepMixin, log_alpha_sigma, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, log_alpha_sigma, rows, set_coef, with_backend
 
 MAX_ORDER = 3  # the op stores at most 3 earlier model outputs
 
@@ -55,7 +55,7 @@ class SingularScheduleError(ValueError, torch.linalg.LinAlgError):
 
 
 @with_backend
-class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler):
+class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler):
     """UniPC, the unified predictor-corrector of Zhao et al. 2023 (arXiv:2302.04867), drop-in for
     ``diffusers.UniPCMultistepScheduler`` (0.42): a subclass with the same constructor arguments,
     config, attributes and helpers; ``step`` (the corrector UniC for the current sample, then the
@@ -237,7 +237,7 @@ class UniPCMultistepScheduler(FusedStepMixin, diffusers.UniPCMultistepScheduler)
         prev_sample = out.prev_sample
         if prev_sample.dtype != sample.dtype:
             prev_sample = prev_sample.to(sample.dtype)
-        return self._gf_output(SchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._output(SchedulerOutput, return_dict, prev_sample=prev_sample)
 
 
 __all__ = ["UniPCMultistepScheduler", "SingularScheduleError"]

@@ -339,13 +339,13 @@ def test_fast_output_objects_equal_diffusers_construction():
     from diffusers.schedulers.scheduling_lcm import LCMSchedulerOutput
     from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-    from genfast.samplers._fused import FusedStepMixin
+    from genfast.samplers._common import FusedStepMixin
 
     a, b = torch.zeros(2), torch.ones(2)
     for cls, fields in ((SchedulerOutput, dict(prev_sample=a)),
                         (EulerDiscreteSchedulerOutput, dict(prev_sample=a, pred_original_sample=b)),
                         (LCMSchedulerOutput, dict(prev_sample=a, denoised=b))):
-        ours, theirs = FusedStepMixin._gf_output(cls, True, **fields), cls(**fields)
+        ours, theirs = FusedStepMixin._output(cls, True, **fields), cls(**fields)
         assert type(ours) is cls and list(ours.keys()) == list(theirs.keys()) and ours.to_tuple() == theirs.to_tuple()
         assert all(getattr(ours, k) is getattr(theirs, k) for k in fields) and ours[0] is theirs[0]
-        assert FusedStepMixin._gf_output(cls, False, **fields) == tuple(fields.values())
+        assert FusedStepMixin._output(cls, False, **fields) == tuple(fields.values())
