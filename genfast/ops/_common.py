@@ -3,6 +3,9 @@ that names the offending argument, before any kernel runs."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -71,3 +74,26 @@ def eager_fast_path(*tensors) -> bool:
         if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
             return False
     return True
+
+
+def check_float(name: str, value, *, op: str, lo=None, hi=None, lo_open: bool = False) -> float:
+    """``value`` as a finite Python float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``).
+
+    A tensor is refused rather than read back to the host (a device sync, and a graph break
+    under torch.compile): the kernels take these as plain floats. Numpy scalars are accepted.
+
+    Raises:
+        TypeError: not a real number (bools and tensors included).
+        ValueError: not finite, or out of range; the message names ``name``.
+    """
+    if type(value) is not float:  # the common case first: the ABC check below costs ~0.5 us
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{op}: {name} must be a Python float, got {type(value).__name__}")
+        value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{op}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
+    return value

@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, as_int64, check_tensor, eager_fast_path
+from genfast.ops._common import KERNEL_DTYPES, as_int64, check_float, check_tensor, eager_fast_path
 from genfast.reference import solver_step as _ref
 
 COEFFICIENTS = _ref.COEFFICIENTS
@@ -177,21 +177,7 @@ def _solver_step_fake(model_output, sample, coefficients, history, last_sample, 
 
 # ------------------------------------------------------------------------ validation
 def _number(name, value, *, lo=None, hi=None, lo_open=False):
-    """A finite Python number (int/float/numpy scalar) as float, else TypeError/ValueError naming it.
-    Tensors are refused: reading one on the host would synchronise with the device."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if hasattr(value, "__float__") and not isinstance(value, torch.Tensor):
-            value = float(value)  # numpy scalars
-        else:
-            raise TypeError(f"{_OP}: {name} must be a Python number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{_OP}: {name} must be finite, got {value}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{_OP}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{_OP}: {name} must be <= {hi}, got {value}")
-    return value
+    return check_float(name, value, op=_OP, lo=lo, hi=hi, lo_open=lo_open)
 
 
 def _same_as_sample(name, t, sample):
