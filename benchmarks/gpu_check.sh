@@ -4,7 +4,7 @@
 # compiled Triton backends against the reference), run the benchmarks, and leave logs and the
 # updated RESULTS.md in $OUT (default /tmp/genfast-gpu).
 #
-#   bash benchmarks/gpu_check.sh [stage ...]     stages: env build ops bench rest (default: all)
+#   bash benchmarks/gpu_check.sh [stage ...]     stages: env build samplers ops bench rest (default: all)
 #
 # Peers that the machine lacks (diffusers, normflows) are read from ./.devsite when present
 # (pure-Python packages copied there beforehand, ~31 MB, ignored by git; pass it in `carry`):
@@ -22,7 +22,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 [ -d .devsite ] && export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 stamp() { echo "== $(($(date +%s) - T0)) s: $*" | tee -a "$OUT/stages.txt"; }
-STAGES=${*:-env build ops bench rest}
+STAGES=${*:-env build samplers ops bench rest}
 ARCH=${GENFAST_GPU_ARCH:-90}
 XDIST=${GENFAST_XDIST:-4}  # the lent H100 machine showed nproc = 2
 
@@ -48,9 +48,18 @@ for stage in $STAGES; do
     echo "rc=$?" >>"$OUT/test_ops.log"
     grep -E "^(FAILED|ERROR)|passed|failed|rc=" "$OUT/test_ops.log" | tail -40
     ;;
+  samplers)
+    # issue 12's GPU targets: a 20-step loop of every scheduler with no host sync and captured in
+    # one CUDA graph, then the step benchmarks (each op at 64x4x128x128 vs copy bandwidth)
+    stamp "tests: samplers (CUDA graph, sync debug)"
+    timeout 300 $PY -m pytest -q -ra -p no:cacheprovider --timeout 240 tests/samplers/test_cuda_graph.py \
+      tests/samplers/test_cuda.py >"$OUT/test_samplers.log" 2>&1
+    echo "rc=$?" >>"$OUT/test_samplers.log"
+    grep -E "^(FAILED|ERROR)|passed|failed|rc=" "$OUT/test_samplers.log" | tail -20
+    ;;
   bench)
-    # the open issues' benchmarks first (Gibbs: issue 5, invconv: issue 7); GENFAST_BENCHES overrides
-    for b in ${GENFAST_BENCHES:-gibbs invconv vq sampling_step}; do
+    # the open issues' benchmarks first (samplers: issue 12); GENFAST_BENCHES overrides
+    for b in ${GENFAST_BENCHES:-samplers sampling_step gibbs invconv vq}; do
       stamp "bench $b"
       GENFAST_BENCH_ROUNDS=${GENFAST_BENCH_ROUNDS:-3} timeout 200 $PY "benchmarks/bench_$b.py" >>"$OUT/bench.log" 2>&1 ||
         echo "bench $b rc=$?" | tee -a "$OUT/bench.log"
