@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import report, time_ms  # noqa: E402
+from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.samplers as S  # noqa: E402
 from genfast.samplers import _fused  # noqa: E402
@@ -75,10 +75,13 @@ def _op_call(run):
     finally:
         _fused._solver_step = old
     if not captured:
-        return None
+        return None, None
     (mo, x, coef, hist, last, mou, noise, philox, gs, gr, clip, thr, ratio, smax, rnd, conv, corr,
      backend) = captured["args"]
-    return lambda: solver.solver_step(
+    # bytes the pass must move: every tensor read once, every output written once
+    moved = sum(t.numel() * t.element_size() for t in (mo, x, last, mou, noise, *hist) if t is not None)
+    moved += x.numel() * x.element_size() * (1 + bool(conv) + bool(corr))
+    return moved, lambda: solver.solver_step(
         mo, x, coef, history=hist, last_sample=last, model_output_uncond=mou, noise=noise, seed=philox,
         guidance_scale=gs, guidance_rescale=gr, clip_sample_range=clip or None, thresholding=thr,
         dynamic_thresholding_ratio=ratio, sample_max_value=smax, round_converted=rnd, return_converted=conv,
@@ -112,27 +115,35 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     min_time = 0.3 if args.quick else 1.0
     shapes = [(64, 3, 32, 32), (8, 4, 64, 64)] + ([(64, 4, 128, 128)] if device == "cuda" else [])
+    copy_gbs = gpu_ceilings().get("copy_gbs") if device == "cuda" else None
     rows = []
     for shape in shapes:
         for name in NAMES:
             g_run = _prepared(getattr(S, name), name, shape, device)
             d_run = _prepared(getattr(diffusers, name), name, shape, device)
-            op = _op_call(g_run)
+            moved, op = _op_call(g_run)
             t_g = time_ms(g_run, device, min_time)
             t_d = time_ms(d_run, device, min_time)
             t_op = time_ms(op, device, min_time) if op is not None else None
-            rows.append({"shape": "x".join(map(str, shape)), "scheduler": name.replace("Scheduler", ""),
-                         "diffusers ms": t_d, "genfast ms": t_g, "op ms": t_op,
-                         "class overhead us": (t_g - t_op) * 1e3 if t_op is not None else None,
-                         "speed-up": t_d / t_g})
+            row = {"shape": "x".join(map(str, shape)), "scheduler": name.replace("Scheduler", ""),
+                   "diffusers ms": t_d, "genfast ms": t_g, "op ms": t_op,
+                   "class overhead us": (t_g - t_op) * 1e3 if t_op is not None else None,
+                   "speed-up": t_d / t_g}
+            if t_op is not None:
+                row["op GB/s"] = moved / t_op / 1e6
+                if copy_gbs:
+                    row["% of copy"] = 100 * row["op GB/s"] / copy_gbs
+            rows.append(row)
     notes = ("`speed-up` = diffusers' step time / genfast's class step time, measured in this run; `op ms` is "
              "the fused op call the class makes (genfast.ops.solver_step, or ddpm_step / ddim_step), "
              "`class overhead us` the class step minus that call. Stochastic steps (Euler ancestral, LCM, "
              "DDPM) draw their noise without a generator: genfast in the kernel (Philox), diffusers with "
              "torch.randn.")
-    report(f"samplers_{device}", f"Drop-in schedulers, one step ({device})", rows,
-           ["shape", "scheduler", "diffusers ms", "genfast ms", "op ms", "class overhead us", "speed-up"],
-           device=device, notes=notes)
+    columns = ["shape", "scheduler", "diffusers ms", "genfast ms", "op ms", "class overhead us", "speed-up",
+               "op GB/s"] + (["% of copy"] if copy_gbs else [])
+    notes += " `op GB/s`: bytes the op must read and write once, over its time." + ceilings_note()
+    report(f"samplers_{device}", f"Drop-in schedulers, one step ({device})", rows, columns, device=device,
+           notes=notes)
     if args.no_loop:
         return
     unet = diffusers.UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64),
