@@ -12,18 +12,20 @@
 namespace genfast {
 namespace {
 
-// Blocks of 16 elements (one AVX-512 vector); the noise of a block comes from one PhiloxStream
-// per task, as in the DDPM/DDIM step (csrc/sampling_step_cpu.cpp), whose grain this shares:
-// ~25 us of work per task with noise.
-constexpr int kLanes = 16;
+// Blocks of 64 elements: long enough that the per-block set-up (noise pointer, coefficient
+// copy) is small against the vectorised element loop, short enough for one PhiloxStream request
+// (at most 125 numbers). The grain is the DDPM/DDIM step's (csrc/sampling_step_cpu.cpp): ~25 us
+// of work per task with noise.
+constexpr int kLanes = 64;
 constexpr int64_t kGrain = 8192;
+alignas(64) constexpr float kZeros[kLanes] = {};
 
 // The noise of one block: the stream's numbers, a noise tensor read in its dtype, or zeros.
 inline const float* block_noise(const SolverParams& P, PhiloxStream<true>& stream, uint64_t offset, int64_t i0,
                                 int m, float* z) {
   if (P.philox) return stream.numbers(offset + static_cast<uint64_t>(i0), m);
   if (P.noise == 0) {
-    for (int k = 0; k < kLanes; ++k) z[k] = 0.0f;
+    return kZeros;
   } else if (P.noise_dtype == kFloat32) {
     for (int k = 0; k < m; ++k) z[k] = load_f32<float>(reinterpret_cast<const float*>(P.noise), i0 + k);
   } else if (P.noise_dtype == kFloat16) {
@@ -58,7 +60,7 @@ void solver_cpu(const SolverParams& P) {
 
   parallel_for(P.batch * n, kGrain, [&](int64_t begin, int64_t end) {
     PhiloxStream<true> stream(seed);
-    alignas(64) float z[kLanes], y2v[kLanes], mv[kLanes], y1v[kLanes];
+    alignas(64) float z[kLanes];
     int64_t i = begin;
     while (i < end) {
       const int64_t b = i / n;
@@ -80,12 +82,13 @@ void solver_cpu(const SolverParams& P) {
           const float h0 = K >= 1 ? load_f32<T>(h0p, e) : 0.0f;
           const float h1 = K >= 2 ? load_f32<T>(h1p, e) : 0.0f;
           const float h2 = K >= 3 ? load_f32<T>(h2p, e) : 0.0f;
-          solver_element<T, K, kClamp>(rr, round_m, round_y1, g, load_f32<T>(xs, e), s, h0, h1, h2, zp[k], y2v[k],
-                                       mv[k], y1v[k]);
+          float y2, mval, y1;
+          solver_element<T, K, kClamp>(rr, round_m, round_y1, g, load_f32<T>(xs, e), s, h0, h1, h2, zp[k], y2,
+                                       mval, y1);
+          store_f32<T>(y2o, e, y2);
+          if (m_o) store_f32<T>(m_o, e, mval);
+          if (y1o) store_f32<T>(y1o, e, y1);
         }
-        for (int k = 0; k < m; ++k) store_f32<T>(y2o, i0 + k, y2v[k]);
-        if (m_o) for (int k = 0; k < m; ++k) store_f32<T>(m_o, i0 + k, mv[k]);
-        if (y1o) for (int k = 0; k < m; ++k) store_f32<T>(y1o, i0 + k, y1v[k]);
       };
       for (; i + kLanes <= seg_end; i += kLanes) block(i, kLanes);
       if (i < seg_end) block(i, static_cast<int>(seg_end - i));
