@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #endif
 
+#include "genfast/bind_params.h"
 #include "genfast/invconv_math.h"
 #include "genfast/parallel.h"
 #include "genfast/registry.h"
@@ -26,9 +27,7 @@ namespace {
 
 // The register tile: kMR output channels x kNR pixels of accumulators, one panel load per kNR / 16
 // vectors and one broadcast FMA per accumulator vector per k. AVX-512 (32 zmm): 12 x 32 = 24
-// accumulators; AVX2 (16 ymm): 6 x 16 = 12. Sweep on the 2-core AMD EPYC (Zen 4, AVX-512)
-// at 64x48x16x16 fp32, best of 200, 2 threads, under load: 6x16 0.535 ms, 4x64 0.67 ms,
-// 12x32 0.445 ms, 14x32 0.39-7.9 ms (unstable: 30 of 32 registers).
+// accumulators, faster than 6 x 16 and 4 x 64 (14 x 32 was unstable); AVX2 (16 ymm): 6 x 16 = 12.
 #if !defined(GF_INVCONV_MR) && defined(__AVX512F__)
 #define GF_INVCONV_MR 12
 #define GF_INVCONV_NR 32
@@ -44,17 +43,14 @@ constexpr int kNR = GF_INVCONV_NR;
 // Work per parallel chunk, in multiply-adds: about 10 us at ~60 GFLOP/s per core, enough to
 // amortise the ~5 us OpenMP wake-up; 64x48x16x16 gives 64 tasks (one per image) for 2 threads.
 constexpr int64_t kGrainMacs = 300000;
-// Strips packed per task (see invconv_cpu), and the cap of the packed panels: 64 K floats
-// (256 KiB) stay in the 1 MiB L2 next to the weight. Measured, 1 thread, 64 images, best of
-// 200 under load: 1 -> 8 strips took 48x32x32 from 53 to 57 GFLOP/s and 96x32x32 from 67 to 72;
-// 16x16 images (88-93 GFLOP/s, near the 1-core peak) are unchanged.
+// Strips packed per task (see invconv_cpu): 8 instead of 1 gained 7% on 32x32 images; the cap of
+// the packed panels, 64 K floats (256 KiB), stays in the 1 MiB L2 next to the weight.
 constexpr int64_t kGroup = 8;
 constexpr int64_t kGroupPanelFloats = 65536;
 
 // Row conversions between the data type and the float32 panel / accumulators. The generic
 // versions use the bit-exact conversions of common.h; for float16 with F16C the hardware
-// conversion gives the same values (exact widening; round-to-nearest-even narrowing), much faster
-// (64x48x16x16 fp16, 1 thread, under load: 6.4 ms with the bit-operation conversions, 0.92 ms).
+// conversion gives the same values (exact widening; round-to-nearest-even narrowing), 7x faster.
 template <typename T>
 inline void load_row(const T* src, float* dst, int valid) {
   if (valid == kNR) {
@@ -125,7 +121,7 @@ void invconv_cpu(const InvConvParams& P) {
   const int64_t c = P.c, hw = P.hw;
   // The weight packed once per call (O(C^2)): block b holds rows b*kMR.. as wp[(b*C + k)*kMR + r],
   // zero-padded to a whole block, so the broadcasts of one k step read 48 contiguous bytes instead
-  // of twelve rows C*4 bytes apart: 64x96x32x32, 1 thread, 53 -> 67 GFLOP/s (48x16x16: 85 -> 90).
+  // of twelve rows C*4 bytes apart (26% faster at C = 96).
   const int64_t blocks = (c + kMR - 1) / kMR;
   std::vector<float> packed(static_cast<size_t>(blocks * c * kMR), 0.0f);
   for (int64_t i = 0; i < c; ++i) {
@@ -135,8 +131,7 @@ void invconv_cpu(const InvConvParams& P) {
   const float* wp = packed.data();
   // A task is one image and a group of up to kGroup strips, packed together: each input row is
   // then read in runs of kGroup * kNR contiguous pixels, easier on the hardware prefetchers than
-  // C separate 128-byte pieces 4 KiB apart (32x32 images are still ~35% slower per FLOP than
-  // 16x16 ones here: their 64-image batches no longer fit the shared L3).
+  // C separate 128-byte pieces 4 KiB apart.
   const int64_t strips = (hw + kNR - 1) / kNR;
   const int64_t group = std::max<int64_t>(1, std::min<int64_t>(kGroup, kGroupPanelFloats / (c * kNR)));
   const int64_t groups = (strips + group - 1) / group;
@@ -171,10 +166,7 @@ void invconv_cpu(const InvConvParams& P) {
 
 void invconv(const InvConvParams& P) {
   if (P.n <= 0 || P.c <= 0 || P.hw <= 0) return;
-  if (P.dtype == kFloat32) return invconv_cpu<float>(P);
-  if (P.dtype == kFloat16) return invconv_cpu<half_t>(P);
-  if (P.dtype == kBFloat16) return invconv_cpu<bf16_t>(P);
-  throw pybind11::value_error("genfast._C.invconv1x1: unsupported dtype code");
+  dispatch_dtype(P.dtype, "genfast._C.invconv1x1", [&](auto t) { invconv_cpu<tag_type<decltype(t)>>(P); });
 }
 
 }  // namespace
@@ -186,8 +178,8 @@ namespace {
 // previous call's (same C, direction and actnorm presence) copies that call's results instead of
 // folding again. The key is the content itself, compared in full, so a parameter changed in
 // place by any means (an optimiser step, .data, a NumPy view) is always seen; what it saves is
-// the O(C^3) fold in float64, ~11 of the ~15 us of a C = 48 forward call (2-core EPYC), for
-// inference that runs the same step of flow again and again. ~2 (C^2 + 4C) floats per thread.
+// the O(C^3) fold in float64, most of a small forward call, for inference that runs the same
+// step of flow again and again. ~2 (C^2 + 4C) floats per thread.
 struct FoldMemo {
   int64_t c = -1;
   bool reverse = false, has_s = false, has_b = false;
@@ -241,18 +233,10 @@ int32_t fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const
 
 GENFAST_REGISTER(invconv) {
   namespace py = pybind11;
-  m.def(
-      "invconv1x1",
-      [](uint64_t x, uint64_t w, uint64_t bias, uint64_t y, int64_t n, int64_t c, int64_t hw,
-         int32_t dtype) {
-        const genfast::InvConvParams p = genfast::make_invconv_params(x, w, bias, y, n, c, hw, dtype);
-        py::gil_scoped_release nogil;
-        genfast::invconv(p);
-      },
-      py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("n"), py::arg("c"),
-      py::arg("hw"), py::arg("dtype"),
-      "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors "
-      "(x, y: [N, C, HW] of dtype code; w: [C, C] float32; bias: [C] float32 or 0).");
+  genfast::bind_invconv_params(m);
+  genfast::def_params_op(m, "invconv1x1", &genfast::invconv,
+                         "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors "
+                         "(InvConvParams).");
   m.def(
       "invconv_fold_lu",
       [](uint64_t perm, uint64_t lower, uint64_t upper, uint64_t sign_s, uint64_t log_s, uint64_t act_s,

@@ -35,12 +35,15 @@ void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
   });
 }
 
-template <bool kNormal>
-void fill_dtype(uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
-  if (dtype == kFloat32) return fill<float, kNormal>(out, n, seed, offset);
-  if (dtype == kFloat16) return fill<half_t, kNormal>(out, n, seed, offset);
-  if (dtype == kBFloat16) return fill<bf16_t, kNormal>(out, n, seed, offset);
-  throw pybind11::value_error("genfast._C random: unsupported dtype code");
+void fill_dtype(uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset, bool normal) {
+  dispatch_dtype(dtype, normal ? "genfast._C.randn" : "genfast._C.rand", [&](auto t) {
+    using T = tag_type<decltype(t)>;
+    if (normal) {
+      fill<T, true>(out, n, seed, offset);
+    } else {
+      fill<T, false>(out, n, seed, offset);
+    }
+  });
 }
 
 // out[0:n] (float32) from the helpers that other kernels call: philox_normal / philox_uniform
@@ -68,22 +71,17 @@ void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset,
 
 GENFAST_REGISTER(random) {
   namespace py = pybind11;
-  m.def(
-      "randn",
-      [](uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
-        py::gil_scoped_release nogil;
-        genfast::fill_dtype<true>(out, n, dtype, seed, offset);
-      },
-      py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
-      "Fill out[0:n] with standard normals: element i is number offset + i of the Philox stream.");
-  m.def(
-      "rand",
-      [](uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
-        py::gil_scoped_release nogil;
-        genfast::fill_dtype<false>(out, n, dtype, seed, offset);
-      },
-      py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
-      "Fill out[0:n] with uniforms on [0, 1): element i is number offset + i of the Philox stream.");
+  for (const bool normal : {true, false}) {
+    m.def(
+        normal ? "randn" : "rand",
+        [normal](uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
+          py::gil_scoped_release nogil;
+          genfast::fill_dtype(out, n, dtype, seed, offset, normal);
+        },
+        py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
+        normal ? "Fill out[0:n] with standard normals: element i is number offset + i of the Philox stream."
+               : "Fill out[0:n] with uniforms on [0, 1): element i is number offset + i of the Philox stream.");
+  }
   m.def(
       "random_by_helper",
       [](uint64_t out, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {

@@ -6,7 +6,7 @@
 
 #include <math.h>
 
-#include "genfast/bind_step_params.h"
+#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
 #include "genfast/registry.h"
@@ -19,8 +19,7 @@ namespace {
 // PhiloxStream per task (csrc/include/genfast/philox_cpu.h): the elements of a task are
 // consecutive numbers of the stream across row boundaries, so each Philox call serves four.
 constexpr int kLanes = 16;
-// 8192 elements per task (about 25 us with noise): 24 tasks for the 64x3x32x32 benchmark
-// batch keep both cores busy; 32768 left one core idle at the tail, 2048 cost 5% in overhead.
+// 8192 elements per task (~25 us with noise): beat 2048 (overhead) and 32768 (an idle core).
 constexpr int64_t kGrain = 8192;
 
 template <typename T, typename TN, int kSched, int kPred, int kLearned>
@@ -94,32 +93,20 @@ struct StepLauncher {
   }
 };
 
-template <typename T>
-void step_noise_dtype(const StepParams& P) {
-  if (P.noise == 0 || P.noise_dtype == kFloat32) return dispatch_step_mode(P, StepLauncher<T, float>{P});
-  if (P.noise_dtype == kFloat16) return dispatch_step_mode(P, StepLauncher<T, half_t>{P});
-  return dispatch_step_mode(P, StepLauncher<T, bf16_t>{P});
-}
-
 void sampling_step(const StepParams& P) {
-  if (P.dtype == kFloat32) return step_noise_dtype<float>(P);
-  if (P.dtype == kFloat16) return step_noise_dtype<half_t>(P);
-  if (P.dtype == kBFloat16) return step_noise_dtype<bf16_t>(P);
-  throw pybind11::value_error("genfast._C.sampling_step: unsupported dtype code");
+  constexpr const char* kOp = "genfast._C.sampling_step";
+  dispatch_dtype(P.dtype, kOp, [&](auto t) {
+    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp, [&](auto tn) {
+      dispatch_step_mode(P, StepLauncher<tag_type<decltype(t)>, tag_type<decltype(tn)>>{P});
+    });
+  });
 }
 
 }  // namespace
 }  // namespace genfast
 
 GENFAST_REGISTER(sampling_step) {
-  namespace py = pybind11;
-  using genfast::StepParams;
   genfast::bind_step_params(m);
-  m.def(
-      "sampling_step",
-      [](const StepParams& p) {
-        py::gil_scoped_release nogil;
-        genfast::sampling_step(p);
-      },
-      py::arg("params"), "Fused DDPM/DDIM step over validated, contiguous tensors.");
+  genfast::def_params_op(m, "sampling_step", &genfast::sampling_step,
+                         "Fused DDPM/DDIM step over validated, contiguous tensors (StepParams).");
 }

@@ -4,6 +4,7 @@
 // kernels/solver_step.cu.
 #include <pybind11/pybind11.h>
 
+#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
 #include "genfast/registry.h"
@@ -26,13 +27,11 @@ inline const float* block_noise(const SolverParams& P, PhiloxStream<true>& strea
   if (P.philox) return stream.numbers(offset + static_cast<uint64_t>(i0), m);
   if (P.noise == 0) {
     return kZeros;
-  } else if (P.noise_dtype == kFloat32) {
-    for (int k = 0; k < m; ++k) z[k] = load_f32<float>(reinterpret_cast<const float*>(P.noise), i0 + k);
-  } else if (P.noise_dtype == kFloat16) {
-    for (int k = 0; k < m; ++k) z[k] = load_f32<half_t>(reinterpret_cast<const half_t*>(P.noise), i0 + k);
-  } else {
-    for (int k = 0; k < m; ++k) z[k] = load_f32<bf16_t>(reinterpret_cast<const bf16_t*>(P.noise), i0 + k);
   }
+  dispatch_dtype(P.noise_dtype, "genfast._C.solver_step", [&](auto tn) {  // checked in solver_step
+    using TN = tag_type<decltype(tn)>;
+    for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(reinterpret_cast<const TN*>(P.noise), i0 + k);
+  });
   return z;
 }
 
@@ -122,26 +121,19 @@ void by_history(const SolverParams& P) {
 }
 
 void solver_step(const SolverParams& P) {
+  constexpr const char* kOp = "genfast._C.solver_step";
   if (P.batch <= 0 || P.n <= 0) return;
-  if (P.dtype == kFloat32) return by_history<float>(P);
-  if (P.dtype == kFloat16) return by_history<half_t>(P);
-  if (P.dtype == kBFloat16) return by_history<bf16_t>(P);
-  throw pybind11::value_error("genfast._C.solver_step: unsupported dtype code");
+  // the noise dtype is checked here: block_noise runs inside the parallel region, which an
+  // exception must not leave
+  if (P.noise) dispatch_dtype(P.noise_dtype, kOp, [](auto) {});
+  dispatch_dtype(P.dtype, kOp, [&](auto t) { by_history<tag_type<decltype(t)>>(P); });
 }
 
 }  // namespace
 }  // namespace genfast
 
-#include "genfast/bind_solver_params.h"
-
 GENFAST_REGISTER(solver_step) {
-  namespace py = pybind11;
   genfast::bind_solver_params(m);
-  m.def(
-      "solver_step",
-      [](const genfast::SolverParams& p) {
-        py::gil_scoped_release nogil;
-        genfast::solver_step(p);
-      },
-      py::arg("params"), "General solver step over validated, contiguous tensors (genfast.ops.solver_step).");
+  genfast::def_params_op(m, "solver_step", &genfast::solver_step,
+                         "General solver step over validated, contiguous tensors (SolverParams).");
 }

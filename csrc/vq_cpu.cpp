@@ -3,12 +3,9 @@
 // genfast.ops.vq_nearest / vq_quantize. Arithmetic: csrc/include/genfast/vq_math.h, shared with
 // kernels/vq.cu.
 //
-// Why a fused micro-kernel and not a BLAS product per tile plus an argmin: at N=65536, D=64,
-// K=1024 fp32 on the shared 2-core EPYC here, the product alone over [4096, K] tiles with
-// torch.mm (oneDNN/MKL sgemm, before any argmin) took 244 ms against 156 ms for this whole kernel
-// (interleaved medians, load average 6, benchmarks/bench_vq.py; RESULTS.md), and addmm + argmin
-// over the tiles 344 ms. The BLAS route also writes and re-reads a [tile, K] buffer, which this
-// kernel never forms.
+// A fused micro-kernel rather than a BLAS product per tile plus an argmin: the product alone took
+// longer than this whole kernel, and the BLAS route writes and re-reads a [tile, K] buffer that
+// this kernel never forms (docs/kernels/vq.md).
 //
 // Layout: the codebook is packed once per call into blocks of kNR codes, w[block][d][kNR] with
 // w = scale_k * e_kd and a bias row (vq_math.h); padded codes get w = 0, bias = +inf. A task
@@ -30,6 +27,7 @@
 #include <immintrin.h>
 #endif
 
+#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/registry.h"
 #include "genfast/vq_math.h"
@@ -53,10 +51,8 @@ inline void vbest(float* bv, int32_t* bi, vf acc, int32_t k0) {
   const __m512i idx = _mm512_loadu_si512(bi);
   _mm512_storeu_si512(bi, _mm512_mask_mov_epi32(idx, m, cur));
 }
-// Register tile sweep on the EPYC here (N=65536, D=64, K=1024, 2 threads, load average about 10,
-// medians of 5 in two rounds): 8 rows x 2 vectors 344 / 284 ms, 12 x 2 270 / 275 ms, 6 x 4
-// 313 / 340 ms, 4 x 4 300 / 313 ms. 12 x 2 (12 rows x 32 codes) keeps 24 of the 32 zmm
-// registers as accumulators, with 14 loads per 24 FMAs.
+// Register tile 12 rows x 2 vectors (32 codes): 24 of the 32 zmm registers as accumulators, 14
+// loads per 24 FMAs; faster than 8 x 2, 6 x 4 and 4 x 4.
 constexpr int kMR = 12;
 constexpr int kNV = 2;
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -141,23 +137,16 @@ inline void micro_tile(const float* __restrict__ zp,  // [D][kMR]
   }
 }
 
-struct Args {
-  const void* z;         // [N, D] dtype
-  const void* codebook;  // [K, D] dtype
-  int64_t* indices;      // out [N]
-  float* distances;      // out [N]
-  void* z_q;             // out [N, D] dtype, or null
-  float* counts;         // out [K], or null
-  float* sums;           // out [K, D], or null
-  int64_t n, k, d;
-  bool cosine;
-};
-
 template <typename T>
-void vq_cpu(const Args& A) {
-  const T* z = static_cast<const T*>(A.z);
-  const T* cb = static_cast<const T*>(A.codebook);
-  const int64_t n = A.n, k = A.k, d = A.d;
+void vq_cpu(const VqParams& P) {
+  const T* z = reinterpret_cast<const T*>(P.z);          // [n, d]
+  const T* cb = reinterpret_cast<const T*>(P.codebook);  // [k, d]
+  int64_t* indices = reinterpret_cast<int64_t*>(P.indices);  // [n]
+  float* distances = reinterpret_cast<float*>(P.distances);  // [n]
+  T* z_q = reinterpret_cast<T*>(P.z_q);                      // [n, d] or null
+  float* counts = reinterpret_cast<float*>(P.counts);        // [k] or null
+  float* sums = reinterpret_cast<float*>(P.sums);            // [k, d] or null
+  const int64_t n = P.n, k = P.k, d = P.d;
   const int64_t nblocks = (k + kNR - 1) / kNR;
 
   // Packed codebook: w[block][d][kNR] and bias[block * kNR + j].
@@ -170,7 +159,7 @@ void vq_cpu(const Args& A) {
         const int64_t code = b * kNR + jj;
         if (code < k) {
           float scale, bs;
-          vq_code_coeffs<T>(cb + code * d, d, A.cosine, scale, bs);
+          vq_code_coeffs<T>(cb + code * d, d, P.cosine, scale, bs);
           bias[b * kNR + jj] = bs;
           for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = scale * load_f32<T>(cb, code * d + j);
         } else {
@@ -182,7 +171,7 @@ void vq_cpu(const Args& A) {
   });
 
   const int64_t chunk_blocks = std::max<int64_t>(1, kChunkBytes / (d * kNR * 4));
-  const bool stats = A.counts != nullptr;
+  const bool stats = counts != nullptr;
   const int nthreads = num_threads();
   // Per-thread statistics in double, O(threads * K * D). Under dynamic scheduling which thread
   // takes which rows varies, but sums of float32 values in double are exact unless they span
@@ -190,10 +179,9 @@ void vq_cpu(const Args& A) {
   std::vector<double> t_counts(stats ? static_cast<size_t>(nthreads * k) : 0, 0.0);
   std::vector<double> t_sums(stats ? static_cast<size_t>(nthreads * k * d) : 0, 0.0);
 
-  // Dynamic scheduling over row blocks: on these shared 2-core machines a statically split loop
-  // waits at its end for whichever thread the OS descheduled; dynamically the other thread takes
-  // the remaining blocks (static: as fast as torch.mm alone, 216 vs 215 ms at load 8; dynamic:
-  // 1.56x faster than it, 156 vs 244 ms at load 6). Without contention both are the same.
+  // Dynamic scheduling over row blocks: a statically split loop waits at its end for whichever
+  // thread the OS descheduled; dynamically the other thread takes the remaining blocks (156
+  // instead of 216 ms on a loaded machine, the same without contention).
   const int64_t ntasks = (n + kMB - 1) / kMB;
   auto task = [&](int64_t t) {
     const int64_t r0 = t * kMB;
@@ -238,10 +226,10 @@ void vq_cpu(const Args& A) {
       const int64_t row = r0 + r;
       const T* zr = z + row * d;
       const T* er = cb + idx * d;
-      A.indices[row] = idx;
-      A.distances[row] = vq_final_distance<T>(zr, er, d, A.cosine);
-      if (A.z_q) {
-        T* q = static_cast<T*>(A.z_q) + row * d;
+      indices[row] = idx;
+      distances[row] = vq_final_distance<T>(zr, er, d, P.cosine);
+      if (z_q) {
+        T* q = z_q + row * d;
         for (int64_t j = 0; j < d; ++j) q[j] = er[j];
       }
       if (stats) {
@@ -267,12 +255,12 @@ void vq_cpu(const Args& A) {
       for (int64_t c = k0; c < k1; ++c) {
         double cnt = 0.0;
         for (int t = 0; t < nthreads; ++t) cnt += t_counts[t * k + c];
-        A.counts[c] = static_cast<float>(cnt);
-        if (A.sums) {
+        counts[c] = static_cast<float>(cnt);
+        if (sums) {
           for (int64_t j = 0; j < d; ++j) {
             double s = 0.0;
             for (int t = 0; t < nthreads; ++t) s += t_sums[(t * k + c) * d + j];
-            A.sums[c * d + j] = static_cast<float>(s);
+            sums[c * d + j] = static_cast<float>(s);
           }
         }
       }
@@ -280,42 +268,29 @@ void vq_cpu(const Args& A) {
   }
 }
 
-void vq_quantize(const Args& A, int32_t dtype) {
-  if (A.n <= 0) {
-    if (A.counts) {
-      for (int64_t c = 0; c < A.k; ++c) A.counts[c] = 0.0f;
-      if (A.sums)
-        for (int64_t i = 0; i < A.k * A.d; ++i) A.sums[i] = 0.0f;
+void vq_quantize(const VqParams& P) {
+  constexpr const char* kOp = "genfast._C.vq_quantize";
+  if (P.n <= 0) {
+    float* counts = reinterpret_cast<float*>(P.counts);
+    float* sums = reinterpret_cast<float*>(P.sums);
+    if (counts) {
+      for (int64_t c = 0; c < P.k; ++c) counts[c] = 0.0f;
+      if (sums)
+        for (int64_t i = 0; i < P.k * P.d; ++i) sums[i] = 0.0f;
     }
     return;
   }
-  if (A.k <= 0 || A.d <= 0) throw pybind11::value_error("genfast._C.vq_quantize: empty codebook");
-  if (A.k > 2147483647LL) throw pybind11::value_error("genfast._C.vq_quantize: more than 2^31 - 1 codes");
-  if (dtype == kFloat32) return vq_cpu<float>(A);
-  if (dtype == kFloat16) return vq_cpu<half_t>(A);
-  if (dtype == kBFloat16) return vq_cpu<bf16_t>(A);
-  throw pybind11::value_error("genfast._C.vq_quantize: unsupported dtype code");
+  if (P.k <= 0 || P.d <= 0) throw pybind11::value_error("genfast._C.vq_quantize: empty codebook");
+  if (P.k > 2147483647LL) throw pybind11::value_error("genfast._C.vq_quantize: more than 2^31 - 1 codes");
+  dispatch_dtype(P.dtype, kOp, [&](auto t) { vq_cpu<tag_type<decltype(t)>>(P); });
 }
 
 }  // namespace
 }  // namespace genfast
 
 GENFAST_REGISTER(vq) {
-  namespace py = pybind11;
-  m.def(
-      "vq_quantize",
-      [](uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, int32_t dtype, bool cosine,
-         uint64_t indices, uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums) {
-        genfast::Args a{reinterpret_cast<const void*>(z), reinterpret_cast<const void*>(codebook),
-                        reinterpret_cast<int64_t*>(indices), reinterpret_cast<float*>(distances),
-                        reinterpret_cast<void*>(z_q), reinterpret_cast<float*>(counts),
-                        reinterpret_cast<float*>(sums), n, k, d, cosine};
-        py::gil_scoped_release nogil;
-        genfast::vq_quantize(a, dtype);
-      },
-      py::arg("z"), py::arg("codebook"), py::arg("n"), py::arg("k"), py::arg("d"), py::arg("dtype"),
-      py::arg("cosine"), py::arg("indices"), py::arg("distances"), py::arg("z_q"), py::arg("counts"),
-      py::arg("sums"),
-      "Nearest code of each row of z [n, d] in codebook [k, d] (pointers of contiguous tensors), "
-      "with the optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip).");
+  genfast::bind_vq_params(m);
+  genfast::def_params_op(m, "vq_quantize", &genfast::vq_quantize,
+                         "Nearest code of each row of z [n, d] in codebook [k, d] (VqParams, contiguous tensors), with "
+                         "the optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip).");
 }

@@ -8,6 +8,9 @@
 // (0.8 MB in fp32 at V=784, H=256: it stays resident for the whole launch). Each chain's float32
 // state lives in a [B, V + H] scratch row that only its block touches (L1/L2 resident);
 // __syncthreads() between half-steps makes the block's global writes visible to the block.
+//
+// This file also holds the one host entry point of both CUDA Gibbs kernels (gibbs_cuda, at the
+// end); the tensor-core kernel is kernels/gibbs_mma.cu.
 #include "cuda_utils.cuh"
 #include "genfast/gibbs_math.h"
 #include "genfast/philox.h"
@@ -17,11 +20,10 @@
 namespace genfast {
 namespace {
 
-// 256 threads = 4 row pairs x 64 column lanes; each thread accumulates 2 rows x 4 columns
-// (columns lane + 64 q, so a warp's shared-memory reads of a weight row are consecutive and
-// conflict-free, and the 2 state values are warp-wide broadcasts): 8 FMAs per 6 shared loads.
-// kBM = 8 chains per block gives 125 blocks at B = 1000, about one wave on an H100 (132 SMs).
-// Not tuned on a GPU: none was available when this was written.
+// 256 threads = 4 row pairs x 64 column lanes, each accumulating 2 rows x 4 columns (columns
+// lane + 64 q: conflict-free shared-memory reads, the state values warp-wide broadcasts): 8 FMAs
+// per 6 shared loads. kBM = 8 chains per block: 125 blocks at B = 1000, one wave on 132 SMs. Not
+// swept (docs/kernels/gibbs.md).
 constexpr int kThreads = 256;
 constexpr int kBM = 8;
 constexpr int kBN = 256;
@@ -33,7 +35,7 @@ static_assert(kThreads == (kBM / kRowsPerThread) * kLanes, "thread layout");
 static_assert(kBN == kLanes * kColsPerThread, "column layout");
 static_assert(kBM * kBK == kThreads, "one state element per thread per slice");
 
-using GibbsArgs = GibbsIO;
+using GibbsArgs = GibbsIO;  // the SIMT kernel needs nothing more
 
 // acc[r][q] for rows row0 + 2 rg + r, columns n0 + lane + 64 q, of one half-step's product.
 // kHidden: A = v part of the state (or v_in at step 0), M = W^T; else A = h part, M = W.
@@ -163,8 +165,10 @@ __global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
   }
 }
 
+}  // namespace
+
 template <typename T>
-void launch(const GibbsArgs& P, bool gaussian, cudaStream_t s) {
+void launch_gibbs_simt(const GibbsIO& P, bool gaussian, cudaStream_t s) {
   const int64_t blocks = ceil_div(P.B, kBM);
   if (blocks > 2147483647LL) throw std::runtime_error("genfast gibbs_cuda: batch too large");
   if (gaussian) {
@@ -174,23 +178,22 @@ void launch(const GibbsArgs& P, bool gaussian, cudaStream_t s) {
   }
   cuda_check_launch("gibbs");
 }
+template void launch_gibbs_simt<float>(const GibbsIO&, bool, cudaStream_t);
+template void launch_gibbs_simt<half_t>(const GibbsIO&, bool, cudaStream_t);
+template void launch_gibbs_simt<bf16_t>(const GibbsIO&, bool, cudaStream_t);
 
-}  // namespace
-
-void gibbs_cuda(uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t hidden_bias, uint64_t philox,
-                uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob, uint64_t state, int64_t batch,
-                int64_t n_visible, int64_t n_hidden, int64_t k, int32_t dtype, bool gaussian, float sigma,
-                uint64_t stream) {
-  GibbsArgs P{};
-  if (!gibbs_io(P, v_in, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, state, batch,
-                n_visible, n_hidden, k, gaussian, sigma)) {
-    return;
-  }
+void gibbs_cuda(const GibbsParams& params, GibbsKernel kernel, uint64_t stream) {
+  GibbsIO P{};
+  if (!gibbs_io(P, params)) return;
   cudaStream_t s = as_stream(stream);
-  if (dtype == kFloat32) return launch<float>(P, gaussian, s);
-  if (dtype == kFloat16) return launch<half_t>(P, gaussian, s);
-  if (dtype == kBFloat16) return launch<bf16_t>(P, gaussian, s);
-  throw std::invalid_argument("genfast gibbs_cuda: unsupported dtype code");
+  dispatch_dtype(params.dtype, "genfast gibbs_cuda", [&](auto t) {
+    using T = tag_type<decltype(t)>;
+    if (kernel == GibbsKernel::kMma) {
+      launch_gibbs_mma<T>(P, params.gaussian, s);
+    } else {
+      launch_gibbs_simt<T>(P, params.gaussian, s);
+    }
+  });
 }
 
 }  // namespace genfast

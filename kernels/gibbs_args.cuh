@@ -1,8 +1,13 @@
-// The arguments both CUDA Gibbs kernels take (kernels/gibbs.cu, kernels/gibbs_mma.cu), filled
-// once from the binding's integers (kernels/gibbs.h documents them).
+// The arguments both CUDA Gibbs kernels take (kernels/gibbs.cu, kernels/gibbs_mma.cu), typed once
+// from GibbsParams, and the typed launches that the one host entry point (gibbs_cuda, in
+// kernels/gibbs.cu) dispatches to.
 #pragma once
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <stdexcept>
+
+#include "genfast/gibbs_math.h"
 
 namespace genfast {
 
@@ -23,29 +28,31 @@ struct GibbsIO {
 
 // Fills P; false when there is nothing to do (B = 0 or k = 0). Throws std::invalid_argument for
 // an empty weight.
-inline bool gibbs_io(GibbsIO& P, uint64_t v_in, uint64_t weight, uint64_t visible_bias, uint64_t hidden_bias,
-                     uint64_t philox, uint64_t v_out, uint64_t h_out, uint64_t v_prob, uint64_t h_prob,
-                     uint64_t state, int64_t batch, int64_t n_visible, int64_t n_hidden, int64_t k, bool gaussian,
-                     float sigma) {
-  if (batch <= 0 || k <= 0) return false;
-  if (n_visible <= 0 || n_hidden <= 0) throw std::invalid_argument("genfast gibbs_cuda: empty weight");
-  P.v_in = reinterpret_cast<const void*>(v_in);
-  P.weight = reinterpret_cast<const void*>(weight);
-  P.vbias = reinterpret_cast<const void*>(visible_bias);
-  P.hbias = reinterpret_cast<const void*>(hidden_bias);
-  P.philox = reinterpret_cast<const int64_t*>(philox);
-  P.v_out = reinterpret_cast<void*>(v_out);
-  P.h_out = reinterpret_cast<void*>(h_out);
-  P.v_prob = reinterpret_cast<void*>(v_prob);
-  P.h_prob = reinterpret_cast<void*>(h_prob);
-  P.state = reinterpret_cast<float*>(state);
-  P.B = batch;
-  P.V = n_visible;
-  P.H = n_hidden;
-  P.k = k;
-  P.sigma = gaussian ? sigma : 1.0f;
-  P.inv_sigma = gaussian ? 1.0f / sigma : 1.0f;
+inline bool gibbs_io(GibbsIO& P, const GibbsParams& G) {
+  if (G.batch <= 0 || G.k <= 0) return false;
+  if (G.n_visible <= 0 || G.n_hidden <= 0) throw std::invalid_argument("genfast gibbs_cuda: empty weight");
+  P.v_in = reinterpret_cast<const void*>(G.v_in);
+  P.weight = reinterpret_cast<const void*>(G.weight);
+  P.vbias = reinterpret_cast<const void*>(G.visible_bias);
+  P.hbias = reinterpret_cast<const void*>(G.hidden_bias);
+  P.philox = reinterpret_cast<const int64_t*>(G.philox);
+  P.v_out = reinterpret_cast<void*>(G.v_out);
+  P.h_out = reinterpret_cast<void*>(G.h_out);
+  P.v_prob = reinterpret_cast<void*>(G.v_prob);
+  P.h_prob = reinterpret_cast<void*>(G.h_prob);
+  P.state = reinterpret_cast<float*>(G.state);
+  P.B = G.batch;
+  P.V = G.n_visible;
+  P.H = G.n_hidden;
+  P.k = G.k;
+  P.sigma = G.gaussian ? G.sigma : 1.0f;
+  P.inv_sigma = G.gaussian ? 1.0f / G.sigma : 1.0f;
   return true;
 }
+
+// One launch of each kernel for element type T (float, half_t, bf16_t), instantiated in its file;
+// gaussian: Gaussian visible units.
+template <typename T> void launch_gibbs_simt(const GibbsIO& P, bool gaussian, cudaStream_t s);  // kernels/gibbs.cu
+template <typename T> void launch_gibbs_mma(const GibbsIO& P, bool gaussian, cudaStream_t s);   // kernels/gibbs_mma.cu
 
 }  // namespace genfast

@@ -109,10 +109,7 @@ void launch(const InvConvParams& P, cudaStream_t s) {
 void invconv1x1_cuda(const InvConvParams& P, uint64_t stream) {
   if (P.n <= 0 || P.c <= 0 || P.hw <= 0) return;
   cudaStream_t s = as_stream(stream);
-  if (P.dtype == kFloat32) return launch<float>(P, s);
-  if (P.dtype == kFloat16) return launch<half_t>(P, s);
-  if (P.dtype == kBFloat16) return launch<bf16_t>(P, s);
-  throw std::invalid_argument("genfast invconv1x1_cuda: unsupported dtype code");
+  dispatch_dtype(P.dtype, "genfast invconv1x1_cuda", [&](auto t) { launch<tag_type<decltype(t)>>(P, s); });
 }
 
 }  // namespace genfast

@@ -3,7 +3,7 @@
 // philox.h).
 #include "cuda_utils.cuh"
 #include "genfast/philox.h"
-#include "launchers.h"
+#include "random.h"
 
 namespace genfast {
 namespace {
@@ -67,10 +67,8 @@ void launch(uint64_t out, int64_t n, uint64_t philox, bool normal, cudaStream_t 
 void random_cuda(uint64_t out, int64_t n, int32_t dtype, uint64_t philox, bool normal, uint64_t stream) {
   if (n <= 0) return;
   cudaStream_t s = as_stream(stream);
-  if (dtype == kFloat32) return launch<float>(out, n, philox, normal, s);
-  if (dtype == kFloat16) return launch<half_t>(out, n, philox, normal, s);
-  if (dtype == kBFloat16) return launch<bf16_t>(out, n, philox, normal, s);
-  throw std::invalid_argument("genfast random_cuda: unsupported dtype code");
+  dispatch_dtype(dtype, "genfast random_cuda",
+                 [&](auto t) { launch<tag_type<decltype(t)>>(out, n, philox, normal, s); });
 }
 
 }  // namespace genfast

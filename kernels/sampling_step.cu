@@ -5,7 +5,7 @@
 #include "cuda_utils.cuh"
 #include "genfast/philox.h"
 #include "genfast/sampling_step_math.h"
-#include "launchers.h"
+#include "sampling_step.h"
 
 namespace genfast {
 namespace {
@@ -48,10 +48,8 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
     const uint64_t p0 = draw ? static_cast<uint64_t>(ph[1]) + static_cast<uint64_t>(b * n) : 0;
     const int64_t jw = w0 - static_cast<int64_t>(p0 & 3u);
     // Two phases: every load of the thread's kPerThread elements first, then the arithmetic and
-    // the stores. With load, compute, store per element, the stores (which the compiler must
-    // assume may alias the next element's inputs) kept one element's loads in flight per thread:
-    // the H100 run measured 32-39% of copy bandwidth at 64x4x128x128 (Triton: 58-70%), and the
-    // SASS showed each element's LDGs after the previous element's STGs.
+    // the stores, which the compiler must assume may alias the next element's inputs: per element,
+    // they kept one element's loads in flight (docs/kernels/sampling_step.md).
     float gv[kPerThread], mvv[kPerThread], xv[kPerThread], zv[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
@@ -111,22 +109,17 @@ struct Launcher {
   }
 };
 
-template <typename T>
-void by_noise_dtype(const StepParams& P, cudaStream_t s) {
-  if (P.noise == 0 || P.noise_dtype == kFloat32) return dispatch_step_mode(P, Launcher<T, float>{P, s});
-  if (P.noise_dtype == kFloat16) return dispatch_step_mode(P, Launcher<T, half_t>{P, s});
-  return dispatch_step_mode(P, Launcher<T, bf16_t>{P, s});
-}
-
 }  // namespace
 
 void sampling_step_cuda(const StepParams& P, uint64_t stream) {
   if (P.batch <= 0 || P.n <= 0) return;
+  constexpr const char* kOp = "genfast sampling_step_cuda";
   cudaStream_t s = as_stream(stream);
-  if (P.dtype == kFloat32) return by_noise_dtype<float>(P, s);
-  if (P.dtype == kFloat16) return by_noise_dtype<half_t>(P, s);
-  if (P.dtype == kBFloat16) return by_noise_dtype<bf16_t>(P, s);
-  throw std::invalid_argument("genfast sampling_step_cuda: unsupported dtype code");
+  dispatch_dtype(P.dtype, kOp, [&](auto t) {
+    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp, [&](auto tn) {
+      dispatch_step_mode(P, Launcher<tag_type<decltype(t)>, tag_type<decltype(tn)>>{P, s});
+    });
+  });
 }
 
 }  // namespace genfast

@@ -96,22 +96,16 @@ void by_mode(const SolverParams& P, cudaStream_t s) {
   throw std::invalid_argument("genfast solver_step_cuda: num_history must be 0..3");
 }
 
-template <typename T>
-void by_noise_dtype(const SolverParams& P, cudaStream_t s) {
-  if (P.noise == 0 || P.noise_dtype == kFloat32) return by_mode<T, float>(P, s);
-  if (P.noise_dtype == kFloat16) return by_mode<T, half_t>(P, s);
-  return by_mode<T, bf16_t>(P, s);
-}
-
 }  // namespace
 
 void solver_step_cuda(const SolverParams& P, uint64_t stream) {
   if (P.batch <= 0 || P.n <= 0) return;
+  constexpr const char* kOp = "genfast solver_step_cuda";
   cudaStream_t s = as_stream(stream);
-  if (P.dtype == kFloat32) return by_noise_dtype<float>(P, s);
-  if (P.dtype == kFloat16) return by_noise_dtype<half_t>(P, s);
-  if (P.dtype == kBFloat16) return by_noise_dtype<bf16_t>(P, s);
-  throw std::invalid_argument("genfast solver_step_cuda: unsupported dtype code");
+  dispatch_dtype(P.dtype, kOp, [&](auto t) {
+    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp,
+                   [&](auto tn) { by_mode<tag_type<decltype(t)>, tag_type<decltype(tn)>>(P, s); });
+  });
 }
 
 }  // namespace genfast

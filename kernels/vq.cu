@@ -163,11 +163,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-void launch(uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, bool cosine, uint64_t indices,
-            uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums, uint64_t workspace, cudaStream_t s) {
-  const T* zp = reinterpret_cast<const T*>(z);
-  const T* ep = reinterpret_cast<const T*>(codebook);
-  float* scale = reinterpret_cast<float*>(workspace);
+void launch(const VqParams& P, cudaStream_t s) {
+  const int64_t n = P.n, k = P.k, d = P.d;
+  const bool cosine = P.cosine;
+  const T* zp = reinterpret_cast<const T*>(P.z);
+  const T* ep = reinterpret_cast<const T*>(P.codebook);
+  float* scale = reinterpret_cast<float*>(P.workspace);
   float* bias = scale + k;
   const int64_t cblocks = ceil_div(k, 256);
   const int64_t sblocks = ceil_div(n, kBM);
@@ -175,24 +176,20 @@ void launch(uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, bool
   vq_coeffs_kernel<T><<<static_cast<unsigned>(cblocks), 256, 0, s>>>(ep, k, d, cosine, scale, bias);
   cuda_check_launch("vq_quantize (code coefficients)");
   vq_search_kernel<T><<<static_cast<unsigned>(sblocks), kThreads, 0, s>>>(
-      zp, ep, scale, bias, n, k, d, cosine, reinterpret_cast<int64_t*>(indices), reinterpret_cast<float*>(distances),
-      reinterpret_cast<T*>(z_q), reinterpret_cast<float*>(counts), reinterpret_cast<float*>(sums));
+      zp, ep, scale, bias, n, k, d, cosine, reinterpret_cast<int64_t*>(P.indices),
+      reinterpret_cast<float*>(P.distances), reinterpret_cast<T*>(P.z_q), reinterpret_cast<float*>(P.counts),
+      reinterpret_cast<float*>(P.sums));
   cuda_check_launch("vq_quantize (search)");
 }
 
 }  // namespace
 
-void vq_quantize_cuda(uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, int32_t dtype, bool cosine,
-                      uint64_t indices, uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums,
-                      uint64_t workspace, uint64_t stream) {
-  if (n <= 0) return;
-  if (k <= 0 || d <= 0) throw std::invalid_argument("genfast vq_quantize_cuda: empty codebook");
-  if (k > INT_MAX) throw std::invalid_argument("genfast vq_quantize_cuda: more than 2^31 - 1 codes");
+void vq_quantize_cuda(const VqParams& P, uint64_t stream) {
+  if (P.n <= 0) return;
+  if (P.k <= 0 || P.d <= 0) throw std::invalid_argument("genfast vq_quantize_cuda: empty codebook");
+  if (P.k > INT_MAX) throw std::invalid_argument("genfast vq_quantize_cuda: more than 2^31 - 1 codes");
   cudaStream_t s = as_stream(stream);
-  if (dtype == kFloat32) return launch<float>(z, codebook, n, k, d, cosine, indices, distances, z_q, counts, sums, workspace, s);
-  if (dtype == kFloat16) return launch<half_t>(z, codebook, n, k, d, cosine, indices, distances, z_q, counts, sums, workspace, s);
-  if (dtype == kBFloat16) return launch<bf16_t>(z, codebook, n, k, d, cosine, indices, distances, z_q, counts, sums, workspace, s);
-  throw std::invalid_argument("genfast vq_quantize_cuda: unsupported dtype code");
+  dispatch_dtype(P.dtype, "genfast vq_quantize_cuda", [&](auto t) { launch<tag_type<decltype(t)>>(P, s); });
 }
 
 }  // namespace genfast

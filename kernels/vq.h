@@ -3,14 +3,13 @@
 #pragma once
 #include <cstdint>
 
+#include "genfast/vq_math.h"
+
 namespace genfast {
 
-// For each row of z [n, d] (dtype code), the nearest code of codebook [k, d]: indices int64 [n],
-// distances float32 [n]; optionally z_q [n, d] (dtype) <- the chosen codes, and counts float32 [k]
-// / sums float32 [k, d] += per-code statistics (zeroed by the caller); 0 skips an output.
-// workspace: float32 [2 k] device buffer (per-code scale and bias). All tensors contiguous.
-void vq_quantize_cuda(uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, int32_t dtype, bool cosine,
-                      uint64_t indices, uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums,
-                      uint64_t workspace, uint64_t stream);
+// For each row of z [n, d], the nearest code of codebook [k, d], with the optional gather and
+// per-code statistics (VqParams, csrc/include/genfast/vq_math.h; workspace: float32 [2 k] device
+// buffer), over validated, contiguous device tensors, on `stream`.
+void vq_quantize_cuda(const VqParams& params, uint64_t stream);
 
 }  // namespace genfast

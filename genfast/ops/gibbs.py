@@ -22,9 +22,8 @@ from genfast.reference import gibbs as _ref
 _OP = "genfast.ops.gibbs"
 VISIBLE_TYPES = _ref.VISIBLE_TYPES
 # Which kernel backend="cuda" runs (read at each call): "simt", the float32-FMA kernel of
-# kernels/gibbs.cu (passed every CUDA test on an H100; 0.22-0.24x the eager cuBLAS loop there),
-# or "mma", the tensor-core kernel of kernels/gibbs_mma.cu (bf16 split operands, float32
-# accuracy; compiled for sm_80 / sm_90 but not yet run on a GPU, hence opt-in).
+# kernels/gibbs.cu, or "mma", the opt-in tensor-core kernel of kernels/gibbs_mma.cu (bf16 split
+# operands, float32 accuracy). Where each has run: benchmarks/RESULTS.md.
 CUDA_KERNEL = "simt"
 _CUDA_KERNELS = {"simt": "gibbs", "mma": "gibbs_mma"}
 
@@ -66,17 +65,21 @@ def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma
         gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, k=k,
                      gaussian=gaussian, sigma=sigma)
         return v_out, h_out, v_prob, h_prob
-    dtype = _backends.DTYPE_CODES[v.dtype]
-    ptrs = tuple(t.data_ptr() for t in (v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob,
-                                         h_prob))
+    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    p = mod.GibbsParams(
+        v_in=v.data_ptr(), weight=weight.data_ptr(), visible_bias=visible_bias.data_ptr(),
+        hidden_bias=hidden_bias.data_ptr(), philox=philox.data_ptr(), v_out=v_out.data_ptr(), h_out=h_out.data_ptr(),
+        v_prob=v_prob.data_ptr(), h_prob=h_prob.data_ptr(), batch=batch, n_visible=n_visible, n_hidden=n_hidden,
+        k=k, dtype=_backends.DTYPE_CODES[v.dtype], gaussian=gaussian, sigma=sigma,
+    )
     if backend == "cpu":
-        _backends.cpu_module().gibbs(*ptrs, batch, n_visible, n_hidden, k, dtype, gaussian, sigma)
+        mod.gibbs(p)
     else:
         check_choice("genfast.ops.gibbs.CUDA_KERNEL", CUDA_KERNEL, _CUDA_KERNELS, op=_OP)
         # float32 chain state of every chain: [B, V + H], touched only by its chain's block
         state = torch.empty((batch, n_visible + n_hidden), dtype=torch.float32, device=v.device)
-        run = getattr(_backends.cuda_module(), _CUDA_KERNELS[CUDA_KERNEL])
-        run(*ptrs, state.data_ptr(), batch, n_visible, n_hidden, k, dtype, gaussian, sigma, _backends.stream_of(v))
+        p.state = state.data_ptr()
+        getattr(mod, _CUDA_KERNELS[CUDA_KERNEL])(p, _backends.stream_of(v))
     return v_out, h_out, v_prob, h_prob
 
 

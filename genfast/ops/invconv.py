@@ -49,16 +49,15 @@ def _invconv_impl(x, weight, bias, backend):
 
         invconv1x1_triton(x, weight, bias, y)
         return y
-    bias_ptr = bias.data_ptr() if bias is not None else 0
-    code = _backends.DTYPE_CODES[x.dtype]
+    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    p = mod.InvConvParams(
+        x=x.data_ptr(), w=weight.data_ptr(), bias=bias.data_ptr() if bias is not None else 0, y=y.data_ptr(),
+        n=n, c=c, hw=h * w, dtype=_backends.DTYPE_CODES[x.dtype],
+    )
     if backend == "cpu":
-        _backends.cpu_module().invconv1x1(
-            x.data_ptr(), weight.data_ptr(), bias_ptr, y.data_ptr(), n, c, h * w, code
-        )
+        mod.invconv1x1(p)
     else:
-        _backends.cuda_module().invconv1x1(
-            x.data_ptr(), weight.data_ptr(), bias_ptr, y.data_ptr(), n, c, h * w, code, _backends.stream_of(x)
-        )
+        mod.invconv1x1(p, _backends.stream_of(x))
     return y
 
 

@@ -73,13 +73,15 @@ def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scal
                            round_converted=round_converted)
         return
     mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
-    hs = list(history) + [None] * (MAX_HISTORY - len(history))
-    ptrs = [0 if t is None else t.data_ptr() for t in (mo, mou, x, last, hs[0], hs[1], hs[2], noise, philox, coef,
-                                                        row_scale, thr, prev, conv, corr)]
+    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
     p = mod.SolverParams(
-        *ptrs, b, n, coef_stride, _backends.DTYPE_CODES[x.dtype],
-        _backends.DTYPE_CODES[noise.dtype] if noise is not None else 0,
-        len(history), clamp_mode, int(bool(round_converted)), float(guidance_scale), float(clip_sample_range),
+        model_output=ptr(mo), model_output_uncond=ptr(mou), sample=ptr(x), last_sample=ptr(last),
+        history=[ptr(h) for h in history], noise=ptr(noise), philox=ptr(philox), coefficients=ptr(coef),
+        row_scale=ptr(row_scale), threshold=ptr(thr), prev_sample=ptr(prev), converted=ptr(conv),
+        corrected=ptr(corr), batch=b, n=n, coef_row_stride=coef_stride, dtype=_backends.DTYPE_CODES[x.dtype],
+        noise_dtype=_backends.DTYPE_CODES[noise.dtype] if noise is not None else 0, num_history=len(history),
+        clamp_mode=clamp_mode, round_converted=int(bool(round_converted)), guidance_scale=float(guidance_scale),
+        clip_sample_range=float(clip_sample_range),
     )
     if backend == "cpu":
         mod.solver_step(p)

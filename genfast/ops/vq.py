@@ -69,16 +69,20 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
             use_cosine_sim=bool(use_cosine_sim),
         )
         return idx, dist, z_q, counts, sums
-    # the arguments the C++ and CUDA entry points share
-    args = (z.data_ptr(), codebook.data_ptr(), n, k, d, code, bool(use_cosine_sim), idx.data_ptr(), dist.data_ptr(),
-            ptr(z_q, with_z_q), ptr(counts, with_stats), ptr(sums, with_stats))
+    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    p = mod.VqParams(
+        z=z.data_ptr(), codebook=codebook.data_ptr(), indices=idx.data_ptr(), distances=dist.data_ptr(),
+        z_q=ptr(z_q, with_z_q), counts=ptr(counts, with_stats), sums=ptr(sums, with_stats), n=n, k=k, d=d,
+        dtype=code, cosine=bool(use_cosine_sim),
+    )
     if backend == "cpu":
-        _backends.cpu_module().vq_quantize(*args)
+        mod.vq_quantize(p)
     else:
         # per-code scale and bias (vq_math.h), computed on the device by the module
         ws = torch.empty(2 * k, dtype=torch.float32, device=dev)
+        p.workspace = ws.data_ptr()
         with torch.cuda.device(dev):  # launch on z's device, whatever the current device is
-            _backends.cuda_module().vq_quantize(*args, ws.data_ptr(), _backends.stream_of(z))
+            mod.vq_quantize(p, _backends.stream_of(z))
     return idx, dist, z_q, counts, sums
 
 

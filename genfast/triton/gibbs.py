@@ -38,8 +38,7 @@ from genfast.triton._philox import philox_normal, philox_uniform
 # programs for the usual batches (B = 1000 -> 63 programs). BN = 64, BK = 32 with 8 warps and 2
 # pipeline stages: the sm_90 compile of the bf16x3 kernel then keeps 232 registers per thread
 # and spills none (4 warps, or BK = 64, spilled 300-1400 bytes per thread; checked with
-# cuobjdump -res-usage on the cubin of tests/_triton_sm90_compile.py's launches). Not timed on a
-# GPU: none was available when this was written.
+# cuobjdump -res-usage on the cubin of tests/_triton_sm90_compile.py's launches). Not swept.
 BM = 16
 BN = 64
 BK = 32

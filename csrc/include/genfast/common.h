@@ -1,9 +1,12 @@
 // Shared by the C++ CPU kernels and the CUDA kernels: the host/device qualifier macro, the
-// fixed-width types, and fp16/bf16 <-> fp32 conversions written with bit operations only, so
-// that both compilers produce the same values.
+// fixed-width types, fp16/bf16 <-> fp32 conversions written with bit operations only (so that
+// both compilers produce the same values), and dispatch_dtype, the one place where a dtype code
+// becomes an element type.
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #if defined(__CUDACC__)
 #define GF_HD __host__ __device__ __forceinline__
@@ -96,5 +99,21 @@ template <> struct Scalar<bf16_t> {
 
 template <typename T> GF_HD float load_f32(const T* p, int64_t i) { return Scalar<T>::load(p[i]); }
 template <typename T> GF_HD void store_f32(T* p, int64_t i, float v) { p[i] = Scalar<T>::store(v); }
+
+// A type as a value, for generic lambdas: [&](auto tag) { using T = tag_type<decltype(tag)>; ... }
+template <typename T> struct type_tag { using type = T; };
+template <typename Tag> using tag_type = typename Tag::type;
+
+// fn(type_tag<T>{}) with T the element type of dtype code `code` (float, half_t or bf16_t); an
+// unknown code throws std::invalid_argument naming `op` (pybind11 raises it as ValueError).
+template <typename Fn>
+inline decltype(auto) dispatch_dtype(int32_t code, const char* op, Fn&& fn) {
+  switch (code) {
+    case kFloat32: return fn(type_tag<float>{});
+    case kFloat16: return fn(type_tag<half_t>{});
+    case kBFloat16: return fn(type_tag<bf16_t>{});
+    default: throw std::invalid_argument(std::string(op) + ": unsupported dtype code " + std::to_string(code));
+  }
+}
 
 }  // namespace genfast

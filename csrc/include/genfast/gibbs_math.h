@@ -19,6 +19,28 @@
 
 namespace genfast {
 
+// The arguments of one call, from genfast/ops/gibbs.py (which validated shapes, dtypes, devices
+// and contiguity). Pointers are host or device addresses passed as integers.
+struct GibbsParams {
+  uint64_t v_in = 0;          // [B, V] dtype: the chains' starting states
+  uint64_t weight = 0;        // [H, V] dtype
+  uint64_t visible_bias = 0;  // [V] dtype
+  uint64_t hidden_bias = 0;   // [H] dtype
+  uint64_t philox = 0;        // int64 [2] = (seed, offset)
+  uint64_t v_out = 0;         // out [B, V] dtype: the last visible sample
+  uint64_t h_out = 0;         // out [B, H] dtype: the last hidden sample
+  uint64_t v_prob = 0;        // out [B, V] dtype: p(v = 1 | h), or the Gaussian mean
+  uint64_t h_prob = 0;        // out [B, H] dtype: p(h = 1 | v)
+  uint64_t state = 0;         // CUDA only: float32 [B, V + H] scratch of the chains' states
+  int64_t batch = 0;          // B
+  int64_t n_visible = 0;      // V
+  int64_t n_hidden = 0;       // H
+  int64_t k = 0;              // Gibbs steps
+  int32_t dtype = kFloat32;
+  bool gaussian = false;      // Gaussian visible units of standard deviation sigma
+  float sigma = 1.0f;
+};
+
 // Stream positions. One full step s of a [B] batch of chains consumes B * (H + V) numbers:
 // first the B x H hidden draws (row-major), then the B x V visible draws, so step s starts at
 // offset + s * B * (H + V) and no two draws of one call share a number.

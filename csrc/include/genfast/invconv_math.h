@@ -22,8 +22,8 @@
 
 namespace genfast {
 
-// Pointers are host or device addresses passed from Python as integers; the Python layer
-// validated shapes, dtypes, devices and contiguity.
+// The arguments of one call, from genfast/ops/invconv.py (which validated shapes, dtypes, devices
+// and contiguity). Pointers are host or device addresses passed as integers.
 struct InvConvParams {
   uint64_t x = 0;     // [N, C, HW] in `dtype`, contiguous
   uint64_t w = 0;     // [C, C] float32, row-major: w[i * C + k] (output channel i, input k)
@@ -34,21 +34,6 @@ struct InvConvParams {
   int64_t hw = 0;
   int32_t dtype = kFloat32;
 };
-
-// The parameters from the Python entry points' arguments (the CPU and CUDA bindings share it).
-inline InvConvParams make_invconv_params(uint64_t x, uint64_t w, uint64_t bias, uint64_t y, int64_t n, int64_t c,
-                                         int64_t hw, int32_t dtype) {
-  InvConvParams p;
-  p.x = x;
-  p.w = w;
-  p.bias = bias;
-  p.y = y;
-  p.n = n;
-  p.c = c;
-  p.hw = hw;
-  p.dtype = dtype;
-  return p;
-}
 
 // One MR x NR tile of outputs over the input channels k0 <= k < k1:
 //   acc[r][j] <- fma(w[r * ldw + k * SK], xp[k * ldx + j * SJ], acc[r][j])   for k ascending.

@@ -109,18 +109,6 @@ GF_HD void poly_sincos_2pi(float u, float& sin_out, float& cos_out) {
   sin_out = (q & 2) ? -sv : sv;
 }
 
-GF_HD float poly_cos_2pi(float u) {
-  float s, c;
-  poly_sincos_2pi(u, s, c);
-  return c;
-}
-
-GF_HD float poly_sin_2pi(float u) {
-  float s, c;
-  poly_sincos_2pi(u, s, c);
-  return s;
-}
-
 // Box-Muller of one word pair (a, b): z_cos for the pair's first word, z_sin for its second.
 GF_HD void normal_pair_from_bits(uint32_t a, uint32_t b, float& z_cos, float& z_sin) {
   float u1 = static_cast<float>((a >> 8) + 1u) * 5.9604644775390625e-8f;
@@ -130,13 +118,6 @@ GF_HD void normal_pair_from_bits(uint32_t a, uint32_t b, float& z_cos, float& z_
   poly_sincos_2pi(u2, s, c);
   z_cos = r * c;
   z_sin = r * s;
-}
-
-// The cosine output of the pair (a, b): the normal of word 0 (a = x0, b = x1) or 2 (x2, x3).
-GF_HD float normal_from_bits(uint32_t a, uint32_t b) {
-  float z_cos, z_sin;
-  normal_pair_from_bits(a, b, z_cos, z_sin);
-  return z_cos;
 }
 
 // Largest value below 1 in the output dtype: a uniform must stay in [0, 1) after rounding

@@ -1,9 +1,9 @@
 // The counter-based numbers of csrc/include/genfast/philox.h in vectorised blocks for the CPU:
-// Philox4x32-10 for many counters at once (hand-written AVX-512 / AVX2; GCC's auto-vectorisation
-// of the 32x32->64-bit products widens to 64-bit lanes and measured 6.4 ns per counter here
-// against 2.5 for two independent 8-lane AVX2 chains), then the four numbers of each counter
-// (Box-Muller on both word pairs, cosine and sine sharing the log and sqrt, GCC-vectorised),
-// interleaved into stream order. Same numbers as philox_normal4 / philox_uniform4.
+// Philox4x32-10 for many counters at once (hand-written AVX-512 / AVX2: GCC's auto-vectorisation
+// of the 32x32->64-bit products widens to 64-bit lanes, 2.6x slower), then the four numbers of
+// each counter (Box-Muller on both word pairs, cosine and sine sharing the log and sqrt,
+// GCC-vectorised), interleaved into stream order. Same numbers as philox_normal4 /
+// philox_uniform4. Measurements: docs/kernels/random.md.
 //
 //   philox4_block<kNormal, NC>(seed, c, out)   out[4 l + w] = number 4 (c + l) + w, l < NC
 //   PhiloxStream<kNormal>                      consecutive numbers from any position, in
@@ -33,9 +33,7 @@ inline void mulhilo8(__m256i c, __m256i m, __m256i& hi, __m256i& lo) {
 
 #if defined(__AVX512F__)
 // Both halves of each 32 x 32 product from the two vpmuludq by masked in-lane shuffles, with no
-// vpmulld. Measured in isolation (rdtsc, 8 blocks of 16 counters, Zen 4, two 16-lane chains):
-// 3.1 TSC ticks per counter against 4.8 for two 8-lane AVX2 chains; 4.4 with shifts and masked
-// moves in place of the shuffles, 4.1 with vpermt2d, 3.6 with one chain, 3.2 with four.
+// vpmulld: faster than shifts and masked moves, vpermt2d, or two 8-lane AVX2 chains.
 inline void mulhilo16(__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
   const __m512i e = _mm512_mul_epu32(c, m);                         // lanes 2t: 64-bit products
   const __m512i o = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);  // lanes 2t + 1
@@ -236,10 +234,8 @@ constexpr int kStreamCounters = 32;
 // kStreamCounters at a time: a kernel whose consecutive blocks read consecutive positions pays
 // one Philox call per four numbers, whatever the alignment of its first position. A request
 // that does not fit in the current refill starts a new one at its own first counter (at most 3
-// numbers of the old one are computed again), so requests are never split: one pointer, no copy.
-// Measured against splitting such a request over two refills and copying every request out
-// (C++ loop of 16-number requests, one thread): 1.05 against 1.30 ns per normal from position
-// 3, 0.90 against 0.97 from position 0.
+// numbers of the old one are computed again), so requests are never split: one pointer, no copy
+// (up to 20% faster than splitting requests over two refills and copying them out).
 template <bool kNormal>
 class PhiloxStream {
  public:

@@ -200,20 +200,4 @@ inline void dispatch_step_mode(const StepParams& P, Fn&& fn) {
 #undef GF_PRED_CASES
 }
 
-// Classifier-free guidance and its rescale, applied to the raw model outputs.
-GF_HD float guided_output(const StepParams& P, const RowCoeffs& rc, float cond, float uncond) {
-  float g = P.model_output_uncond ? uncond + P.guidance_scale * (cond - uncond) : cond;
-  return g * rc.scale;
-}
-
-template <typename T> GF_HD float load_any(uint64_t ptr, int64_t i) {
-  return load_f32<T>(reinterpret_cast<const T*>(ptr), i);
-}
-
-GF_HD float load_dtype(uint64_t ptr, int32_t dtype, int64_t i) {
-  if (dtype == kFloat32) return load_any<float>(ptr, i);
-  if (dtype == kFloat16) return load_any<half_t>(ptr, i);
-  return load_any<bf16_t>(ptr, i);
-}
-
 }  // namespace genfast

@@ -21,6 +21,24 @@
 
 namespace genfast {
 
+// The arguments of one call, from genfast/ops/vq.py (which validated shapes, dtypes, devices and
+// contiguity). Pointers are host or device addresses passed as integers; 0 skips an output.
+struct VqParams {
+  uint64_t z = 0;          // [n, d] dtype: the rows to quantise
+  uint64_t codebook = 0;   // [k, d] dtype
+  uint64_t indices = 0;    // out int64 [n]: the nearest code of each row
+  uint64_t distances = 0;  // out float32 [n]: its squared distance, or cosine similarity
+  uint64_t z_q = 0;        // out [n, d] dtype: the chosen codes, or 0
+  uint64_t counts = 0;     // out float32 [k], zeroed by the caller: rows per code, or 0
+  uint64_t sums = 0;       // out float32 [k, d], zeroed by the caller: sum of the rows per code, or 0
+  uint64_t workspace = 0;  // CUDA only: float32 [2 k] device scratch (per-code scale and bias)
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t d = 0;
+  int32_t dtype = kFloat32;
+  bool cosine = false;     // cosine similarity instead of the squared Euclidean distance
+};
+
 // torch.nn.functional.normalize's eps: a code or row of norm below it counts as norm eps.
 constexpr float kVQNormEps = 1e-12f;
 

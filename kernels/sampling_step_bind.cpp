@@ -1,0 +1,13 @@
+// pybind11 entry point of the CUDA DDPM / DDIM step, registered into _C_cuda (the module calls
+// every GENFAST_REGISTER function on import; see csrc/include/genfast/registry.h).
+#include <pybind11/pybind11.h>
+
+#include "genfast/bind_params.h"
+#include "genfast/registry.h"
+#include "sampling_step.h"
+
+GENFAST_REGISTER(sampling_step_cuda) {
+  genfast::bind_step_params(m);
+  genfast::def_params_op(m, "sampling_step", &genfast::sampling_step_cuda,
+                         "Fused DDPM/DDIM step over validated, contiguous device tensors (StepParams).");
+}
