@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.genfast-deps
 
-.PHONY: demo test build setup bench lint clean
+.PHONY: demo test fuzz build setup bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: build
 
 test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -ra tests
+
+# the property-based tests (genfast.testing's strategies) with hypothesis's random search, 1000 examples each
+fuzz: build
+	GENFAST_HYPOTHESIS_PROFILE=fuzz TRITON_INTERPRET=1 $(PY) -m pytest -q -ra -m property tests
 
 bench: build
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
