@@ -11,6 +11,7 @@ compiled module, Triton or a GPU runtime:
 - ``genfast.nn``, ``genfast.models``, ``genfast.data``, ``genfast.metrics``, ``genfast.cli``.
 - ``genfast.sklearn``: scikit-learn estimators (``BernoulliRBM``) on the ops.
 - ``genfast.testing``: the kernel-vs-reference kit (tolerance rule, tensor strategies).
+- ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
 """
 
 import importlib
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton", "sklearn",
-    "testing",
+    "testing", "distributions",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]
