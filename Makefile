@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# An explicit pin: with no torch installed, pip would choose a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q scikit-build-core pybind11 ninja cmake
-	$(PIP) install -q triton numpy scipy scikit-learn safetensors tqdm Pillow pytest hypothesis diffusers transformers torchsde ruff vector-quantize-pytorch
+	$(PIP) install -q triton numpy scipy scikit-learn safetensors tqdm Pillow pytest hypothesis diffusers transformers torchsde ruff vector-quantize-pytorch torchmetrics
 	touch $(STAMP)
 
 setup: $(STAMP)
