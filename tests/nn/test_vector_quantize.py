@@ -158,3 +158,58 @@ def test_bad_arguments_are_named():
         m(torch.randn(2, 3, 5))
     with pytest.raises(ValueError, match="heads"):
         ResidualVQ(dim=4, num_quantizers=2, codebook_size=4, heads=2)
+
+
+_DDP_WORKER = r'''
+import os, sys, torch, torch.distributed as dist
+from genfast.nn.vector_quantize import VectorQuantize
+rank, world, out = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), sys.argv[1]
+dist.init_process_group("gloo", rank=rank, world_size=world)
+torch.manual_seed(0)
+vq = VectorQuantize(dim=8, codebook_size=16, decay=0.7, sync_codebook=True).train()
+x = torch.load(out + ".x")
+for step in range(3):
+    vq(x[step].chunk(world)[rank])
+if rank == 0:
+    torch.save({k: v for k, v in vq.state_dict().items()}, out)
+dist.destroy_process_group()
+'''
+
+
+def test_sync_codebook_all_reduces_the_ema_statistics(tmp_path):
+    """Two gloo processes, each with half of every batch and sync_codebook=True, end with the
+    codebook state of one process that saw the whole batches."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    g = torch.Generator().manual_seed(stable_seed("ddp"))
+    x = torch.randn(3, 64, 8, generator=g)
+    out = str(tmp_path / "state.pt")
+    torch.save(x, out + ".x")
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), out], env=dict(env, RANK=str(r)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in range(2)]
+    for p in procs:
+        log = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, log
+    synced = torch.load(out)
+    torch.manual_seed(0)
+    single = VectorQuantize(dim=8, codebook_size=16, decay=0.7).train()
+    for step in range(3):
+        single(x[step])
+    for name in ("_codebook.embed", "_codebook.embed_avg", "_codebook.cluster_size"):
+        torch.testing.assert_close(synced[name], single.state_dict()[name], rtol=1e-5, atol=1e-6, msg=name)
+    # rank 0 without the all-reduce (its half of each batch) ends elsewhere: the test can fail
+    torch.manual_seed(0)
+    half = VectorQuantize(dim=8, codebook_size=16, decay=0.7).train()
+    for step in range(3):
+        half(x[step][:32])
+    key = "_codebook.cluster_size"
+    assert not torch.allclose(half.state_dict()[key], single.state_dict()[key])
