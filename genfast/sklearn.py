@@ -83,7 +83,8 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     Attributes:
         components_: [H, V] weights, in the dtype of the training data (float32 or float64).
         intercept_hidden_: [H] hidden biases. intercept_visible_: [V] visible biases.
-        h_samples_: [batch_size, H] hidden sample of the persistent chains (0/1).
+        h_samples_: [batch_size, H] hidden sample of the persistent chains (0/1); with
+            ``persistent=False``, of the last mini-batch's chains.
         n_features_in_: V. feature_names_in_: when fitted on a DataFrame with string columns.
 
     Raises:
