@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.genfast-deps
 
-.PHONY: demo test build setup bench lint clean
+.PHONY: demo test fuzz build setup bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# An explicit pin: with no torch installed, pip would choose a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q scikit-build-core pybind11 ninja cmake
-	$(PIP) install -q triton numpy scipy scikit-learn safetensors tqdm Pillow pytest hypothesis diffusers transformers torchsde ruff
+	$(PIP) install -q triton numpy scipy scikit-learn safetensors tqdm Pillow pytest hypothesis diffusers transformers torchsde ruff vector-quantize-pytorch torchmetrics
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,6 +30,10 @@ demo: build
 
 test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -ra tests
+
+# the property-based tests (genfast.testing's strategies) with hypothesis's random search, 1000 examples each
+fuzz: build
+	GENFAST_HYPOTHESIS_PROFILE=fuzz TRITON_INTERPRET=1 $(PY) -m pytest -q -ra -m property tests
 
 bench: build
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -84,6 +84,21 @@ def vqpt(d, k, e, device):
     return run
 
 
+def dropin(d, k, e, device):
+    """genfast.nn.VectorQuantize, vector-quantize-pytorch's interface, eval forward of [1, N, D]."""
+    from genfast.nn import VectorQuantize
+
+    vq = VectorQuantize(dim=d, codebook_size=k).to(device).eval()
+    with torch.no_grad():
+        vq._codebook.embed.copy_(e[None].float())
+
+    def run(z):
+        with torch.no_grad():
+            return vq(z[None])[1]
+
+    return run
+
+
 def _rss_kib(key):
     with open("/proc/self/status") as f:
         for line in f:
@@ -151,6 +166,8 @@ def make_cases(device, n, d, k, dtype):
         (f"addmm + argmin, tiles of {TILE}", lambda: expanded_tiled(z, e)),
         (f"torch.mm alone, tiles of {TILE}", lambda: mm_tiles_only(z, e)),
     ]
+    drop = dropin(d, k, e, device)
+    cases.append(("genfast.nn.VectorQuantize eval (the drop-in)", lambda: drop(z)))
     peer = vqpt(d, k, e, device) if dtype == torch.float32 else None
     if peer is not None:
         cases.append(("vector-quantize-pytorch VectorQuantize eval", lambda: peer(z)))

@@ -9,6 +9,9 @@ compiled module, Triton or a GPU runtime:
   diffusers' classes with a fused ``step``; the only module that imports diffusers).
 - ``genfast.reference``: the pure-PyTorch oracles of every op.
 - ``genfast.nn``, ``genfast.models``, ``genfast.data``, ``genfast.metrics``, ``genfast.cli``.
+- ``genfast.sklearn``: scikit-learn estimators (``BernoulliRBM``) on the ops.
+- ``genfast.testing``: the kernel-vs-reference kit (tolerance rule, tensor strategies).
+- ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
 """
 
 import importlib
@@ -16,7 +19,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton",
+    "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton", "sklearn",
+    "testing", "distributions",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

@@ -64,3 +64,18 @@ def flush_denormal(one_thread):
     torch.set_flush_denormal(True)
     yield
     torch.set_flush_denormal(False)
+
+
+# Hypothesis (genfast.testing's strategies): derandomised by default, so a run is repeatable and
+# a failure prints the example; `make fuzz` loads the "fuzz" profile (random, many examples).
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    pass
+else:
+    _quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("genfast", derandomize=True, max_examples=25, deadline=None,
+                              suppress_health_check=_quiet, print_blob=True)
+    settings.register_profile("fuzz", max_examples=1000, deadline=None, suppress_health_check=_quiet,
+                              print_blob=True)
+    settings.load_profile(os.environ.get("GENFAST_HYPOTHESIS_PROFILE", "genfast"))

@@ -1,7 +1,10 @@
-"""Sample-quality metrics: the Frechet distance and the Frechet digit distance."""
+"""Sample-quality metrics: the Frechet distance, the Frechet digit distance, improved precision
+and recall. The torchmetrics ``Metric`` forms live in :mod:`genfast.metrics.streaming` (imported
+on demand: it needs torchmetrics)."""
 
 from .digits import DigitClassifier, DigitMetric
 from .frechet import frechet_distance, frechet_distance_from_features, gaussian_stats
+from .manifold import precision_recall
 
 __all__ = [
     "DigitClassifier",
@@ -9,4 +12,5 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_features",
     "gaussian_stats",
+    "precision_recall",
 ]

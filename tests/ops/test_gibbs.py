@@ -20,6 +20,7 @@ from conftest import backend_device, skip_unless_runs
 import genfast.ops as O
 from genfast.reference import gibbs as R
 from genfast.reference.random import rand as philox_rand
+from genfast.testing import elementwise_tolerance
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (B, V, H): one element; sizes that are multiples of no block (CPU 6 x 16 tiles, Triton 16 x 64);
@@ -43,13 +44,9 @@ def _acc_tol(state, w, scale):
     return 2.0**-24 * scale * (state.float().abs() @ w.float().abs())
 
 
-def _ulp(dtype):
-    return {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[dtype]
-
-
 def _tol(ref, dtype):
     """Float32 rounding plus two ulps of the output dtype (the interpreter's bf16 cast truncates)."""
-    return 1e-5 * (1 + ref.abs()) + (2 if dtype != torch.float32 else 0) * _ulp(dtype) * ref.abs()
+    return elementwise_tolerance(ref, dtype, tol32=1e-5, ulps=2, ulps32=0)
 
 
 def _model(batch, n_visible, n_hidden, dtype, seed, visible="bernoulli"):

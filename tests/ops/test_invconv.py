@@ -11,6 +11,7 @@ import torch
 import genfast.ops as O
 from genfast.ops import invconv as inv_mod
 from genfast.reference import invconv as R
+from genfast.testing import check_error_rule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,14 +61,15 @@ def _lu_params(c, gen, dtype=torch.float32, device="cpu", scale=0.3):
     return [t.to(device) for t in out]
 
 
-def _err_bound(got, expected64, plain):
-    """flash-attention's rule: the kernel's error against float64 at most twice plain PyTorch's in
-    the same dtype, plus a floor for outputs that plain PyTorch gets exactly."""
-    err = (got.double() - expected64).abs().max().item() if got.numel() else 0.0
-    plain_err = (plain.double() - expected64).abs().max().item() if plain.numel() else 0.0
-    scale = expected64.abs().max().item() if expected64.numel() else 1.0
-    floor = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[got.dtype] * max(scale, 1.0)
-    return err, 2 * plain_err + floor
+# floor of genfast.testing.check_error_rule (absolute metric, times max(1, max |expected|)) for
+# outputs that plain PyTorch gets exactly
+FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+
+def _check_rule(got, expected64, plain, msg=""):
+    """flash-attention's rule (genfast.testing): the kernel's absolute error against float64 at
+    most twice plain PyTorch's in the same dtype, plus the floor above."""
+    check_error_rule(got, expected64, plain, metric="absolute", floor=FLOOR[got.dtype], msg=msg)
 
 
 # ------------------------------------------------------------------------ kernel vs reference
@@ -90,8 +92,7 @@ def test_invconv1x1_matches_reference(backend, dtype, case):
         x.to(device), weight.to(device), None if bias is None else bias.to(device), backend=backend
     ).cpu()
     assert got.shape == x.shape and got.dtype == dtype
-    err, bound = _err_bound(got, expected, plain)
-    assert err <= bound, f"{backend} {dtype} shape {(n, c, h, w)}: error {err:.3g} > {bound:.3g}"
+    _check_rule(got, expected, plain, f"{backend} {dtype} shape {(n, c, h, w)}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,8 +118,7 @@ def test_invconv1x1_cpu_large_tiles():
         b = torch.randn(shape[1], generator=gen)
         got = O.invconv1x1(x, w, b, backend="cpu")
         expected = R.invconv1x1(x.double(), w.double(), b.double())
-        err, bound = _err_bound(got, expected, torch.einsum("ik,nkhw->nihw", w, x) + b[:, None, None])
-        assert err <= bound
+        _check_rule(got, expected, torch.einsum("ik,nkhw->nihw", w, x) + b[:, None, None])
 
 
 def test_cpu_kernel_non_contiguous_input():
@@ -168,8 +168,7 @@ def test_actnorm_invconv_half_precision(backend, dtype):
     assert y.dtype == dtype and ld.dtype == torch.float32
     w_eff, b_eff = O.fold_actnorm(O.invconv_lu_weight(*params[:5]), params[5], params[6])
     plain = torch.einsum("ik,nkhw->nihw", w_eff.to(dtype), x) + b_eff.to(dtype)[:, None, None]
-    err, bound = _err_bound(y.cpu(), y_ref, plain)
-    assert err <= bound
+    _check_rule(y.cpu(), y_ref, plain)
 
 
 def test_logdet_equals_slogdet_of_explicit_jacobian():

@@ -9,6 +9,7 @@ import torch
 
 import genfast.ops as O
 from genfast.reference import random as R
+from genfast.testing import elementwise_tolerance, ulp
 
 try:
     import triton
@@ -45,10 +46,6 @@ def test_philox_known_answers():
         assert tuple(int(o) for o in out) == expected
 
 
-def _ulp(dtype):
-    return {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[dtype]
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fn", ["randn", "rand"])
@@ -67,7 +64,7 @@ def test_backend_matches_reference(kernel_backend, fn, shape, dtype):
     # float32 transcendental rounding (|z| <= 5.8) plus one rounding to the output dtype;
     # the interpreter's bfloat16 cast truncates, hence 2 ulp for low precision
     err = (out.double().cpu() - ref).abs()
-    tol = 1e-6 * (1 + ref.abs()) + (2 if dtype != torch.float32 else 1) * _ulp(dtype) * ref.abs().clamp(min=1)
+    tol = elementwise_tolerance(ref, dtype, tol32=1e-6, ulps=2, ulps32=1, ulp_floor=1)
     assert bool((err <= tol).all()), float(err.max())
 
 
@@ -212,7 +209,7 @@ def test_uniform_statistics_and_range(dtype):
     assert float(u.min()) >= 0 and float(u.max()) < 1
     ud = u.double()
     n = u.numel()
-    assert abs(float(ud.mean()) - 0.5) < 5 * math.sqrt(1 / 12 / n) + _ulp(dtype)
+    assert abs(float(ud.mean()) - 0.5) < 5 * math.sqrt(1 / 12 / n) + ulp(dtype)
     if dtype == torch.float32:
         assert scipy.stats.kstest(ud.numpy(), "uniform").pvalue > 1e-4
 

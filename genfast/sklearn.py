@@ -1,0 +1,387 @@
+"""scikit-learn estimators on genfast's kernels.
+
+:class:`BernoulliRBM` is a drop-in for ``sklearn.neural_network.BernoulliRBM``: the same
+constructor arguments, fitted attributes and methods, NumPy in and out, usable in a
+``Pipeline`` and in ``GridSearchCV``, with every Gibbs chain run by the fused op
+:func:`genfast.ops.gibbs` and the parameter updates as in-place matrix products on torch tensors.
+
+Differences from scikit-learn, on purpose:
+
+* Random numbers come from genfast's Philox stream (keyed by a seed drawn from
+  ``random_state``), not NumPy's: for one ``random_state`` the initial ``components_`` equal
+  scikit-learn's (drawn by NumPy as there), the chains do not (they agree in distribution).
+  ``score_samples`` corrupts the same features as scikit-learn for the same ``random_state``.
+* The persistent chain is kept in the visible layer: each mini-batch runs ``k`` full Gibbs
+  steps ``v -> h -> v`` from the previous negative sample under the current parameters
+  (Tieleman 2008), where scikit-learn keeps the hidden sample drawn before its update.
+  ``h_samples_`` holds the hidden sample the last negative visible sample was drawn from.
+* Sparse input is accepted and densified (the kernels are dense).
+* ``gibbs`` and ``h_samples_`` are 0/1 in the fitted dtype (``gibbs`` returns a bool array, as
+  scikit-learn's).
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state, gen_even_slices
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["BernoulliRBM"]
+
+_NP_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"BernoulliRBM: {name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise ValueError(f"BernoulliRBM: {name} must be >= {lo}, got {value}")
+
+
+def _as_array(X):
+    """torch tensors become NumPy arrays (on the CPU); everything else passes through."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu()
+        return X.float().numpy() if X.dtype in (torch.float16, torch.bfloat16) else X.numpy()
+    return X
+
+
+def _dense(X):
+    return X.toarray() if hasattr(X, "toarray") else X
+
+
+class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Bernoulli restricted Boltzmann machine, scikit-learn's estimator on genfast's Gibbs op.
+
+    Binary visible and hidden units, trained by persistent contrastive divergence (stochastic
+    maximum likelihood; Tieleman 2008) or CD-k (Hinton 2002), as
+    ``sklearn.neural_network.BernoulliRBM``, whose constructor arguments, fitted attributes and
+    methods it mirrors. The update of one mini-batch ``v_pos`` [b, V] with negative sample
+    ``v_neg`` [batch_size, V] is scikit-learn's: with ``h(v) = sigmoid(v W^T + c)``,
+    ``W += lr / b (h(v_pos)^T v_pos - h(v_neg)^T v_neg)``, likewise for the biases.
+
+    Args:
+        n_components: number of hidden units H (int >= 1).
+        learning_rate: step size (float > 0); scikit-learn's default 0.1.
+        batch_size: rows per mini-batch and number of persistent chains (int >= 1).
+        n_iter: passes over the data (int >= 0).
+        verbose: print the pseudo-likelihood after each pass when > 0.
+        random_state: None, an int or a ``numpy.random.RandomState``: draws the initial
+            ``components_`` (as scikit-learn) and the Philox key of the chains.
+        k: Gibbs steps per update (genfast extra; 1 as scikit-learn).
+        persistent: keep the chains across mini-batches (PCD, scikit-learn's algorithm) or restart
+            them at the data (CD-k) (genfast extra).
+        device: torch device of the computation (None: the CPU) (genfast extra).
+        backend: genfast backend of the Gibbs op, "auto" | "cpu" | "cuda" | "triton" |
+            "reference" (genfast extra).
+
+    Attributes:
+        components_: [H, V] weights, in the dtype of the training data (float32 or float64).
+        intercept_hidden_: [H] hidden biases. intercept_visible_: [V] visible biases.
+        h_samples_: [batch_size, H] hidden sample of the persistent chains (0/1); with
+            ``persistent=False``, of the last mini-batch's chains.
+        n_features_in_: V. feature_names_in_: when fitted on a DataFrame with string columns.
+
+    Raises:
+        TypeError / ValueError (at ``fit``): a parameter of the wrong type or out of range, named
+            in the message; input that ``sklearn.utils.validation`` rejects (NaN, inf, empty, 3-D).
+    """
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        learning_rate=0.1,
+        batch_size=10,
+        n_iter=10,
+        verbose=0,
+        random_state=None,
+        k=1,
+        persistent=True,
+        device=None,
+        backend="auto",
+    ):
+        self.n_components = n_components
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.n_iter = n_iter
+        self.verbose = verbose
+        self.random_state = random_state
+        self.k = k
+        self.persistent = persistent
+        self.device = device
+        self.backend = backend
+
+    # ------------------------------------------------------------------ helpers
+    def _validate_params(self):
+        _check_int("n_components", self.n_components, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("n_iter", self.n_iter, 0)
+        _check_int("k", self.k, 1)
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise TypeError(f"BernoulliRBM: learning_rate must be a float, got {type(lr).__name__}")
+        if not (np.isfinite(lr) and lr > 0):
+            raise ValueError(f"BernoulliRBM: learning_rate must be a finite float > 0, got {lr}")
+        if not isinstance(self.persistent, (bool, np.bool_)):
+            raise TypeError(f"BernoulliRBM: persistent must be a bool, got {type(self.persistent).__name__}")
+        from genfast._backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"BernoulliRBM: backend must be one of {BACKENDS}, got {self.backend!r}")
+        try:
+            torch.device("cpu" if self.device is None else self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"BernoulliRBM: device must name a torch device, got {self.device!r}") from exc
+
+    def _device(self):
+        return torch.device("cpu" if self.device is None else self.device)
+
+    def _tensor(self, a, dtype=None):
+        """A torch view (CPU, writable arrays) or copy of a NumPy array on the estimator's device."""
+        a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            a = np.ascontiguousarray(a).copy()
+        return torch.from_numpy(a).to(self._device())
+
+    def _validate(self, X, *, reset, dtype=(np.float64, np.float32)):
+        X = validate_data(self, _as_array(X), accept_sparse=("csr", "csc", "coo"), reset=reset, dtype=dtype)
+        return np.ascontiguousarray(_dense(X))
+
+    def _params(self, dtype):
+        """(W [H, V], b [V], c [H]) as torch tensors in ``dtype`` on the estimator's device."""
+        return tuple(self._tensor(a, dtype) for a in (self.components_, self.intercept_visible_,
+                                                       self.intercept_hidden_))
+
+    def _next_offset(self, n):
+        off = self._offset
+        self._offset += int(n)
+        return off
+
+    # -------------------------------------------------------------- inference
+    def transform(self, X):
+        """Hidden activation probabilities ``p(h = 1 | v = X) = sigmoid(X W^T + c)``.
+
+        Mirrors ``sklearn.neural_network.BernoulliRBM.transform``.
+
+        Args:
+            X: [n_samples, n_features] array-like, sparse matrix or torch tensor.
+
+        Returns:
+            ndarray [n_samples, n_components], float32 for float32 input, else float64.
+
+        Raises:
+            NotFittedError: before ``fit``. ValueError: wrong number of features, NaN or inf.
+        """
+        check_is_fitted(self)
+        X = self._validate(X, reset=False)
+        w, _, c = self._params(X.dtype)
+        with torch.no_grad():
+            return torch.sigmoid(torch.addmm(c, self._tensor(X), w.T)).cpu().numpy()
+
+    def _free_energy(self, v, w, b, c):
+        return -(v @ b) - torch.nn.functional.softplus(torch.addmm(c, v, w.T)).sum(1)
+
+    def score_samples(self, X):
+        """Stochastic pseudo-log-likelihood of each row (Besag 1975), as scikit-learn's.
+
+        ``V * log sigmoid(F(x~) - F(x))`` with ``F`` the free energy and ``x~`` the row with one
+        feature flipped, drawn by ``check_random_state(self.random_state).randint`` exactly as
+        scikit-learn draws it (so an int ``random_state`` flips the same features).
+
+        Args:
+            X: [n_samples, n_features] binary data (not checked, as scikit-learn).
+
+        Returns:
+            ndarray [n_samples] in the dtype of X (float32 or float64).
+        """
+        check_is_fitted(self)
+        v = self._validate(X, reset=False)
+        rng = check_random_state(self.random_state)
+        cols = rng.randint(0, v.shape[1], v.shape[0])
+        w, b, c = self._params(v.dtype)
+        with torch.no_grad():
+            vt = self._tensor(v)
+            vf = vt.clone()
+            rows = torch.arange(v.shape[0], device=vt.device)
+            ci = torch.from_numpy(cols).to(vt.device)
+            vf[rows, ci] = 1 - vf[rows, ci]
+            diff = self._free_energy(vf, w, b, c) - self._free_energy(vt, w, b, c)
+            return (v.shape[1] * torch.nn.functional.logsigmoid(diff)).cpu().numpy()
+
+    def gibbs(self, v):
+        """One block-Gibbs step ``v -> h -> v'`` (one fused :func:`genfast.ops.gibbs` call).
+
+        Mirrors ``sklearn.neural_network.BernoulliRBM.gibbs``; the draws come from the estimator's
+        Philox stream, which each call advances.
+
+        Args:
+            v: [n_samples, n_features] visible states.
+
+        Returns:
+            ndarray [n_samples, n_features] of bool, the new visible sample.
+        """
+        check_is_fitted(self)
+        v = self._validate(v, reset=False)
+        self._ensure_stream()
+        out = self._gibbs_chain(self._tensor(v), *self._params(v.dtype), k=1)
+        return out.v.cpu().numpy().astype(bool)
+
+    # ----------------------------------------------------------------- training
+    def _ensure_stream(self):
+        if not hasattr(self, "_seed"):
+            rng = getattr(self, "random_state_", None) or check_random_state(self.random_state)
+            self._seed = int(rng.randint(0, 2**31 - 1))
+            self._offset = 0
+
+    def _gibbs_chain(self, v, w, b, c, k):
+        import genfast.ops as O
+
+        off = self._next_offset(O.gibbs_num_counters(v.shape[0], v.shape[1], w.shape[0], k))
+        return O.gibbs(v, w, b, c, k=k, seed=self._seed, offset=off, backend=self.backend)
+
+    def _initialize(self, n_features, dtype, rng):
+        self.components_ = np.ascontiguousarray(rng.normal(0, 0.01, (self.n_components, n_features)), dtype=dtype)
+        self._n_features_out = self.components_.shape[0]
+        self.intercept_hidden_ = np.zeros(self.n_components, dtype=dtype)
+        self.intercept_visible_ = np.zeros(n_features, dtype=dtype)
+        self.h_samples_ = np.zeros((self.batch_size, self.n_components), dtype=dtype)
+        self._seed = int(rng.randint(0, 2**31 - 1))
+        self._offset = 0
+        self._v_chain = None
+
+    def fit(self, X, y=None):
+        """Fit the model to X by ``n_iter`` passes of mini-batch PCD-k (CD-k if not persistent).
+
+        Mirrors ``sklearn.neural_network.BernoulliRBM.fit``: the same initialisation
+        (``N(0, 0.01^2)`` weights drawn from ``random_state``, zero biases), the same mini-batches
+        (``gen_even_slices``, in order), the same update rule.
+
+        Args:
+            X: [n_samples, n_features] array-like, sparse matrix or torch tensor, values in
+                [0, 1]; float32 trains in float32, anything else in float64.
+            y: ignored.
+
+        Returns:
+            self.
+
+        Raises:
+            TypeError / ValueError: a bad parameter (named) or input.
+        """
+        self._validate_params()
+        X = self._validate(X, reset=True)
+        rng = check_random_state(self.random_state)
+        self._initialize(X.shape[1], X.dtype, rng)
+        n = X.shape[0]
+        n_batches = int(np.ceil(n / self.batch_size))
+        slices = list(gen_even_slices(n_batches * self.batch_size, n_batches, n_samples=n))
+        state = self._state(X.dtype)
+        xt = self._tensor(X)
+        begin = time.time()
+        for it in range(1, self.n_iter + 1):
+            for sl in slices:
+                self._fit_batch(xt[sl], state)
+            if self.verbose:
+                self._store(state)
+                end = time.time()
+                print(f"[{type(self).__name__}] Iteration {it}, pseudo-likelihood = "
+                      f"{self.score_samples(X).mean():.2f}, time = {end - begin:.2f}s")
+                begin = end
+        self._store(state)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One PCD-k update on the mini-batch X (all its rows), as scikit-learn's ``partial_fit``.
+
+        Args:
+            X: [n_samples, n_features] training data. y: ignored.
+
+        Returns:
+            self.
+        """
+        self._validate_params()
+        first = not hasattr(self, "components_")
+        X = self._validate(X, reset=first, dtype=np.float64 if first else (np.float64, np.float32))
+        if first:
+            if not hasattr(self, "random_state_"):
+                self.random_state_ = check_random_state(self.random_state)
+            self._initialize(X.shape[1], np.float64, self.random_state_)
+        dtype = self.components_.dtype
+        state = self._state(dtype)
+        self._fit_batch(self._tensor(X, dtype), state)
+        self._store(state)
+        return self
+
+    def _state(self, dtype):
+        """Torch working copies of the parameters and the chains for a training run."""
+        self._ensure_stream()
+        w, b, c = self._params(dtype)
+        vc = getattr(self, "_v_chain", None)
+        if vc is not None and vc.shape != (self.batch_size, w.shape[1]):
+            vc = None
+        return {"w": w, "b": b, "c": c, "v": None if vc is None else self._tensor(vc, dtype), "h": None,
+                "sign": {}}
+
+    def _store(self, s):
+        self.components_ = s["w"].cpu().numpy()
+        self.intercept_visible_ = s["b"].cpu().numpy()
+        self.intercept_hidden_ = s["c"].cpu().numpy()
+        if s["v"] is not None:
+            self._v_chain = s["v"].cpu().numpy()
+        if s["h"] is not None:
+            self.h_samples_ = s["h"].cpu().numpy()
+
+    @torch.no_grad()
+    def _fit_batch(self, v_pos, s):
+        """One update. PCD: the negative statistics are those of the chains' current visible
+        sample ``v_neg`` under the current parameters, ``(v_neg, p(h | v_neg))``, and the chains
+        then advance k steps; with k = 1 one Gibbs call on the stacked batch ``[v_pos; v_neg]``
+        yields both phases' hidden probabilities (``h_prob``) and the chains' next state."""
+        w, b, c = s["w"], s["b"], s["c"]
+        nb = v_pos.shape[0]
+        lr = float(self.learning_rate) / nb
+        if not self.persistent:  # CD-k: the chain starts at the data
+            out = self._gibbs_chain(v_pos, w, b, c, self.k)
+            stacked = torch.cat([v_pos, out.v])
+            hs = torch.addmm(c, stacked, w.T).sigmoid_()
+            s["h"] = out.h
+        else:
+            if s["v"] is None:
+                s["v"] = self._initial_chains(b)
+            stacked = torch.cat([v_pos, s["v"]])
+            if self.k == 1:
+                out = self._gibbs_chain(stacked, w, b, c, 1)
+                hs = out.h_prob
+                s["v"], s["h"] = out.v[nb:], out.h[nb:]
+            else:
+                hs = torch.addmm(c, stacked, w.T).sigmoid_()
+                out = self._gibbs_chain(s["v"], w, b, c, self.k)
+                s["v"], s["h"] = out.v, out.h
+        # +1 for the data rows, -1 for the chains: one product updates W, two vector products the biases
+        n = stacked.shape[0]
+        if n not in s["sign"]:
+            s["sign"][n] = (torch.cat([w.new_ones(nb), -w.new_ones(n - nb)]), w.new_ones(n))
+        sign, ones = s["sign"][n]
+        signed = stacked * sign[:, None]
+        w.addmm_(hs.T, signed, alpha=lr)
+        c.addmv_(hs.T, sign, alpha=lr)
+        b.addmv_(signed.T, ones, alpha=lr)
+
+    def _initial_chains(self, b):
+        """scikit-learn's chains start at h = 0, so their first visible sample is v ~ sigmoid(b)."""
+        import genfast.ops as O
+
+        p = torch.sigmoid(b).expand(self.batch_size, -1)
+        u = O.rand(tuple(p.shape), seed=self._seed, offset=self._next_offset(p.numel()), device=p.device)
+        return (u.to(p.dtype) < p).to(p.dtype)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
