@@ -59,7 +59,12 @@ def threshold_sample(x0: torch.Tensor, dynamic_thresholding_ratio: float, sample
         |x0| per sample, clamped to [1, sample_max_value]; x0 is clamped to [-s, s] and divided by s.
     """
     b = x0.shape[0]
-    flat = x0.reshape(b, -1).float()
+    if x0.numel() == 0:
+        # nothing to threshold (torch.quantile refuses empty rows); s = 1 for each of the B rows
+        return x0, torch.ones(b, dtype=torch.float32, device=x0.device)
+    # float32 for half inputs, as diffusers' _threshold_sample (float64 stays float64)
+    flat = x0.reshape(b, -1)
+    flat = flat if flat.dtype == torch.float64 else flat.float()
     s = torch.quantile(flat.abs(), dynamic_thresholding_ratio, dim=1)
     s = s.clamp(min=1.0, max=sample_max_value)
     out = torch.clamp(flat, -s[:, None], s[:, None]) / s[:, None]

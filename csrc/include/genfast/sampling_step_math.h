@@ -106,8 +106,10 @@ GF_HD RowCoeffs step_row_coeffs(const StepParams& P, int64_t b) {
     float var = (beta_prev / beta_t) * (1.0f - a_t / a_prev);
     rc.std = P.eta * sqrtf(var);
     rc.c_x0 = sqrtf(a_prev);
-    // clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN)
-    rc.c_xt = sqrtf(fmaxf(1.0f - a_prev - rc.std * rc.std, 0.0f));
+    // clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN).
+    // A comparison, not fmaxf: a NaN (0 / 0 coefficients) stays NaN, as torch.clamp in the reference.
+    const float rest = 1.0f - a_prev - rc.std * rc.std;
+    rc.c_xt = sqrtf(rest < 0.0f ? 0.0f : rest);
     rc.noise_gate = P.eta > 0.0f ? 1.0f : 0.0f;
   }
   rc.thr = P.threshold ? reinterpret_cast<const float*>(P.threshold)[b] : 0.0f;
@@ -133,7 +135,9 @@ struct ClampSpec {
 };
 
 GF_HD ClampSpec clamp_spec(const StepParams& P, const RowCoeffs& rc) {
-  if (rc.thr > 0.0f) return ClampSpec{true, -rc.thr, rc.thr, rc.thr};
+  // On whenever a threshold was passed: a NaN s (a NaN in the row's x0) must give a NaN row, as in
+  // the reference and diffusers, not switch thresholding off.
+  if (P.threshold) return ClampSpec{true, -rc.thr, rc.thr, rc.thr};
   if (P.clip_sample) return ClampSpec{true, -P.clip_sample_range, P.clip_sample_range, 1.0f};
   return ClampSpec{false, 0.0f, 0.0f, 1.0f};
 }
