@@ -151,6 +151,7 @@ struct Args {
   float* sums;           // out [K, D], or null
   int64_t n, k, d;
   bool cosine;
+  VQScaling sc;          // the power-of-two scaling of z and the codebook (vq_math.h)
 };
 
 template <typename T>
@@ -170,9 +171,9 @@ void vq_cpu(const Args& A) {
         const int64_t code = b * kNR + jj;
         if (code < k) {
           float scale, bs;
-          vq_code_coeffs<T>(cb + code * d, d, A.cosine, scale, bs);
+          vq_code_coeffs<T>(cb + code * d, d, A.cosine, A.sc, scale, bs);
           bias[b * kNR + jj] = bs;
-          for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = scale * load_f32<T>(cb, code * d + j);
+          for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = scale * (load_f32<T>(cb, code * d + j) * A.sc.s);
         } else {
           bias[b * kNR + jj] = std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = 0.0f;
@@ -206,7 +207,7 @@ void vq_cpu(const Args& A) {
     for (int64_t r = 0; r < rows; ++r) {
       float* p = zp.data() + (r / kMR) * d * kMR + (r % kMR);
       const T* zr = z + (r0 + r) * d;
-      for (int64_t j = 0; j < d; ++j) p[j * kMR] = load_f32<T>(zr, j);
+      for (int64_t j = 0; j < d; ++j) p[j * kMR] = load_f32<T>(zr, j) * A.sc.s;
     }
     for (int64_t c0 = 0; c0 < nblocks; c0 += chunk_blocks) {
       const int64_t c1 = std::min(nblocks, c0 + chunk_blocks);
@@ -239,7 +240,7 @@ void vq_cpu(const Args& A) {
       const T* zr = z + row * d;
       const T* er = cb + idx * d;
       A.indices[row] = idx;
-      A.distances[row] = vq_final_distance<T>(zr, er, d, A.cosine);
+      A.distances[row] = vq_final_distance<T>(zr, er, d, A.cosine, A.sc);
       if (A.z_q) {
         T* q = static_cast<T*>(A.z_q) + row * d;
         for (int64_t j = 0; j < d; ++j) q[j] = er[j];
@@ -305,17 +306,19 @@ GENFAST_REGISTER(vq) {
   m.def(
       "vq_quantize",
       [](uint64_t z, uint64_t codebook, int64_t n, int64_t k, int64_t d, int32_t dtype, bool cosine,
-         uint64_t indices, uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums) {
+         uint64_t indices, uint64_t distances, uint64_t z_q, uint64_t counts, uint64_t sums, uint64_t scaling) {
         genfast::Args a{reinterpret_cast<const void*>(z), reinterpret_cast<const void*>(codebook),
                         reinterpret_cast<int64_t*>(indices), reinterpret_cast<float*>(distances),
                         reinterpret_cast<void*>(z_q), reinterpret_cast<float*>(counts),
-                        reinterpret_cast<float*>(sums), n, k, d, cosine};
+                        reinterpret_cast<float*>(sums), n, k, d, cosine,
+                        genfast::vq_scaling(reinterpret_cast<const float*>(scaling))};
         py::gil_scoped_release nogil;
         genfast::vq_quantize(a, dtype);
       },
       py::arg("z"), py::arg("codebook"), py::arg("n"), py::arg("k"), py::arg("d"), py::arg("dtype"),
       py::arg("cosine"), py::arg("indices"), py::arg("distances"), py::arg("z_q"), py::arg("counts"),
-      py::arg("sums"),
+      py::arg("sums"), py::arg("scaling"),
       "Nearest code of each row of z [n, d] in codebook [k, d] (pointers of contiguous tensors), "
-      "with the optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip).");
+      "with the optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip); "
+      "scaling: float32 [3] (s, eps * s, 1 / s) of vq_math.h, or 0 for none.");
 }

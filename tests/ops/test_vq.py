@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import genfast.ops as go
+from genfast.testing import stable_seed
 from genfast import _backends
 from genfast.reference import vq as ref
 
@@ -37,6 +38,7 @@ def _backend_list():
 
 
 BACKENDS = _backend_list()
+KERNEL_ONLY = [b for b in BACKENDS if b.values[0] != "reference"]
 
 
 def _device(backend):
@@ -231,6 +233,31 @@ def test_float64_uses_reference_arithmetic():
     want_idx, want_dist = ref.vq_nearest(z, codebook)
     assert torch.equal(idx, want_idx) and dist.dtype == torch.float64
     assert torch.allclose(dist, want_dist)
+
+
+@pytest.mark.parametrize("backend", KERNEL_ONLY)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("magnitude", [1e19, 3e36, 1e-25, 1e-37], ids=lambda m: f"{m:g}")
+@pytest.mark.parametrize("cosine", [False, True], ids=["l2", "cos"])
+def test_extreme_magnitudes(backend, dtype, magnitude, cosine):
+    """Issue 14, fault 3: at |x| ~ 1e19 the float32 squares overflowed (index 0 and distance inf
+    for every row; NaN with cosine similarity) and at ~1e-25 they underflow (every score 0),
+    where the float64 reference is right. The kernels now scale by a power of two first."""
+    if dtype == torch.bfloat16 and magnitude in (1e-37,):
+        pytest.skip("bfloat16 keeps 8 bits: 1e-37 codes collapse onto few values")
+    seed = stable_seed("vq-extreme", backend, str(dtype), magnitude, cosine)
+    gen = torch.Generator().manual_seed(seed)
+    dev = _device(backend)
+    codebook = (torch.randn(37, 16, generator=gen) * magnitude).to(dtype)
+    pick = torch.randint(0, 37, (50,), generator=gen)
+    z = (codebook.double()[pick] + 0.01 * magnitude * torch.randn(50, 16, generator=gen, dtype=torch.float64))
+    z, codebook = z.to(dtype).to(dev), codebook.to(dev)
+    idx, dist = go.vq_nearest(z, codebook, use_cosine_sim=cosine, backend=backend)
+    want_idx, want_dist = ref.vq_nearest(z.cpu(), codebook.cpu(), use_cosine_sim=cosine)
+    assert torch.equal(idx.cpu(), want_idx), f"seed {seed}"
+    # (at 3e36 the squared distances exceed float32's range: inf in both, as the reference's cast)
+    torch.testing.assert_close(dist.cpu(), want_dist, rtol=1e-4, atol=1e-4 if cosine else 0.0,
+                               msg=f"seed {seed}")
 
 
 # ------------------------------------------------------------------ quantise step
