@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import genfast.ops as go
-from genfast.testing import stable_seed
 from genfast import _backends
 from genfast.reference import vq as ref
+from genfast.testing import stable_seed
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (N, K, D): one element, K = 1, D = 1, sizes not multiples of any tile (CPU 12 x 32, Triton
