@@ -11,6 +11,7 @@ import torch
 import genfast.ops as O
 from genfast.ops import invconv as inv_mod
 from genfast.reference import invconv as R
+from genfast.testing import stable_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -493,9 +494,19 @@ def _bad_params(edit):
         s[4] = 0.0
     elif edit == "nan_scale":
         s[4] = float("nan")
-    else:
-        assert edit == "inf_scale"
+    elif edit == "inf_scale":
         s[4] = float("-inf")
+    elif edit == "nan_lower":
+        lo[3, 1] = float("nan")
+    elif edit == "inf_upper":
+        up[1, 4] = float("inf")
+    elif edit == "nan_bias":
+        b[2] = float("nan")
+    elif edit == "big_log_s":
+        ls[2] = 100.0  # exp overflows float32: NaN outputs with a finite logdet before issue 14
+    else:
+        assert edit == "nan_log_s"
+        ls[0] = float("nan")
     return perm, lo, up, sg, ls, s, b
 
 
@@ -597,7 +608,7 @@ def test_triton_fold_matches_cpp_fold_and_reference(c, reverse, with_actnorm):
 @pytest.mark.parametrize(
     "edit, code",
     [("perm_dup", 1), ("perm_range", 1), ("perm_negative", 1), ("sign", 2), ("zero_scale", 3), ("nan_scale", 4),
-     ("inf_scale", 4)],
+     ("inf_scale", 4), ("nan_lower", 5), ("inf_upper", 6), ("nan_bias", 7), ("big_log_s", 8), ("nan_log_s", 8)],
 )
 def test_triton_fold_status_codes(edit, code):
     """Bad values give the C++ fold's status codes (csrc/include/genfast/invconv_math.h), in the
@@ -613,7 +624,7 @@ def test_triton_fold_status_codes(edit, code):
         fold_lu_triton(*dev, w, bias, ld, status, hw=9, reverse=reverse)
         assert int(status) == code
         if torch.device(device).type == "cpu":
-            with pytest.raises(ValueError, match="perm|sign_s|actnorm_scale"):
+            with pytest.raises(ValueError, match="perm|sign_s|actnorm_scale|lower|upper|actnorm_bias|log_s"):
                 O.actnorm_invconv(torch.randn(2, 6, 3, 3), *dev, reverse=reverse, backend="triton")
 
 
@@ -711,3 +722,91 @@ def test_eager_cpu_fold_memo_sees_every_change():
     check(reverse=False)
     check(actnorm=False)
     check(actnorm=True)
+
+
+# --------------------------------------------------------------- issue 14: regression tests
+NONFINITE_EDITS = [("nan_lower", "lower"), ("inf_upper", "upper"), ("nan_bias", "actnorm_bias"),
+                   ("big_log_s", "log_s"), ("nan_log_s", "log_s")]
+
+
+@pytest.mark.parametrize("edit, name", NONFINITE_EDITS)
+@pytest.mark.parametrize("path", ["cpu_fold", "autograd", "reference", "lu_weight", "lu_inverse_weight"])
+def test_non_finite_flow_parameters_are_rejected(edit, name, path):
+    """Issue 14, fault 8: NaN in lower / upper / log_s / actnorm_bias was not rejected (only in
+    actnorm_scale), and log_s = 100 gave NaN outputs with a finite logdet. Every path now raises
+    a ValueError naming the parameter: the C++ fold, the autograd path, explicit backends, and
+    the public LU functions."""
+    perm, lo, up, sg, ls, s, b = _bad_params(edit)
+    x = torch.randn(2, 6, 3, 3)
+    with pytest.raises(ValueError, match=name):
+        if path == "cpu_fold":
+            _skip_unless("cpu")
+            O.actnorm_invconv(x, perm, lo, up, sg, ls, s, b)
+        elif path == "autograd":
+            O.actnorm_invconv(x, perm, lo.requires_grad_(), up, sg, ls, s, b, reverse=True)
+        elif path == "reference":
+            O.actnorm_invconv(x, perm, lo, up, sg, ls, s, b, backend="reference")
+        elif name == "actnorm_bias":
+            O.fold_actnorm(torch.eye(6), s, b)
+        elif path == "lu_weight":
+            O.invconv_lu_weight(perm, lo, up, sg, ls)
+        else:
+            O.invconv_lu_inverse_weight(perm, lo, up, sg, ls)
+
+
+def test_non_finite_weight_of_invconv1x1_is_rejected():
+    """Issue 14, item 2: the weight and bias of a 1x1 convolution are parameters (rejected when
+    non-finite); the data x propagates NaN as the reference does."""
+    w = torch.eye(3)
+    with pytest.raises(ValueError, match="weight"):
+        O.invconv1x1(torch.randn(1, 3, 2, 2), w * float("nan"))
+    with pytest.raises(ValueError, match="bias"):
+        O.invconv1x1(torch.randn(1, 3, 2, 2), w, torch.tensor([0.0, float("inf"), 0.0]))
+    x = torch.randn(1, 3, 2, 2)
+    x[0, 1, 1, 0] = float("nan")
+    y = O.invconv1x1(x, w)
+    assert torch.equal(y.isnan(), R.invconv1x1(x, w).isnan())
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=lambda d: str(d).replace("torch.", ""))
+def test_lu_inverse_weight_half_precision(dtype):
+    """Issue 14, fault 6: invconv_lu_inverse_weight rejected float16 / bfloat16 factors with
+    NotImplementedError (torch's triangular solve takes neither) although its docstring and
+    invconv_lu_weight accept them; it now solves in float32 and returns the input dtype."""
+    gen = torch.Generator().manual_seed(stable_seed("lu-inverse-half", str(dtype)))
+    perm, lo, up, sg, ls, _, _ = _lu_params(7, gen, dtype)
+    w = O.invconv_lu_weight(perm, lo, up, sg, ls)
+    w_inv = O.invconv_lu_inverse_weight(perm, lo, up, sg, ls)
+    assert w.dtype == dtype and w_inv.dtype == dtype
+    want = R.invconv_lu_inverse_weight(perm, *(t.double() for t in (lo, up, sg, ls)))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(w_inv.double(), want, rtol=4 * eps, atol=4 * eps)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_with_empty_batch(backend):
+    """Issue 14, fault 6: backward of invconv1x1 / actnorm_invconv with N = 0 raised RuntimeError
+    (reshape(n, c, -1) is ambiguous for zero elements); the gradients are zeros."""
+    _skip_unless(backend)
+    device = _device_for(backend)
+    x = torch.zeros(0, 4, 3, 3, device=device, requires_grad=True)
+    w = torch.randn(4, 4, device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    O.invconv1x1(x, w, b, backend=backend).sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+    perm, lo, up, sg, ls, s, bb = _lu_params(4, torch.Generator().manual_seed(1), device=device)
+    lo.requires_grad_()
+    ls.requires_grad_()
+    y, logdet = O.actnorm_invconv(x, perm, lo, up, sg, ls, s, bb, backend=backend)
+    (y.sum() + logdet).backward()
+    assert torch.equal(lo.grad, torch.zeros_like(lo))
+
+
+def test_kernel_backends_refuse_float64():
+    """The float64 policy: explicit kernel backends refuse float64 (TypeError) instead of running
+    the reference; backend="auto" runs the reference."""
+    x = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    w = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="float64"):
+        O.invconv1x1(x, w, backend="cpu")
+    assert O.invconv1x1(x, w).dtype == torch.float64
