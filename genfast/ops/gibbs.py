@@ -186,7 +186,8 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         k: number of full Gibbs steps, an int >= 1.
         seed: Philox key (any int, modulo 2^64, or a one-element int64 tensor on the device so
             that a captured graph can advance it); None draws one from torch's default generator.
-        offset: stream position of the first draw (int or one-element int64 tensor).
+        offset: stream position of the first draw (int or one-element int64 tensor), read modulo
+            2^64: a negative ``-k`` is position ``2^64 - k`` (the stream wraps).
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "cuda" runs the kernel named
@@ -199,9 +200,11 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         The chain's state is float32 throughout; only the outputs are rounded to v's dtype.
 
     Raises:
-        TypeError: a non-tensor, an unsupported or mixed dtype, a non-int k or seed.
-        ValueError: wrong ranks, mismatched sizes, devices differ, k < 1, unknown ``visible``,
-            sigma <= 0, unknown backend.
+        TypeError: a non-tensor, an unsupported or mixed dtype, a non-int k or seed, float64
+            with an explicit kernel backend (float64 runs on "auto" / "reference").
+        ValueError: wrong ranks, mismatched sizes, devices differ, k outside [1, 2^31 - 1],
+            unknown ``visible``, sigma not a positive normal float32, unknown backend, inputs
+            too large for the free memory.
         BackendUnavailableError: the requested backend cannot run here.
     """
     _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend)

@@ -309,8 +309,10 @@ def test_empty_batch_and_defaults(backend):
 
 
 def test_float64_runs_the_reference():
+    """float64 on backend="auto" runs the oracle (documented); an explicit kernel backend refuses it
+    (test_kernel_backend_refuses_float64)."""
     v0, w, b, c = _model(5, 8, 3, torch.float64, 2)
-    out = O.gibbs(v0, w, b, c, k=2, seed=4, backend="cpu")
+    out = O.gibbs(v0, w, b, c, k=2, seed=4)
     ref = R.gibbs(v0, w, b, c, k=2, seed=4)
     assert out.v.dtype == torch.float64
     assert all(torch.equal(x, y) for x, y in zip(out, ref))
@@ -365,3 +367,50 @@ def test_opcheck(backend):
     for gaussian in (False, True):
         args = (v0, w, b, c, philox, 2, gaussian, 0.8, backend)
         torch.library.opcheck(torch.ops.genfast.gibbs.default, args)
+
+
+# --------------------------------------------------------------- issue 14: regression tests
+def test_huge_k_and_sigma_are_value_errors():
+    """Issue 14, faults 7 and 8: k = 2^63 raised a RuntimeError from the custom op's schema
+    (int64 overflow), and sigma = 1e39 passed and overflowed float32 inside the kernels."""
+    v0, w, b, c = _model(4, 6, 3, torch.float32, 0)
+    for k in (2**63, 2**31):
+        with pytest.raises(ValueError, match="k"):
+            O.gibbs(v0, w, b, c, k=k, seed=0)
+    for sigma in (1e39, 1e-39, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="sigma"):
+            O.gibbs(v0, w, b, c, seed=0, visible="gaussian", sigma=sigma)
+    with pytest.raises(TypeError, match="sigma"):
+        O.gibbs(v0, w, b, c, seed=0, visible="gaussian", sigma=torch.tensor(1.0))
+
+
+def test_num_counters_validates():
+    """Issue 14, fault 8: gibbs_num_counters(-5, 3, 2) returned -25."""
+    with pytest.raises(ValueError, match="batch"):
+        O.gibbs_num_counters(-5, 3, 2)
+    with pytest.raises(ValueError, match="k"):
+        O.gibbs_num_counters(5, 3, 2, k=-1)
+    with pytest.raises(TypeError, match="n_hidden"):
+        O.gibbs_num_counters(5, 3, 2.5)
+    assert O.gibbs_num_counters(5, 3, 2, 4) == 4 * 5 * (3 + 2)
+
+
+def test_seed_tensors_are_checked():
+    """Issue 14, faults 7 and 8: seed / offset tensors must be int64 with one value (or a [2]
+    (seed, offset) key); a float offset tensor is refused, not truncated."""
+    v0, w, b, c = _model(4, 6, 3, torch.float32, 0)
+    with pytest.raises(ValueError, match="seed"):
+        O.gibbs(v0, w, b, c, seed=torch.tensor([1, 2, 3]))
+    with pytest.raises(TypeError, match="offset"):
+        O.gibbs(v0, w, b, c, seed=torch.tensor(1), offset=torch.tensor(1.7))
+    key = O.gibbs(v0, w, b, c, seed=torch.tensor([7, 40]))
+    ints = O.gibbs(v0, w, b, c, seed=7, offset=40)
+    assert all(torch.equal(u, v) for u, v in zip(key, ints))
+
+
+def test_kernel_backend_refuses_float64():
+    """The float64 policy: backend="cpu" refuses float64 (TypeError); "auto" runs the reference."""
+    v0, w, b, c = _model(4, 6, 3, torch.float64, 0)
+    with pytest.raises(TypeError, match="float64"):
+        O.gibbs(v0, w, b, c, seed=0, backend="cpu")
+    assert O.gibbs(v0, w, b, c, seed=0).v.dtype == torch.float64
