@@ -384,8 +384,9 @@ _COMMON_ARGS_DOC = """
         seed / offset: without ``noise``, the noise of the element at flat index i comes from
             genfast's Philox stream, number ``offset + i`` under ``seed`` (ints, read modulo
             2^64, so a negative offset -k is position 2^64 - k; or int64 one-value device
-            tensors for graph capture, or a [2] (seed, offset) tensor as ``seed``); with neither noise nor seed, seed and
-            offset are drawn from torch's default generator of the sample's device.
+            tensors for graph capture, or a [2] (seed, offset) tensor as ``seed``); with
+            neither noise nor seed, seed and offset are drawn from torch's default generator of
+            the sample's device.
         model_output_uncond: optional unconditional prediction, shaped like model_output; then
             the guided output ``uncond + guidance_scale * (model_output - uncond)`` is formed in
             the kernel (classifier-free guidance, Ho & Salimans 2022).
