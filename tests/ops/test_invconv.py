@@ -3,6 +3,7 @@ and bad inputs."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -17,6 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BACKENDS = ("cpu", "triton", "reference", "cuda")
+# The backends compared with the oracle (the reference compared with itself would catch no oracle
+# bug, issue 14); the oracle has its own self-check against independent computations.
+KERNELS = ("cpu", "triton", "cuda")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CHANNELS = (1, 2, 3, 5, 7, 12, 13, 16, 31, 33, 48, 64, 65, 97, 128, 250, 512)
 
@@ -74,7 +78,7 @@ def _err_bound(got, expected64, plain):
 # ------------------------------------------------------------------------ kernel vs reference
 @pytest.mark.parametrize("case", range(8))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNELS)
 def test_invconv1x1_matches_reference(backend, dtype, case):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -95,7 +99,7 @@ def test_invconv1x1_matches_reference(backend, dtype, case):
     assert err <= bound, f"{backend} {dtype} shape {(n, c, h, w)}: error {err:.3g} > {bound:.3g}"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNELS)
 def test_invconv1x1_empty_and_single(backend):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -131,7 +135,7 @@ def test_cpu_kernel_non_contiguous_input():
 
 # ---------------------------------------------------------------- the fused actnorm + LU op
 @pytest.mark.parametrize("case", range(5))
-@pytest.mark.parametrize("backend", ("cpu", "triton", "reference", "cuda"))
+@pytest.mark.parametrize("backend", KERNELS)
 def test_actnorm_invconv_matches_reference_and_inverts(backend, case):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -810,3 +814,46 @@ def test_kernel_backends_refuse_float64():
     with pytest.raises(TypeError, match="float64"):
         O.invconv1x1(x, w, backend="cpu")
     assert O.invconv1x1(x, w).dtype == torch.float64
+
+
+# ------------------------------------------------------------------ oracle self-checks
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_oracle_self_check(reverse):
+    """Oracle self-check (not kernel coverage): genfast.reference.invconv against computations
+    that share none of its code, in float64: F.conv2d for the 1x1 convolution, the weight built
+    from explicit permutation / triangular matrices, a dense inverse for the reverse map, and
+    slogdet for the log-determinant."""
+    seed = stable_seed("invconv-oracle", reverse)
+    gen = torch.Generator().manual_seed(seed)
+    c = 7
+    perm, lo, up, sg, ls, s, b = [t.double() if t.is_floating_point() else t for t in _lu_params(c, gen)]
+    x = torch.randn(3, c, 4, 5, generator=gen, dtype=torch.float64)
+    w = torch.randn(c, c, generator=gen, dtype=torch.float64)
+    bias = torch.randn(c, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(R.invconv1x1(x, w, bias),
+                               torch.nn.functional.conv2d(x, w[:, :, None, None], bias))
+    pmat = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        pmat[i, perm[i]] = 1.0
+    lmat = torch.eye(c, dtype=torch.float64)
+    umat = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        for j in range(c):
+            if i > j:
+                lmat[i, j] = lo[i, j]
+            elif i < j:
+                umat[i, j] = up[i, j]
+        umat[i, i] = sg[i] * math.exp(ls[i])
+    weight = pmat @ lmat @ umat
+    torch.testing.assert_close(R.invconv_lu_weight(perm, lo, up, sg, ls), weight)
+    torch.testing.assert_close(R.invconv_lu_inverse_weight(perm, lo, up, sg, ls), torch.linalg.inv(weight))
+    y, logdet = R.actnorm_invconv(x, perm, lo, up, sg, ls, s, b, reverse=reverse)
+    full = weight @ torch.diag(s)  # the per-pixel map x -> W (s x + b)
+    if not reverse:
+        want = torch.nn.functional.conv2d(x * s[:, None, None] + b[:, None, None], weight[:, :, None, None])
+    else:
+        want = torch.nn.functional.conv2d(x, torch.linalg.inv(weight)[:, :, None, None])
+        want = (want - b[:, None, None]) / s[:, None, None]
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+    sign = -1.0 if reverse else 1.0
+    torch.testing.assert_close(logdet, sign * 20 * torch.linalg.slogdet(full)[1])

@@ -87,7 +87,8 @@ def test_cross_backend_equal(fn):
 
 
 @pytest.mark.parametrize("fn", ["randn", "rand"])
-@pytest.mark.parametrize("backend", ["cuda", "cpu", "triton", "reference"])
+@pytest.mark.parametrize("backend", ["cuda", "cpu", "triton", pytest.param("reference",
+                                                                         id="reference-oracle-self-check")])
 def test_offset_property(backend, fn):
     """A draw of n at offset k is elements k .. k+n-1 of a draw at offset 0, for offsets that
     start inside a Philox counter (k mod 4 != 0) and across the 2^32 and 2^64 wraps."""
