@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.genfast-deps
 
-.PHONY: demo test build setup bench lint clean
+.PHONY: demo test build setup bench lint clean fuzz sanitize mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,11 +31,15 @@ demo: build
 test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -ra tests
 
+# Mutation check of the suite (issue 14): each one-line fault in tools/mutants.py must fail a test.
+mutants: build
+	TRITON_INTERPRET=1 $(PY) tools/mutants.py
+
 bench: build
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check genfast tests benchmarks
+	$(VENV)/bin/ruff check genfast tests benchmarks tools
 
 clean:
 	rm -rf build dist *.egg-info
