@@ -31,6 +31,14 @@ demo: build
 test: build
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -ra tests
 
+# The property-based fuzz tests (tests/ops/test_fuzz.py) with a large budget: every public op
+# against its oracle, and bad inputs; `make test` runs the same tests with 50 examples each.
+FUZZ_EXAMPLES ?= 2000
+FUZZ_BACKENDS ?= cpu
+fuzz: build
+	GENFAST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) GENFAST_FUZZ_BACKENDS=$(FUZZ_BACKENDS) TRITON_INTERPRET=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/ops/test_fuzz.py
+
 # Mutation check of the suite (issue 14): each one-line fault in tools/mutants.py must fail a test.
 mutants: build
 	TRITON_INTERPRET=1 $(PY) tools/mutants.py

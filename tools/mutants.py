@@ -39,6 +39,20 @@ MUTANTS = [
         ["tests/ops/test_vq.py", "-k", "oracle or ties or duplicate"],
     ),
     (
+        "reference DDPM posterior-mean coefficient off by 0.1 % (seen by the fuzz tests)",
+        "genfast/reference/sampling_step.py",
+        "c_x0 = (a_prev.sqrt() * cur_beta) / beta_t",
+        "c_x0 = 1.001 * (a_prev.sqrt() * cur_beta) / beta_t",
+        ["tests/ops/test_fuzz.py", "-k", "ddpm"],
+    ),
+    (
+        "VQ overflow scaling: distances not scaled back (seen by the fuzz and extreme tests)",
+        "genfast/ops/vq.py",
+        "inv_s = ((127 - k).to(torch.int32) << 23).view(torch.float32)",
+        "inv_s = torch.ones_like(s)",
+        ["tests/ops/test_fuzz.py", "-k", "vq", "tests/ops/test_vq.py", "-k", "extreme"],
+    ),
+    (
         "DDPM model: conditional and unconditional outputs swapped",
         "genfast/models/ddpm.py",
         "e_c, e_u = eps.chunk(2)",

@@ -32,6 +32,7 @@ from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
     MEMORY_CHECK_BYTES,
+    check_int,
     check_memory,
     check_tensor,
     eager_fast_path,
@@ -177,6 +178,14 @@ def _check_values(name, ok, message, t, op):
         torch._assert_async(ok, f"{op}: {message}")
 
 
+def _check_square_memory(op, c, device):
+    """The O(C^2) set-up (the weight, its factors and temporaries: about 6 C^2 float64 values)
+    must fit the free memory, checked before anything is allocated."""
+    need = 6 * c * c * 8
+    if need >= MEMORY_CHECK_BYTES:
+        check_memory(op, f"C = {c} channels", need, device)
+
+
 def _check_finite(name, t, op):
     _check_values(name, torch.isfinite(t).all(), f"{name} must be finite (no NaN or inf)", t, op)
 
@@ -218,6 +227,7 @@ def _check_lu(op, c, device, perm, lower, upper, sign_s, log_s, values=True, com
     check_tensor("lower", lower, op=op, dtypes=_FLOAT_DTYPES, device=device, ndim=2)
     if c is None:
         c, device = lower.shape[0], lower.device
+    _check_square_memory(op, c, device)  # before any value check allocates
     for name, t in (("lower", lower), ("upper", upper)):
         check_tensor(name, t, op=op, dtypes=_FLOAT_DTYPES, device=device, ndim=2)
         if tuple(t.shape) != (c, c):
@@ -273,7 +283,9 @@ def _fold_backend(x, backend, perm, params):
     """The resolved backend when the LU parameters can go to a one-call fold: float32 contiguous
     parameters (None allowed) and an int64 contiguous perm, all on x's device, and nothing to
     record for autograd (eager_fast_path). None otherwise, or when ``backend`` cannot run here."""
-    for t in params:
+    for i, t in enumerate(params):
+        if t is None and i < 4:  # lower, upper, sign_s and log_s are required
+            return None
         if t is not None and not (isinstance(t, torch.Tensor) and t.dtype == torch.float32
                                   and t.device == x.device and t.is_contiguous()):
             return None
@@ -384,8 +396,10 @@ def invconv1x1(
         [N, C, H, W] in ``x.dtype``, computed in float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: a non-tensor or a non-floating dtype.
-        ValueError: wrong ranks or shapes, tensors on different devices, unknown backend.
+        TypeError: a non-tensor or a non-floating dtype; float64 with an explicit kernel backend.
+        ValueError: wrong ranks or shapes, tensors on different devices, unknown backend, a
+            non-finite weight or bias (checked on the host for CPU tensors, by a device-side
+            assert on a GPU), inputs too large for the free memory.
         BackendUnavailableError: the requested backend cannot run here.
     """
     op = "genfast.ops.invconv1x1"
@@ -396,6 +410,8 @@ def invconv1x1(
         raise ValueError(
             f"{op}: weight must have shape ({c}, {c}) for x with {c} channels, got {tuple(weight.shape)}"
         )
+    _check_square_memory(op, c, x.device)
+    _check_x_memory(op, x)
     if bias is not None:
         _check_vector("bias", bias, c, x.device, op)
     # the weights of a flow layer are parameters: non-finite ones are rejected up front
@@ -404,7 +420,6 @@ def invconv1x1(
         _check_finite("bias", bias, op)
     if x.dtype == torch.float64 and backend not in ("auto", "reference"):
         resolve_backend(backend, x, op)  # raises the TypeError of the float64 policy
-    _check_x_memory(op, x)
     ct = _compute_dtype(x.dtype)
     weight = weight.to(ct).contiguous()
     bias = bias.to(ct).contiguous() if bias is not None else None
@@ -478,14 +493,13 @@ def invconv_logdet(log_s: torch.Tensor, hw: int, actnorm_scale: torch.Tensor | N
 
     Raises:
         TypeError: non-tensor inputs or a non-int ``hw``.
-        ValueError: negative ``hw``, mismatched shapes, a zero actnorm scale.
+        ValueError: ``hw`` outside [0, 2^53], mismatched shapes, a zero or non-finite actnorm
+            scale.
     """
     op = "genfast.ops.invconv_logdet"
     check_tensor("log_s", log_s, op=op, dtypes=_FLOAT_DTYPES, ndim=1)
-    if isinstance(hw, bool) or not isinstance(hw, int):
-        raise TypeError(f"{op}: hw must be an int, got {type(hw).__name__}")
-    if hw < 0:
-        raise ValueError(f"{op}: hw must be >= 0, got {hw}")
+    # an int exactly representable in float64 (a pixel count: 2^53 is far beyond any image)
+    check_int("hw", hw, op=op, lo=0, hi=2**53)
     _check_actnorm(op, log_s.shape[0], log_s.device, actnorm_scale, None)
     return _logdet(log_s, hw, actnorm_scale)
 
@@ -519,6 +533,7 @@ def fold_actnorm(
     c = weight.shape[0]
     if tuple(weight.shape) != (c, c):
         raise ValueError(f"{op}: weight must be square, got {tuple(weight.shape)}")
+    _check_square_memory(op, c, weight.device)
     _check_finite("weight", weight, op)
     _check_actnorm(op, c, weight.device, actnorm_scale, actnorm_bias)
     return _fold(weight, actnorm_scale, actnorm_bias, inverse)
