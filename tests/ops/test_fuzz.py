@@ -173,8 +173,8 @@ def test_fuzz_ddpm_step(backend, case, data):
     dev = _device(backend)
     var = data.draw(st.sampled_from(["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"]))
     ac = _schedule(data.draw(st.sampled_from(["linear", "cos", "zero_snr"]))).to(dev)
-    t = data.draw(st.one_of(st.integers(0, 999), st.lists(st.integers(0, 999), min_size=shape[0],
-                                                           max_size=shape[0]).map(lambda v: torch.tensor(v, dtype=torch.int64))))
+    per_row = st.lists(st.integers(0, 999), min_size=shape[0], max_size=shape[0])
+    t = data.draw(st.one_of(st.integers(0, 999), per_row.map(lambda v: torch.tensor(v, dtype=torch.int64))))
     if isinstance(t, torch.Tensor):
         t = t.to(dev)
     kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
