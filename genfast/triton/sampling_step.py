@@ -68,10 +68,13 @@ def _sampling_step_kernel(
             std = 0.0
         gate = t > 0
     else:
-        var = (beta_prev / beta_t) * (1.0 - a_t / a_prev)
+        r = a_t / a_prev
+        var = (beta_prev / beta_t) * (1.0 - r)
         std = eta * tl.sqrt(var)
         c_x0 = tl.sqrt(a_prev)
-        rest = 1.0 - a_prev - std * std
+        # 1 - a_prev - std^2 without cancellation (csrc/include/genfast/sampling_step_math.h)
+        eta2 = eta * eta
+        rest = beta_prev * ((1.0 - eta2) * beta_t + eta2 * (a_t * beta_prev / a_prev)) / beta_t
         c_xt = tl.sqrt(tl.where(rest < 0.0, 0.0, rest))
         gate = eta > 0.0
 
