@@ -195,6 +195,10 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
             multiplies on the tensor cores with float32 accuracy
             (``genfast.triton.gibbs.FP32_PRECISION``).
 
+    Non-finite values: sigma must be a positive normal float32 and k an int in [1, 2^31 - 1];
+    NaN and inf in ``v``, the weights and the biases are not rejected: the chain computes what the
+    reference computes (an infinite weight gives NaN pre-activations where its unit is off).
+
     Returns:
         GibbsResult ``(v, h, v_prob, h_prob)``: [B, V], [B, H], [B, V], [B, H] in v's dtype.
         The chain's state is float32 throughout; only the outputs are rounded to v's dtype.

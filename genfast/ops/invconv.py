@@ -392,6 +392,9 @@ def invconv1x1(
         bias: optional [C] floating, converted like ``weight``.
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
 
+    Non-finite values: ``weight`` and ``bias`` are parameters and must be finite (rejected up
+    front); NaN and inf in ``x`` propagate as in the reference.
+
     Returns:
         [N, C, H, W] in ``x.dtype``, computed in float32 (float64 for float64 inputs).
 
@@ -449,8 +452,9 @@ def invconv_lu_weight(
         [C, C] in the dtype of ``lower``.
 
     Raises:
-        TypeError / ValueError: wrong types, shapes, devices, or a ``perm`` / ``sign_s`` that is
-            not a permutation / not +-1.
+        TypeError / ValueError: wrong types, shapes, devices, a ``perm`` / ``sign_s`` that is
+            not a permutation / not +-1, non-finite ``lower`` / ``upper``, or ``log_s`` outside
+            [-87, 88] ([-708, 709] for float64), where exp(log_s) would overflow or be subnormal.
     """
     op = "genfast.ops.invconv_lu_weight"
     _check_lu(op, None, None, perm, lower, upper, sign_s, log_s)
@@ -526,7 +530,8 @@ def fold_actnorm(
         (weight_eff [C, C], bias_eff [C]) in ``weight``'s dtype, for :func:`invconv1x1`.
 
     Raises:
-        TypeError / ValueError: wrong types or shapes, a zero actnorm scale.
+        TypeError / ValueError: wrong types or shapes, a zero or non-finite actnorm scale, a
+            non-finite weight or actnorm bias (parameters are rejected up front).
     """
     op = "genfast.ops.fold_actnorm"
     check_tensor("weight", weight, op=op, dtypes=_FLOAT_DTYPES, ndim=2)
@@ -590,6 +595,11 @@ def actnorm_invconv(
         actnorm_scale: optional [C] non-zero actnorm scale s; actnorm_bias: optional [C] b.
         reverse: apply the inverse map.
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference" (for the per-pixel product).
+
+    Non-finite values: the parameters are rejected up front when ``lower``, ``upper`` or
+    ``actnorm_bias`` hold NaN or inf, ``actnorm_scale`` a zero or non-finite entry, or ``log_s``
+    lies outside [-87, 88] ([-708, 709] for float64 x), where exp(log_s) overflows or is
+    subnormal; NaN and inf in ``x`` propagate as in the reference.
 
     Returns:
         (out [N, C, H, W] in ``x.dtype``, logdet): ``logdet`` is a 0-dim tensor (float32, or

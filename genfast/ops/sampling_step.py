@@ -415,6 +415,12 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
 
     Noise is added only on rows with t > 0.
 
+    Non-finite values (README, "Bad input, non-finite values and overflow"): float parameters
+    must be finite and within float32's range, alphas_cumprod in [0, 1], timesteps in range and
+    prev_timestep < timestep (rejected up front); NaN and inf in model_output, sample, the
+    unconditional output and noise propagate exactly as in the reference (a NaN in a row's x0
+    under dynamic thresholding makes that row NaN); float16 / bfloat16 are computed in float32.
+
     Returns:
         (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.
 
@@ -459,6 +465,9 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
         eta: weight of the noise, >= 0 (0 is deterministic DDIM, 1 is DDPM-like); noise is
             added only when eta > 0.
         use_clipped_model_output: re-derive epsilon from the clipped x0 (as diffusers).
+
+    Non-finite values: as :func:`ddpm_step`. The coefficient of eps, sqrt(1 - a_prev - std^2), is
+    evaluated in a form without cancellation (genfast.reference.sampling_step.ddim_step).
 
     Returns:
         (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.

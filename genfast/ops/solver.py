@@ -286,6 +286,9 @@ def solver_step(
             stored (diffusers' UniPC and LCM round it so); otherwise ``y1`` stays in float32.
         backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
 
+    Non-finite values: float parameters must be finite and within float32's range (rejected up
+    front); NaN and inf in the data tensors and in ``coefficients`` propagate as in the reference.
+
     Returns:
         :class:`SolverStepOutput` ``(prev_sample, converted, corrected)``, each like ``sample``
         (None where not asked for).

@@ -225,6 +225,13 @@ def vq_nearest(
             on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
             products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
 
+    Non-finite values and overflow: non-finite values in z or the codebook are rejected (a
+    ValueError on CPU tensors, a device-side assert on a GPU). The float32 scores would overflow
+    for magnitudes around 1e19 and underflow around 1e-25, so every backend first multiplies z
+    and the codebook by one power of two (exact: the ranking is unchanged) whenever the largest
+    magnitude lies outside [2^-40, ~2^59]; the returned squared distance is scaled back and is
+    inf only where the true value exceeds float32's range.
+
     Returns:
         (indices, distances): int64 [N] in [0, K); float32 [N] (float64 for float64 inputs):
         the squared Euclidean distance ``||z_i - e_k*||^2``, or the cosine similarity
