@@ -9,10 +9,13 @@ Rows per shape and direction (float32, NCHW):
   preallocated output from the Python layer;
 - ``reference``; ``channels-last torch.matmul``: the plain [N*H*W, C] x [C, C] product of the same
   size (the bar of the issue: genfast within 1.5x of it);
-- ``normflows``: ``ActNorm`` + ``Invertible1x1Conv(use_lu=True)`` (when importable). normflows
-  maps latent -> data in ``forward``; the rows compare the same composition: genfast forward vs
-  normflows ``ActNorm.forward`` then ``Invertible1x1Conv.forward``, genfast inverse vs
-  ``Invertible1x1Conv.inverse`` then ``ActNorm.inverse``.
+- ``normflows``: ``ActNorm`` + ``Invertible1x1Conv(use_lu=True)`` (when importable), paired by the
+  map applied, not by method name: normflows maps latent -> data in ``forward``, so its
+  ``Invertible1x1Conv.forward`` applies W^-1 (two float64 dense inverses per call) and its
+  ``inverse`` applies W = P L U. genfast forward (y = W (s x + b)) is timed against
+  ``ActNorm.forward`` then ``Invertible1x1Conv.inverse``; genfast inverse (x = (W^-1 y - b) / s)
+  against ``Invertible1x1Conv.forward`` then ``ActNorm.inverse``. Before timing, both outputs
+  are checked to agree with the reference's.
 
 Every candidate is timed right after the same warm-up (a 1024^3 matrix product, which changes
 normflows' time by up to 3x on this CPU, see NOTES.md), in interleaved rounds; the median over
@@ -110,10 +113,13 @@ def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):
     cands["channels-last torch.matmul"] = lambda: torch.matmul(x_cl, we.t())
     if nf is not None:
         act, conv = (m.to(device) for m in _normflows_pair(c, [p.cpu() for p in params]))
-        if rev:
-            cands["normflows"] = lambda: act.inverse(conv.inverse(x)[0])
-        else:
-            cands["normflows"] = lambda: conv(act(x)[0])
+        if rev:  # x = (W^-1 y - b) / s: normflows' forward applies W^-1, then ActNorm.inverse
+            cands["normflows"] = lambda: act.inverse(conv(x)[0])[0]
+        else:  # y = W (s x + b): ActNorm.forward, then normflows' inverse applies W
+            cands["normflows"] = lambda: conv.inverse(act(x)[0])[0]
+        with torch.no_grad():  # the pairing is by the map applied: same outputs as the reference
+            want = R.actnorm_invconv(x, *params, reverse=rev)[0]
+            torch.testing.assert_close(cands["normflows"](), want, rtol=1e-3, atol=1e-3 * (1 + want.abs().max()))
     return cands
 
 

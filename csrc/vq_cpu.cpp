@@ -147,6 +147,7 @@ void vq_cpu(const VqParams& P) {
   float* counts = reinterpret_cast<float*>(P.counts);        // [k] or null
   float* sums = reinterpret_cast<float*>(P.sums);            // [k, d] or null
   const int64_t n = P.n, k = P.k, d = P.d;
+  const VQScaling sc = vq_scaling(reinterpret_cast<const float*>(P.scaling));  // power-of-two scaling (vq_math.h)
   const int64_t nblocks = (k + kNR - 1) / kNR;
 
   // Packed codebook: w[block][d][kNR] and bias[block * kNR + j].
@@ -159,9 +160,9 @@ void vq_cpu(const VqParams& P) {
         const int64_t code = b * kNR + jj;
         if (code < k) {
           float scale, bs;
-          vq_code_coeffs<T>(cb + code * d, d, P.cosine, scale, bs);
+          vq_code_coeffs<T>(cb + code * d, d, P.cosine, sc, scale, bs);
           bias[b * kNR + jj] = bs;
-          for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = scale * load_f32<T>(cb, code * d + j);
+          for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = scale * (load_f32<T>(cb, code * d + j) * sc.s);
         } else {
           bias[b * kNR + jj] = std::numeric_limits<float>::infinity();
           for (int64_t j = 0; j < d; ++j) wb[j * kNR + jj] = 0.0f;
@@ -194,7 +195,7 @@ void vq_cpu(const VqParams& P) {
     for (int64_t r = 0; r < rows; ++r) {
       float* p = zp.data() + (r / kMR) * d * kMR + (r % kMR);
       const T* zr = z + (r0 + r) * d;
-      for (int64_t j = 0; j < d; ++j) p[j * kMR] = load_f32<T>(zr, j);
+      for (int64_t j = 0; j < d; ++j) p[j * kMR] = load_f32<T>(zr, j) * sc.s;
     }
     for (int64_t c0 = 0; c0 < nblocks; c0 += chunk_blocks) {
       const int64_t c1 = std::min(nblocks, c0 + chunk_blocks);
@@ -227,7 +228,7 @@ void vq_cpu(const VqParams& P) {
       const T* zr = z + row * d;
       const T* er = cb + idx * d;
       indices[row] = idx;
-      distances[row] = vq_final_distance<T>(zr, er, d, P.cosine);
+      distances[row] = vq_final_distance<T>(zr, er, d, P.cosine, sc);
       if (z_q) {
         T* q = z_q + row * d;
         for (int64_t j = 0; j < d; ++j) q[j] = er[j];

@@ -34,12 +34,13 @@ constexpr int kBD = 16;
 template <typename T>
 __global__ void vq_coeffs_kernel(const T* __restrict__ e,  // [k, d]
                                  int64_t k, int64_t d, bool cosine,
+                                 const float* __restrict__ scaling,  // [3] (s, eps * s, 1 / s)
                                  float* __restrict__ scale,  // [k]
                                  float* __restrict__ bias) {  // [k]
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= k) return;
   float s, b;
-  vq_code_coeffs<T>(e + c * d, d, cosine, s, b);
+  vq_code_coeffs<T>(e + c * d, d, cosine, vq_scaling(scaling), s, b);
   scale[c] = s;
   bias[c] = b;
 }
@@ -50,6 +51,7 @@ __global__ void __launch_bounds__(kThreads)
                      const T* __restrict__ e,         // [k, d]
                      const float* __restrict__ scale,  // [k]
                      const float* __restrict__ bias,   // [k]
+                     const float* __restrict__ scaling,  // [3] (s, eps * s, 1 / s)
                      int64_t n, int64_t k, int64_t d, bool cosine,
                      int64_t* __restrict__ indices,  // [n]
                      float* __restrict__ distances,  // [n]
@@ -62,6 +64,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tx = tid % kTX;
   const int ty = tid / kTX;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const VQScaling sc = vq_scaling(scaling);
 
   float bv[kTM];
   int64_t bi[kTM];
@@ -88,14 +91,14 @@ __global__ void __launch_bounds__(kThreads)
         const int dd = q % kBD;
         const int64_t row = row0 + r;
         const int64_t col = d0 + dd;
-        zs[dd][r] = (row < n && col < d) ? load_f32<T>(z, row * d + col) : 0.0f;
+        zs[dd][r] = (row < n && col < d) ? load_f32<T>(z, row * d + col) * sc.s : 0.0f;
       }
       for (int q = tid; q < kBN * kBD; q += kThreads) {
         const int c = q / kBD;
         const int dd = q % kBD;
         const int64_t code = k0 + c;
         const int64_t col = d0 + dd;
-        ws[dd][c] = (code < k && col < d) ? scale[code] * load_f32<T>(e, code * d + col) : 0.0f;
+        ws[dd][c] = (code < k && col < d) ? scale[code] * (load_f32<T>(e, code * d + col) * sc.s) : 0.0f;
       }
       __syncthreads();
       // Padded columns add fmaf(0, 0, acc) = acc exactly, so the sum equals the CPU's over d terms.
@@ -150,7 +153,7 @@ __global__ void __launch_bounds__(kThreads)
     const T* er = e + idx * d;
     if (tx == 0) {
       indices[row] = idx;
-      distances[row] = vq_final_distance<T>(zr, er, d, cosine);
+      distances[row] = vq_final_distance<T>(zr, er, d, cosine, sc);
       if (counts) atomicAdd(counts + idx, 1.0f);
     }
     if (z_q) {
@@ -170,13 +173,14 @@ void launch(const VqParams& P, cudaStream_t s) {
   const T* ep = reinterpret_cast<const T*>(P.codebook);
   float* scale = reinterpret_cast<float*>(P.workspace);
   float* bias = scale + k;
+  const float* scl = reinterpret_cast<const float*>(P.scaling);
   const int64_t cblocks = ceil_div(k, 256);
   const int64_t sblocks = ceil_div(n, kBM);
   if (cblocks > INT_MAX || sblocks > INT_MAX) throw std::runtime_error("genfast vq_quantize_cuda: tensor too large");
-  vq_coeffs_kernel<T><<<static_cast<unsigned>(cblocks), 256, 0, s>>>(ep, k, d, cosine, scale, bias);
+  vq_coeffs_kernel<T><<<static_cast<unsigned>(cblocks), 256, 0, s>>>(ep, k, d, cosine, scl, scale, bias);
   cuda_check_launch("vq_quantize (code coefficients)");
   vq_search_kernel<T><<<static_cast<unsigned>(sblocks), kThreads, 0, s>>>(
-      zp, ep, scale, bias, n, k, d, cosine, reinterpret_cast<int64_t*>(P.indices),
+      zp, ep, scale, bias, scl, n, k, d, cosine, reinterpret_cast<int64_t*>(P.indices),
       reinterpret_cast<float*>(P.distances), reinterpret_cast<T*>(P.z_q), reinterpret_cast<float*>(P.counts),
       reinterpret_cast<float*>(P.sums));
   cuda_check_launch("vq_quantize (search)");

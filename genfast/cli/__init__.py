@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     # Activations and weights decaying towards zero can become denormal floats, which x86 CPUs
-    # handle 10-100x slower; flushing them to zero changes no result the CLI reports.
+    # handle 10-100x slower; flushing them to zero changes no result the CLI reports. The mode is
+    # process-wide, so it is restored on return (main may be called in-process, e.g. by tests).
+    was_flushing = bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0)[0] == 0)
     torch.set_flush_denormal(True)
     try:
         if args.command == "demo":
@@ -172,3 +174,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genfast: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_flush_denormal(was_flushing)

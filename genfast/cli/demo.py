@@ -175,10 +175,16 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
     from genfast.cli import resolve_device
 
     t_demo = time.perf_counter()
+    only = None
+    if args.only is not None:
+        # an empty or blank --only names no stage: an error, not "run everything"
+        only = [s.strip() for s in args.only.split(",") if s.strip()]
+        if not only:
+            raise ValueError(f"--only: no stage named in {args.only!r}; give a comma-separated list such as "
+                             "ddpm,glow (or leave --only out to run every stage)")
     device = resolve_device(args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     stages = _stages(families, only)
     total_budget = sum(float(getattr(m, "DEMO_BUDGET_S", 0.0)) for _, m in stages)
     print(

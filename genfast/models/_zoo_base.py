@@ -156,24 +156,26 @@ class ZooModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ---------------------------------------------------------------- batches
-    def _check_images(self, x, name: str = "images", move: bool = True) -> torch.Tensor:
+    def _check_images(self, x, name: str = "images", move: bool = True, in_range: bool = False) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+            raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"{name} must be [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"{name} is empty")
+        if in_range:
+            check_image_range(x, name)
         return x.to(self.device, torch.float32) if move else x
 
     def _unpack(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``batch`` -> ``(images, labels or None, indices or None)`` on the model's device."""
         if isinstance(batch, torch.Tensor):
-            return self._check_images(batch, "batch"), None, None
+            return self._check_images(batch, "batch", in_range=True), None, None
         if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
             raise TypeError("batch must be an image tensor or a tuple (images[, labels[, indices]])")
-        x = self._check_images(batch[0], "batch images")
+        x = self._check_images(batch[0], "batch images", in_range=True)
         extra = []
         for what, t in zip(("labels", "indices"), list(batch[1:]) + [None] * (3 - len(batch))):
             if t is None:
@@ -222,7 +224,7 @@ class ZooModel(nn.Module):
         Raises:
             ValueError: bad images or labels, or neither ``steps`` nor ``time_budget_s``.
         """
-        images = self._check_images(images, move=False)
+        images = self._check_images(images, move=False, in_range=True)
         n = images.shape[0]
         if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
             raise ValueError(f"labels must be an [N={n}] int64 tensor or None")
@@ -312,6 +314,8 @@ class ZooModel(nn.Module):
             ValueError: a corrupt file, another model's checkpoint, or weights that do not match.
         """
 
+        from genfast._checkpoint import read_json, validate_config, validate_record
+
         d = Path(directory)
         cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
         if not d.is_dir():
@@ -319,53 +323,79 @@ class ZooModel(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"checkpoint file not found: {p}")
-        try:
-            record = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"corrupt checkpoint config {cfg_path}: {exc}") from exc
-        name = record.get("model") if isinstance(record, dict) else None
+        record = read_json(cfg_path)
+        name = record.get("model")
         klass = _REGISTRY.get(name) if isinstance(name, str) else None
-        if klass is None or "config" not in record:
-            raise ValueError(f"{cfg_path} is not a genfast autoencoder/GAN checkpoint (model {name!r})")
+        if klass is None:
+            raise ValueError(f"{cfg_path}: key 'model': {name!r} is not a genfast autoencoder/GAN "
+                             f"(one of {', '.join(sorted(_REGISTRY))})")
         if not issubclass(klass, cls):
             raise ValueError(f"{cfg_path} holds a {name}, not a {cls.__name__}")
-        config = dict(record["config"])
-        config["image_shape"] = tuple(config["image_shape"])
-        for k, v in config.items():
-            if isinstance(v, list):
-                config[k] = tuple(v)
+        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
+        if record.get("format_version", 0) > _FORMAT_VERSION:
+            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
+                             "this genfast")
+        config = validate_config(cfg_path, record["config"], klass)
         model = build_and_load_weights(klass, config, w_path, cfg_path)
         model.step_count = int(record.get("step_count", 0))
-        model.training_info = dict(record.get("training", {}))
-        model.training_info["extra"] = record.get("extra", {})
+        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
+        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
         model.eval()
         return model.to(device) if device is not None else model
 
 
-def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:
-    """``klass(**config)`` with the safetensors weights of ``w_path`` loaded strictly; never unpickles.
-
-    Shared by every checkpoint loader that writes config.json + model.safetensors.
+def check_image_range(x: torch.Tensor, name: str = "images") -> None:
+    """Training images must be floats in [-1, 1] (what every model here is built for: tanh
+    outputs, the DDPM's clipping, the likelihood's bins). uint8 or [0, 255] images, or NaN, are
+    a ValueError naming the range, not silently learned at the wrong scale.
 
     Raises:
-        ValueError: the config does not build a model, the weights file is corrupt, or the
-            weights do not match the config (each message names the file).
+        TypeError: not a floating tensor.
+        ValueError: values outside [-1, 1] (a float32 rounding slack of 1e-6 allowed), or NaN.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)
+    if not (-1.0 - 1e-6 <= lo and hi <= 1.0 + 1e-6):  # NaN fails too
+        hint = " (images in [0, 255] or [0, 1]: pass x / 127.5 - 1 or 2 x - 1)" if hi > 1.0 else ""
+        raise ValueError(f"{name} must lie in [-1, 1], the range the models are built for; got values in "
+                         f"[{lo:g}, {hi:g}]{hint}")
 
+
+def _record_schema():
+    from genfast._checkpoint import Rule
+
+    return {"model": Rule("str"), "format_version": Rule("int", 0, 1 << 30), "step_count": Rule("int", 0, 1 << 62),
+            "ema_updates": Rule("int", 0, 1 << 62)}
+
+
+_RECORD_SCHEMA = _record_schema()
+
+
+def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:
+    """``klass(**config)`` with the safetensors weights of ``w_path``, as untrusted input.
+
+    Shared by every checkpoint loader that writes config.json + model.safetensors. The model is
+    first built on the meta device (no memory: its exact size is checked against the limit of
+    :func:`genfast._checkpoint.max_checkpoint_bytes`), the safetensors header must match it
+    (names and shapes, before any data is read), and the weights must be finite. Never unpickles.
+
+    Raises:
+        ValueError: the config does not build a model or is too large, the weights file is
+            corrupt, does not match the config, or holds NaN / inf (each message names the file,
+            and the key or tensor).
+    """
+    from genfast._checkpoint import checkpoint_error, load_weights_into, safe_build
+
+    meta = safe_build(klass, config, cfg_path)
     try:
         model = klass(**config)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid model config in {cfg_path}: {exc}") from exc
-    try:
-        state = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"corrupt checkpoint weights {w_path}: {exc}") from exc
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"weights in {w_path} do not match the config in {cfg_path}: {exc}") from exc
+    except Exception as exc:  # built on meta already, so only a real allocation failure lands here
+        raise checkpoint_error(cfg_path, "config", f"does not build a {klass.__name__}: {exc}") from None
+    load_weights_into(model, w_path, meta_model=meta)
     return model
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._unet import UNet
-from ._zoo_base import build_and_load_weights
+from ._zoo_base import build_and_load_weights, check_image_range
 
 __all__ = ["DDPM"]
 
@@ -368,8 +368,9 @@ class DDPM(nn.Module):
             and ``losses`` (list of every step's loss).
 
         Raises:
-            ValueError: neither ``steps`` nor ``time_budget_s`` is given, shapes do not match, or
-                a conditional model gets no labels.
+            ValueError: neither ``steps`` nor ``time_budget_s`` is given, shapes do not match,
+                images outside [-1, 1] (e.g. uint8 or [0, 255] data), or a conditional model
+                gets no labels.
         """
         if steps is None and time_budget_s is None:
             raise ValueError("give steps or time_budget_s (or both)")
@@ -389,6 +390,7 @@ class DDPM(nn.Module):
             )
         if len(images) == 0:
             raise ValueError("images is empty")
+        check_image_range(images, "images")
         if self.num_classes is not None and labels is None:
             raise ValueError("labels are required to train a class-conditional model (num_classes is set)")
         if labels is not None:
@@ -660,6 +662,10 @@ class DDPM(nn.Module):
                 the config (the message names the file).
         """
 
+        from genfast._checkpoint import read_json, validate_config, validate_record
+
+        from ._zoo_base import _RECORD_SCHEMA
+
         d = Path(directory)
         if not d.is_dir():
             raise FileNotFoundError(f"checkpoint folder not found: {d}")
@@ -667,22 +673,21 @@ class DDPM(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise FileNotFoundError(f"checkpoint file not found: {p}")
-        try:
-            record = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"corrupt checkpoint config {cfg_path}: {exc}") from exc
-        if not isinstance(record, dict) or record.get("model") != "DDPM" or "config" not in record:
-            raise ValueError(f"{cfg_path} is not a DDPM checkpoint config")
+        record = read_json(cfg_path)
+        if record.get("model") != "DDPM":
+            from genfast._checkpoint import describe
+
+            found = describe(d)
+            what = found[1] if found else f"model {record.get('model')!r}"
+            raise ValueError(f"{cfg_path}: key 'model': holds {what}, not a DDPM checkpoint")
+        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
         if record.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(
-                f"{cfg_path} has format_version {record['format_version']}, newer than this genfast"
-            )
-        config = dict(record["config"])
-        config["image_size"] = tuple(config["image_size"])
-        config["channel_mult"] = tuple(config["channel_mult"])
+            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
+                             "this genfast")
+        config = validate_config(cfg_path, record["config"], cls)
         model = build_and_load_weights(cls, config, w_path, cfg_path)
         model.ema_updates = int(record.get("ema_updates", 0))
-        model.training_info = dict(record.get("training", {}))
-        model.training_info["extra"] = record.get("extra", {})
+        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
+        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
         model.eval()
         return model.to(device) if device is not None else model

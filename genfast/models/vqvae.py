@@ -286,11 +286,22 @@ def load_checkpoint(cls, path, name: str, device):
 
     Raises:
         FileNotFoundError: no checkpoint named ``name`` at ``path``.
+        ValueError: a config or weights file that fails the checks of :mod:`genfast._checkpoint`
+            (the message names the file and the key).
     """
-    meta, state = _load(Path(path), name)
-    model = cls(**meta["config"])
-    model.load_state_dict(state)
-    model.training_info = meta.get("training_info", {})
+    from genfast._checkpoint import read_json, validate_config, validate_record
+
+    from ._zoo_base import build_and_load_weights
+
+    path = Path(path)
+    weights, cfg = path / f"{name}.safetensors", path / f"{name}.json"
+    if not weights.exists() or not cfg.exists():
+        raise FileNotFoundError(f"no {name} checkpoint in {path} (expected {weights.name} and {cfg.name})")
+    meta = validate_record(cfg, read_json(cfg), {}, required=("config",))
+    config = validate_config(cfg, meta["config"], cls)
+    model = build_and_load_weights(cls, config, weights, cfg)
+    info = meta.get("training_info")
+    model.training_info = dict(info) if isinstance(info, dict) else {}
     return model.to(device).eval()
 
 
@@ -325,15 +336,6 @@ def _fit_loop(model: nn.Module, n: int, step, *, steps, time_budget_s, batch_siz
     model.eval()
     width = len(hist[-1]) if hist else 1
     return done, time.perf_counter() - t0, hist[-50:] or [(math.nan,) * width]
-
-
-def _load(path: Path, name: str):
-    from safetensors.torch import load_file
-
-    weights, cfg = path / f"{name}.safetensors", path / f"{name}.json"
-    if not weights.exists() or not cfg.exists():
-        raise FileNotFoundError(f"no {name} checkpoint in {path} (expected {weights.name} and {cfg.name})")
-    return json.loads(cfg.read_text()), load_file(str(weights))
 
 
 __all__ = ["VQVAE", "VQVAEOutput"]

@@ -10,13 +10,25 @@ genfast's Philox stream keyed by ``(seed, offset)`` with the positions specified
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, as_int64, check_choice, check_tensor, eager_fast_path
+from genfast.ops._common import (
+    FLOAT32_MAX,
+    KERNEL_DTYPES,
+    MEMORY_CHECK_BYTES,
+    check_choice,
+    check_int,
+    check_memory,
+    check_number,
+    check_tensor,
+    eager_fast_path,
+    materialized_bytes,
+    philox_key,
+    resolve_backend,
+)
 from genfast.reference import gibbs as _ref
 
 _OP = "genfast.ops.gibbs"
@@ -45,8 +57,8 @@ class GibbsResult(NamedTuple):
 
 
 def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend):
-    backend = _backends.resolve(backend, v.device, _OP)
-    if backend == "reference" or v.dtype == torch.float64:
+    backend = resolve_backend(backend, v, _OP)
+    if backend == "reference":
         seed, offset = (int(x) for x in philox.tolist())
         out = _ref.gibbs(v, weight, visible_bias, hidden_bias, k=k, seed=seed, offset=offset,
                          visible="gaussian" if gaussian else "bernoulli", sigma=sigma)
@@ -100,19 +112,14 @@ def _philox_tensor(seed, offset, device, op):
     if seed is None:
         # like torch.bernoulli without a generator: a fresh key from torch's default CPU generator
         seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
-    if isinstance(seed, torch.Tensor) or isinstance(offset, torch.Tensor):
-        parts = []
-        for name, x in (("seed", seed), ("offset", offset)):
-            if isinstance(x, torch.Tensor):
-                if x.dtype != torch.int64 or x.numel() != 1:
-                    raise TypeError(f"{op}: {name} tensor must be a one-element int64 tensor, got "
-                                    f"{x.dtype} of shape {tuple(x.shape)}")
-                parts.append(x.to(device).reshape(()))
-            else:
-                parts.append(torch.tensor(as_int64(name, x, op=op), dtype=torch.int64, device=device))
-        return torch.stack(parts)
-    return torch.tensor([as_int64("seed", seed, op=op), as_int64("offset", offset, op=op)], dtype=torch.int64,
-                        device=device)
+    return philox_key(seed, offset, device, op=op)
+
+
+# k is a loop count of the kernels (int64) and the stream positions k * B * (H + V) must not
+# wrap around 2^64 within one call: 2^31 - 1 steps is far beyond any chain anyone runs in one call
+MAX_K = 2**31 - 1
+# The smallest normal float32: sigma divides v W^T in the float32 kernels.
+_SIGMA_MIN = 1.1754943508222875e-38
 
 
 def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, op=_OP):
@@ -138,17 +145,19 @@ def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, 
                          f"got {tuple(visible_bias.shape)}")
     if hidden_bias.shape[0] != n_hidden:
         raise ValueError(f"{op}: hidden_bias must have {n_hidden} elements, got {tuple(hidden_bias.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"{op}: k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"{op}: k must be >= 1 (the number of full Gibbs steps), got {k}")
+    check_int("k", k, op=op, lo=1, hi=MAX_K)
     check_choice("visible", visible, VISIBLE_TYPES, op=op)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise TypeError(f"{op}: sigma must be a float, got {type(sigma).__name__}")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"{op}: sigma must be a finite number > 0, got {sigma}")
+    sigma = check_number("sigma", sigma, op=op)
+    if not _SIGMA_MIN <= sigma <= FLOAT32_MAX:
+        raise ValueError(f"{op}: sigma must be a positive normal float32 number (>= 1.2e-38), got {sigma}")
     if not isinstance(backend, str) or backend not in _backends.BACKENDS:
         raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    if v.dtype == torch.float64 and backend not in ("auto", "reference"):
+        resolve_backend(backend, v, op)  # raises the TypeError of the float64 policy
+    out_bytes = 2 * (v.numel() + v.shape[0] * n_hidden) * v.element_size()
+    if 2 * out_bytes >= MEMORY_CHECK_BYTES:
+        need = out_bytes + sum(materialized_bytes(t) for t in (v, weight, visible_bias, hidden_bias))
+        check_memory(op, f"v of shape {tuple(v.shape)}", need, dev)
 
 
 def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: torch.Tensor, *,
@@ -181,7 +190,8 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         k: number of full Gibbs steps, an int >= 1.
         seed: Philox key (any int, modulo 2^64, or a one-element int64 tensor on the device so
             that a captured graph can advance it); None draws one from torch's default generator.
-        offset: stream position of the first draw (int or one-element int64 tensor).
+        offset: stream position of the first draw (int or one-element int64 tensor), read modulo
+            2^64: a negative ``-k`` is position ``2^64 - k`` (the stream wraps).
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "cuda" runs the kernel named
@@ -189,14 +199,20 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
             multiplies on the tensor cores with float32 accuracy
             (``genfast.triton.gibbs.FP32_PRECISION``).
 
+    Non-finite values: sigma must be a positive normal float32 and k an int in [1, 2^31 - 1];
+    NaN and inf in ``v``, the weights and the biases are not rejected: the chain computes what the
+    reference computes (an infinite weight gives NaN pre-activations where its unit is off).
+
     Returns:
         GibbsResult ``(v, h, v_prob, h_prob)``: [B, V], [B, H], [B, V], [B, H] in v's dtype.
         The chain's state is float32 throughout; only the outputs are rounded to v's dtype.
 
     Raises:
-        TypeError: a non-tensor, an unsupported or mixed dtype, a non-int k or seed.
-        ValueError: wrong ranks, mismatched sizes, devices differ, k < 1, unknown ``visible``,
-            sigma <= 0, unknown backend.
+        TypeError: a non-tensor, an unsupported or mixed dtype, a non-int k or seed, float64
+            with an explicit kernel backend (float64 runs on "auto" / "reference").
+        ValueError: wrong ranks, mismatched sizes, devices differ, k outside [1, 2^31 - 1],
+            unknown ``visible``, sigma not a positive normal float32, unknown backend, inputs
+            too large for the free memory.
         BackendUnavailableError: the requested backend cannot run here.
     """
     _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend)
@@ -212,12 +228,19 @@ def gibbs_num_counters(batch: int, n_visible: int, n_hidden: int, k: int = 1) ->
     """Stream positions (numbers) consumed by :func:`gibbs` (``k * batch * (n_hidden + n_visible)``).
 
     Args:
-        batch: number of chains B. n_visible: V. n_hidden: H. k: Gibbs steps.
+        batch: number of chains B. n_visible: V. n_hidden: H. k: Gibbs steps. Ints >= 0.
 
     Returns:
         int: the offset increment that keeps successive calls' draws independent.
+
+    Raises:
+        TypeError: a non-int argument. ValueError: a negative one.
     """
-    return _ref.num_counters(batch, n_visible, n_hidden, k)
+    op = "genfast.ops.gibbs_num_counters"
+    for name, value in (("batch", batch), ("n_visible", n_visible), ("n_hidden", n_hidden)):
+        check_int(name, value, op=op, lo=0)
+    check_int("k", k, op=op, lo=0)
+    return k * batch * (n_hidden + n_visible)
 
 
 __all__ = ["gibbs", "gibbs_num_counters", "GibbsResult"]

@@ -29,16 +29,68 @@ from __future__ import annotations
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, check_tensor, eager_fast_path
+from genfast.ops._common import (
+    KERNEL_DTYPES,
+    MEMORY_CHECK_BYTES,
+    check_int,
+    check_memory,
+    check_tensor,
+    eager_fast_path,
+    materialized_bytes,
+    resolve_backend,
+)
 from genfast.reference import invconv as _ref
 
 _FLOAT_DTYPES = KERNEL_DTYPES + (torch.float64,)
 
 
+# ------------------------------------------------- the LU parametrisation (O(C^3) set-up)
+# Written here, not taken from genfast.reference.invconv: the oracle is what the tests compare
+# these with, so a fault in either must show as a mismatch.
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64, float32 otherwise (half factors are widened for the set-up)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _lu_matrices(lower, upper, sign_s, log_s):
+    """(L, U'): L unit lower triangular from lower's strict lower part; U' upper triangular from
+    upper's strict upper part with diagonal sign_s * exp(log_s) (Glow eq. (10))."""
+    c = lower.shape[0]
+    strict_lower = torch.ones(c, c, dtype=torch.bool, device=lower.device).tril(-1)
+    eye = torch.eye(c, dtype=lower.dtype, device=lower.device)
+    lmat = torch.where(strict_lower, lower, eye)
+    umat = torch.where(strict_lower.T, upper, torch.zeros((), dtype=upper.dtype, device=upper.device))
+    return lmat, umat + torch.diag_embed(sign_s * log_s.exp())
+
+
+def _lu_weight(perm, lower, upper, sign_s, log_s):
+    """W = P L U' with P = I[perm] (row i of W is row perm[i] of L U')."""
+    lmat, umat = _lu_matrices(lower, upper, sign_s, log_s)
+    return torch.index_select(lmat @ umat, 0, perm)
+
+
+def _lu_inverse_weight(perm, lower, upper, sign_s, log_s):
+    """W^-1 = U'^-1 L^-1 P^T by two triangular solves (column j of P^T is e_perm[j])."""
+    lmat, umat = _lu_matrices(lower, upper, sign_s, log_s)
+    c = lmat.shape[0]
+    rhs = torch.zeros(c, c, dtype=lmat.dtype, device=lmat.device)
+    rhs[perm, torch.arange(c, device=lmat.device)] = 1.0  # P^T
+    y = torch.linalg.solve_triangular(lmat, rhs, upper=False, unitriangular=True)
+    return torch.linalg.solve_triangular(umat, y, upper=True)
+
+
+def _logdet(log_s, hw, actnorm_scale=None):
+    """hw * (sum log_s + sum log|actnorm_scale|), 0-dim."""
+    total = torch.sum(log_s)
+    if actnorm_scale is not None:
+        total = total + torch.sum(torch.log(actnorm_scale.abs()))
+    return hw * total
+
+
 # --------------------------------------------------------------------------- kernel op
 def _invconv_impl(x, weight, bias, backend):
-    backend = _backends.resolve(backend, x.device, "genfast.ops.invconv1x1")
-    if backend == "reference" or x.dtype == torch.float64:
+    backend = resolve_backend(backend, x, "genfast.ops.invconv1x1")
+    if backend == "reference":
         return _ref.invconv1x1(x, weight, bias).contiguous(memory_format=torch.contiguous_format)
     y = torch.empty_like(x)
     n, c, h, w = x.shape
@@ -87,8 +139,9 @@ def _invconv_backward(ctx, grad_y):
         # d/dx of W x + b is W^T: the same kernel with the transposed weight
         grad_x = _invconv_op(grad_y.contiguous(), weight.t().contiguous(), None, ctx.backend)
     if ctx.needs_input_grad[1]:
-        n, c = x.shape[:2]
-        grad_w = torch.einsum("nip,nkp->ik", grad_y.reshape(n, c, -1).to(ct), x.reshape(n, c, -1).to(ct))
+        n, c, h, w = x.shape
+        # explicit sizes: reshape(n, c, -1) is ambiguous for an empty batch (N = 0)
+        grad_w = torch.einsum("nip,nkp->ik", grad_y.reshape(n, c, h * w).to(ct), x.reshape(n, c, h * w).to(ct))
     if ctx.needs_input_grad[2]:
         grad_b = grad_y.to(ct).sum(dim=(0, 2, 3))
     return grad_x, grad_w, grad_b, None
@@ -109,6 +162,40 @@ def _check_vector(name, t, c, device, op):
         raise ValueError(f"{op}: {name} must have shape ({c},), got {tuple(t.shape)}")
 
 
+# log_s bounds per compute dtype: exp(log_s) must be a finite, normal number there (e^88.7 and
+# e^709.8 overflow float32 / float64); the C++ and Triton folds use the float32 bounds.
+LOG_S_RANGE = {torch.float32: (-87.0, 88.0), torch.float64: (-708.0, 709.0)}
+
+
+def _check_values(name, ok, message, t, op):
+    """Raise ValueError(message) unless the one-element bool tensor ``ok`` holds: read on the host
+    for CPU tensors, a device-side assert (no synchronisation) on accelerators."""
+    if t.device.type == "cpu":
+        if not bool(ok):
+            raise ValueError(f"{op}: {message}")
+    elif t.device.type != "meta":
+        torch._assert_async(ok, f"{op}: {message}")
+
+
+def _check_square_memory(op, c, device):
+    """The O(C^2) set-up (the weight, its factors and temporaries: about 6 C^2 float64 values)
+    must fit the free memory, checked before anything is allocated."""
+    need = 6 * c * c * 8
+    if need >= MEMORY_CHECK_BYTES:
+        check_memory(op, f"C = {c} channels", need, device)
+
+
+def _check_finite(name, t, op):
+    _check_values(name, torch.isfinite(t).all(), f"{name} must be finite (no NaN or inf)", t, op)
+
+
+def _check_log_s(log_s, op, compute_dtype):
+    lo, hi = LOG_S_RANGE[compute_dtype]
+    _check_values("log_s", ((log_s >= lo) & (log_s <= hi)).all(),
+                  f"log_s must lie in [{lo:g}, {hi:g}] (exp(log_s) finite and normal in {compute_dtype}; "
+                  "NaN fails)", log_s, op)
+
+
 def _check_nonzero(name, t, op):
     if t.device.type == "cpu":
         if bool((t == 0).any()):
@@ -125,12 +212,21 @@ def _check_x(x, op):
     return x.shape[1]
 
 
-def _check_lu(op, c, device, perm, lower, upper, sign_s, log_s, values=True):
+def _check_x_memory(op, x):
+    """Before any copy: x's contiguous copy (if strided or expanded) plus the output."""
+    out_bytes = x.numel() * x.element_size()
+    if 2 * out_bytes >= MEMORY_CHECK_BYTES:
+        check_memory(op, f"x of shape {tuple(x.shape)}", out_bytes + materialized_bytes(x), x.device)
+
+
+def _check_lu(op, c, device, perm, lower, upper, sign_s, log_s, values=True, compute_dtype=None):
     """Check the LU factors; ``c`` / ``device`` None: taken from ``lower``. Returns (c, device).
-    ``values=False`` leaves the checks that read the values (permutation, signs) to the caller."""
+    ``values=False`` leaves the checks that read the values (permutation, signs, finiteness, the
+    range of log_s) to the caller. ``compute_dtype`` (default: from ``lower``) sets log_s's range."""
     check_tensor("lower", lower, op=op, dtypes=_FLOAT_DTYPES, device=device, ndim=2)
     if c is None:
         c, device = lower.shape[0], lower.device
+    _check_square_memory(op, c, device)  # before any value check allocates
     for name, t in (("lower", lower), ("upper", upper)):
         check_tensor(name, t, op=op, dtypes=_FLOAT_DTYPES, device=device, ndim=2)
         if tuple(t.shape) != (c, c):
@@ -146,6 +242,11 @@ def _check_lu(op, c, device, perm, lower, upper, sign_s, log_s, values=True):
     _check_vector("log_s", log_s, c, device, op)
     if values and sign_s.device.type == "cpu" and not bool((sign_s.abs() == 1).all()):
         raise ValueError(f"{op}: sign_s must hold only +1 and -1")
+    if values:
+        # non-finite parameters are rejected up front (the non-finite policy of the flow layers)
+        _check_finite("lower", lower, op)
+        _check_finite("upper", upper, op)
+        _check_log_s(log_s, op, compute_dtype or _compute_dtype(lower.dtype))
     return c, device
 
 
@@ -156,6 +257,8 @@ def _check_actnorm(op, c, device, actnorm_scale, actnorm_bias, values=True):
             _check_nonzero("actnorm_scale", actnorm_scale, op)
     if actnorm_bias is not None:
         _check_vector("actnorm_bias", actnorm_bias, c, device, op)
+        if values:
+            _check_finite("actnorm_bias", actnorm_bias, op)
 
 
 # ------------------------------------------------- eager CPU path: the set-up in one C++ call
@@ -168,6 +271,10 @@ _FOLD_ERRORS = {
     2: lambda c: "sign_s must hold only +1 and -1",
     3: lambda c: "actnorm_scale has zero entries; the map would not be invertible",
     4: lambda c: "actnorm_scale must be finite",
+    5: lambda c: "lower must be finite (no NaN or inf)",
+    6: lambda c: "upper must be finite (no NaN or inf)",
+    7: lambda c: "actnorm_bias must be finite (no NaN or inf)",
+    8: lambda c: "log_s must lie in [-87, 88] (exp(log_s) finite and normal in float32; NaN fails)",
 }
 
 
@@ -175,7 +282,9 @@ def _fold_backend(x, backend, perm, params):
     """The resolved backend when the LU parameters can go to a one-call fold: float32 contiguous
     parameters (None allowed) and an int64 contiguous perm, all on x's device, and nothing to
     record for autograd (eager_fast_path). None otherwise, or when ``backend`` cannot run here."""
-    for t in params:
+    for i, t in enumerate(params):
+        if t is None and i < 4:  # lower, upper, sign_s and log_s are required
+            return None
         if t is not None and not (isinstance(t, torch.Tensor) and t.dtype == torch.float32
                                   and t.device == x.device and t.is_contiguous()):
             return None
@@ -237,8 +346,9 @@ def _actnorm_invconv_triton_fold(op, x, c, backend, perm, lower, upper, sign_s, 
             raise ValueError(f"{op}: {_FOLD_ERRORS[code](c)}")
     else:
         # no host-device sync on accelerators: a device-side assert, as _check_nonzero does
-        torch._assert_async(status == 0, f"{op}: perm is not a permutation, sign_s is not +-1, or "
-                            "actnorm_scale has zero or non-finite entries")
+        torch._assert_async(status == 0, f"{op}: perm is not a permutation, sign_s is not +-1, "
+                            "actnorm_scale has zero or non-finite entries, lower / upper / actnorm_bias "
+                            "are not finite, or log_s lies outside [-87, 88]")
     y = _invconv_impl(x.contiguous(), w_eff, b_eff, backend)
     return y, logdet
 
@@ -281,12 +391,17 @@ def invconv1x1(
         bias: optional [C] floating, converted like ``weight``.
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
 
+    Non-finite values: ``weight`` and ``bias`` are parameters and must be finite (rejected up
+    front); NaN and inf in ``x`` propagate as in the reference.
+
     Returns:
         [N, C, H, W] in ``x.dtype``, computed in float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError: a non-tensor or a non-floating dtype.
-        ValueError: wrong ranks or shapes, tensors on different devices, unknown backend.
+        TypeError: a non-tensor or a non-floating dtype; float64 with an explicit kernel backend.
+        ValueError: wrong ranks or shapes, tensors on different devices, unknown backend, a
+            non-finite weight or bias (checked on the host for CPU tensors, by a device-side
+            assert on a GPU), inputs too large for the free memory.
         BackendUnavailableError: the requested backend cannot run here.
     """
     op = "genfast.ops.invconv1x1"
@@ -297,9 +412,17 @@ def invconv1x1(
         raise ValueError(
             f"{op}: weight must have shape ({c}, {c}) for x with {c} channels, got {tuple(weight.shape)}"
         )
+    _check_square_memory(op, c, x.device)
+    _check_x_memory(op, x)
     if bias is not None:
         _check_vector("bias", bias, c, x.device, op)
-    ct = _ref.compute_dtype(x.dtype)
+    # the weights of a flow layer are parameters: non-finite ones are rejected up front
+    _check_finite("weight", weight, op)
+    if bias is not None:
+        _check_finite("bias", bias, op)
+    if x.dtype == torch.float64 and backend not in ("auto", "reference"):
+        resolve_backend(backend, x, op)  # raises the TypeError of the float64 policy
+    ct = _compute_dtype(x.dtype)
     weight = weight.to(ct).contiguous()
     bias = bias.to(ct).contiguous() if bias is not None else None
     x = x.contiguous()
@@ -328,14 +451,15 @@ def invconv_lu_weight(
         [C, C] in the dtype of ``lower``.
 
     Raises:
-        TypeError / ValueError: wrong types, shapes, devices, or a ``perm`` / ``sign_s`` that is
-            not a permutation / not +-1.
+        TypeError / ValueError: wrong types, shapes, devices, a ``perm`` / ``sign_s`` that is
+            not a permutation / not +-1, non-finite ``lower`` / ``upper``, or ``log_s`` outside
+            [-87, 88] ([-708, 709] for float64), where exp(log_s) would overflow or be subnormal.
     """
     op = "genfast.ops.invconv_lu_weight"
     _check_lu(op, None, None, perm, lower, upper, sign_s, log_s)
-    return _ref.invconv_lu_weight(
-        perm.to(torch.int64), lower, upper, sign_s.to(lower.dtype), log_s.to(lower.dtype)
-    )
+    ct = _compute_dtype(lower.dtype)
+    out = _lu_weight(perm.to(torch.int64), lower.to(ct), upper.to(ct), sign_s.to(ct), log_s.to(ct))
+    return out.to(lower.dtype)
 
 
 def invconv_lu_inverse_weight(
@@ -349,9 +473,10 @@ def invconv_lu_inverse_weight(
     """
     op = "genfast.ops.invconv_lu_inverse_weight"
     _check_lu(op, None, None, perm, lower, upper, sign_s, log_s)
-    return _ref.invconv_lu_inverse_weight(
-        perm.to(torch.int64), lower, upper, sign_s.to(lower.dtype), log_s.to(lower.dtype)
-    )
+    # solved in float32 for float16 / bfloat16 factors (torch's triangular solve takes neither)
+    ct = _compute_dtype(lower.dtype)
+    out = _lu_inverse_weight(perm.to(torch.int64), lower.to(ct), upper.to(ct), sign_s.to(ct), log_s.to(ct))
+    return out.to(lower.dtype)
 
 
 def invconv_logdet(log_s: torch.Tensor, hw: int, actnorm_scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -371,16 +496,15 @@ def invconv_logdet(log_s: torch.Tensor, hw: int, actnorm_scale: torch.Tensor | N
 
     Raises:
         TypeError: non-tensor inputs or a non-int ``hw``.
-        ValueError: negative ``hw``, mismatched shapes, a zero actnorm scale.
+        ValueError: ``hw`` outside [0, 2^53], mismatched shapes, a zero or non-finite actnorm
+            scale.
     """
     op = "genfast.ops.invconv_logdet"
     check_tensor("log_s", log_s, op=op, dtypes=_FLOAT_DTYPES, ndim=1)
-    if isinstance(hw, bool) or not isinstance(hw, int):
-        raise TypeError(f"{op}: hw must be an int, got {type(hw).__name__}")
-    if hw < 0:
-        raise ValueError(f"{op}: hw must be >= 0, got {hw}")
+    # an int exactly representable in float64 (a pixel count: 2^53 is far beyond any image)
+    check_int("hw", hw, op=op, lo=0, hi=2**53)
     _check_actnorm(op, log_s.shape[0], log_s.device, actnorm_scale, None)
-    return _ref.invconv_logdet(log_s, hw, actnorm_scale)
+    return _logdet(log_s, hw, actnorm_scale)
 
 
 def fold_actnorm(
@@ -405,13 +529,16 @@ def fold_actnorm(
         (weight_eff [C, C], bias_eff [C]) in ``weight``'s dtype, for :func:`invconv1x1`.
 
     Raises:
-        TypeError / ValueError: wrong types or shapes, a zero actnorm scale.
+        TypeError / ValueError: wrong types or shapes, a zero or non-finite actnorm scale, a
+            non-finite weight or actnorm bias (parameters are rejected up front).
     """
     op = "genfast.ops.fold_actnorm"
     check_tensor("weight", weight, op=op, dtypes=_FLOAT_DTYPES, ndim=2)
     c = weight.shape[0]
     if tuple(weight.shape) != (c, c):
         raise ValueError(f"{op}: weight must be square, got {tuple(weight.shape)}")
+    _check_square_memory(op, c, weight.device)
+    _check_finite("weight", weight, op)
     _check_actnorm(op, c, weight.device, actnorm_scale, actnorm_bias)
     return _fold(weight, actnorm_scale, actnorm_bias, inverse)
 
@@ -468,6 +595,11 @@ def actnorm_invconv(
         reverse: apply the inverse map.
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference" (for the per-pixel product).
 
+    Non-finite values: the parameters are rejected up front when ``lower``, ``upper`` or
+    ``actnorm_bias`` hold NaN or inf, ``actnorm_scale`` a zero or non-finite entry, or ``log_s``
+    lies outside [-87, 88] ([-708, 709] for float64 x), where exp(log_s) overflows or is
+    subnormal; NaN and inf in ``x`` propagate as in the reference.
+
     Returns:
         (out [N, C, H, W] in ``x.dtype``, logdet): ``logdet`` is a 0-dim tensor (float32, or
         float64 for float64 x), ``H*W*(sum log|s| + sum log_s)`` for forward and its negative for
@@ -482,6 +614,9 @@ def actnorm_invconv(
     op = "genfast.ops.actnorm_invconv"
     _check_backend(backend, op)
     c = _check_x(x, op)
+    if x.dtype == torch.float64 and backend not in ("auto", "reference"):
+        resolve_backend(backend, x, op)  # raises the TypeError of the float64 policy
+    _check_x_memory(op, x)
     fast = _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias)
     fold_backend = None if fast else _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s,
                                                      actnorm_scale, actnorm_bias)
@@ -489,7 +624,8 @@ def actnorm_invconv(
     # the folds' conditions already checked every type, dtype and device: the shapes remain (when
     # one is wrong, the full checks below name it)
     if not (in_kernel and _shapes_ok(c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias)):
-        _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not in_kernel)
+        _check_lu(op, c, x.device, perm, lower, upper, sign_s, log_s, values=not in_kernel,
+                  compute_dtype=_compute_dtype(x.dtype))
         _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not in_kernel)
     if fast:
         return _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias,
@@ -497,17 +633,17 @@ def actnorm_invconv(
     if fold_backend is not None:
         return _actnorm_invconv_triton_fold(op, x, c, fold_backend, perm, lower, upper, sign_s, log_s,
                                             actnorm_scale, actnorm_bias, reverse)
-    ct = _ref.compute_dtype(x.dtype)
+    ct = _compute_dtype(x.dtype)
     p = perm.to(torch.int64)
     lo, up, sg, ls = (t.to(ct) for t in (lower, upper, sign_s, log_s))
     s = actnorm_scale.to(ct) if actnorm_scale is not None else None
     b = actnorm_bias.to(ct) if actnorm_bias is not None else None
     if reverse:
-        w_eff, b_eff = _fold(_ref.invconv_lu_inverse_weight(p, lo, up, sg, ls), s, b, True)
+        w_eff, b_eff = _fold(_lu_inverse_weight(p, lo, up, sg, ls), s, b, True)
     else:
-        w_eff, b_eff = _fold(_ref.invconv_lu_weight(p, lo, up, sg, ls), s, b, False)
+        w_eff, b_eff = _fold(_lu_weight(p, lo, up, sg, ls), s, b, False)
     y = _invconv_op(x.contiguous(), w_eff.contiguous(), b_eff.contiguous(), backend)
-    logdet = _ref.invconv_logdet(ls, x.shape[2] * x.shape[3], s)
+    logdet = _logdet(ls, x.shape[2] * x.shape[3], s)
     return y, (-logdet if reverse else logdet)
 
 

@@ -14,7 +14,7 @@ import math
 import torch
 
 from genfast import _backends
-from genfast.ops._common import as_int64
+from genfast.ops._common import as_int64, check_memory
 from genfast.reference import random as _ref
 
 _OP = "genfast.ops.randn"
@@ -97,10 +97,15 @@ def _validate(shape, seed, offset, dtype, device, backend, op):
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"{op}: device must be a torch.device or a device string, got {device!r}") from exc
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _backends.BackendUnavailableError(
+                f"{op}: device {device} is not available here (this PyTorch sees no CUDA device)")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
     if not isinstance(backend, str) or backend not in _backends.BACKENDS:
         raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    check_memory(op, f"shape {tuple(shape)}", math.prod(shape) * dtype.itemsize, device)
     return list(shape), seed, offset, dtype, device
 
 
@@ -119,8 +124,9 @@ def randn(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float
     Args:
         shape: int or sequence of ints, the output shape (empty sizes allowed).
         seed: any Python int (taken modulo 2^64).
-        offset: stream position of element 0 (int, modulo 2^64; any value, not only
-            multiples of 4).
+        offset: stream position of element 0: any Python int, not only multiples of 4, read
+            modulo 2^64. The stream wraps: a negative offset ``-k`` is position ``2^64 - k``, so
+            ``offset=-1`` gives the last number of the stream first and then wraps to number 0.
         dtype: torch.float32 (default), float16, bfloat16 or float64 (float64: the float32
             numbers widened, except with backend="reference", which evaluates the transform in
             float64).
@@ -132,8 +138,9 @@ def randn(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float
 
     Raises:
         TypeError: shape, seed, offset or dtype of the wrong type.
-        ValueError: negative sizes, unknown backend.
-        BackendUnavailableError: the requested backend cannot run here.
+        ValueError: negative sizes, unknown backend, a shape too large for the free memory.
+        BackendUnavailableError: the requested backend cannot run here, or ``device`` does not
+            exist here (e.g. "cuda" on a machine without a GPU).
     """
     shape, seed, offset, dtype, device = _validate(shape, seed, offset, dtype, device, backend, _OP)
     return _randn_op(shape, seed, offset, dtype, device, backend)
@@ -146,7 +153,8 @@ def rand(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float3
     Element ``i`` is ``(x_w >> 8) * 2^-24`` for word ``w = j % 4`` of Philox4x32-10 counter
     ``j // 4``, ``j = offset + i`` (spec: :mod:`genfast.reference.random`); for float16 /
     bfloat16 it is capped below 1 so the
-    result stays in [0, 1). Arguments, returns and errors as :func:`randn`.
+    result stays in [0, 1). Arguments (the offset read modulo 2^64: -k is position 2^64 - k),
+    returns and errors as :func:`randn`.
     """
     shape, seed, offset, dtype, device = _validate(shape, seed, offset, dtype, device, backend,
                                                    "genfast.ops.rand")

@@ -10,14 +10,23 @@ be captured in a CUDA graph or traced by ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
-import math
-import numbers
 import operator
 
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, as_int64, check_choice, check_tensor, eager_fast_path
+from genfast.ops._common import (
+    KERNEL_DTYPES,
+    MEMORY_CHECK_BYTES,
+    check_choice,
+    check_memory,
+    check_number,
+    check_tensor,
+    eager_fast_path,
+    materialized_bytes,
+    philox_key,
+    resolve_backend,
+)
 from genfast.reference import sampling_step as _ref
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -72,13 +81,26 @@ def _launch(backend, *, scheduler, mo, x, t, pt, ac, mou, noise, philox, row_sca
         mod.sampling_step(p, _backends.stream_of(x))
 
 
+def _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_rescale, n_channels):
+    """Per-row guidance-rescale factor (Lin et al. 2024, eq. (15)-(16); diffusers'
+    ``rescale_noise_cfg``): ``phi * std(cond) / std(guided) + (1 - phi)`` over the first
+    ``n_channels`` channels (the prediction, not a learned variance), std over all dims but the
+    batch (unbiased), in float32. Computed here, not taken from the oracle, so that a fault in
+    either shows up as a mismatch between them."""
+    b = model_output.shape[0]
+    cond = model_output[:, :n_channels].float().reshape(b, -1)
+    uncond = model_output_uncond[:, :n_channels].float().reshape(b, -1)
+    guided = uncond + guidance_scale * (cond - uncond)
+    return (guidance_rescale * (cond.std(dim=1) / guided.std(dim=1)) + (1.0 - guidance_rescale)).contiguous()
+
+
 def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_cumprod,
                model_output_uncond, noise, philox, prediction_type, variance_type, clip_sample,
                clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
                final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
                backend):
-    backend = _backends.resolve(backend, sample.device, "genfast.ops.sampling_step")
-    if backend == "reference" or sample.dtype == torch.float64:
+    backend = resolve_backend(backend, sample, "genfast.ops.sampling_step")
+    if backend == "reference":
         seed = offset = None
         if philox is not None:
             seed, offset = (int(v) for v in philox.tolist())
@@ -105,10 +127,8 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
         return prev, x0
     row_scale = None
     if model_output_uncond is not None and guidance_rescale > 0.0:
-        c = sample.shape[1]
-        _, row_scale = _ref.guided_model_output(model_output, model_output_uncond, guidance_scale,
-                                                guidance_rescale, c)
-        row_scale = row_scale.contiguous()
+        row_scale = _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_rescale,
+                                    sample.shape[1])
     args = dict(scheduler=scheduler, mo=model_output, x=sample, t=timestep, pt=prev_timestep,
                 ac=alphas_cumprod, mou=model_output_uncond, row_scale=row_scale,
                 prediction_type=prediction_type, variance_type=variance_type,
@@ -230,18 +250,9 @@ def _check_alphas_cumprod(ac: torch.Tensor, op: str) -> None:
 
 def _float(name, value, op, *, lo=None, hi=None, lo_open=False):
     # A tensor is refused rather than read back to the host (a device sync, and a graph break
-    # under torch.compile): the kernels take these as plain floats.
-    if type(value) is not float:  # the common case first: the ABC check below costs ~0.5 us
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{op}: {name} must be a Python float, got {type(value).__name__}")
-        value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{op}: {name} must be finite, got {value}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{op}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
-    if hi is not None and value > hi:
-        raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
-    return value
+    # under torch.compile): the kernels take these as float32 numbers, so their magnitude must
+    # fit float32 too (guidance_scale=1e39 would reach the kernel as inf).
+    return check_number(name, value, op=op, lo=lo, hi=hi, lo_open=lo_open)
 
 
 def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
@@ -252,6 +263,8 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
     dtypes = KERNEL_DTYPES + (torch.float64,)
     check_tensor("sample", sample, op=op, dtypes=dtypes, min_ndim=2)
     device = sample.device
+    if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
+        resolve_backend(backend, sample, op)  # raises the TypeError of the float64 policy
     check_tensor("model_output", model_output, op=op, dtypes=dtypes, device=device, min_ndim=2)
     if model_output.dtype != sample.dtype:
         raise TypeError(f"{op}: model_output has dtype {model_output.dtype} but sample has {sample.dtype}")
@@ -266,6 +279,13 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
         want = " or ".join(str(e) for e in expected)
         raise ValueError(f"{op}: model_output must have shape {want} (sample is {tuple(sample.shape)}), "
                          f"got {tuple(model_output.shape)}")
+    # before any copy: contiguous copies of strided / expanded inputs plus the two outputs (at
+    # most 8 sample sizes in all; only that bound is computed for ordinary sizes)
+    out_bytes = 2 * sample.numel() * sample.element_size()
+    if 4 * out_bytes >= MEMORY_CHECK_BYTES:
+        need = out_bytes + sum(materialized_bytes(v) for v in (model_output, sample, model_output_uncond, noise)
+                               if isinstance(v, torch.Tensor))
+        check_memory(op, f"sample of shape {tuple(sample.shape)}", need, device)
     if model_output_uncond is not None:
         check_tensor("model_output_uncond", model_output_uncond, op=op, dtypes=(sample.dtype,), device=device)
         if model_output_uncond.shape != model_output.shape:
@@ -296,6 +316,16 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
         pt = t - 1
     else:
         pt = _timesteps("prev_timestep", prev_timestep, b, device, num_train, op, allow_negative=True)
+    if prev_timestep is not None:
+        # the step goes backwards in time: prev_timestep < timestep (diffusers' schedules); a later
+        # "previous" timestep makes 1 - alpha_t / alpha_prev negative, and its square root NaN
+        if isinstance(timestep, int) and isinstance(prev_timestep, int):
+            if prev_timestep >= timestep:
+                raise ValueError(f"{op}: prev_timestep must be < timestep, got prev_timestep={prev_timestep} "
+                                 f"and timestep={timestep}")
+        else:
+            ok = pt.lt(t)
+            _check_on_device(ok if ok.numel() == 1 else ok.all(), f"{op}: prev_timestep must be < timestep")
     if pt.numel() != t.numel():
         if pt.numel() == 1:
             pt = pt.expand(t.numel()).contiguous()
@@ -310,20 +340,18 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
                              f"got {tuple(noise.shape)}")
         if seed is not None:
             raise ValueError(f"{op}: pass either noise or seed, not both")
+        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
+            # the kernels read float32 / float16 / bfloat16 noise; the reference rounds float64
+            # noise to its float32 compute dtype, and so does this
+            noise = noise.to(torch.float32)
         noise = noise.contiguous()
     elif need_noise:
         if seed is None:
             # Seed and counter drawn from torch's default generator of this device (on the
             # device: no sync), so torch.manual_seed keeps runs repeatable.
             philox = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=device)
-        elif isinstance(seed, torch.Tensor):
-            check_tensor("seed", seed, op=op, dtypes=(torch.int64,), device=device)
-            off = offset if isinstance(offset, torch.Tensor) else torch.tensor(
-                as_int64("offset", offset, op=op), dtype=torch.int64, device=device)
-            philox = torch.stack([seed.reshape(()), off.to(device, torch.int64).reshape(())])
         else:
-            philox = torch.tensor([as_int64("seed", seed, op=op), as_int64("offset", offset, op=op)],
-                                  dtype=torch.int64, device=device)
+            philox = philox_key(seed, offset, device, op=op)
     return (model_output.contiguous(), sample.contiguous(), t, pt, ac, model_output_uncond, noise, philox,
             guidance_scale, guidance_rescale, clip_sample_range, dynamic_thresholding_ratio, sample_max_value)
 
@@ -354,9 +382,11 @@ _COMMON_ARGS_DOC = """
             sample_max_value itself when it is below 1 (torch.clamp), as in diffusers.
         noise: optional [B, C, ...] standard-normal noise to use (diffusers' ``variance_noise``).
         seed / offset: without ``noise``, the noise of the element at flat index i comes from
-            genfast's Philox stream, number ``offset + i`` under ``seed`` (ints, or
-            int64 0-dim device tensors for graph capture); with neither noise nor seed, seed and
-            offset are drawn from torch's default generator of the sample's device.
+            genfast's Philox stream, number ``offset + i`` under ``seed`` (ints, read modulo
+            2^64, so a negative offset -k is position 2^64 - k; or int64 one-value device
+            tensors for graph capture, or a [2] (seed, offset) tensor as ``seed``); with
+            neither noise nor seed, seed and offset are drawn from torch's default generator of
+            the sample's device.
         model_output_uncond: optional unconditional prediction, shaped like model_output; then
             the guided output ``uncond + guidance_scale * (model_output - uncond)`` is formed in
             the kernel (classifier-free guidance, Ho & Salimans 2022).
@@ -384,6 +414,12 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
             between log beta~_t and log beta_t, Nichol & Dhariwal 2021 eq. (15)).
 
     Noise is added only on rows with t > 0.
+
+    Non-finite values (README, "Bad input, non-finite values and overflow"): float parameters
+    must be finite and within float32's range, alphas_cumprod in [0, 1], timesteps in range and
+    prev_timestep < timestep (rejected up front); NaN and inf in model_output, sample, the
+    unconditional output and noise propagate exactly as in the reference (a NaN in a row's x0
+    under dynamic thresholding makes that row NaN); float16 / bfloat16 are computed in float32.
 
     Returns:
         (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.
@@ -429,6 +465,9 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
         eta: weight of the noise, >= 0 (0 is deterministic DDIM, 1 is DDPM-like); noise is
             added only when eta > 0.
         use_clipped_model_output: re-derive epsilon from the clipped x0 (as diffusers).
+
+    Non-finite values: as :func:`ddpm_step`. The coefficient of eps, sqrt(1 - a_prev - std^2), is
+    evaluated in a form without cancellation (genfast.reference.sampling_step.ddim_step).
 
     Returns:
         (prev_sample, pred_original_sample): each [B, C, ...], dtype of ``sample``.

@@ -22,7 +22,16 @@ from typing import NamedTuple, Optional
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, as_int64, check_float, check_tensor, eager_fast_path
+from genfast.ops._common import (
+    KERNEL_DTYPES,
+    MEMORY_CHECK_BYTES,
+    as_int64,
+    check_memory,
+    check_number,
+    check_tensor,
+    eager_fast_path,
+    materialized_bytes,
+)
 from genfast.reference import solver_step as _ref
 
 COEFFICIENTS = _ref.COEFFICIENTS
@@ -179,7 +188,10 @@ def _solver_step_fake(model_output, sample, coefficients, history, last_sample, 
 
 # ------------------------------------------------------------------------ validation
 def _number(name, value, *, lo=None, hi=None, lo_open=False):
-    return check_float(name, value, op=_OP, lo=lo, hi=hi, lo_open=lo_open)
+    """A finite Python number (int/float/numpy scalar) within float32's range, as float, else
+    TypeError/ValueError naming it (genfast.ops._common.check_number). Tensors are refused:
+    reading one on the host would synchronise with the device."""
+    return check_number(name, value, op=_OP, lo=lo, hi=hi, lo_open=lo_open)
 
 
 def _same_as_sample(name, t, sample):
@@ -276,6 +288,9 @@ def solver_step(
             stored (diffusers' UniPC and LCM round it so); otherwise ``y1`` stays in float32.
         backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
 
+    Non-finite values: float parameters must be finite and within float32's range (rejected up
+    front); NaN and inf in the data tensors and in ``coefficients`` propagate as in the reference.
+
     Returns:
         :class:`SolverStepOutput` ``(prev_sample, converted, corrected)``, each like ``sample``
         (None where not asked for).
@@ -297,6 +312,13 @@ def solver_step(
     if model_output.shape != sample.shape:
         raise ValueError(f"{_OP}: model_output must have the shape of sample {tuple(sample.shape)}, "
                          f"got {tuple(model_output.shape)}")
+    # before any copy: up to three outputs plus contiguous copies of strided / expanded inputs
+    out_bytes = 3 * sample.numel() * sample.element_size()
+    if 3 * out_bytes >= MEMORY_CHECK_BYTES:
+        extra = [model_output_uncond, last_sample, noise, *(history if isinstance(history, (list, tuple)) else ())]
+        need = out_bytes + sum(materialized_bytes(t) for t in (model_output, sample, *extra)
+                               if isinstance(t, torch.Tensor))
+        check_memory(_OP, f"sample of shape {tuple(sample.shape)}", need, device)
     check_tensor("coefficients", coefficients, op=_OP, dtypes=(torch.float32, torch.float64), device=device)
     b = sample.shape[0]
     rows = coefficients.numel() // NUM_COEFFICIENTS if coefficients.numel() % NUM_COEFFICIENTS == 0 else -1

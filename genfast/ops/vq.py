@@ -16,7 +16,14 @@ from typing import NamedTuple
 import torch
 
 from genfast import _backends
-from genfast.ops._common import KERNEL_DTYPES, check_tensor
+from genfast.ops._common import (
+    KERNEL_DTYPES,
+    MEMORY_CHECK_BYTES,
+    check_memory,
+    check_tensor,
+    materialized_bytes,
+    resolve_backend,
+)
 from genfast.reference import vq as _ref
 
 _OP_NEAREST = "genfast.ops.vq_nearest"
@@ -35,11 +42,46 @@ def _auto_backend(backend, z):
     return backend
 
 
+# Exponents (base 2) of the largest |value| for which the float32 kernels need no scaling: from
+# 2^-40 (squares stay far above float32's smallest normal) to _hi_exponent(D) (4 D max^2, the
+# largest score term sum, stays below float32's largest value).
+_LO_EXPONENT = -40
+
+
+def _hi_exponent(d: int) -> int:
+    return (124 - max(d - 1, 1).bit_length()) // 2
+
+
+def _scaling(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """float32 [3] ``(s, eps * s, 1 / s)`` on z's device, the overflow policy of the kernels
+    (csrc/include/genfast/vq_math.h): ``s`` = 1 when the largest |value| of z and the codebook
+    lies in [2^-40, 2^hi) (hi about 59 for D = 64), else the power of two that brings it into
+    [2, 4). Computed on the device (no host read), O(N D) reads; exact, so indices are unchanged
+    wherever float32 did not overflow or underflow."""
+    lo_z, hi_z = torch.aminmax(z)
+    lo_e, hi_e = torch.aminmax(codebook)
+    m = torch.stack([lo_z, hi_z, lo_e, hi_e]).float().abs().amax()
+    _, e = torch.frexp(m)  # m = mantissa * 2^e, mantissa in [0.5, 1); frexp(0) = (0, 0)
+    ordinary = (e >= _LO_EXPONENT + 1) & (e <= _hi_exponent(z.shape[1]))
+    k = torch.where(ordinary, torch.zeros_like(e), (2 - e).clamp(-126, 126))
+    # 2^k and 2^-k from their float32 bit patterns: exact for k in [-126, 126]
+    s = ((k + 127).to(torch.int32) << 23).view(torch.float32)
+    inv_s = ((127 - k).to(torch.int32) << 23).view(torch.float32)
+    return torch.stack([s, s * NORM_EPS, inv_s]).contiguous()
+
+
+# torch.nn.functional.normalize's eps, as the reference (genfast.reference.vq.NORM_EPS)
+NORM_EPS = 1e-12
+
+
 def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
-    backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq")
+    if z.dtype == torch.float64:
+        backend = resolve_backend(backend, z, "genfast.ops.vq")
+    else:
+        backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq")
     n, d = z.shape
     k = codebook.shape[0]
-    if backend == "reference" or z.dtype == torch.float64:
+    if backend == "reference":
         idx, dist, z_q, counts, sums = _ref.vq_quantize_raw(
             z, codebook, use_cosine_sim=use_cosine_sim, return_statistics=with_stats
         )
@@ -55,6 +97,7 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
         return idx, dist, z_q, counts, sums
     ptr = lambda t, on: t.data_ptr() if on else 0  # noqa: E731
     code = _backends.DTYPE_CODES[z.dtype]
+    scaling = _scaling(z, codebook)
     if backend == "triton":
         from genfast.triton.vq import vq_triton
 
@@ -66,6 +109,7 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
             z_q if with_z_q else None,
             counts if with_stats else None,
             sums if with_stats else None,
+            scaling,
             use_cosine_sim=bool(use_cosine_sim),
         )
         return idx, dist, z_q, counts, sums
@@ -73,7 +117,7 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
     p = mod.VqParams(
         z=z.data_ptr(), codebook=codebook.data_ptr(), indices=idx.data_ptr(), distances=dist.data_ptr(),
         z_q=ptr(z_q, with_z_q), counts=ptr(counts, with_stats), sums=ptr(sums, with_stats), n=n, k=k, d=d,
-        dtype=code, cosine=bool(use_cosine_sim),
+        dtype=code, cosine=bool(use_cosine_sim), scaling=scaling.data_ptr(),
     )
     if backend == "cpu":
         mod.vq_quantize(p)
@@ -139,6 +183,13 @@ def _validate(z, codebook, use_cosine_sim, backend, op):
             f"{op}: z has D = {z.shape[1]} (shape {tuple(z.shape)}) but codebook has D = {d} "
             f"(shape {tuple(codebook.shape)})"
         )
+    if z.dtype == torch.float64 and backend not in ("auto", "reference"):
+        resolve_backend(backend, z, op)  # raises the TypeError of the float64 policy
+    n = z.shape[0]
+    out_bytes = n * (16 + d * z.element_size()) + k * (d + 1) * 4  # idx, dist, z_q, counts, sums
+    if 2 * out_bytes >= MEMORY_CHECK_BYTES:
+        need = out_bytes + materialized_bytes(z) + materialized_bytes(codebook)
+        check_memory(op, f"z of shape {tuple(z.shape)}", need, z.device)
     for name, t in (("z", z), ("codebook", codebook)):
         if t.numel() == 0:
             continue
@@ -177,6 +228,13 @@ def vq_nearest(
         backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
             on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
             products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
+
+    Non-finite values and overflow: non-finite values in z or the codebook are rejected (a
+    ValueError on CPU tensors, a device-side assert on a GPU). The float32 scores would overflow
+    for magnitudes around 1e19 and underflow around 1e-25, so every backend first multiplies z
+    and the codebook by one power of two (exact: the ranking is unchanged) whenever the largest
+    magnitude lies outside [2^-40, ~2^59]; the returned squared distance is scaled back and is
+    inf only where the true value exceeds float32's range.
 
     Returns:
         (indices, distances): int64 [N] in [0, K); float32 [N] (float64 for float64 inputs):

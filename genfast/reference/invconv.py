@@ -41,13 +41,15 @@ def invconv_lu_weight(perm, lower, upper, sign_s, log_s):
 
 
 def invconv_lu_inverse_weight(perm, lower, upper, sign_s, log_s):
-    """W^-1 = U'^-1 L^-1 P^T from two triangular solves against the identity, [C, C]."""
-    lo, up = lu_factors(lower, upper, sign_s, log_s)
+    """W^-1 = U'^-1 L^-1 P^T from two triangular solves against the identity, [C, C], in the
+    dtype of ``lower`` (solved in float32 for float16 / bfloat16, which the solver does not take)."""
+    ct = compute_dtype(lower.dtype)
+    lo, up = lu_factors(lower.to(ct), upper.to(ct), sign_s.to(ct), log_s.to(ct))
     eye = torch.eye(lo.shape[0], dtype=lo.dtype, device=lo.device)
     l_inv = torch.linalg.solve_triangular(lo, eye, upper=False, unitriangular=True)
     a_inv = torch.linalg.solve_triangular(up, l_inv, upper=True)
     # (A^-1 P^T)[:, j] = A^-1 P^T e_j = A^-1 e_perm[j]
-    return a_inv[:, perm]
+    return a_inv[:, perm].to(lower.dtype)
 
 
 def invconv_logdet(log_s, hw, actnorm_scale=None):

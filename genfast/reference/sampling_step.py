@@ -59,7 +59,12 @@ def threshold_sample(x0: torch.Tensor, dynamic_thresholding_ratio: float, sample
         |x0| per sample, clamped to [1, sample_max_value]; x0 is clamped to [-s, s] and divided by s.
     """
     b = x0.shape[0]
-    flat = x0.reshape(b, -1).float()
+    if x0.numel() == 0:
+        # nothing to threshold (torch.quantile refuses empty rows); s = 1 for each of the B rows
+        return x0, torch.ones(b, dtype=torch.float32, device=x0.device)
+    # float32 for half inputs, as diffusers' _threshold_sample (float64 stays float64)
+    flat = x0.reshape(b, -1)
+    flat = flat if flat.dtype == torch.float64 else flat.float()
     s = torch.quantile(flat.abs(), dynamic_thresholding_ratio, dim=1)
     s = s.clamp(min=1.0, max=sample_max_value)
     out = torch.clamp(flat, -s[:, None], s[:, None]) / s[:, None]
@@ -192,12 +197,18 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
     x0, eps = _x0_and_eps(prediction_type, mo, x, sqrt_a, sqrt_b)
     x0 = _clip(x0, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
 
-    var = (beta_prev / beta_t) * (1 - a_t / a_prev)
+    r = a_t / a_prev
+    var = (beta_prev / beta_t) * (1 - r)
     std = eta * var.sqrt()
     if use_clipped_model_output:
         eps = (x - sqrt_a * x0) / sqrt_b
-    # clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN)
-    prev = R(a_prev.sqrt()) * x0 + R((1 - a_prev - std**2).clamp(min=0).sqrt()) * eps
+    # The coefficient of eps, sqrt(1 - a_prev - std^2) (Song et al. 2021, eq. (12)), in a form
+    # without cancellation: 1 - a_prev - std^2 = (1 - a_prev) ((1 - eta^2)(1 - a_t)
+    # + eta^2 a_t (1 - a_prev) / a_prev) / (1 - a_t) (with r = a_t / a_prev, r - a_t = a_t (1 - a_prev)
+    # / a_prev). diffusers' direct form cancels to rounding noise at eta = 1 near t = T. Clamped at 0
+    # (eta > 1; diffusers: NaN).
+    rest = beta_prev * ((1 - eta**2) * beta_t + eta**2 * (a_t * beta_prev / a_prev)) / beta_t
+    prev = R(a_prev.sqrt()) * x0 + R(rest.clamp(min=0).sqrt()) * eps
     if eta > 0 and (noise is not None or seed is not None):
         prev = prev + R(std) * _noise(noise, seed, offset, sample, cd)
     return prev.to(sample.dtype), x0.to(sample.dtype)

@@ -87,7 +87,9 @@ def solver_step(model_output, sample, coefficients, *, history=(), last_sample=N
     m = c("c_x") * x + c("c_g") * g + c("c_z") * z
     if thresholding or clip_sample_range is not None:
         v = c("t_m") * m + c("t_x") * x
-        if thresholding:
+        if thresholding and v.numel() == 0:
+            pass  # nothing to threshold (torch.quantile refuses empty rows)
+        elif thresholding:
             flat = v.reshape(b, -1)
             s = torch.quantile(flat.abs().float(), dynamic_thresholding_ratio, dim=1).to(cd)
             s = _rows(s.clamp(min=1.0, max=sample_max_value), nd)

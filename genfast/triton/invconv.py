@@ -120,6 +120,7 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
 # ------------------------------------------------------------------ parameter fold (one launch)
 # Status codes of the fold, as csrc/include/genfast/invconv_math.h's InvConvFoldStatus.
 FOLD_OK, FOLD_BAD_PERM, FOLD_BAD_SIGN, FOLD_ZERO_SCALE, FOLD_NONFINITE_SCALE = 0, 1, 2, 3, 4
+FOLD_NONFINITE_LOWER, FOLD_NONFINITE_UPPER, FOLD_NONFINITE_BIAS, FOLD_LOG_S_RANGE = 5, 6, 7, 8
 # Widths the one-program fold takes: float64 [BLOCK, BLOCK] tiles with BLOCK = C rounded up to a
 # power of two (>= 16, tl.dot's minimum). sm_90 compile (cuobjdump -res-usage): BLOCK <= 32 with
 # 4 warps and the forward fold at 64 with 8 warps spill nothing; the inverse at 64 with 8 warps
@@ -144,6 +145,11 @@ def _inv_unipotent(n, r, LOG2: tl.constexpr):
         p = tl.dot(p, p, input_precision="ieee")
         acc = tl.dot(acc, eye + p, input_precision="ieee")
     return acc
+
+
+# exp(log_s) finite and normal in float32: the bounds of the C++ fold (invconv_math.h)
+LOG_S_MIN = tl.constexpr(-87.0)
+LOG_S_MAX = tl.constexpr(88.0)
 
 
 @triton.jit
@@ -176,6 +182,15 @@ def _fold_lu_kernel(perm_ptr, lower_ptr, upper_ptr, sign_ptr, logs_ptr, acts_ptr
         b = tl.load(actb_ptr + r, mask=rm, other=0.0).to(tl.float64)
     else:
         b = tl.zeros([BLOCK], tl.float64)
+    # non-finite factors and log_s outside [LOG_S_MIN, LOG_S_MAX] (codes 5-8 of the C++ fold)
+    low_all = tl.load(lower_ptr + idx, mask=m2, other=0.0).to(tl.float64)
+    up_all = tl.load(upper_ptr + idx, mask=m2, other=0.0).to(tl.float64)
+    bad_low = tl.sum(tl.sum(tl.where(m2 & ~(tl.abs(low_all) < float("inf")), 1, 0), axis=1), axis=0)
+    bad_up = tl.sum(tl.sum(tl.where(m2 & ~(tl.abs(up_all) < float("inf")), 1, 0), axis=1), axis=0)
+    bad_b = tl.sum(tl.where(rm & ~(tl.abs(b) < float("inf")), 1, 0))
+    bad_ls = tl.sum(tl.where(rm & ~((log_s >= LOG_S_MIN) & (log_s <= LOG_S_MAX)), 1, 0))
+    status = tl.where(status != 0, status, tl.where(bad_low > 0, 5, tl.where(bad_up > 0, 6, tl.where(
+        bad_b > 0, 7, tl.where(bad_ls > 0, 8, 0)))))
     tl.store(status_ptr, status)
     ld = total * HW
     if REVERSE:

@@ -52,7 +52,10 @@ def _sampling_step_kernel(
         cur_beta = 1.0 - cur_alpha
         c_x0 = (tl.sqrt(a_prev) * cur_beta) / beta_t
         c_xt = tl.sqrt(cur_alpha) * beta_prev / beta_t
-        var = tl.maximum(beta_prev / beta_t * cur_beta, 1e-20)
+        # clamps by tl.where, not tl.maximum / tl.minimum, here and below: compiled Triton's
+        # maximum drops a NaN operand (IEEE maxNum), torch.clamp in the reference keeps it
+        var = beta_prev / beta_t * cur_beta
+        var = tl.where(var < 1e-20, 1e-20, var)
         if VAR == 0:
             std = tl.sqrt(var)
         elif VAR == 1:
@@ -65,10 +68,14 @@ def _sampling_step_kernel(
             std = 0.0
         gate = t > 0
     else:
-        var = (beta_prev / beta_t) * (1.0 - a_t / a_prev)
+        r = a_t / a_prev
+        var = (beta_prev / beta_t) * (1.0 - r)
         std = eta * tl.sqrt(var)
         c_x0 = tl.sqrt(a_prev)
-        c_xt = tl.sqrt(tl.maximum(1.0 - a_prev - std * std, 0.0))
+        # 1 - a_prev - std^2 without cancellation (csrc/include/genfast/sampling_step_math.h)
+        eta2 = eta * eta
+        rest = beta_prev * ((1.0 - eta2) * beta_t + eta2 * (a_t * beta_prev / a_prev)) / beta_t
+        c_xt = tl.sqrt(tl.where(rest < 0.0, 0.0, rest))
         gate = eta > 0.0
 
     mo_off = row * mo_row_stride + j
@@ -92,9 +99,10 @@ def _sampling_step_kernel(
         eps = sqrt_a * g + sqrt_b * x
     if HAS_THR:
         s = tl.load(thr_ptr + row)
-        x0 = tl.minimum(tl.maximum(x0, -s), s) / s
+        x0 = tl.where(x0 < -s, -s, tl.where(x0 > s, s, x0)) / s
     elif CLIP:
-        x0 = tl.minimum(tl.maximum(x0, -clip_sample_range), clip_sample_range)
+        x0 = tl.where(x0 < -clip_sample_range, -clip_sample_range,
+                      tl.where(x0 > clip_sample_range, clip_sample_range, x0))
 
     if NOISE_MODE == 1:
         z = tl.load(noise_ptr + x_off, mask=mask, other=0.0).to(tl.float32)

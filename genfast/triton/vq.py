@@ -21,8 +21,6 @@ from genfast.ops._common import check_choice
 # interpreter iterations low under TRITON_INTERPRET=1 on the CPU.
 BLOCK_N = 64
 BLOCK_K = 64
-NORM_EPS = 1e-12
-NORM_EPS_TL = tl.constexpr(NORM_EPS)  # the same constant, readable inside @triton.jit
 # tl.dot precision for float32 inputs: "tf32x3" (the default: three TF32 tensor-core products,
 # about fp32 accuracy) or "ieee" (float32 FMAs). Measured on an H100 at N=262144, D=256, K=8192
 # (benchmarks/RESULTS.md, vq_cuda): tf32x3 19.4 ms, ieee 84.7 ms, the CUDA kernel 60.9 ms,
@@ -37,6 +35,7 @@ def _vq_kernel(
     e_ptr,
     scale_ptr,
     bias_ptr,
+    scal_ptr,
     idx_ptr,
     dist_ptr,
     zq_ptr,
@@ -57,6 +56,10 @@ def _vq_kernel(
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     rmask = rows < N
+    # the power-of-two scaling of vq_math.h: s, eps * s, 1 / s
+    sc = tl.load(scal_ptr)
+    sc_eps = tl.load(scal_ptr + 1)
+    sc_inv = tl.load(scal_ptr + 2)
     best_v = tl.full([BLOCK_N], float("inf"), tl.float32)
     best_i = tl.zeros([BLOCK_N], dtype=tl.int64)
     for k0 in range(0, K, BLOCK_K):
@@ -73,9 +76,10 @@ def _vq_kernel(
                 e_ptr + cols[:, None] * D + ds[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0
             )
             if FP32:
-                acc = tl.dot(zt.to(tl.float32), tl.trans(et.to(tl.float32)), acc, input_precision=PREC)
+                acc = tl.dot(zt.to(tl.float32) * sc, tl.trans(et.to(tl.float32) * sc), acc, input_precision=PREC)
             else:
-                acc = tl.dot(zt, tl.trans(et), acc)
+                # exact in the input dtype: s is a power of two and the scaled values lie in [-4, 4]
+                acc = tl.dot((zt * sc).to(zt.dtype), tl.trans((et * sc).to(et.dtype)), acc)
         scale = tl.load(scale_ptr + cols, mask=cmask, other=0.0)
         bias = tl.load(bias_ptr + cols, mask=cmask, other=0.0)
         score = bias[None, :] + scale[None, :] * acc
@@ -95,8 +99,8 @@ def _vq_kernel(
         m2 = rmask[:, None] & (ds < D)[None, :]
         zt = tl.load(z_ptr + rows[:, None] * D + ds[None, :], mask=m2, other=0.0)
         eq = tl.load(e_ptr + best_i[:, None] * D + ds[None, :], mask=m2, other=0.0)
-        zf = zt.to(tl.float32)
-        ef = eq.to(tl.float32)
+        zf = zt.to(tl.float32) * sc
+        ef = eq.to(tl.float32) * sc
         if COSINE:
             dot += tl.sum(zf * ef, axis=1)
             zz += tl.sum(zf * zf, axis=1)
@@ -107,21 +111,22 @@ def _vq_kernel(
         if WANT_ZQ:
             tl.store(zq_ptr + rows[:, None] * D + ds[None, :], eq, mask=m2)
         if WANT_STATS:
-            tl.atomic_add(sums_ptr + best_i[:, None] * D + ds[None, :], zf, mask=m2)
+            tl.atomic_add(sums_ptr + best_i[:, None] * D + ds[None, :], zt.to(tl.float32), mask=m2)
     if COSINE:
-        dist = dot / (tl.maximum(tl.sqrt(zz), NORM_EPS_TL) * tl.maximum(tl.sqrt(ee), NORM_EPS_TL))
+        dist = dot / (tl.maximum(tl.sqrt(zz), sc_eps) * tl.maximum(tl.sqrt(ee), sc_eps))
     else:
-        dist = dot
+        dist = dot * sc_inv * sc_inv
     tl.store(idx_ptr + rows, best_i, mask=rmask)
     tl.store(dist_ptr + rows, dist, mask=rmask)
     if WANT_STATS:
         tl.atomic_add(counts_ptr + best_i, tl.full([BLOCK_N], 1.0, tl.float32), mask=rmask)
 
 
-def vq_triton(z, codebook, indices, distances, z_q, counts, sums, *, use_cosine_sim):
+def vq_triton(z, codebook, indices, distances, z_q, counts, sums, scaling, *, use_cosine_sim):
     """Launch over contiguous, validated tensors (see genfast/ops/vq.py).
 
     ``z_q`` / ``counts`` / ``sums`` are None when not wanted; counts and sums must be zeroed.
+    ``scaling``: float32 [3] ``(s, eps * s, 1 / s)`` on z's device (csrc/include/genfast/vq_math.h).
     Raises ValueError for an unknown ``FP32_PRECISION``.
     """
     check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.vq")
@@ -129,10 +134,10 @@ def vq_triton(z, codebook, indices, distances, z_q, counts, sums, *, use_cosine_
     k = codebook.shape[0]
     if n == 0:
         return
-    # Per-code scale and bias of vq_math.h, in float32 (O(K * D), once per call).
-    sq = codebook.float().pow(2).sum(1)
+    # Per-code scale and bias of vq_math.h on the scaled codebook, in float32 (O(K * D), once per call).
+    sq = (codebook.float() * scaling[0]).pow(2).sum(1)
     if use_cosine_sim:
-        scale = -1.0 / sq.sqrt().clamp_min(NORM_EPS)
+        scale = -1.0 / torch.maximum(sq.sqrt(), scaling[1])
         bias = torch.zeros_like(sq)
     else:
         scale = torch.full_like(sq, -2.0)
@@ -148,6 +153,7 @@ def vq_triton(z, codebook, indices, distances, z_q, counts, sums, *, use_cosine_
         codebook,
         scale.contiguous(),
         bias.contiguous(),
+        scaling,
         indices,
         distances,
         z_q if z_q is not None else z,

@@ -3,6 +3,7 @@ and bad inputs."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -11,12 +12,15 @@ import torch
 import genfast.ops as O
 from genfast.ops import invconv as inv_mod
 from genfast.reference import invconv as R
-from genfast.testing import check_error_rule
+from genfast.testing import check_error_rule, stable_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BACKENDS = ("cpu", "triton", "reference", "cuda")
+# The backends compared with the oracle (the reference compared with itself would catch no oracle
+# bug, issue 14); the oracle has its own self-check against independent computations.
+KERNELS = ("cpu", "triton", "cuda")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CHANNELS = (1, 2, 3, 5, 7, 12, 13, 16, 31, 33, 48, 64, 65, 97, 128, 250, 512)
 
@@ -75,7 +79,7 @@ def _check_rule(got, expected64, plain, msg=""):
 # ------------------------------------------------------------------------ kernel vs reference
 @pytest.mark.parametrize("case", range(8))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNELS)
 def test_invconv1x1_matches_reference(backend, dtype, case):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -95,7 +99,7 @@ def test_invconv1x1_matches_reference(backend, dtype, case):
     _check_rule(got, expected, plain, f"{backend} {dtype} shape {(n, c, h, w)}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNELS)
 def test_invconv1x1_empty_and_single(backend):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -130,7 +134,7 @@ def test_cpu_kernel_non_contiguous_input():
 
 # ---------------------------------------------------------------- the fused actnorm + LU op
 @pytest.mark.parametrize("case", range(5))
-@pytest.mark.parametrize("backend", ("cpu", "triton", "reference", "cuda"))
+@pytest.mark.parametrize("backend", KERNELS)
 def test_actnorm_invconv_matches_reference_and_inverts(backend, case):
     _skip_unless(backend)
     device = _device_for(backend)
@@ -492,9 +496,19 @@ def _bad_params(edit):
         s[4] = 0.0
     elif edit == "nan_scale":
         s[4] = float("nan")
-    else:
-        assert edit == "inf_scale"
+    elif edit == "inf_scale":
         s[4] = float("-inf")
+    elif edit == "nan_lower":
+        lo[3, 1] = float("nan")
+    elif edit == "inf_upper":
+        up[1, 4] = float("inf")
+    elif edit == "nan_bias":
+        b[2] = float("nan")
+    elif edit == "big_log_s":
+        ls[2] = 100.0  # exp overflows float32: NaN outputs with a finite logdet before issue 14
+    else:
+        assert edit == "nan_log_s"
+        ls[0] = float("nan")
     return perm, lo, up, sg, ls, s, b
 
 
@@ -596,7 +610,7 @@ def test_triton_fold_matches_cpp_fold_and_reference(c, reverse, with_actnorm):
 @pytest.mark.parametrize(
     "edit, code",
     [("perm_dup", 1), ("perm_range", 1), ("perm_negative", 1), ("sign", 2), ("zero_scale", 3), ("nan_scale", 4),
-     ("inf_scale", 4)],
+     ("inf_scale", 4), ("nan_lower", 5), ("inf_upper", 6), ("nan_bias", 7), ("big_log_s", 8), ("nan_log_s", 8)],
 )
 def test_triton_fold_status_codes(edit, code):
     """Bad values give the C++ fold's status codes (csrc/include/genfast/invconv_math.h), in the
@@ -612,7 +626,7 @@ def test_triton_fold_status_codes(edit, code):
         fold_lu_triton(*dev, w, bias, ld, status, hw=9, reverse=reverse)
         assert int(status) == code
         if torch.device(device).type == "cpu":
-            with pytest.raises(ValueError, match="perm|sign_s|actnorm_scale"):
+            with pytest.raises(ValueError, match="perm|sign_s|actnorm_scale|lower|upper|actnorm_bias|log_s"):
                 O.actnorm_invconv(torch.randn(2, 6, 3, 3), *dev, reverse=reverse, backend="triton")
 
 
@@ -710,3 +724,134 @@ def test_eager_cpu_fold_memo_sees_every_change():
     check(reverse=False)
     check(actnorm=False)
     check(actnorm=True)
+
+
+# --------------------------------------------------------------- issue 14: regression tests
+NONFINITE_EDITS = [("nan_lower", "lower"), ("inf_upper", "upper"), ("nan_bias", "actnorm_bias"),
+                   ("big_log_s", "log_s"), ("nan_log_s", "log_s")]
+
+
+@pytest.mark.parametrize("edit, name", NONFINITE_EDITS)
+@pytest.mark.parametrize("path", ["cpu_fold", "autograd", "reference", "lu_weight", "lu_inverse_weight"])
+def test_non_finite_flow_parameters_are_rejected(edit, name, path):
+    """Issue 14, fault 8: NaN in lower / upper / log_s / actnorm_bias was not rejected (only in
+    actnorm_scale), and log_s = 100 gave NaN outputs with a finite logdet. Every path now raises
+    a ValueError naming the parameter: the C++ fold, the autograd path, explicit backends, and
+    the public LU functions."""
+    perm, lo, up, sg, ls, s, b = _bad_params(edit)
+    x = torch.randn(2, 6, 3, 3)
+    with pytest.raises(ValueError, match=name):
+        if path == "cpu_fold":
+            _skip_unless("cpu")
+            O.actnorm_invconv(x, perm, lo, up, sg, ls, s, b)
+        elif path == "autograd":
+            O.actnorm_invconv(x, perm, lo.requires_grad_(), up, sg, ls, s, b, reverse=True)
+        elif path == "reference":
+            O.actnorm_invconv(x, perm, lo, up, sg, ls, s, b, backend="reference")
+        elif name == "actnorm_bias":
+            O.fold_actnorm(torch.eye(6), s, b)
+        elif path == "lu_weight":
+            O.invconv_lu_weight(perm, lo, up, sg, ls)
+        else:
+            O.invconv_lu_inverse_weight(perm, lo, up, sg, ls)
+
+
+def test_non_finite_weight_of_invconv1x1_is_rejected():
+    """Issue 14, item 2: the weight and bias of a 1x1 convolution are parameters (rejected when
+    non-finite); the data x propagates NaN as the reference does."""
+    w = torch.eye(3)
+    with pytest.raises(ValueError, match="weight"):
+        O.invconv1x1(torch.randn(1, 3, 2, 2), w * float("nan"))
+    with pytest.raises(ValueError, match="bias"):
+        O.invconv1x1(torch.randn(1, 3, 2, 2), w, torch.tensor([0.0, float("inf"), 0.0]))
+    x = torch.randn(1, 3, 2, 2)
+    x[0, 1, 1, 0] = float("nan")
+    y = O.invconv1x1(x, w)
+    assert torch.equal(y.isnan(), R.invconv1x1(x, w).isnan())
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16), ids=lambda d: str(d).replace("torch.", ""))
+def test_lu_inverse_weight_half_precision(dtype):
+    """Issue 14, fault 6: invconv_lu_inverse_weight rejected float16 / bfloat16 factors with
+    NotImplementedError (torch's triangular solve takes neither) although its docstring and
+    invconv_lu_weight accept them; it now solves in float32 and returns the input dtype."""
+    gen = torch.Generator().manual_seed(stable_seed("lu-inverse-half", str(dtype)))
+    perm, lo, up, sg, ls, _, _ = _lu_params(7, gen, dtype)
+    w = O.invconv_lu_weight(perm, lo, up, sg, ls)
+    w_inv = O.invconv_lu_inverse_weight(perm, lo, up, sg, ls)
+    assert w.dtype == dtype and w_inv.dtype == dtype
+    want = R.invconv_lu_inverse_weight(perm, *(t.double() for t in (lo, up, sg, ls)))
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(w_inv.double(), want, rtol=4 * eps, atol=4 * eps)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_with_empty_batch(backend):
+    """Issue 14, fault 6: backward of invconv1x1 / actnorm_invconv with N = 0 raised RuntimeError
+    (reshape(n, c, -1) is ambiguous for zero elements); the gradients are zeros."""
+    _skip_unless(backend)
+    device = _device_for(backend)
+    x = torch.zeros(0, 4, 3, 3, device=device, requires_grad=True)
+    w = torch.randn(4, 4, device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    O.invconv1x1(x, w, b, backend=backend).sum().backward()
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+    perm, lo, up, sg, ls, s, bb = _lu_params(4, torch.Generator().manual_seed(1), device=device)
+    lo.requires_grad_()
+    ls.requires_grad_()
+    y, logdet = O.actnorm_invconv(x, perm, lo, up, sg, ls, s, bb, backend=backend)
+    (y.sum() + logdet).backward()
+    assert torch.equal(lo.grad, torch.zeros_like(lo))
+
+
+def test_kernel_backends_refuse_float64():
+    """The float64 policy: explicit kernel backends refuse float64 (TypeError) instead of running
+    the reference; backend="auto" runs the reference."""
+    x = torch.randn(1, 3, 2, 2, dtype=torch.float64)
+    w = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="float64"):
+        O.invconv1x1(x, w, backend="cpu")
+    assert O.invconv1x1(x, w).dtype == torch.float64
+
+
+# ------------------------------------------------------------------ oracle self-checks
+@pytest.mark.parametrize("reverse", [False, True])
+def test_reference_oracle_self_check(reverse):
+    """Oracle self-check (not kernel coverage): genfast.reference.invconv against computations
+    that share none of its code, in float64: F.conv2d for the 1x1 convolution, the weight built
+    from explicit permutation / triangular matrices, a dense inverse for the reverse map, and
+    slogdet for the log-determinant."""
+    seed = stable_seed("invconv-oracle", reverse)
+    gen = torch.Generator().manual_seed(seed)
+    c = 7
+    perm, lo, up, sg, ls, s, b = [t.double() if t.is_floating_point() else t for t in _lu_params(c, gen)]
+    x = torch.randn(3, c, 4, 5, generator=gen, dtype=torch.float64)
+    w = torch.randn(c, c, generator=gen, dtype=torch.float64)
+    bias = torch.randn(c, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(R.invconv1x1(x, w, bias),
+                               torch.nn.functional.conv2d(x, w[:, :, None, None], bias))
+    pmat = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        pmat[i, perm[i]] = 1.0
+    lmat = torch.eye(c, dtype=torch.float64)
+    umat = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        for j in range(c):
+            if i > j:
+                lmat[i, j] = lo[i, j]
+            elif i < j:
+                umat[i, j] = up[i, j]
+        umat[i, i] = sg[i] * math.exp(ls[i])
+    weight = pmat @ lmat @ umat
+    torch.testing.assert_close(R.invconv_lu_weight(perm, lo, up, sg, ls), weight)
+    torch.testing.assert_close(R.invconv_lu_inverse_weight(perm, lo, up, sg, ls), torch.linalg.inv(weight))
+    y, logdet = R.actnorm_invconv(x, perm, lo, up, sg, ls, s, b, reverse=reverse)
+    full = weight @ torch.diag(s)  # the per-pixel map x -> W (s x + b)
+    if not reverse:
+        want = torch.nn.functional.conv2d(x * s[:, None, None] + b[:, None, None], weight[:, :, None, None])
+    else:
+        want = torch.nn.functional.conv2d(x, torch.linalg.inv(weight)[:, :, None, None])
+        want = (want - b[:, None, None]) / s[:, None, None]
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+    sign = -1.0 if reverse else 1.0
+    torch.testing.assert_close(logdet, sign * 20 * torch.linalg.slogdet(full)[1])

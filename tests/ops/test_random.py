@@ -84,7 +84,8 @@ def test_cross_backend_equal(fn):
 
 
 @pytest.mark.parametrize("fn", ["randn", "rand"])
-@pytest.mark.parametrize("backend", ["cuda", "cpu", "triton", "reference"])
+@pytest.mark.parametrize("backend", ["cuda", "cpu", "triton", pytest.param("reference",
+                                                                         id="reference-oracle-self-check")])
 def test_offset_property(backend, fn):
     """A draw of n at offset k is elements k .. k+n-1 of a draw at offset 0, for offsets that
     start inside a Philox counter (k mod 4 != 0) and across the 2^32 and 2^64 wraps."""
@@ -271,3 +272,31 @@ def test_opcheck():
     for op in (torch.ops.genfast.randn.default, torch.ops.genfast.rand.default):
         for backend in ("cpu", "reference"):
             torch.library.opcheck(op, ([3, 4], 7, 11, torch.float32, torch.device("cpu"), backend))
+
+
+# --------------------------------------------------------------- issue 14: regression tests
+def test_cuda_device_without_gpu_is_backend_unavailable():
+    """Issue 14, fault 7: randn(..., device="cuda") on a CPU-only PyTorch raised AssertionError
+    (from torch.cuda.current_device); it is now a BackendUnavailableError naming the device."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    for fn in (O.randn, O.rand):
+        with pytest.raises(O.BackendUnavailableError, match="cuda"):
+            fn((2, 3), seed=1, device="cuda")
+
+
+def test_negative_offset_is_documented_and_wraps():
+    """Issue 14, fault 11: a negative offset was accepted without saying how it is read; it is
+    position 2^64 - k of the stream (documented in randn, rand, ddpm_step and gibbs)."""
+    for fn in (O.randn, O.rand, O.ddpm_step, O.gibbs):
+        assert "2^64 - k" in " ".join(fn.__doc__.replace("`", "").split()), fn.__name__
+    a = O.randn((9,), seed=4, offset=-3, backend="reference")
+    b = O.randn((9,), seed=4, offset=2**64 - 3, backend="reference")
+    assert torch.equal(a, b)
+    assert torch.equal(a[3:], O.randn((6,), seed=4, offset=0, backend="reference"))
+
+
+def test_shape_too_large_for_memory():
+    """Issue 14, fault 10: sizes are checked against the free memory before allocating."""
+    with pytest.raises(ValueError, match="shape"):
+        O.randn((2**20, 2**20), seed=0)

@@ -199,6 +199,7 @@ inline void bind_vq_params(pybind11::module_& m) {
       .field("z_q", &VqParams::z_q)
       .field("counts", &VqParams::counts)
       .field("sums", &VqParams::sums)
+      .field("scaling", &VqParams::scaling)
       .field("workspace", &VqParams::workspace)
       .field("n", &VqParams::n)
       .field("k", &VqParams::k)

@@ -73,8 +73,17 @@ enum InvConvFoldStatus : int32_t {
   kFoldBadPerm = 1,       // perm is not a permutation of 0..C-1
   kFoldBadSign = 2,       // sign_s holds something other than +1 / -1
   kFoldZeroScale = 3,     // act_s has a zero entry
-  kFoldNonFiniteScale = 4 // act_s has a NaN or infinite entry
+  kFoldNonFiniteScale = 4, // act_s has a NaN or infinite entry
+  kFoldNonFiniteLower = 5, // lower has a NaN or infinite entry
+  kFoldNonFiniteUpper = 6, // upper has a NaN or infinite entry
+  kFoldNonFiniteBias = 7,  // act_b has a NaN or infinite entry
+  kFoldLogScaleRange = 8   // log_s outside [kLogScaleMin, kLogScaleMax] (NaN included)
 };
+
+// exp(log_s) must be a finite, normal float32 (the weights are float32): e^88.7 overflows and
+// e^-87.4 is subnormal. genfast/ops/invconv.py uses the same bounds (LOG_S_RANGE).
+constexpr float kLogScaleMin = -87.0f;
+constexpr float kLogScaleMax = 88.0f;
 
 GF_HD int32_t invconv_fold_lu(int64_t c, const int64_t* perm, const float* lower, const float* upper,
                               const float* sign_s, const float* log_s, const float* act_s,
@@ -98,6 +107,21 @@ GF_HD int32_t invconv_fold_lu(int64_t c, const int64_t* perm, const float* lower
       if (!isfinite(act_s[i])) return kFoldNonFiniteScale;
       total += log(fabs(static_cast<double>(act_s[i])));
     }
+  }
+  for (int64_t i = 0; i < c * c; ++i) {
+    if (!isfinite(lower[i])) return kFoldNonFiniteLower;
+  }
+  for (int64_t i = 0; i < c * c; ++i) {
+    if (!isfinite(upper[i])) return kFoldNonFiniteUpper;
+  }
+  if (act_b) {
+    for (int64_t i = 0; i < c; ++i) {
+      if (!isfinite(act_b[i])) return kFoldNonFiniteBias;
+    }
+  }
+  for (int64_t i = 0; i < c; ++i) {
+    // written so that NaN fails too
+    if (!(log_s[i] >= kLogScaleMin && log_s[i] <= kLogScaleMax)) return kFoldLogScaleRange;
   }
   for (int64_t i = 0; i < c; ++i) total += log_s[i];
   *log_abs_det = total;

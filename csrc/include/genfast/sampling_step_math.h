@@ -103,11 +103,18 @@ GF_HD RowCoeffs step_row_coeffs(const StepParams& P, int64_t b) {
     }
     rc.noise_gate = t > 0 ? 1.0f : 0.0f;
   } else {
-    float var = (beta_prev / beta_t) * (1.0f - a_t / a_prev);
+    const float r = a_t / a_prev;
+    float var = (beta_prev / beta_t) * (1.0f - r);
     rc.std = P.eta * sqrtf(var);
     rc.c_x0 = sqrtf(a_prev);
-    // clamped at 0: rounding can make it slightly negative at zero terminal SNR (diffusers: NaN)
-    rc.c_xt = sqrtf(fmaxf(1.0f - a_prev - rc.std * rc.std, 0.0f));
+    // 1 - a_prev - std^2 rewritten without cancellation (the reference's form):
+    // (1 - a_prev) ((1 - eta^2)(1 - a_t) + eta^2 a_t (1 - a_prev) / a_prev) / (1 - a_t), a sum of terms >= 0.
+    // As 1 - a_prev - std^2 it cancels to rounding noise at eta = 1 near t = T (sqrt of noise times
+    // eps: errors of 5% in bfloat16 outputs, issue 14). Clamped at 0 (eta > 1) by a comparison, not
+    // fmaxf: a NaN (0 / 0 coefficients) stays NaN, as torch.clamp in the reference.
+    const float eta2 = P.eta * P.eta;
+    const float rest = beta_prev * ((1.0f - eta2) * beta_t + eta2 * (a_t * beta_prev / a_prev)) / beta_t;
+    rc.c_xt = sqrtf(rest < 0.0f ? 0.0f : rest);
     rc.noise_gate = P.eta > 0.0f ? 1.0f : 0.0f;
   }
   rc.thr = P.threshold ? reinterpret_cast<const float*>(P.threshold)[b] : 0.0f;
@@ -133,7 +140,9 @@ struct ClampSpec {
 };
 
 GF_HD ClampSpec clamp_spec(const StepParams& P, const RowCoeffs& rc) {
-  if (rc.thr > 0.0f) return ClampSpec{true, -rc.thr, rc.thr, rc.thr};
+  // On whenever a threshold was passed: a NaN s (a NaN in the row's x0) must give a NaN row, as in
+  // the reference and diffusers, not switch thresholding off.
+  if (P.threshold) return ClampSpec{true, -rc.thr, rc.thr, rc.thr};
   if (P.clip_sample) return ClampSpec{true, -P.clip_sample_range, P.clip_sample_range, 1.0f};
   return ClampSpec{false, 0.0f, 0.0f, 1.0f};
 }

@@ -32,6 +32,7 @@ struct VqParams {
   uint64_t counts = 0;     // out float32 [k], zeroed by the caller: rows per code, or 0
   uint64_t sums = 0;       // out float32 [k, d], zeroed by the caller: sum of the rows per code, or 0
   uint64_t workspace = 0;  // CUDA only: float32 [2 k] device scratch (per-code scale and bias)
+  uint64_t scaling = 0;    // float32 [3] (s, eps * s, 1 / s): the power-of-two scaling below, or 0 for none
   int64_t n = 0;
   int64_t k = 0;
   int64_t d = 0;
@@ -42,16 +43,34 @@ struct VqParams {
 // torch.nn.functional.normalize's eps: a code or row of norm below it counts as norm eps.
 constexpr float kVQNormEps = 1e-12f;
 
-// scale_k and bias_k of one code row e[0:d] (see the header comment).
+// Overflow / underflow policy. Every backend multiplies z and the codebook by one power of two s
+// (exact, so the ranking is unchanged) chosen by the Python layer (genfast/ops/vq.py,
+// _scaling): s = 1 for ordinary magnitudes, and otherwise such that the largest |value| times s
+// lies in [2, 4): float32 squares of |x| ~ 1e19 overflow (every score inf, index 0) and those of
+// |x| ~ 1e-25 underflow (every score 0), where the float64 reference is right. The normalisation
+// eps scales with the data (eps * s), so the cosine rule max(|e|, eps) is the reference's, and
+// returned squared distances are multiplied back by (1/s)^2.
+struct VQScaling {
+  float s;      // the power of two applied to z and the codebook
+  float eps;    // kVQNormEps * s
+  float inv_s;  // 1 / s
+};
+
+GF_HD VQScaling vq_scaling(const float* p) {  // p: float32 [3] = (s, eps * s, 1 / s), or null
+  if (p == nullptr) return VQScaling{1.0f, kVQNormEps, 1.0f};
+  return VQScaling{p[0], p[1], p[2]};
+}
+
+// scale_k and bias_k of one code row e[0:d] (see the header comment), in the scaled domain.
 template <typename T>
-GF_HD void vq_code_coeffs(const T* e, int64_t d, bool cosine, float& scale, float& bias) {
+GF_HD void vq_code_coeffs(const T* e, int64_t d, bool cosine, const VQScaling& sc, float& scale, float& bias) {
   float ss = 0.0f;
   for (int64_t j = 0; j < d; ++j) {
-    const float v = load_f32<T>(e, j);
+    const float v = load_f32<T>(e, j) * sc.s;
     ss = fmaf(v, v, ss);
   }
   if (cosine) {
-    scale = -1.0f / fmaxf(sqrtf(ss), kVQNormEps);
+    scale = -1.0f / fmaxf(sqrtf(ss), sc.eps);
     bias = 0.0f;
   } else {
     scale = -2.0f;  // a power of two: w = -2 e is exact
@@ -66,26 +85,28 @@ GF_HD float vq_score_term(float acc, float z, float w) { return fmaf(z, w, acc);
 GF_HD bool vq_better(float v, int64_t i, float bv, int64_t bi) { return v < bv || (v == bv && i < bi); }
 
 // The returned value for row z and its chosen code e: the squared Euclidean distance
-// sum_d (z_d - e_d)^2, or the cosine similarity z.e / (max(|z|, eps) max(|e|, eps)).
+// sum_d (z_d - e_d)^2, or the cosine similarity z.e / (max(|z|, eps) max(|e|, eps)), computed on
+// the scaled values; the squared distance is scaled back by (1/s)^2 (two exact multiplications,
+// inf only where the true value exceeds float32's range, as the reference's cast).
 template <typename T>
-GF_HD float vq_final_distance(const T* z, const T* e, int64_t d, bool cosine) {
+GF_HD float vq_final_distance(const T* z, const T* e, int64_t d, bool cosine, const VQScaling& sc) {
   if (!cosine) {
     float acc = 0.0f;
     for (int64_t j = 0; j < d; ++j) {
-      const float diff = load_f32<T>(z, j) - load_f32<T>(e, j);
+      const float diff = load_f32<T>(z, j) * sc.s - load_f32<T>(e, j) * sc.s;
       acc = fmaf(diff, diff, acc);
     }
-    return acc;
+    return acc * sc.inv_s * sc.inv_s;
   }
   float dot = 0.0f, zz = 0.0f, ee = 0.0f;
   for (int64_t j = 0; j < d; ++j) {
-    const float a = load_f32<T>(z, j);
-    const float b = load_f32<T>(e, j);
+    const float a = load_f32<T>(z, j) * sc.s;
+    const float b = load_f32<T>(e, j) * sc.s;
     dot = fmaf(a, b, dot);
     zz = fmaf(a, a, zz);
     ee = fmaf(b, b, ee);
   }
-  return dot / (fmaxf(sqrtf(zz), kVQNormEps) * fmaxf(sqrtf(ee), kVQNormEps));
+  return dot / (fmaxf(sqrtf(zz), sc.eps) * fmaxf(sqrtf(ee), sc.eps));
 }
 
 }  // namespace genfast

@@ -22,8 +22,12 @@ _DEFAULT_OUT = "outputs/ddpm"
 
 # ----------------------------------------------------------------------------- helpers
 def _load_model(path: str, device):
+    from genfast._checkpoint import wrong_family
     from genfast.models.ddpm import DDPM
 
+    err = wrong_family(path, "ddpm")
+    if err is not None:
+        raise err
     return DDPM.load(path, device=device)
 
 

@@ -57,18 +57,53 @@ def _save(model, name: str, out, cfg: dict) -> Path:
     return out
 
 
-def _load(path, device):
-    from safetensors.torch import load_file
+def _cfg_schema():
+    from genfast._checkpoint import RULES, Rule
+
+    schema = {k: RULES[k] for k in ("image_shape", "levels", "steps_per_level", "layers", "hidden")}
+    schema.update(family=Rule("str", choices=("flows",)), name=Rule("str", choices=NAMES),
+                  backend=Rule("str", choices=_BACKENDS), num_bins=Rule("int", 2, 1 << 16),
+                  data=Rule("str"))
+    return schema
+
+
+def _load(path, device, name: str | None = None):
+    """The flow checkpoint at ``path`` (which must hold the flow ``name`` when given), read as
+    untrusted input (genfast._checkpoint): schema, size before allocating, header, finiteness."""
+    from genfast._checkpoint import checkpoint_error, load_weights_into, read_json, validate_record, wrong_family
 
     path = Path(path)
+    if name is not None:
+        err = wrong_family(path, name)
+        if err is not None:
+            raise err
     if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
         raise FileNotFoundError(
             f"--checkpoint {path}: no {_CONFIG} + {_WEIGHTS} (written by 'genfast train <flow>')"
         )
-    cfg = json.loads((path / _CONFIG).read_text())
-    model = _build(cfg["name"], tuple(cfg["image_shape"]), cfg)
-    model.load_state_dict(load_file(str(path / _WEIGHTS)))
+    cfg_path = path / _CONFIG
+    cfg = validate_record(cfg_path, read_json(cfg_path), _cfg_schema(),
+                          required=("family", "name", "image_shape", "hidden"))
+    needed = {"glow": ("levels", "steps_per_level"), "realnvp": ("levels",), "nice": ("layers",),
+              "maf": ("layers",)}[cfg["name"]]
+    for key in needed:
+        if key not in cfg:
+            raise checkpoint_error(cfg_path, key, f"is required for {cfg['name']} but missing")
+    meta = _safe_flow_build(cfg, cfg_path)
+    try:
+        model = _build(cfg["name"], tuple(cfg["image_shape"]), cfg)
+    except Exception as exc:  # built on meta already: only an allocation failure lands here
+        raise checkpoint_error(cfg_path, None, f"does not build a {cfg['name']}: {exc}") from None
+    load_weights_into(model, path / _WEIGHTS, meta_model=meta)
     return model.to(device).eval(), cfg
+
+
+def _safe_flow_build(cfg, cfg_path):
+    """The flow on the meta device: no memory, the exact size (checked against the limit)."""
+    from genfast._checkpoint import safe_build
+
+    return safe_build(lambda: _build(cfg["name"], tuple(cfg["image_shape"]), cfg), {}, cfg_path, what=cfg["name"],
+                      key=None)
 
 
 def _model_cfg(args) -> dict:
@@ -194,7 +229,7 @@ def sample(args) -> int:
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     device = resolve_device(args.device)
-    model, cfg = _load(args.checkpoint, device)
+    model, cfg = _load(args.checkpoint, device, args.name)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
     images = model.sample(args.n, temperature=args.temperature, generator=gen)
@@ -223,7 +258,7 @@ def evaluate(args) -> int:
     from genfast.data import load_dataset
 
     device = resolve_device(args.device)
-    model, cfg = _load(args.checkpoint, device)
+    model, cfg = _load(args.checkpoint, device, args.name)
     data = args.data or cfg.get("data", "digits")
     try:
         images, _ = load_dataset(data, "test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -45,29 +46,70 @@ def _save(model, path, name, n_visible, hidden, image_shape, seed):
     return path
 
 
-def _load(path, device, backend="auto"):
-    """Inverse of :func:`_save`; never unpickles."""
+def _load(path, device, backend="auto", name: str | None = None):
+    """Inverse of :func:`_save`, as untrusted input (genfast._checkpoint): the configuration in
+    the file's metadata against a schema, the model's size on the meta device before anything
+    is allocated, the tensors' names and shapes before their data is read, finite weights;
+    never unpickles."""
     import json
 
     from safetensors import safe_open
-    from safetensors.torch import load_file
+
+    from genfast._checkpoint import (
+        MAX_JSON_BYTES,
+        RULES,
+        Rule,
+        checkpoint_error,
+        read_weights,
+        safe_build,
+        validate_record,
+        wrong_family,
+    )
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--model: no such file {path}")
+    if name is not None:
+        err = wrong_family(path, name)
+        if err is not None:
+            raise err
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path), device=str(device))
-        ck = json.loads(meta["genfast_config"])
-    except Exception as exc:  # corrupt file, or not a genfast RBM checkpoint
-        raise ValueError(f"--model: {path} is not a genfast RBM/DBN checkpoint ({exc})") from exc
+    except Exception as exc:  # corrupt file, or not a safetensors file at all
+        raise checkpoint_error(path, None, f"not a genfast RBM/DBN checkpoint ({exc})") from None
+    text = meta.get("genfast_config")
+    if not isinstance(text, str) or len(text) > MAX_JSON_BYTES:
+        raise checkpoint_error(path, "genfast_config", "metadata missing or too large: not a genfast RBM/DBN "
+                               "checkpoint")
+    try:
+        ck = json.loads(text)
+    except (RecursionError, json.JSONDecodeError) as exc:
+        raise checkpoint_error(path, "genfast_config", f"not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(ck, dict):
+        raise checkpoint_error(path, "genfast_config", "must be a JSON object")
+    schema = {"family": Rule("str", choices=NAMES), "n_visible": RULES["n_visible"],
+              "hidden": Rule("ints", 1, RULES["n_hidden"].hi), "image_shape": RULES["image_shape"],
+              "seed": RULES["seed"]}
+    ck = validate_record(path, ck, schema, required=tuple(schema))
+    if ck["family"] == "rbm" and len(ck["hidden"]) != 1:
+        raise checkpoint_error(path, "hidden", f"an rbm has one hidden layer, got {list(ck['hidden'])}")
+    if math.prod(ck["image_shape"]) != ck["n_visible"]:
+        raise checkpoint_error(path, "image_shape", f"{list(ck['image_shape'])} does not hold n_visible = "
+                               f"{ck['n_visible']} pixels")
+    meta_model = safe_build(lambda: _build(ck["family"], ck["n_visible"], ck["hidden"], ck["seed"], "meta", backend),
+                            {}, path, what=ck["family"], key="genfast_config")
+    chains = {k: v for k, v in meta_model.state_dict().items() if k.endswith("persistent_chains")}
+    expected = {k: v for k, v in meta_model.state_dict().items() if k not in chains}
+    optional = {k: (lambda shape, v=v: len(shape) == 2 and shape[1] == v.shape[1] and shape[0] <= 1 << 20)
+                for k, v in chains.items()}
+    state = read_weights(path, expected, optional=optional, device=device)
     model = _build(ck["family"], ck["n_visible"], ck["hidden"], ck["seed"], device, backend)
     if ck["family"] == "rbm":
         model.persistent_chains = state.get("persistent_chains")
     else:
         for i, layer in enumerate(model.layers):
             layer.persistent_chains = state.get(f"layers.{i}.persistent_chains")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)
     ck["state"] = state
     return model, ck
 
@@ -152,7 +194,7 @@ def sample(args) -> int:
     if args.n < 1 or args.k < 1:
         raise ValueError("--n and --k must be >= 1")
     device = resolve_device(args.device)
-    model, ck = _load(args.model, device, args.backend)
+    model, ck = _load(args.model, device, args.backend, args.name)
     probs = _fantasies(model, ck["family"], args.n, args.k)
     img = (probs.float().cpu() * 2 - 1).reshape(args.n, *ck["image_shape"])
     out = save_image_grid(img, args.out or Path(args.model).with_name("samples.png"))
@@ -181,7 +223,7 @@ def evaluate(args) -> int:
     from genfast.cli import resolve_device
 
     device = resolve_device(args.device)
-    model, ck = _load(args.model, device)
+    model, ck = _load(args.model, device, name=args.name)
     if ck["family"] != "rbm":
         raise ValueError("eval: the AIS log-likelihood is defined here for an rbm model")
     x_train, _ = _binarised(args.data, "train", device)

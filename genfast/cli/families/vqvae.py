@@ -219,6 +219,7 @@ def sample(args) -> int:
     if not args.temperature > 0:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     device = resolve_device(args.device)
+    _check_family(args.checkpoint)
     vq = VQVAE.load(args.checkpoint, device=device)
     prior = CodePrior.load(args.checkpoint, device=device)
     t0 = time.perf_counter()
@@ -229,6 +230,15 @@ def sample(args) -> int:
     print(f"sampled {args.n} images in {dt:.2f} s")
     print(f"grid: {out.resolve()}")
     return 0
+
+
+def _check_family(path) -> None:
+    """Another family's checkpoint is an error naming both families."""
+    from genfast._checkpoint import wrong_family
+
+    err = wrong_family(path, "vqvae")
+    if err is not None:
+        raise err
 
 
 # ----------------------------------------------------------------------------- eval
@@ -246,6 +256,7 @@ def evaluate(args) -> int:
     from genfast.models import VQVAE, CodePrior
 
     device = resolve_device(args.device)
+    _check_family(args.checkpoint)
     vq = VQVAE.load(args.checkpoint, device=device)
     extra = vq.training_info.get("extra", {})
     data = extra.get("data", "digits")

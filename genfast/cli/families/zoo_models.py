@@ -148,9 +148,16 @@ def add_sample_args(p) -> None:
     p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
 
 
-def _load(path, device):
+def _load(path, device, name: str | None = None):
+    """The checkpoint at ``path``, which must hold the model ``name`` (a key of :data:`MODELS`):
+    another model's checkpoint is an error naming both, never sampled in its place."""
+    from genfast._checkpoint import wrong_family
     from genfast.models._zoo_base import ZooModel
 
+    if name is not None:
+        err = wrong_family(path, name)
+        if err is not None:
+            raise err
     return ZooModel.load(path, device=device)
 
 
@@ -163,7 +170,7 @@ def sample(args) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    model = _load(args.checkpoint, resolve_device(args.device))
+    model = _load(args.checkpoint, resolve_device(args.device), args.name)
     t0 = time.perf_counter()
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
     dt = time.perf_counter() - t0
@@ -194,7 +201,7 @@ def evaluate(args) -> int:
     if args.n < 2:
         raise ValueError(f"--n must be >= 2, got {args.n}")
     device = resolve_device(args.device)
-    model = _load(args.checkpoint, device)
+    model = _load(args.checkpoint, device, args.name)
     data = model.training_info.get("extra", {}).get("data", "digits")
     if data != "digits":
         raise ValueError(f"genfast eval scores models of the bundled digits; this one was trained on {data}")

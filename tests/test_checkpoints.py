@@ -1,0 +1,238 @@
+"""Checkpoints as untrusted input (issue 14, fault 9 and item 6) and the new-user faults of
+fault 11: every bad config or weights file is a ValueError naming the file and the key, found
+before anything is allocated, and ``genfast`` prints one line and exits with status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genfast.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """One small, untrained checkpoint of each format: DDPM, VAE (autoencoders/GANs), Glow
+    (flows), RBM (one safetensors file), VQ-VAE."""
+    from genfast.cli.families import flows, rbm
+    from genfast.models import DDPM, VAE, VQVAE, BernoulliRBM
+
+    root = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    DDPM(image_size=8, base_channels=8, num_classes=10).save(root / "ddpm")
+    VAE(image_shape=(1, 8, 8), latent_dim=4).save(root / "vae")
+    cfg = {"levels": 1, "steps_per_level": 1, "layers": 5, "hidden": 8, "backend": "auto", "data": "digits",
+           "num_bins": 17}
+    flows._save(flows._build("glow", (1, 8, 8), cfg), "glow", root / "glow", cfg)
+    rbm._save(BernoulliRBM(64, 5, seed=0), root / "rbm" / "model.safetensors", "rbm", 64, [5], (1, 8, 8), 0)
+    VQVAE().save(root / "vqvae")
+    return root
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _edit_config(folder: Path, name: str, edit) -> None:
+    p = folder / name
+    record = json.loads(p.read_text())
+    edit(record)
+    p.write_text(json.dumps(record))
+
+
+def _cli_error(argv, capsys) -> str:
+    """Run ``genfast argv``: it must exit with status 2 and print exactly one error line."""
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("genfast: error:"), err
+    return lines[0]
+
+
+def _sample_ddpm(folder, tmp_path):
+    return ["sample", "ddpm", "--checkpoint", str(folder), "--n", "1", "--steps", "2", "--out",
+            str(tmp_path / "g.png"), "--no-progress"]
+
+
+DDPM_EDITS = [
+    # (what, edit of the record, the key the message must name)
+    ("missing config", lambda r: r.pop("config"), "config"),
+    ("num_heads 0", lambda r: r["config"].update(num_heads=0), "config.num_heads"),
+    ("string width", lambda r: r["config"].update(base_channels="8"), "config.base_channels"),
+    ("huge width", lambda r: r["config"].update(base_channels=200000), "config"),
+    ("huge image", lambda r: r["config"].update(image_size=[60000, 60000]), "config.image_size"),
+    ("unknown key", lambda r: r["config"].update(bogus=1), "config.bogus"),
+    ("NaN rate", lambda r: r["config"].update(ema_decay=float("nan")), "config.ema_decay"),
+    ("bad schedule", lambda r: r["config"].update(beta_schedule="exp"), "config.beta_schedule"),
+    ("not an object", lambda r: r["config"].update(channel_mult={"a": 1}), "config.channel_mult"),
+]
+
+
+@pytest.mark.parametrize("what, edit, key", DDPM_EDITS, ids=[e[0] for e in DDPM_EDITS])
+def test_bad_ddpm_config_is_one_line_naming_file_and_key(ckpts, tmp_path, capsys, what, edit, key):
+    """Issue 14, fault 9: a missing key gave KeyError, num_heads 0 ZeroDivisionError, widths like
+    200000 and image sizes like [60000, 60000] tried to allocate, and type errors did not name
+    the file; each is now one line naming config.json and the key, before any allocation."""
+    folder = _copy(ckpts / "ddpm", tmp_path / "ck")
+    _edit_config(folder, "config.json", edit)
+    line = _cli_error(_sample_ddpm(folder, tmp_path), capsys)
+    assert "config.json" in line and repr(key)[1:-1] in line, line
+    assert not (tmp_path / "g.png").exists()
+    from genfast.models import DDPM
+
+    with pytest.raises(ValueError, match="config.json"):
+        DDPM.load(folder)
+
+
+def test_deeply_nested_json(ckpts, tmp_path, capsys):
+    """Issue 14, fault 9: deeply nested JSON raised RecursionError through ``genfast sample``."""
+    folder = _copy(ckpts / "ddpm", tmp_path / "ck")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "config.json" in _cli_error(_sample_ddpm(folder, tmp_path), capsys)
+    (folder / "config.json").write_text('{"model": "DDPM", "config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "config.json" in _cli_error(_sample_ddpm(folder, tmp_path), capsys)
+
+
+def test_nan_weights_are_refused(ckpts, tmp_path, capsys):
+    """Issue 14, fault 9: NaN weights loaded, and ``genfast sample`` exited 0 after writing a
+    grid of NaN images."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(ckpts / "ddpm", tmp_path / "ck")
+    state = load_file(str(folder / "model.safetensors"))
+    name = sorted(k for k in state if k.startswith("ema."))[0]
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    line = _cli_error(_sample_ddpm(folder, tmp_path), capsys)
+    assert "model.safetensors" in line and name in line and "NaN" in line
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_weights_that_do_not_fit_the_config(ckpts, tmp_path, capsys):
+    """The safetensors header (names and shapes) is checked against the config before any data
+    is read: a wrong shape or a missing tensor names the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(ckpts / "vae", tmp_path / "ck")
+    state = load_file(str(folder / "model.safetensors"))
+    name = sorted(state)[0]
+    state[name] = torch.zeros(3, 3)
+    save_file(state, str(folder / "model.safetensors"))
+    line = _cli_error(["sample", "vae", "--checkpoint", str(folder), "--n", "1", "--no-progress"], capsys)
+    assert "model.safetensors" in line and name in line
+    del state[name]
+    save_file(state, str(folder / "model.safetensors"))
+    assert name in _cli_error(["sample", "vae", "--checkpoint", str(folder), "--n", "1", "--no-progress"], capsys)
+
+
+@pytest.mark.parametrize("fmt, argv_of", [
+    ("glow", lambda f, o: ["sample", "glow", "--checkpoint", str(f), "--n", "1", "--out", o]),
+    ("vae", lambda f, o: ["sample", "vae", "--checkpoint", str(f), "--n", "1", "--out", o]),
+    ("vqvae", lambda f, o: ["eval", "vqvae", "--checkpoint", str(f)]),
+    ("rbm", lambda f, o: ["sample", "rbm", "--model", str(f / "model.safetensors"), "--n", "1", "--out", o]),
+])
+def test_every_format_checks_its_config(ckpts, tmp_path, capsys, fmt, argv_of):
+    """Issue 14, item 6: every checkpoint format (zoo models, flows, RBM metadata, VQ-VAE) goes
+    through the schema: a missing or mistyped key names the file and the key."""
+    folder = _copy(ckpts / fmt, tmp_path / "ck")
+    out = str(tmp_path / "g.png")
+    if fmt == "glow":
+        _edit_config(folder, "config.json", lambda r: r.pop("levels"))  # was KeyError: 'levels'
+        key = "levels"
+    elif fmt == "vae":
+        _edit_config(folder, "config.json", lambda r: r["config"].update(latent_dim=-3))
+        key = "config.latent_dim"
+    elif fmt == "vqvae":
+        _edit_config(folder, "vqvae.json", lambda r: r["config"].update(num_codes="64"))
+        key = "config.num_codes"
+    else:
+        from safetensors.torch import load_file, save_file
+
+        f = folder / "model.safetensors"
+        save_file(load_file(str(f)), str(f), metadata={"genfast_config": json.dumps(
+            {"family": "rbm", "n_visible": 64, "hidden": [0], "image_shape": [1, 8, 8], "seed": 0})})
+        key = "hidden"
+    line = _cli_error([*argv_of(folder, out), "--no-progress"], capsys)
+    assert key in line, line
+    assert not Path(out).exists()
+
+
+def test_checkpoint_of_another_family_names_both(ckpts, tmp_path, capsys):
+    """Issue 14, fault 11: ``genfast sample glow --checkpoint <a VAE folder>`` printed a
+    KeyError: 'name' traceback, and ``genfast sample dcgan --checkpoint <a VAE folder>`` sampled
+    the VAE silently and overwrote its grid. Both now name the two families."""
+    vae = _copy(ckpts / "vae", tmp_path / "vae")
+    for argv, wanted in ((["sample", "glow", "--checkpoint", str(vae)], "glow"),
+                         (["sample", "dcgan", "--checkpoint", str(vae)], "dcgan"),
+                         (["sample", "ddpm", "--checkpoint", str(vae), "--steps", "2"], "ddpm"),
+                         (["eval", "vqvae", "--checkpoint", str(vae)], "vqvae")):
+        line = _cli_error([*argv, "--n", "1", "--no-progress"] if argv[0] == "sample" else [*argv, "--no-progress"],
+                          capsys)
+        assert "VAE" in line and wanted in line, line
+    assert not any(p.suffix == ".png" for p in vae.iterdir())
+    line = _cli_error(["sample", "vae", "--checkpoint", str(ckpts / "glow"), "--n", "1", "--no-progress"], capsys)
+    assert "glow" in line and "vae" in line
+
+
+def test_size_limit_is_computed_before_allocating(ckpts, tmp_path, monkeypatch):
+    """The model's size comes from a build on the meta device; above the limit nothing is
+    allocated (GENFAST_MAX_CHECKPOINT_BYTES lowers it here to a few bytes)."""
+    from genfast.models import DDPM
+
+    monkeypatch.setenv("GENFAST_MAX_CHECKPOINT_BYTES", "1000")
+    with pytest.raises(ValueError, match="GiB"):
+        DDPM.load(ckpts / "ddpm")
+    monkeypatch.delenv("GENFAST_MAX_CHECKPOINT_BYTES")
+    assert DDPM.load(ckpts / "ddpm").config["base_channels"] == 8
+
+
+def test_round_trips_still_load(ckpts):
+    """The checks accept every checkpoint genfast writes."""
+    from genfast.cli.families import flows, rbm
+    from genfast.models import DDPM, VAE, VQVAE
+
+    DDPM.load(ckpts / "ddpm")
+    VAE.load(ckpts / "vae")
+    VQVAE.load(ckpts / "vqvae")
+    flows._load(ckpts / "glow", "cpu", "glow")
+    rbm._load(ckpts / "rbm" / "model.safetensors", "cpu", name="rbm")
+
+
+# ----------------------------------------------------------------- fault 11: new users
+def test_models_refuse_images_outside_minus_one_one():
+    """Issue 14, fault 11: DDPM.fit and VAE.training_step accepted uint8 or [0, 255] images
+    although the models expect [-1, 1]; they now raise, naming the range (no silent rescale:
+    the caller knows which scale their data has)."""
+    from genfast.models import DDPM, VAE
+
+    gen = torch.Generator().manual_seed(0)
+    images255 = torch.randint(0, 256, (8, 1, 8, 8), generator=gen)
+    ddpm = DDPM(image_size=8, base_channels=8)
+    with pytest.raises((TypeError, ValueError), match=r"\[-1, 1\]"):
+        ddpm.fit(images255.to(torch.uint8), steps=1)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        ddpm.fit(images255.float(), steps=1)
+    vae = VAE(image_shape=(1, 8, 8), latent_dim=4)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        vae.training_step(images255.float())
+    with pytest.raises(TypeError, match=r"\[-1, 1\]"):
+        vae.training_step(images255.to(torch.uint8))
+    nan = torch.zeros(8, 1, 8, 8)
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        vae.training_step(nan)
+    vae.training_step(images255.float() / 127.5 - 1)  # the documented scale works
+
+
+def test_demo_only_empty_is_an_error(tmp_path, capsys):
+    """Issue 14, fault 11: ``genfast demo --only ""`` ran every stage."""
+    line = _cli_error(["demo", "--only", "", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert "--only" in line
+    _cli_error(["demo", "--only", " , ", "--out", str(tmp_path), "--no-progress"], capsys)
