@@ -78,10 +78,12 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             them at the data (CD-k) (genfast extra).
         device: torch device of the computation (None: the CPU) (genfast extra).
         backend: genfast backend of the Gibbs op, "auto" | "cpu" | "cuda" | "triton" |
-            "reference" (genfast extra).
+            "reference" (genfast extra). The kernel backends ("cpu", "cuda", "triton") compute
+            in float32: with them float64 data is converted and the fit is float32.
 
     Attributes:
-        components_: [H, V] weights, in the dtype of the training data (float32 or float64).
+        components_: [H, V] weights, in the dtype of the training data (float32 or float64;
+            float32 on the kernel backends).
         intercept_hidden_: [H] hidden biases. intercept_visible_: [V] visible biases.
         h_samples_: [batch_size, H] hidden sample of the persistent chains (0/1); with
             ``persistent=False``, of the last mini-batch's chains.
@@ -149,7 +151,14 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             a = np.ascontiguousarray(a).copy()
         return torch.from_numpy(a).to(self._device())
 
-    def _validate(self, X, *, reset, dtype=(np.float64, np.float32)):
+    def _dtypes(self):
+        """The dtypes the estimator fits in: float64 and float32 where the backend computes
+        float64 ("auto", "reference"); float32 only on the kernel backends ("cpu", "cuda",
+        "triton"), which compute in float32, so float64 data is converted there."""
+        return (np.float64, np.float32) if self.backend in ("auto", "reference") else np.float32
+
+    def _validate(self, X, *, reset, dtype=None):
+        dtype = self._dtypes() if dtype is None else dtype
         X = validate_data(self, _as_array(X), accept_sparse=("csr", "csc", "coo"), reset=reset, dtype=dtype)
         return np.ascontiguousarray(_dense(X))
 
@@ -306,11 +315,13 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         self._validate_params()
         first = not hasattr(self, "components_")
-        X = self._validate(X, reset=first, dtype=np.float64 if first else (np.float64, np.float32))
+        kernel_only = self._dtypes() is np.float32
+        X = self._validate(X, reset=first, dtype=np.float32 if kernel_only else
+                           (np.float64 if first else (np.float64, np.float32)))
         if first:
             if not hasattr(self, "random_state_"):
                 self.random_state_ = check_random_state(self.random_state)
-            self._initialize(X.shape[1], np.float64, self.random_state_)
+            self._initialize(X.shape[1], np.float32 if kernel_only else np.float64, self.random_state_)
         dtype = self.components_.dtype
         state = self._state(dtype)
         self._fit_batch(self._tensor(X, dtype), state)
