@@ -334,8 +334,9 @@ class LFQ(nn.Module):
         if not self.has_projections and self.dim != cdims:
             raise ValueError(f"{op}: has_projections=False needs dim == log2(codebook_size) * "
                              f"num_codebooks = {cdims}, got dim={self.dim}")
-        self.project_in = nn.Linear(self.dim, cdims, bias=projection_has_bias) if self.has_projections else nn.Identity()
-        self.project_out = nn.Linear(cdims, self.dim, bias=projection_has_bias) if self.has_projections else nn.Identity()
+        proj = self.has_projections
+        self.project_in = nn.Linear(self.dim, cdims, bias=projection_has_bias) if proj else nn.Identity()
+        self.project_out = nn.Linear(cdims, self.dim, bias=projection_has_bias) if proj else nn.Identity()
         self.num_codebooks = num_codebooks
         keep = num_codebooks > 1 if keep_num_codebooks_dim is None else bool(keep_num_codebooks_dim)
         if num_codebooks > 1 and not keep:
