@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state, gen_even_slices
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["BernoulliRBM"]
+__all__ = ["BernoulliRBM", "GaussianBernoulliRBM"]
 
 _NP_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
@@ -144,6 +144,13 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     def _device(self):
         return torch.device("cpu" if self.device is None else self.device)
 
+    # Visible units: Bernoulli here; GaussianBernoulliRBM overrides these two.
+    _visible = "bernoulli"
+    _score_name = "pseudo-likelihood"  # what score_samples returns (printed with verbose)
+
+    def _sigma(self):
+        return 1.0
+
     def _tensor(self, a, dtype=None):
         """A torch view (CPU, writable arrays) or copy of a NumPy array on the estimator's device."""
         a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
@@ -191,7 +198,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         X = self._validate(X, reset=False)
         w, _, c = self._params(X.dtype)
         with torch.no_grad():
-            return torch.sigmoid(torch.addmm(c, self._tensor(X), w.T)).cpu().numpy()
+            return torch.sigmoid(torch.addmm(c, self._tensor(X), w.T, alpha=1.0 / self._sigma())).cpu().numpy()
 
     def _free_energy(self, v, w, b, c):
         return -(v @ b) - torch.nn.functional.softplus(torch.addmm(c, v, w.T)).sum(1)
@@ -252,7 +259,8 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         import genfast.ops as O
 
         off = self._next_offset(O.gibbs_num_counters(v.shape[0], v.shape[1], w.shape[0], k))
-        return O.gibbs(v, w, b, c, k=k, seed=self._seed, offset=off, backend=self.backend)
+        return O.gibbs(v, w, b, c, k=k, seed=self._seed, offset=off, visible=self._visible, sigma=self._sigma(),
+                       backend=self.backend)
 
     def _initialize(self, n_features, dtype, rng):
         self.components_ = np.ascontiguousarray(rng.normal(0, 0.01, (self.n_components, n_features)), dtype=dtype)
@@ -298,7 +306,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             if self.verbose:
                 self._store(state)
                 end = time.time()
-                print(f"[{type(self).__name__}] Iteration {it}, pseudo-likelihood = "
+                print(f"[{type(self).__name__}] Iteration {it}, {self._score_name} = "
                       f"{self.score_samples(X).mean():.2f}, time = {end - begin:.2f}s")
                 begin = end
         self._store(state)
@@ -356,10 +364,11 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         w, b, c = s["w"], s["b"], s["c"]
         nb = v_pos.shape[0]
         lr = float(self.learning_rate) / nb
+        inv_s = 1.0 / self._sigma()  # Gaussian visible units: the statistics are v / sigma (Hinton 2010, 13.2)
         if not self.persistent:  # CD-k: the chain starts at the data
             out = self._gibbs_chain(v_pos, w, b, c, self.k)
             stacked = torch.cat([v_pos, out.v])
-            hs = torch.addmm(c, stacked, w.T).sigmoid_()
+            hs = torch.addmm(c, stacked, w.T, alpha=inv_s).sigmoid_()
             s["h"] = out.h
         else:
             if s["v"] is None:
@@ -370,7 +379,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 hs = out.h_prob
                 s["v"], s["h"] = out.v[nb:], out.h[nb:]
             else:
-                hs = torch.addmm(c, stacked, w.T).sigmoid_()
+                hs = torch.addmm(c, stacked, w.T, alpha=inv_s).sigmoid_()
                 out = self._gibbs_chain(s["v"], w, b, c, self.k)
                 s["v"], s["h"] = out.v, out.h
         # +1 for the data rows, -1 for the chains: one product updates W, two vector products the biases
@@ -379,9 +388,9 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             s["sign"][n] = (torch.cat([w.new_ones(nb), -w.new_ones(n - nb)]), w.new_ones(n))
         sign, ones = s["sign"][n]
         signed = stacked * sign[:, None]
-        w.addmm_(hs.T, signed, alpha=lr)
+        w.addmm_(hs.T, signed, alpha=lr * inv_s)
         c.addmv_(hs.T, sign, alpha=lr)
-        b.addmv_(signed.T, ones, alpha=lr)
+        b.addmv_(signed.T, ones, alpha=lr * inv_s * inv_s)
 
     def _initial_chains(self, b):
         """scikit-learn's chains start at h = 0, so their first visible sample is v ~ sigmoid(b)."""
@@ -396,3 +405,121 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+class GaussianBernoulliRBM(BernoulliRBM):
+    """Gaussian-Bernoulli RBM as a scikit-learn estimator, on genfast's Gibbs op.
+
+    Real visible units with fixed standard deviation ``sigma`` and binary hidden units (Hinton
+    2010, "A practical guide to training RBMs", section 13.2): energy
+    ``E(v, h) = |v - b|^2 / (2 sigma^2) - c.h - (v / sigma) W^T h``, so
+    ``p(h = 1 | v) = sigmoid(c + v W^T / sigma)`` and ``v | h ~ N(b + sigma h W, sigma^2 I)``.
+    scikit-learn has no such estimator; this one follows :class:`BernoulliRBM`'s conventions
+    (arguments, fitted attributes, ``fit``/``partial_fit``/``transform``/``gibbs``) with one
+    extra argument, ``sigma``. Standardise the data (``StandardScaler``) and keep ``sigma = 1``,
+    as the guide advises. PCD / CD-k updates with ``h(v) = sigmoid(c + v W^T / sigma)``:
+    ``W += lr / b (h(v_pos)^T v_pos - h(v_neg)^T v_neg) / sigma``,
+    ``b += lr / b sum(v_pos - v_neg) / sigma^2``, ``c += lr / b sum(h(v_pos) - h(v_neg))``.
+
+    Args:
+        n_components, batch_size, n_iter, verbose, random_state, k, persistent, device,
+            backend: as :class:`BernoulliRBM`.
+        learning_rate: step size (float > 0); default 0.01 (Gaussian units need a smaller step
+            than binary ones, Hinton 2010, 13.2).
+        sigma: standard deviation of the visible units (finite float > 0).
+
+    Attributes:
+        as :class:`BernoulliRBM`; ``h_samples_`` is 0/1.
+
+    Methods that differ from :class:`BernoulliRBM`:
+        ``gibbs(v)`` returns the new real-valued visible sample (float array, not bool);
+        ``score_samples(X)`` returns ``-F(x)``, the unnormalised log-density
+        (``log p(x) + log Z``; ``F(v) = |v - b|^2 / (2 sigma^2) - sum_j softplus(c_j + W_j v / sigma)``):
+        a pseudo-likelihood has no closed form for real units, and ``log Z`` is the same for
+        every row, so the scores rank rows as the log-likelihood does. The chains start at
+        ``v ~ N(b, sigma^2)`` (h = 0).
+
+    Raises:
+        TypeError / ValueError (at ``fit``): as :class:`BernoulliRBM`, and ``sigma`` not a finite
+            float > 0.
+    """
+
+    _visible = "gaussian"
+    _score_name = "unnormalised log-density"
+
+    def __init__(
+        self,
+        n_components=256,
+        *,
+        learning_rate=0.01,
+        batch_size=10,
+        n_iter=10,
+        verbose=0,
+        random_state=None,
+        k=1,
+        persistent=True,
+        device=None,
+        backend="auto",
+        sigma=1.0,
+    ):
+        super().__init__(n_components, learning_rate=learning_rate, batch_size=batch_size, n_iter=n_iter,
+                         verbose=verbose, random_state=random_state, k=k, persistent=persistent, device=device,
+                         backend=backend)
+        self.sigma = sigma
+
+    def _validate_params(self):
+        super()._validate_params()
+        s = self.sigma
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise TypeError(f"GaussianBernoulliRBM: sigma must be a float, got {type(s).__name__}")
+        if not (np.isfinite(s) and s > 0):
+            raise ValueError(f"GaussianBernoulliRBM: sigma must be a finite float > 0, got {s}")
+
+    def _sigma(self):
+        return float(self.sigma)
+
+    def _free_energy(self, v, w, b, c):
+        s = self._sigma()
+        quad = ((v - b) ** 2).sum(1) / (2 * s * s)
+        return quad - torch.nn.functional.softplus(torch.addmm(c, v, w.T, alpha=1.0 / s)).sum(1)
+
+    def score_samples(self, X):
+        """Unnormalised log-density ``-F(x)`` of each row (see the class docstring).
+
+        Args:
+            X: [n_samples, n_features] real data.
+
+        Returns:
+            ndarray [n_samples] in the dtype of the fit.
+
+        Raises:
+            NotFittedError: before ``fit``. ValueError: wrong number of features, NaN or inf.
+        """
+        check_is_fitted(self)
+        v = self._validate(X, reset=False)
+        w, b, c = self._params(v.dtype)
+        with torch.no_grad():
+            return (-self._free_energy(self._tensor(v), w, b, c)).cpu().numpy()
+
+    def gibbs(self, v):
+        """One block-Gibbs step ``v -> h -> v'`` (one fused :func:`genfast.ops.gibbs` call).
+
+        Args:
+            v: [n_samples, n_features] visible states.
+
+        Returns:
+            ndarray [n_samples, n_features], the new real-valued visible sample.
+        """
+        check_is_fitted(self)
+        v = self._validate(v, reset=False)
+        self._ensure_stream()
+        return self._gibbs_chain(self._tensor(v), *self._params(v.dtype), k=1).v.cpu().numpy()
+
+    def _initial_chains(self, b):
+        """The chains start at h = 0, so their first visible sample is v ~ N(b, sigma^2)."""
+        import genfast.ops as O
+
+        shape = (self.batch_size, b.shape[0])
+        z = O.randn(shape, seed=self._seed, offset=self._next_offset(shape[0] * shape[1]), device=b.device,
+                    backend=self.backend)
+        return b + self._sigma() * z.to(b.dtype)
