@@ -40,43 +40,65 @@ class FlowDistribution(Distribution):
         flow: a :class:`genfast.models.flows.FlowModel` (Glow, RealNVP, NICE, MAF).
         temperature: scale of the prior's standard deviations when sampling (1.0: the model's
             own distribution, which ``log_prob`` describes).
+        context: for a conditional flow (``context_features > 0``), the context
+            ``[*batch_shape, context_features]``: the distribution is ``p(x | context)``, one per
+            batch element (as zuko's ``flow(c)``); None for an unconditional flow.
 
     Attributes:
-        batch_shape: ``()``. event_shape: the flow's image shape.
+        batch_shape: ``context.shape[:-1]`` (``()`` without context). event_shape: the flow's image shape.
 
     Raises:
-        TypeError: ``flow`` is not a genfast flow model.
+        TypeError: ``flow`` is not a genfast flow model. ValueError: a context missing, given to
+            an unconditional flow, or of the wrong size.
     """
 
     arg_constraints: dict = {}
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, flow, temperature: float = 1.0, validate_args=None):
+    def __init__(self, flow, temperature: float = 1.0, context: torch.Tensor | None = None, validate_args=None):
         from genfast.models.flows import FlowModel
 
         if not isinstance(flow, FlowModel):
             raise TypeError(f"FlowDistribution: flow must be a genfast flow model, got {type(flow).__name__}")
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"FlowDistribution: temperature must be > 0, got {temperature!r}")
-        self.flow, self.temperature = flow, float(temperature)
-        super().__init__(torch.Size(), torch.Size(flow.image_shape), validate_args=validate_args)
+        cf = flow.context_features
+        if cf and context is None:
+            raise ValueError(f"FlowDistribution: context [..., {cf}] is required for a conditional flow")
+        if not cf and context is not None:
+            raise ValueError("FlowDistribution: context given to a flow with context_features=0")
+        if context is not None and (not isinstance(context, torch.Tensor) or context.dim() < 1
+                                    or context.shape[-1] != cf):
+            raise ValueError(f"FlowDistribution: context must be a tensor [..., {cf}], got "
+                             f"{tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__}")
+        self.flow, self.temperature, self.context = flow, float(temperature), context
+        batch = torch.Size() if context is None else context.shape[:-1]
+        super().__init__(batch, torch.Size(flow.image_shape), validate_args=validate_args)
+
+    def _contexts(self, lead):
+        """The context of every one of the ``lead`` (= sample + batch) positions, flattened."""
+        if self.context is None:
+            return None
+        return self.context.expand(*lead, self.context.shape[-1]).reshape(-1, self.context.shape[-1])
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """Log-density (nats) of ``value`` ``[*sample_shape, C, H, W]``: shape ``sample_shape``."""
+        """Log-density (nats) of ``value`` ``[*sample_shape, *batch_shape, C, H, W]``: shape
+        ``[*sample_shape, *batch_shape]``."""
         if self._validate_args:
             self._validate_sample(value)
         lead = value.shape[: value.dim() - len(self.event_shape)]
-        return self.flow.log_prob(value.reshape(-1, *self.event_shape)).reshape(lead)
+        return self.flow.log_prob(value.reshape(-1, *self.event_shape), self._contexts(lead)).reshape(lead)
 
     def rsample(self, sample_shape=_EMPTY) -> torch.Tensor:
-        """Reparameterised samples ``[*sample_shape, C, H, W]`` (gradients reach the flow's
-        parameters); not clamped, unlike ``flow.sample``."""
-        shape = _shape(sample_shape)
+        """Reparameterised samples ``[*sample_shape, *batch_shape, C, H, W]`` (gradients reach the
+        flow's parameters); not clamped, unlike ``flow.sample``."""
+        shape = _shape(sample_shape) + self.batch_shape
         n = math.prod(shape)
         p = next(self.flow.parameters())
-        top = self.flow._top_sample(n, self.temperature, None, p.device, p.dtype)
-        x = self.flow.decode([top], temperature=self.temperature)
+        ctx = self._contexts(shape)
+        top = self.flow._top_sample(n, self.temperature, None, p.device, p.dtype, ctx)
+        x = self.flow.decode([top], temperature=self.temperature, context=ctx)
         return x.reshape(*shape, *self.event_shape)
 
     def sample(self, sample_shape=_EMPTY) -> torch.Tensor:

@@ -13,6 +13,14 @@ convention there: ``forward`` is data to latent). Common API (:class:`FlowModel`
   dequantisation: ``x = (x_int + u) / K`` mapped to [-1, 1], and
   ``bpd = -(log p(x) + D log(2 / K)) / (D log 2)`` (Theis et al. 2016; Dinh et al. 2017 sec. 4.1),
   an upper bound of the discrete model's code length.
+
+Conditional flows: built with ``context_features=C > 0``, every model takes a context vector
+``[N, C]`` (e.g. a one-hot class, or any embedding) in ``encode``, ``decode``, ``log_prob``,
+``sample`` and ``bits_per_dim`` and models ``p(x | context)``: the coupling and MADE conditioners
+see the context (broadcast over the pixels for convolutional ones), and Glow's learned priors
+(top and splits) are shifted by zero-initialised linear maps of it (Glow's class conditioning,
+Kingma & Dhariwal 2018, sec. 5; conditional MAF, Papamakarios et al. 2017, sec. 3.4; as nflows'
+and zuko's conditional flows). At initialisation a conditional model equals the unconditional one.
 """
 
 from __future__ import annotations
@@ -57,33 +65,52 @@ class FlowModel(nn.Module):
 
     prior_kind = "gaussian"
 
-    def __init__(self, image_shape):
+    def __init__(self, image_shape, context_features: int = 0):
         super().__init__()
         self.image_shape = _check_shape(image_shape, type(self).__name__)
+        if isinstance(context_features, bool) or not isinstance(context_features, int) or context_features < 0:
+            raise ValueError(f"{type(self).__name__}: context_features must be an int >= 0, got {context_features!r}")
+        self.context_features = context_features
         self.num_dims = math.prod(self.image_shape)
         self.flatten = False
         self.layers = nn.ModuleList()
         self.top_shape = self.image_shape
 
+    def _check_context(self, context, n):
+        """The context ``[n, context_features]`` (None for an unconditional model), validated."""
+        name = type(self).__name__
+        if not self.context_features:
+            if context is not None:
+                raise ValueError(f"{name}: context given to a model built with context_features=0")
+            return None
+        if context is None:
+            raise ValueError(f"{name}: context [N, {self.context_features}] is required (a conditional model)")
+        if not isinstance(context, torch.Tensor) or not context.is_floating_point():
+            raise TypeError(f"{name}: context must be a floating-point torch.Tensor")
+        if context.dim() != 2 or context.shape[0] != n or context.shape[1] != self.context_features:
+            raise ValueError(f"{name}: context must have shape [{n}, {self.context_features}], "
+                             f"got {tuple(context.shape)}")
+        return context
+
     # --- prior of the final latent
-    def top_prior_params(self, n, device, dtype):
+    def top_prior_params(self, n, device, dtype, context=None):
         """``(mean, log_std)`` of the top latent, each ``[N, *top_shape]`` (standard normal here)."""
         zero = torch.zeros(n, *self.top_shape, device=device, dtype=dtype)
         return zero, zero
 
-    def _top_log_prob(self, z):
+    def _top_log_prob(self, z, context=None):
         if self.prior_kind == "logistic":
             # standard logistic density: -log(1 + e^z) - log(1 + e^-z)  (NICE, sec. 5.1)
             return -(nn.functional.softplus(z) + nn.functional.softplus(-z)).flatten(1).sum(1)
-        mean, log_std = self.top_prior_params(z.shape[0], z.device, z.dtype)
+        mean, log_std = self.top_prior_params(z.shape[0], z.device, z.dtype, context)
         return _gaussian_log_prob(z, mean, log_std)
 
-    def _top_sample(self, n, temperature, generator, device, dtype):
+    def _top_sample(self, n, temperature, generator, device, dtype, context=None):
         if self.prior_kind == "logistic":
             u = torch.rand((n, *self.top_shape), generator=generator, device=device, dtype=dtype)
             u = u.clamp(1e-6, 1 - 1e-6)
             return temperature * (torch.log(u) - torch.log1p(-u))
-        mean, log_std = self.top_prior_params(n, device, dtype)
+        mean, log_std = self.top_prior_params(n, device, dtype, context)
         eps = torch.randn(mean.shape, generator=generator, device=device, dtype=dtype)
         return mean + temperature * torch.exp(log_std) * eps
 
@@ -97,11 +124,12 @@ class FlowModel(nn.Module):
                 f" got {tuple(x.shape)}"
             )
 
-    def encode(self, x: torch.Tensor):
+    def encode(self, x: torch.Tensor, context: torch.Tensor | None = None):
         """Map images to latents.
 
         Args:
             x: ``[N, C, H, W]`` floating, in the model's data range [-1, 1].
+            context: ``[N, context_features]``, required iff the model is conditional.
 
         Returns:
             ``(zs, logdet, log_pz)``: ``zs`` the list of latents (factored-out ones first, the
@@ -110,46 +138,54 @@ class FlowModel(nn.Module):
         """
         self._check_x(x)
         n = x.shape[0]
+        context = self._check_context(context, n)
         h = x.reshape(n, -1) if self.flatten else x
         logdet = torch.zeros(n, dtype=x.dtype, device=x.device)
         log_pz = torch.zeros(n, dtype=x.dtype, device=x.device)
         zs = []
         for layer in self.layers:
+            ctx = () if context is None or not getattr(layer, "takes_context", False) else (context,)
             if isinstance(layer, Split):
-                h, z, lp = layer(h)
+                h, z, lp = layer(h, *ctx)
                 zs.append(z)
                 log_pz = log_pz + lp
             else:
-                h, ld = layer(h)
+                h, ld = layer(h, *ctx)
                 logdet = logdet + ld
         zs.append(h)
-        return zs, logdet, log_pz + self._top_log_prob(h)
+        return zs, logdet, log_pz + self._top_log_prob(h, context)
 
-    def decode(self, zs, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(self, zs, temperature: float = 1.0, generator: torch.Generator | None = None,
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """Invert :meth:`encode`; factored-out latents missing from ``zs`` (``None``) are sampled
-        from their conditional priors at ``temperature``. Returns ``[N, C, H, W]``."""
+        from their conditional priors at ``temperature``. ``context`` ``[N, context_features]``
+        is required iff the model is conditional. Returns ``[N, C, H, W]``."""
         zs = list(zs)
         h = zs.pop()
+        context = self._check_context(context, h.shape[0])
         for layer in reversed(self.layers):
+            ctx = {} if context is None or not getattr(layer, "takes_context", False) else {"context": context}
             if isinstance(layer, Split):
                 z = zs.pop() if zs else None
-                h = layer.inverse(h, z, temperature=temperature, generator=generator)
+                h = layer.inverse(h, z, temperature=temperature, generator=generator, **ctx)
             else:
-                h = layer.inverse(h)
+                h = layer.inverse(h, **ctx)
         return h.reshape(h.shape[0], *self.image_shape) if self.flatten else h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``log_prob(x)``, ``[N]``."""
-        return self.log_prob(x)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``log_prob(x, context)``, ``[N]``."""
+        return self.log_prob(x, context)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Log-density ``[N]`` (nats) of continuous ``x`` ``[N, C, H, W]`` by the change of variables."""
-        _, logdet, log_pz = self.encode(x)
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-density ``[N]`` (nats) of continuous ``x`` ``[N, C, H, W]`` by the change of variables
+        (given ``context`` ``[N, context_features]`` for a conditional model)."""
+        _, logdet, log_pz = self.encode(x, context)
         return log_pz + logdet
 
     @torch.no_grad()
     def sample(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` images ``[n, C, H, W]`` (float32, clamped to [-1, 1]).
 
@@ -158,17 +194,20 @@ class FlowModel(nn.Module):
             temperature: scale of the prior standard deviations, > 0 (Glow sec. 5.3; 0.7 is
                 Glow's usual choice, 1.0 the model's own distribution).
             generator: optional ``torch.Generator`` (on the model's device).
+            context: ``[n, context_features]``, required iff the model is conditional (sample i
+                is drawn from ``p(x | context[i])``).
 
         Raises:
-            ValueError: negative ``n`` or non-positive ``temperature``.
+            ValueError: negative ``n``, non-positive ``temperature``, a missing or misshapen context.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{type(self).__name__}.sample: n must be an int >= 0, got {n!r}")
         if not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"{type(self).__name__}.sample: temperature must be > 0, got {temperature!r}")
         p = next(self.parameters())
-        top = self._top_sample(n, float(temperature), generator, p.device, p.dtype)
-        x = self.decode([top], temperature=float(temperature), generator=generator)
+        context = self._check_context(context, n)
+        top = self._top_sample(n, float(temperature), generator, p.device, p.dtype, context)
+        x = self.decode([top], temperature=float(temperature), generator=generator, context=context)
         return x.clamp(-1.0, 1.0)
 
     @staticmethod
@@ -187,6 +226,7 @@ class FlowModel(nn.Module):
         num_bins: int = 256,
         generator: torch.Generator | None = None,
         dequantize: bool = True,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Negative log-likelihood in bits per dimension, ``[N]``.
 
@@ -196,6 +236,7 @@ class FlowModel(nn.Module):
             num_bins: K, the number of intensity levels.
             generator: for the dequantisation noise.
             dequantize: add uniform noise first (False: ``images`` are already continuous).
+            context: ``[N, context_features]`` for a conditional model.
 
         Returns:
             ``-(log p(x) + D log(2 / K)) / (D log 2)`` per image, the bin volume ``(2/K)^D``
@@ -203,26 +244,27 @@ class FlowModel(nn.Module):
         """
         x = self.dequantize(images, num_bins, generator) if dequantize else images
         d = self.num_dims
-        return -(self.log_prob(x) + d * math.log(2.0 / num_bins)) / (d * math.log(2.0))
+        return -(self.log_prob(x, context) + d * math.log(2.0 / num_bins)) / (d * math.log(2.0))
 
 
 # ----------------------------------------------------------------------------------- Glow
 class _GlowStep(nn.Module):
     """One step of flow: actnorm -> invertible 1x1 convolution (fused) -> affine coupling."""
 
-    def __init__(self, channels, hidden, backend, generator):
+    def __init__(self, channels, hidden, backend, generator, context_features=0):
         super().__init__()
         self.actnorm = ActNorm(channels)
         self.invconv = InvConv2dLU(channels, backend=backend, generator=generator)
-        self.coupling = AffineCoupling(channels, hidden, mask="channel")
+        self.coupling = AffineCoupling(channels, hidden, mask="channel", context_features=context_features)
+        self.takes_context = context_features > 0
 
-    def forward(self, x):
+    def forward(self, x, context=None):
         y, ld = self.invconv(x, actnorm=self.actnorm)
-        y, ld2 = self.coupling(y)
+        y, ld2 = self.coupling(y, context)
         return y, ld + ld2
 
-    def inverse(self, y):
-        return self.invconv.inverse(self.coupling.inverse(y), actnorm=self.actnorm)
+    def inverse(self, y, context=None):
+        return self.invconv.inverse(self.coupling.inverse(y, context), actnorm=self.actnorm)
 
 
 class Glow(FlowModel):
@@ -242,6 +284,8 @@ class Glow(FlowModel):
         learn_top: learn the top prior's mean and log-std (else N(0, I)).
         backend: backend of the 1x1 convolutions.
         seed: seed of the initial rotations of the 1x1 convolutions.
+        context_features: size of a context vector (e.g. a one-hot class) for a conditional
+            Glow (module docstring); 0: unconditional.
     """
 
     def __init__(
@@ -253,8 +297,10 @@ class Glow(FlowModel):
         learn_top: bool = True,
         backend: str = "auto",
         seed: int = 0,
+        context_features: int = 0,
     ):
-        super().__init__(image_shape)
+        super().__init__(image_shape, context_features)
+        cf = self.context_features
         c, h, w = self.image_shape
         if (
             not isinstance(num_levels, int)
@@ -275,24 +321,32 @@ class Glow(FlowModel):
             self.layers.append(Squeeze())
             c, h, w = 4 * c, h // 2, w // 2
             for _ in range(num_steps):
-                self.layers.append(_GlowStep(c, hidden, backend, gen))
+                self.layers.append(_GlowStep(c, hidden, backend, gen, cf))
             if level < num_levels - 1:
-                self.layers.append(Split(c, learned_prior=True))
+                self.layers.append(Split(c, learned_prior=True, context_features=cf))
                 c = c - c // 2
         self.top_shape = (c, h, w)
         self.learn_top = learn_top
         if learn_top:
             self.top_mean = nn.Parameter(torch.zeros(self.top_shape))
             self.top_log_std = nn.Parameter(torch.zeros(self.top_shape))
+        if cf:  # class conditioning of the top prior (openai/glow's ycond), zero at initialisation
+            self.top_context = nn.Linear(cf, 2 * math.prod(self.top_shape))
+            nn.init.zeros_(self.top_context.weight)
+            nn.init.zeros_(self.top_context.bias)
 
-    def top_prior_params(self, n, device, dtype):
-        """Learned (or standard) ``(mean, log_std)`` of the top latent, each ``[N, *top_shape]``."""
-        if not self.learn_top:
-            return super().top_prior_params(n, device, dtype)
-        return (
-            self.top_mean.to(dtype).expand(n, *self.top_shape),
-            self.top_log_std.to(dtype).expand(n, *self.top_shape),
-        )
+    def top_prior_params(self, n, device, dtype, context=None):
+        """Learned (or standard) ``(mean, log_std)`` of the top latent, each ``[N, *top_shape]``
+        (shifted by a linear map of ``context`` for a conditional Glow)."""
+        if self.learn_top:
+            mean = self.top_mean.to(dtype).expand(n, *self.top_shape)
+            log_std = self.top_log_std.to(dtype).expand(n, *self.top_shape)
+        else:
+            mean, log_std = super().top_prior_params(n, device, dtype)
+        if context is not None and self.context_features:
+            shift = self.top_context(context.to(dtype)).reshape(n, 2, *self.top_shape)
+            mean, log_std = mean + shift[:, 0], log_std + shift[:, 1]
+        return mean, log_std
 
 
 # -------------------------------------------------------------------------------- RealNVP
@@ -309,10 +363,13 @@ class RealNVP(FlowModel):
         image_shape: (C, H, W); H and W divisible by 2^(num_scales - 1).
         num_scales: >= 1.
         hidden: width of the coupling networks.
+        context_features: size of a context vector for a conditional RealNVP (the couplings'
+            conditioners see it); 0: unconditional.
     """
 
-    def __init__(self, image_shape=(1, 8, 8), num_scales: int = 2, hidden: int = 64):
-        super().__init__(image_shape)
+    def __init__(self, image_shape=(1, 8, 8), num_scales: int = 2, hidden: int = 64, context_features: int = 0):
+        super().__init__(image_shape, context_features)
+        cf = self.context_features
         c, h, w = self.image_shape
         if not isinstance(num_scales, int) or num_scales < 1:
             raise ValueError(f"RealNVP: num_scales must be an int >= 1, got {num_scales!r}")
@@ -323,13 +380,15 @@ class RealNVP(FlowModel):
         for scale in range(num_scales):
             last = scale == num_scales - 1
             for i in range(4 if last else 3):
-                self.layers += [AffineCoupling(c, hidden, mask="checkerboard", parity=i % 2), ActNorm(c)]
+                self.layers += [AffineCoupling(c, hidden, mask="checkerboard", parity=i % 2, context_features=cf),
+                                ActNorm(c)]
             if last:
                 break
             self.layers.append(Squeeze())
             c, h, w = 4 * c, h // 2, w // 2
             for i in range(3):
-                self.layers += [AffineCoupling(c, hidden, mask="channel", parity=i % 2), ActNorm(c)]
+                self.layers += [AffineCoupling(c, hidden, mask="channel", parity=i % 2, context_features=cf),
+                                ActNorm(c)]
             self.layers.append(Split(c, learned_prior=False))
             c = c - c // 2
         self.top_shape = (c, h, w)
@@ -362,12 +421,14 @@ class NICE(FlowModel):
         num_layers: number of coupling layers (paper: 4).
         hidden: width of the MLPs.
         prior: ``"logistic"`` or ``"gaussian"``.
+        context_features: size of a context vector for a conditional NICE; 0: unconditional.
     """
 
     def __init__(
-        self, image_shape=(1, 8, 8), num_layers: int = 4, hidden: int = 256, prior: str = "logistic"
+        self, image_shape=(1, 8, 8), num_layers: int = 4, hidden: int = 256, prior: str = "logistic",
+        context_features: int = 0,
     ):
-        super().__init__(image_shape)
+        super().__init__(image_shape, context_features)
         if prior not in ("logistic", "gaussian"):
             raise ValueError(f"NICE: prior must be 'logistic' or 'gaussian', got {prior!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
@@ -377,7 +438,8 @@ class NICE(FlowModel):
         d = self.num_dims
         for i in range(num_layers):
             self.layers.append(
-                AdditiveCoupling(d, hidden, mask="checkerboard", parity=i % 2, conditioner="mlp")
+                AdditiveCoupling(d, hidden, mask="checkerboard", parity=i % 2, conditioner="mlp",
+                                 context_features=self.context_features)
             )
         self.layers.append(_DiagonalScale(d))
         self.top_shape = (d,)
@@ -396,17 +458,20 @@ class MAF(FlowModel):
         image_shape: (C, H, W), flattened to D = C*H*W.
         num_layers: number of MADE layers (paper: 5).
         hidden: MADE hidden sizes.
+        context_features: size of a context vector for a conditional MAF (conditional MADEs,
+            sec. 3.4); 0: unconditional.
     """
 
-    def __init__(self, image_shape=(1, 8, 8), num_layers: int = 5, hidden=(256, 256)):
-        super().__init__(image_shape)
+    def __init__(self, image_shape=(1, 8, 8), num_layers: int = 5, hidden=(256, 256), context_features: int = 0):
+        super().__init__(image_shape, context_features)
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"MAF: num_layers must be an int >= 1, got {num_layers!r}")
         self.flatten = True
         d = self.num_dims
         for i in range(num_layers):
             order = torch.arange(d) if i % 2 == 0 else torch.arange(d - 1, -1, -1)
-            self.layers += [MaskedAffineAutoregressive(d, tuple(hidden), order), ActNorm(d)]
+            self.layers += [MaskedAffineAutoregressive(d, tuple(hidden), order,
+                                                       context_features=self.context_features), ActNorm(d)]
         self.top_shape = (d,)
 
 

@@ -50,6 +50,28 @@ def _check_input(name, x, num_channels, layer, min_ndim=2, ndim=None):
         raise ValueError(f"{layer}: {name} must have shape [N, {num_channels}, ...], got {tuple(x.shape)}")
 
 
+def _check_context(context, context_features, n, layer):
+    """Validate a layer's context: required ``[N, context_features]`` iff ``context_features > 0``."""
+    if context_features == 0:
+        if context is not None:
+            raise ValueError(f"{layer}: context given to a layer built with context_features=0")
+        return None
+    if context is None:
+        raise ValueError(f"{layer}: context [N, {context_features}] is required (context_features="
+                         f"{context_features})")
+    if not isinstance(context, torch.Tensor) or not context.is_floating_point():
+        raise TypeError(f"{layer}: context must be a floating-point torch.Tensor")
+    if context.dim() != 2 or context.shape[0] != n or context.shape[1] != context_features:
+        raise ValueError(f"{layer}: context must have shape [{n}, {context_features}], got {tuple(context.shape)}")
+    return context
+
+
+def _check_context_features(value, layer):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{layer}: context_features must be an int >= 0, got {value!r}")
+    return value
+
+
 def _per_sample(value, n, ref):
     """A scalar log-determinant broadcast to ``[N]``."""
     return value.to(ref).expand(n).clone() if value.dim() == 0 else value
@@ -292,8 +314,10 @@ class _Coupling(nn.Module):
     _name = "Coupling"
     _per_channel_outputs = 1
 
-    def __init__(self, num_channels, hidden=64, *, mask="channel", parity=0, conditioner="conv", net=None):
+    def __init__(self, num_channels, hidden=64, *, mask="channel", parity=0, conditioner="conv", net=None,
+                 context_features=0):
         super().__init__()
+        self.context_features = _check_context_features(context_features, self._name)
         if not isinstance(num_channels, int) or num_channels < 1:
             raise ValueError(f"{self._name}: num_channels must be a positive int, got {num_channels!r}")
         if mask not in ("channel", "checkerboard"):
@@ -314,6 +338,7 @@ class _Coupling(nn.Module):
             c_in, c_out = self.c_keep, k * self.c_change
         else:
             c_in, c_out = num_channels, k * num_channels
+        c_in += self.context_features  # the context enters the conditioner as extra inputs
         if net is None:
             net = _conv_net(c_in, c_out, hidden) if conditioner == "conv" else _mlp_net(c_in, c_out, hidden)
         self.net = net
@@ -339,24 +364,40 @@ class _Coupling(nn.Module):
     def _transform(self, x, h, inverse, where):  # returns (changed part, logdet [N])
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor):
-        """Map ``x`` to the latent side; returns ``(y, logdet [N])`` (shapes as the input)."""
+    @property
+    def takes_context(self) -> bool:
+        """Whether ``forward`` / ``inverse`` need a context (``context_features > 0``)."""
+        return self.context_features > 0
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """Map ``x`` to the latent side; returns ``(y, logdet [N])`` (shapes as the input).
+        ``context`` ``[N, context_features]`` is required iff the layer was built with them."""
         self._check("x", x)
-        return self._couple(x, inverse=False)
+        return self._couple(x, inverse=False, context=_check_context(context, self.context_features, x.shape[0],
+                                                                     self._name))
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """Invert :meth:`forward` exactly (the conditioner sees only the unchanged part)."""
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Invert :meth:`forward` exactly (the conditioner sees only the unchanged part and the context)."""
         self._check("y", y)
-        return self._couple(y, inverse=True)[0]
+        return self._couple(y, inverse=True, context=_check_context(context, self.context_features, y.shape[0],
+                                                                    self._name))[0]
 
-    def _couple(self, x, inverse):
+    def _net(self, keep, context):
+        if context is None:
+            return self.net(keep)
+        c = context.to(keep.dtype)
+        if keep.dim() == 4:  # images: the context vector broadcast over the pixels as channels
+            c = c[:, :, None, None].expand(-1, -1, keep.shape[2], keep.shape[3])
+        return self.net(torch.cat([keep, c], 1))
+
+    def _couple(self, x, inverse, context=None):
         if self.mask == "channel":
             keep, change = self._split(x)
-            out, logdet = self._transform(change, self.net(keep), inverse, None)
+            out, logdet = self._transform(change, self._net(keep, context), inverse, None)
             return self._merge(keep, out), logdet
         m = self._mask(x)
         keep = x * m
-        out, logdet = self._transform(x, self.net(keep), inverse, 1 - m)
+        out, logdet = self._transform(x, self._net(keep, context), inverse, 1 - m)
         return keep + (1 - m) * out, logdet
 
 
@@ -374,7 +415,10 @@ class AdditiveCoupling(_Coupling):
         parity: 0 or 1, which part passes through.
         conditioner: ``"conv"`` (inputs ``[N, C, H, W]``, 3x3-1x1-3x3 convolutions, last one
             zero-initialised as in Glow) or ``"mlp"`` (inputs ``[N, C]``).
-        net: optional custom conditioner mapping the masked input to the shift.
+        net: optional custom conditioner mapping the masked input (and the context) to the shift.
+        context_features: size of an optional context vector ``[N, context_features]`` that the
+            conditioner also sees (a conditional flow, as nflows' and zuko's): for images it is
+            broadcast over the pixels as extra input channels. 0: unconditional.
     """
 
     _name = "AdditiveCoupling"
@@ -457,30 +501,47 @@ class Split(nn.Module):
     Args:
         num_channels: C (>= 2).
         learned_prior: learn the conditional prior (Glow) or use N(0, I) (RealNVP).
+        context_features: with a learned prior, a context vector ``[N, context_features]`` shifts
+            the prior's ``(mean, log_std)`` through a zero-initialised linear map (Glow's class
+            conditioning, ``ycond`` in openai/glow); 0: unconditional.
     """
 
-    def __init__(self, num_channels: int, learned_prior: bool = True):
+    def __init__(self, num_channels: int, learned_prior: bool = True, context_features: int = 0):
         super().__init__()
+        self.context_features = _check_context_features(context_features, "Split")
+        if self.context_features and not learned_prior:
+            raise ValueError("Split: context_features needs learned_prior=True")
         if not isinstance(num_channels, int) or num_channels < 2:
             raise ValueError(f"Split: num_channels must be an int >= 2, got {num_channels!r}")
         self.num_channels = num_channels
         self.c_out = num_channels // 2
         self.c_keep = num_channels - self.c_out
         self.prior = ZeroConv2d(self.c_keep, 2 * self.c_out) if learned_prior else None
+        if self.context_features:
+            self.context_prior = _ZeroLinear(self.context_features, 2 * self.c_out)
 
-    def prior_params(self, h: torch.Tensor):
-        """``(mean, log_std)`` of the factored-out channels given the kept ones, each ``[N, C//2, H, W]``."""
+    @property
+    def takes_context(self) -> bool:
+        """Whether ``forward`` / ``inverse`` need a context (``context_features > 0``)."""
+        return self.context_features > 0
+
+    def prior_params(self, h: torch.Tensor, context: torch.Tensor | None = None):
+        """``(mean, log_std)`` of the factored-out channels given the kept ones (and the context),
+        each ``[N, C//2, H, W]``."""
         if self.prior is None:
             zero = torch.zeros(h.shape[0], self.c_out, *h.shape[2:], dtype=h.dtype, device=h.device)
             return zero, zero
         p = self.prior(h)
+        context = _check_context(context, self.context_features, h.shape[0], "Split")
+        if context is not None:
+            p = p + self.context_prior(context.to(p.dtype))[:, :, None, None]
         return p[:, 0::2], p[:, 1::2]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
         """Split ``x``; returns ``(h, z, log_p [N])`` with ``log_p = log N(z; mean(h), std(h))``."""
         _check_input("x", x, self.num_channels, "Split", ndim=4)
         h, z = x[:, : self.c_keep], x[:, self.c_keep :]
-        mean, log_std = self.prior_params(h)
+        mean, log_std = self.prior_params(h, context)
         return h, z, _gaussian_log_prob(z, mean, log_std)
 
     def inverse(
@@ -489,11 +550,12 @@ class Split(nn.Module):
         z: torch.Tensor | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Concatenate ``h`` with ``z`` (sampled from the prior at ``temperature`` when None)."""
         _check_input("h", h, self.c_keep, "Split", ndim=4)
         if z is None:
-            mean, log_std = self.prior_params(h)
+            mean, log_std = self.prior_params(h, context)
             eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
             z = mean + temperature * torch.exp(log_std) * eps
         return torch.cat([h, z], 1)
@@ -522,10 +584,15 @@ class MADE(nn.Module):
         order: a permutation of ``range(D)``: input ``order[j]`` is the j-th in the autoregressive
             order (default natural).
         outputs_per_dim: how many outputs per input dimension (2 for MAF: mean, log-scale).
+        context_features: size of an optional context vector ``[N, context_features]`` connected
+            without mask to the first layer (every output may depend on it; Papamakarios et al.
+            2017, sec. 3.4, conditional MADE). 0: unconditional.
     """
 
-    def __init__(self, num_features: int, hidden=(128, 128), order=None, outputs_per_dim: int = 2):
+    def __init__(self, num_features: int, hidden=(128, 128), order=None, outputs_per_dim: int = 2,
+                 context_features: int = 0):
         super().__init__()
+        self.context_features = _check_context_features(context_features, "MADE")
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"MADE: num_features must be a positive int, got {num_features!r}")
         d = num_features
@@ -548,11 +615,21 @@ class MADE(nn.Module):
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
+        if self.context_features:  # added to the first layer's pre-activation
+            first = layers[0]
+            self.context_net = nn.Linear(self.context_features, first.out_features, bias=False)
+            if first is last:
+                nn.init.zeros_(self.context_net.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, D] -> [N, outputs_per_dim * D]`` (autoregressive in ``order``)."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, D] -> [N, outputs_per_dim * D]`` (autoregressive in ``order``); ``context``
+        ``[N, context_features]`` iff the network was built with them."""
         _check_input("x", x, self.num_features, "MADE", ndim=2)
-        return self.net(x)
+        context = _check_context(context, self.context_features, x.shape[0], "MADE")
+        if context is None:
+            return self.net(x)
+        h = self.net[0](x) + self.context_net(context.to(x.dtype))
+        return self.net[1:](h)
 
 
 class MaskedAffineAutoregressive(nn.Module):
@@ -567,32 +644,42 @@ class MaskedAffineAutoregressive(nn.Module):
         hidden: MADE hidden sizes.
         order: autoregressive order (see :class:`MADE`); MAF alternates it between layers.
         alpha_max: bound of the log-scale.
+        context_features: size of an optional context ``[N, context_features]`` (a conditional
+            MADE, :class:`MADE`). 0: unconditional.
     """
 
-    def __init__(self, num_features: int, hidden=(128, 128), order=None, alpha_max: float = 5.0):
+    def __init__(self, num_features: int, hidden=(128, 128), order=None, alpha_max: float = 5.0,
+                 context_features: int = 0):
         super().__init__()
-        self.made = MADE(num_features, hidden, order, outputs_per_dim=2)
+        self.made = MADE(num_features, hidden, order, outputs_per_dim=2, context_features=context_features)
         self.num_features = num_features
+        self.context_features = self.made.context_features
         self.alpha_max = float(alpha_max)
 
-    def _params(self, x):
-        out = self.made(x)
+    @property
+    def takes_context(self) -> bool:
+        """Whether ``forward`` / ``inverse`` need a context (``context_features > 0``)."""
+        return self.context_features > 0
+
+    def _params(self, x, context=None):
+        out = self.made(x, context)
         d = self.num_features
         mu, alpha = out[:, :d], out[:, d:]
         return mu, self.alpha_max * torch.tanh(alpha / self.alpha_max)
 
-    def forward(self, x: torch.Tensor):
-        """``x [N, D] -> (u [N, D], logdet [N])``."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None):
+        """``x [N, D] -> (u [N, D], logdet [N])`` (``context`` ``[N, context_features]`` iff conditional)."""
         _check_input("x", x, self.num_features, "MaskedAffineAutoregressive", ndim=2)
-        mu, alpha = self._params(x)
+        mu, alpha = self._params(x, context)
         return (x - mu) * torch.exp(-alpha), -alpha.sum(1)
 
-    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+    def inverse(self, u: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``u [N, D] -> x [N, D]``, one dimension per MADE pass, in the autoregressive order."""
         _check_input("u", u, self.num_features, "MaskedAffineAutoregressive", ndim=2)
+        _check_context(context, self.context_features, u.shape[0], "MaskedAffineAutoregressive")
         x = torch.zeros_like(u)
         for i in self.made.order.tolist():
-            mu, alpha = self._params(x)
+            mu, alpha = self._params(x, context)
             x = x.clone()
             x[:, i] = u[:, i] * torch.exp(alpha[:, i]) + mu[:, i]
         return x
