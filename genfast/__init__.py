@@ -14,7 +14,7 @@ compiled module, Triton or a GPU runtime:
 - ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
 """
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -28,5 +28,5 @@ __all__ = list(_SUBMODULES) + ["__version__"]
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        return importlib.import_module(f"genfast.{name}")
+        return _importlib.import_module(f"genfast.{name}")
     raise AttributeError(f"module 'genfast' has no attribute {name!r}")

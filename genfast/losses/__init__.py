@@ -7,7 +7,7 @@ bundle a frozen feature network (:class:`FeatureExtractor`) with a feature-space
 
 from .adversarial import discriminator_loss, generator_loss, gradient_penalty
 from .kl import gaussian_kl
-from .mmd import IMQ_SCALES, mmd, mmd_kernel
+from .maximum_mean_discrepancy import IMQ_SCALES, mmd, mmd_kernel
 from .perceptual import (
     ContextualLoss,
     FeatureExtractor,

@@ -1,18 +1,38 @@
 """The generative models (DDPM, VQ-VAE, flows, RBMs, autoencoders, GANs, ...).
 
-Each module ``genfast/models/<name>.py`` lists its public classes and functions in ``__all__``; they are
-re-exported here.
+Each module ``genfast/models/<name>.py`` lists its public names in ``__all__``; they are
+re-exported here by name (the list below is the package's public API).
 """
 
-import importlib
-import pkgutil
+from genfast.models.autoencoders import (
+    AE,
+    GLO,
+    VAE,
+    WAE,
+    WAEGAN,
+    BetaVAE,
+    ContractiveAE,
+    DenoisingAE,
+    sigmoid_jacobian_frobenius,
+)
+from genfast.models.ddpm import DDPM
+from genfast.models.flows import MAF, NICE, FlowModel, Glow, RealNVP, fit_flow
+from genfast.models.gans import DCGAN, VAEGAN, WGANGP, ConditionalGAN, DCGANDiscriminator, DCGANGenerator
+from genfast.models.rbm import DBN, BernoulliRBM, GaussianBernoulliRBM
+from genfast.models.vq_prior import CodePrior
+from genfast.models.vqvae import VQVAE, VQVAEOutput
 
-__all__ = []
-
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _info.name.startswith("_"):
-        continue
-    _mod = importlib.import_module(f"{__name__}.{_info.name}")
-    for _name in getattr(_mod, "__all__", ()):
-        globals()[_name] = getattr(_mod, _name)
-        __all__.append(_name)
+__all__ = [
+    # autoencoders
+    "AE", "GLO", "VAE", "WAE", "WAEGAN", "BetaVAE", "ContractiveAE", "DenoisingAE", "sigmoid_jacobian_frobenius",
+    # diffusion
+    "DDPM",
+    # flows
+    "MAF", "NICE", "FlowModel", "Glow", "RealNVP", "fit_flow",
+    # GANs
+    "DCGAN", "VAEGAN", "WGANGP", "ConditionalGAN", "DCGANDiscriminator", "DCGANGenerator",
+    # RBMs
+    "BernoulliRBM", "GaussianBernoulliRBM", "DBN",
+    # VQ-VAE and its code prior
+    "CodePrior", "VQVAE", "VQVAEOutput",
+]

@@ -1,25 +1,35 @@
 """Layers built on genfast.ops (vector quantisers, flow layers, ...).
 
-Each module ``genfast/nn/<name>.py`` lists its public classes in ``__all__``; they are
-re-exported here.
+Each module ``genfast/nn/<name>.py`` lists its public names in ``__all__``; they are re-exported
+here by name. ``genfast.nn.ResidualVQ`` is genfast's own layer (:mod:`genfast.nn.vq`); the
+vector-quantize-pytorch-compatible one is ``genfast.nn.vector_quantize.ResidualVQ``.
 """
 
-import importlib
-import pkgutil
+from genfast.nn.flows import (
+    MADE,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    InvConv2dLU,
+    MaskedAffineAutoregressive,
+    Split,
+    Squeeze,
+    ZeroConv2d,
+    channel_mask,
+    checkerboard_mask,
+)
+from genfast.nn.scalar_quantize import FSQ, LFQ, LFQLossBreakdown
+from genfast.nn.splines import RationalQuadraticCoupling, rational_quadratic_spline
+from genfast.nn.vector_quantize import LossBreakdown, VectorQuantize
+from genfast.nn.vq import ResidualVQ, VectorQuantizer, VQLayerOutput
 
-__all__ = []
-
-# A name two modules define is re-exported from the module named here: genfast.nn.ResidualVQ is
-# genfast's own layer; the vector-quantize-pytorch-compatible one is
-# genfast.nn.vector_quantize.ResidualVQ.
-_OWNER = {"ResidualVQ": "vq"}
-
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _info.name.startswith("_"):
-        continue
-    _mod = importlib.import_module(f"{__name__}.{_info.name}")
-    for _name in getattr(_mod, "__all__", ()):
-        if _OWNER.get(_name, _info.name) != _info.name:
-            continue
-        globals()[_name] = getattr(_mod, _name)
-        __all__.append(_name)
+__all__ = [
+    # flow layers
+    "ActNorm", "AdditiveCoupling", "AffineCoupling", "InvConv2dLU", "MADE", "MaskedAffineAutoregressive", "Split",
+    "Squeeze", "ZeroConv2d", "channel_mask", "checkerboard_mask", "RationalQuadraticCoupling",
+    "rational_quadratic_spline",
+    # vector quantisers
+    "VectorQuantizer", "ResidualVQ", "VQLayerOutput", "VectorQuantize", "LossBreakdown",
+    # codebook-free quantisers
+    "FSQ", "LFQ", "LFQLossBreakdown",
+]

@@ -24,3 +24,14 @@ convolution). The
 submodules are imported by name (``from genfast.reference import vq``); this package imports
 nothing eagerly.
 """
+
+import importlib as _importlib
+
+__all__ = ["gibbs", "invconv", "random", "sampling_step", "solver_step", "vq"]
+
+
+def __getattr__(name):
+    """``genfast.reference.<oracle>`` imports that oracle module on first use."""
+    if name in __all__:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
