@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast.nn.attention import SpatialTransformer
+
 __all__ = ["UNet", "timestep_embedding"]
 
 
@@ -103,6 +105,9 @@ class UNet(nn.Module):
             label of classifier-free guidance (Ho & Salimans, 2021).
         dropout: dropout rate inside the residual blocks.
         groups: GroupNorm groups.
+        context_dim: width of a prompt's token embeddings: a :class:`SpatialTransformer`
+            (cross-attention to the tokens, Rombach et al. 2022) follows every self-attention
+            block; None: no text conditioning.
 
     Source: Ho et al. (2020), "Denoising Diffusion Probabilistic Models", appendix B (a
     PixelCNN++-style UNet with group norm and self-attention at 16x16).
@@ -118,9 +123,17 @@ class UNet(nn.Module):
         num_classes: int | None = None,
         dropout: float = 0.0,
         groups: int = 8,
+        context_dim: int | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
+        self.context_dim = context_dim
+
+        def attention(w):
+            blocks = [AttentionBlock(w, groups, num_heads)]
+            if context_dim:
+                blocks.append(SpatialTransformer(w, context_dim, num_heads, w // num_heads, groups=groups))
+            return blocks
         emb_dim = 4 * base_channels
         self.base_channels = base_channels
         self.time_mlp = nn.Sequential(
@@ -138,7 +151,7 @@ class UNet(nn.Module):
             for _ in range(num_res_blocks):
                 blocks = [ResBlock(ch, w, emb_dim, groups, dropout)]
                 if level == last:
-                    blocks.append(AttentionBlock(w, groups, num_heads))
+                    blocks += attention(w)
                 self.down.append(nn.ModuleList(blocks))
                 ch = w
                 skip_ch.append(ch)
@@ -148,7 +161,7 @@ class UNet(nn.Module):
         self.mid = nn.ModuleList(
             [
                 ResBlock(ch, ch, emb_dim, groups, dropout),
-                AttentionBlock(ch, groups, num_heads),
+                *attention(ch),
                 ResBlock(ch, ch, emb_dim, groups, dropout),
             ]
         )
@@ -158,7 +171,7 @@ class UNet(nn.Module):
             for i in range(num_res_blocks + 1):
                 blocks = [ResBlock(ch + skip_ch.pop(), w, emb_dim, groups, dropout)]
                 if level == last:
-                    blocks.append(AttentionBlock(w, groups, num_heads))
+                    blocks += attention(w)
                 ch = w
                 if level != 0 and i == num_res_blocks:
                     blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))
@@ -170,18 +183,26 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     @staticmethod
-    def _run(blocks: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(blocks: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, context=None, mask=None) -> torch.Tensor:
         for m in blocks:
-            h = m(h, emb) if isinstance(m, (ResBlock, AttentionBlock)) else m(h)
+            if isinstance(m, SpatialTransformer):
+                h = m(h, context, mask) if context is not None else h
+            else:
+                h = m(h, emb) if isinstance(m, (ResBlock, AttentionBlock)) else m(h)
         return h
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None,
+                encoder_hidden_states: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None):
         """Predicts the noise in ``x``.
 
         Args:
             x: ``[B, C, H, W]`` noisy images ``x_t``.
             timesteps: ``[B]`` integer timesteps (or a scalar, broadcast).
             class_labels: ``[B]`` int64 labels in ``0..K`` (K = null label), or None for all null.
+            encoder_hidden_states: ``[B, L, context_dim]`` prompt tokens (a UNet built with
+                ``context_dim``), or None (the cross-attention blocks are skipped).
+            encoder_attention_mask: ``[B, L]`` bool, True on real tokens, or None.
 
         Returns:
             ``[B, C, H, W]`` predicted noise, x's dtype.
@@ -196,10 +217,11 @@ class UNet(nn.Module):
         emb = F.silu(emb)
         h = self.conv_in(x)
         hs = [h]
+        ctx, mask = encoder_hidden_states, encoder_attention_mask
         for blocks in self.down:
-            h = self._run(blocks, h, emb)
+            h = self._run(blocks, h, emb, ctx, mask)
             hs.append(h)
-        h = self._run(self.mid, h, emb)
+        h = self._run(self.mid, h, emb, ctx, mask)
         for blocks in self.up:
-            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb)
+            h = self._run(blocks, torch.cat([h, hs.pop()], dim=1), emb, ctx, mask)
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -5,6 +5,7 @@ here by name. ``genfast.nn.ResidualVQ`` is genfast's own layer (:mod:`genfast.nn
 vector-quantize-pytorch-compatible one is ``genfast.nn.vector_quantize.ResidualVQ``.
 """
 
+from genfast.nn.attention import BasicTransformerBlock, CrossAttention, SpatialTransformer
 from genfast.nn.flows import (
     MADE,
     ActNorm,
@@ -20,6 +21,7 @@ from genfast.nn.flows import (
 )
 from genfast.nn.scalar_quantize import FSQ, LFQ, LFQLossBreakdown
 from genfast.nn.splines import RationalQuadraticCoupling, rational_quadratic_spline
+from genfast.nn.text import TextEncoder, WordTokenizer
 from genfast.nn.vector_quantize import LossBreakdown, VectorQuantize
 from genfast.nn.vq import ResidualVQ, VectorQuantizer, VQLayerOutput
 
@@ -32,4 +34,6 @@ __all__ = [
     "VectorQuantizer", "ResidualVQ", "VQLayerOutput", "VectorQuantize", "LossBreakdown",
     # codebook-free quantisers
     "FSQ", "LFQ", "LFQLossBreakdown",
+    # attention and text (the prompt side of text-conditioned diffusion)
+    "CrossAttention", "BasicTransformerBlock", "SpatialTransformer", "WordTokenizer", "TextEncoder",
 ]
