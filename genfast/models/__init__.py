@@ -18,6 +18,7 @@ from genfast.models.autoencoders import (
 from genfast.models.ddpm import DDPM
 from genfast.models.flows import MAF, NICE, FlowModel, Glow, RealNVP, fit_flow
 from genfast.models.gans import DCGAN, VAEGAN, WGANGP, ConditionalGAN, DCGANDiscriminator, DCGANGenerator
+from genfast.models.ldm import KLAutoencoder, LatentDiffusion
 from genfast.models.rbm import DBN, BernoulliRBM, GaussianBernoulliRBM
 from genfast.models.vq_prior import CodePrior
 from genfast.models.vqvae import VQVAE, VQVAEOutput
@@ -27,6 +28,8 @@ __all__ = [
     "AE", "GLO", "VAE", "WAE", "WAEGAN", "BetaVAE", "ContractiveAE", "DenoisingAE", "sigmoid_jacobian_frobenius",
     # diffusion
     "DDPM",
+    # latent diffusion with text prompts
+    "KLAutoencoder", "LatentDiffusion",
     # flows
     "MAF", "NICE", "FlowModel", "Glow", "RealNVP", "fit_flow",
     # GANs

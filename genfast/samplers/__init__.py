@@ -28,6 +28,7 @@ from genfast.samplers.ddim import DDIMScheduler
 from genfast.samplers.ddpm import DDPMScheduler
 from genfast.samplers.dpm_solver import DPMSolverMultistepScheduler
 from genfast.samplers.euler import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+from genfast.samplers.factory import DEFAULT_STEPS, SAMPLER_NAMES, make_scheduler
 from genfast.samplers.flow_match import FlowMatchEulerDiscreteScheduler
 from genfast.samplers.lcm import LCMScheduler
 from genfast.samplers.unipc import SingularScheduleError, UniPCMultistepScheduler
@@ -47,4 +48,7 @@ __all__ = [
     "DDPMSchedulerOutput",
     "SchedulerOutput",
     "UnsupportedBetaScheduleError",
+    "SAMPLER_NAMES",
+    "DEFAULT_STEPS",
+    "make_scheduler",
 ]
