@@ -12,6 +12,7 @@ compiled module, Triton or a GPU runtime:
 - ``genfast.sklearn``: scikit-learn estimators (``BernoulliRBM``) on the ops.
 - ``genfast.testing``: the kernel-vs-reference kit (tolerance rule, tensor strategies).
 - ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
+- ``genfast.editing``: img2img and inpainting with a trained DDPM or LatentDiffusion.
 """
 
 import importlib as _importlib
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton", "sklearn",
-    "testing", "distributions",
+    "testing", "distributions", "editing",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]
