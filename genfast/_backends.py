@@ -23,8 +23,9 @@ BACKENDS = ("auto", "cuda", "triton", "cpu", "torch", "reference")
 # variant of each backend is what the bare name runs ("triton" == "triton:bf16x3" for gibbs).
 VARIANTS = {
     # kernels/gibbs.cu (float32 FMA) and kernels/gibbs_mma.cu (tensor cores, bf16 split operands);
-    # genfast/triton/gibbs.py: bf16x3 split products or IEEE float32 tl.dot
-    "gibbs": {"cuda": ("simt", "mma"), "triton": ("bf16x3", "ieee")},
+    # genfast/triton/gibbs.py: the one-launch chain with bf16x3 split products or IEEE float32
+    # tl.dot, or "gemm": torch.addmm products + one fused sigmoid / Philox / compare kernel
+    "gibbs": {"cuda": ("simt", "mma"), "triton": ("bf16x3", "ieee", "gemm")},
     # genfast/triton/vq.py and genfast/triton/invconv.py: float32 products as three TF32
     # tensor-core products, or IEEE float32 FMAs
     "vq": {"triton": ("tf32x3", "ieee")},
@@ -143,12 +144,15 @@ def check_backend(backend, op: str, family: str | None = None) -> str:
 
 def candidates(family: str | None, device: torch.device) -> list:
     """The backend values the tuner times for an op family on ``device``: every value that can
-    run there, variants included, except "auto", "reference" (the oracle, never the fastest by
-    design) and Triton under the CPU interpreter (a test tool, 100-1000x slower than compiled)."""
+    run there, variants included (the default variant once, under the bare name), except "auto",
+    "reference" (the oracle, never the fastest by design) and Triton under the CPU interpreter (a
+    test tool, 100-1000x slower than compiled)."""
     avail = backends()
     out = []
     for value in backend_values(family):
-        base, _ = split_backend(value)
+        base, variant = split_backend(value)
+        if variant is not None and variant == VARIANTS[family][base][0]:
+            continue  # "cuda:simt" is "cuda": time it once, under the bare name
         if base in ("auto", "reference") or not avail.get(base, False):
             continue
         if base == "cpu" and device.type != "cpu":

@@ -307,7 +307,8 @@ def choose(family: str, t: torch.Tensor, sizes: tuple, run) -> str | None:
     best = min(times, key=lambda b: (times[b], b))
     with _lock:
         _memory[key] = best
-        _forced.add(key)
+        if m == "force":
+            _forced.add(key)
         last_times[key] = times
         _save(path, device, key, best, times)
     return best

@@ -55,6 +55,13 @@ def resolve_backend(backend: str, t: torch.Tensor, op: str, family: str | None =
     return _backends.resolve(backend, t.device, op, family)
 
 
+def tuning_on() -> bool:
+    """True when ``GENFAST_TUNE`` asks for tuning (any value but unset, empty or "0"; a bad value
+    is reported by :func:`genfast.tune.mode`). One environment lookup: callers test it before
+    building a call's shape key, so an untuned call pays ~0.3 us for the tuner."""
+    return os.environ.get("GENFAST_TUNE", "0") not in ("", "0")
+
+
 def tuned_backend(backend: str, family: str, t: torch.Tensor, sizes: tuple, run) -> str:
     """``backend``, or for "auto" the measured choice of :mod:`genfast.tune` (when
     ``GENFAST_TUNE`` is on and a measurement exists or can be made here); "auto" otherwise, which
@@ -67,10 +74,7 @@ def tuned_backend(backend: str, family: str, t: torch.Tensor, sizes: tuple, run)
         sizes: the call's sizes and flags (sizes are rounded to powers of two in the key).
         run: ``run(candidate)`` runs the op on this call's inputs with that backend.
     """
-    if backend != "auto" or t.dtype == torch.float64 or os.environ.get("GENFAST_BACKEND"):
-        return backend
-    mode = os.environ.get("GENFAST_TUNE", "")
-    if mode in ("", "0"):
+    if backend != "auto" or t.dtype == torch.float64 or os.environ.get("GENFAST_BACKEND") or not tuning_on():
         return backend
     from genfast import tune
 

@@ -32,6 +32,7 @@ from genfast.ops._common import (
     philox_key,
     resolve_backend,
     tuned_backend,
+    tuning_on,
 )
 from genfast.reference import gibbs as _ref
 
@@ -70,11 +71,17 @@ def _fixed_rule(v):
     return "auto"
 
 
-def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob, h_prob):
+def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob, h_prob,
+                 fused=False):
     """The chain composed from stock PyTorch ops, what a user writes without genfast: per half-step
     one ``torch.addmm`` (BLAS / cuBLAS), ``torch.sigmoid`` and a comparison with genfast's Philox
     uniforms (:func:`genfast.ops.rand`'s kernel, at the reference's stream positions), so the
-    samples are the reference chain's. Computes in float32 for every input dtype."""
+    samples are the reference chain's. Computes in float32 for every input dtype.
+
+    ``fused`` ("triton:gemm"): the same ``addmm`` products, then one Triton kernel per half-step
+    for the sigmoid, the Philox draw and the compare (genfast.triton.gibbs.gibbs_epilogue_triton)
+    instead of three elementwise passes; no host read of the key, so the k steps can be captured
+    in a CUDA graph."""
     from genfast.ops.random import fill_philox
 
     batch, n_visible = v.shape
@@ -87,24 +94,38 @@ def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigm
     # 1 / sigma in float32, as the kernels compute it
     inv_sigma = float(torch.tensor(1.0, dtype=torch.float32) / torch.tensor(sig, dtype=torch.float32))
     per_step = batch * (n_hidden + n_visible)
-    u_h = torch.empty(batch * n_hidden, dtype=torch.float32, device=v.device)
-    r_v = torch.empty(batch * n_visible, dtype=torch.float32, device=v.device)
-    step = torch.zeros(2, dtype=torch.int64, device=v.device)
-    for s in range(k):
-        # the key of step s on the device (no host read): (seed, offset + s B (H + V)), mod 2^64
-        step[1] = s * per_step
-        key = philox + step
-        fill_philox(u_h, key, normal=False)
-        hp = torch.sigmoid(torch.addmm(c, x, w.T, alpha=inv_sigma))
-        h = (u_h.view(batch, n_hidden) < hp).float()
-        fill_philox(r_v, key + torch.tensor([0, batch * n_hidden], dtype=torch.int64, device=v.device),
-                    normal=gaussian)
-        if gaussian:
-            vp = torch.addmm(b, h, w, alpha=sig)
-            x = vp + sig * r_v.view(batch, n_visible)
-        else:
-            vp = torch.sigmoid(torch.addmm(b, h, w))
-            x = (r_v.view(batch, n_visible) < vp).float()
+    if fused:
+        from genfast.triton.gibbs import gibbs_epilogue_triton
+
+        h = torch.empty(batch, n_hidden, dtype=torch.float32, device=v.device)
+        hp = torch.empty_like(h)
+        xs = torch.empty(batch, n_visible, dtype=torch.float32, device=v.device)
+        vp = torch.empty_like(xs)
+        for s in range(k):
+            base = s * per_step
+            gibbs_epilogue_triton(torch.addmm(c, x, w.T, alpha=inv_sigma), philox, h, hp, step_offset=base)
+            gibbs_epilogue_triton(torch.addmm(b, h, w, alpha=sig), philox, xs, vp,
+                                  step_offset=base + batch * n_hidden, gaussian=gaussian, sigma=sig)
+            x = xs
+    else:
+        u_h = torch.empty(batch * n_hidden, dtype=torch.float32, device=v.device)
+        r_v = torch.empty(batch * n_visible, dtype=torch.float32, device=v.device)
+        step = torch.zeros(2, dtype=torch.int64, device=v.device)
+        for s in range(k):
+            # the key of step s on the device (no host read): (seed, offset + s B (H + V)), mod 2^64
+            step[1] = s * per_step
+            key = philox + step
+            fill_philox(u_h, key, normal=False)
+            hp = torch.sigmoid(torch.addmm(c, x, w.T, alpha=inv_sigma))
+            h = (u_h.view(batch, n_hidden) < hp).float()
+            fill_philox(r_v, key + torch.tensor([0, batch * n_hidden], dtype=torch.int64, device=v.device),
+                        normal=gaussian)
+            if gaussian:
+                vp = torch.addmm(b, h, w, alpha=sig)
+                x = vp + sig * r_v.view(batch, n_visible)
+            else:
+                vp = torch.sigmoid(torch.addmm(b, h, w))
+                x = (r_v.view(batch, n_visible) < vp).float()
     v_out.copy_(x)
     h_out.copy_(h)
     v_prob.copy_(vp)
@@ -113,9 +134,10 @@ def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigm
 
 def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend):
     if backend == "auto" and v.dtype != torch.float64:
-        backend = tuned_backend(
-            backend, _FAMILY, v, (v.shape[0], v.shape[1], weight.shape[0], k, gaussian),
-            lambda b: _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, b))
+        if tuning_on():
+            backend = tuned_backend(
+                backend, _FAMILY, v, (v.shape[0], v.shape[1], weight.shape[0], k, gaussian),
+                lambda b: _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, b))
         if backend == "auto":
             backend = _fixed_rule(v)
     backend = resolve_backend(backend, v, _OP, _FAMILY)
@@ -137,6 +159,10 @@ def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma
     if base == "torch":
         _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob,
                      h_prob)
+        return v_out, h_out, v_prob, h_prob
+    if base == "triton" and variant == "gemm":
+        _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob,
+                     h_prob, fused=True)
         return v_out, h_out, v_prob, h_prob
     if base == "triton":
         from genfast.triton.gibbs import gibbs_triton
@@ -260,12 +286,14 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
         backend: "auto" | "cpu" | "cuda" | "cuda:simt" | "cuda:mma" | "triton" |
-            "triton:bf16x3" | "triton:ieee" | "torch" | "reference". "cpu": the C++ chain;
-            "cuda" (= "cuda:simt"): the one-launch float32-FMA kernel, "cuda:mma" its tensor-core
-            form (bf16 split operands, float32 accuracy); "triton" (= "triton:bf16x3"): the
-            one-launch Triton chain with bf16 split products of float32 accuracy, "triton:ieee"
-            with plain float32 ``tl.dot``; "torch": ``torch.addmm`` + ``torch.sigmoid`` + a
-            comparison with genfast's Philox uniforms per half-step (the same samples);
+            "triton:bf16x3" | "triton:ieee" | "triton:gemm" | "torch" | "reference". "cpu": the
+            C++ chain; "cuda" (= "cuda:simt"): the one-launch float32-FMA kernel, "cuda:mma" its
+            tensor-core form (bf16 split operands, float32 accuracy); "triton" (=
+            "triton:bf16x3"): the one-launch Triton chain with bf16 split products of float32
+            accuracy, "triton:ieee" with plain float32 ``tl.dot``; "triton:gemm": the products by
+            ``torch.addmm`` (cuBLAS) and one fused Triton sigmoid + Philox + compare kernel per
+            half-step (capturable in a CUDA graph); "torch": ``torch.addmm`` + ``torch.sigmoid`` +
+            a comparison with genfast's Philox uniforms per half-step (the same samples);
             "reference": the float64 oracle. "auto": the tuner's measured choice when
             ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else "torch" on CUDA tensors (measured
             faster than the one-launch kernels on an H100) and "cpu" on CPU tensors;

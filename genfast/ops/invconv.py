@@ -39,6 +39,7 @@ from genfast.ops._common import (
     materialized_bytes,
     resolve_backend,
     tuned_backend,
+    tuning_on,
 )
 from genfast.reference import invconv as _ref
 
@@ -107,8 +108,9 @@ def _invconv_torch(x, weight, bias, y):
 
 
 def _invconv_impl(x, weight, bias, backend):
-    backend = tuned_backend(backend, _FAMILY, x, tuple(x.shape) + (bias is not None,),
-                            lambda b: _invconv_impl(x, weight, bias, b))
+    if backend == "auto" and tuning_on():
+        backend = tuned_backend(backend, _FAMILY, x, tuple(x.shape) + (bias is not None,),
+                                lambda b: _invconv_impl(x, weight, bias, b))
     backend = resolve_backend(backend, x, "genfast.ops.invconv1x1", _FAMILY)
     if backend == "reference":
         return _ref.invconv1x1(x, weight, bias).contiguous(memory_format=torch.contiguous_format)

@@ -14,7 +14,7 @@ import math
 import torch
 
 from genfast import _backends
-from genfast.ops._common import as_int64, check_memory, tuned_backend
+from genfast.ops._common import as_int64, check_memory, tuned_backend, tuning_on
 from genfast.reference import random as _ref
 
 _OP = "genfast.ops.randn"
@@ -39,7 +39,8 @@ def _random_torch(shape, seed, offset, dtype, device, normal):
     r = torch.sqrt(-2.0 * torch.log(u1))
     theta = (2.0 * math.pi) * u2
     z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1)
-    return z.flatten()[start:start + n].to(dtype).reshape(shape)
+    # a fresh tensor, not a view into z (a custom op's output has no storage offset)
+    return torch.empty(shape, dtype=dtype, device=device).copy_(z.flatten()[start:start + n].reshape(shape))
 
 
 def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> None:
@@ -75,7 +76,7 @@ def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> Non
 
 def _random_impl(shape, seed, offset, dtype, device, backend, normal):
     op = "genfast.ops.randn" if normal else "genfast.ops.rand"
-    if backend == "auto" and dtype != torch.float64:
+    if backend == "auto" and dtype != torch.float64 and tuning_on():
         probe = torch.empty(0, dtype=dtype, device=device)
         backend = tuned_backend(backend, "randn" if normal else "rand", probe, (math.prod(shape),),
                                 lambda b: _random_impl(shape, seed, offset, dtype, device, b, normal))

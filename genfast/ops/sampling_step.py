@@ -27,6 +27,7 @@ from genfast.ops._common import (
     philox_key,
     resolve_backend,
     tuned_backend,
+    tuning_on,
 )
 from genfast.reference import sampling_step as _ref
 
@@ -100,7 +101,7 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
                clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
                final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
                backend):
-    if backend == "auto" and sample.dtype != torch.float64:
+    if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
         sizes = (scheduler, sample.numel(), sample.shape[0], noise is not None, philox is not None,
                  model_output_uncond is not None, bool(thresholding), prediction_type)
         backend = tuned_backend(backend, "ddpm_step" if scheduler == _DDPM else "ddim_step", sample, sizes,

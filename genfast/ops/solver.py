@@ -32,6 +32,7 @@ from genfast.ops._common import (
     eager_fast_path,
     materialized_bytes,
     tuned_backend,
+    tuning_on,
 )
 from genfast.reference import solver_step as _ref
 
@@ -102,7 +103,7 @@ def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scal
 def _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
           guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
           sample_max_value, round_converted, return_converted, return_corrected, backend):
-    if backend == "auto" and sample.dtype != torch.float64:
+    if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
         sizes = (sample.numel(), sample.shape[0], len(history), last_sample is not None, noise is not None,
                  philox is not None, model_output_uncond is not None, bool(thresholding))
         backend = tuned_backend(backend, "solver_step", sample, sizes,

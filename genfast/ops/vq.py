@@ -24,6 +24,7 @@ from genfast.ops._common import (
     materialized_bytes,
     resolve_backend,
     tuned_backend,
+    tuning_on,
 )
 from genfast.reference import vq as _ref
 
@@ -122,9 +123,10 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
     if z.dtype == torch.float64:
         backend = resolve_backend(backend, z, "genfast.ops.vq", _FAMILY)
     else:
-        backend = tuned_backend(
-            backend, _FAMILY, z, (z.shape[0], z.shape[1], codebook.shape[0], use_cosine_sim, with_z_q, with_stats),
-            lambda b: _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, b))
+        if backend == "auto" and tuning_on():
+            sizes = (z.shape[0], z.shape[1], codebook.shape[0], use_cosine_sim, with_z_q, with_stats)
+            backend = tuned_backend(backend, _FAMILY, z, sizes,
+                                    lambda b: _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, b))
         backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq", _FAMILY)
     n, d = z.shape
     k = codebook.shape[0]

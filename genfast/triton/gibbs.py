@@ -217,3 +217,55 @@ def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_p
                         GAUSSIAN=bool(gaussian), NW=_WEIGHT_TERMS[weight.dtype], PREC=precision,
                         INTERP=triton_interpret(), BM=BM, BN=BN, BK=BK, num_warps=NUM_WARPS,
                         num_stages=NUM_STAGES)
+
+
+# ----------------------------------------------- the composed path ("triton:gemm"): GEMM + epilogue
+# 1024 elements per program (4 warps, 8 per thread): an elementwise pass whose cost is Philox's
+# ALU work and one read + two writes per element; the same block as genfast/triton/random.py.
+# Not swept.
+EPILOGUE_BLOCK = 1024
+
+
+@triton.jit
+def _epilogue_kernel(pre_ptr, philox_ptr, state_ptr, prob_ptr, n, step_offset, sigma,
+                     GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One half-step's elementwise part, after a vendor GEMM wrote the pre-activations ``pre``
+    (bias and scale included): Bernoulli units ``p = sigmoid(pre)``, ``s = (u < p)``; Gaussian
+    units ``p = pre``, ``s = p + sigma z``; ``u`` / ``z`` number ``offset + step_offset + i`` of
+    the Philox stream (the key read on the device, so the launches can be captured in a graph)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = i < n
+    a = tl.load(pre_ptr + i, mask=mask, other=0.0)
+    seed = tl.load(philox_ptr)
+    pos = tl.load(philox_ptr + 1) + step_offset + i
+    if GAUSSIAN:
+        pm = a
+        s = pm + sigma * philox_normal(seed, pos)
+    else:
+        pm = _sigmoid(a)
+        s = tl.where(philox_uniform(seed, pos) < pm, 1.0, 0.0)
+    tl.store(state_ptr + i, s, mask=mask)
+    tl.store(prob_ptr + i, pm, mask=mask)
+
+
+def gibbs_epilogue_triton(pre: torch.Tensor, philox: torch.Tensor, state: torch.Tensor, prob: torch.Tensor, *,
+                          step_offset: int, gaussian: bool = False, sigma: float = 1.0) -> None:
+    """The fused sigmoid + Philox Bernoulli (or Gaussian) epilogue of one half-step.
+
+    Args:
+        pre: contiguous float32 [B, N] pre-activations (``c + v W^T / sigma`` or ``b + h W``;
+            ``b + sigma h W`` for Gaussian visible units), from ``torch.addmm``.
+        philox: int64 [2] (seed, offset) on pre's device.
+        state, prob: contiguous float32 [B, N] outputs: the samples and their probabilities
+            (Gaussian: the means).
+        step_offset: stream position of element 0 relative to ``offset`` (an int; the layout of
+            :mod:`genfast.reference.gibbs`).
+        gaussian: Gaussian units (normals) instead of Bernoulli ones (uniforms).
+        sigma: the Gaussian units' standard deviation.
+    """
+    n = pre.numel()
+    if n == 0:
+        return
+    grid = (triton.cdiv(n, EPILOGUE_BLOCK),)
+    _epilogue_kernel[grid](pre, philox, state, prob, n, step_offset, float(sigma), GAUSSIAN=bool(gaussian),
+                           BLOCK=EPILOGUE_BLOCK)

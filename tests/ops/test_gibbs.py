@@ -107,7 +107,7 @@ def _check_chain(backend, device, v0, w, b, c, *, k, seed, offset, visible="bern
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("backend", ["cpu", "torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_chain_matches_reference(backend, shape, dtype, visible):
     skip_unless_runs(backend)
     device = backend_device(backend)
@@ -121,7 +121,7 @@ def test_chain_matches_reference(backend, shape, dtype, visible):
 
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("backend", ["cpu", "torch", "cuda"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "cuda", pytest.param("triton:gemm", id="triton-gemm")])
 def test_chain_matches_reference_large(backend, visible):
     skip_unless_runs(backend)
     v0, w, b, c = _model(*LARGE, torch.float32, 11, visible)
@@ -195,6 +195,27 @@ def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
     assert seen == [precision]
 
 
+def test_triton_gemm_runs_one_epilogue_per_half_step(monkeypatch):
+    """"triton:gemm" is the vendor-GEMM path: two fused epilogue launches per step and no launch
+    of the one-program chain kernel."""
+    skip_unless_runs("triton")
+    from genfast.triton import gibbs as TG
+
+    seen = []
+    real = TG.gibbs_epilogue_triton
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["step_offset"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(TG, "gibbs_epilogue_triton", spy)
+    monkeypatch.setattr(TG, "gibbs_triton", lambda *a, **k: pytest.fail("the chain kernel ran"))
+    v0, w, b, c = (t.to(backend_device("triton")) for t in _model(3, 5, 4, torch.float32, 1))
+    O.gibbs(v0, w, b, c, k=3, seed=1, backend="triton:gemm")
+    per_step = 3 * (4 + 5)
+    assert seen == [0, 12, per_step, per_step + 12, 2 * per_step, 2 * per_step + 12]
+
+
 @pytest.mark.parametrize("backend, entry", [("cuda", "gibbs"), ("cuda:simt", "gibbs"), ("cuda:mma", "gibbs_mma")])
 def test_cuda_variant_reaches_its_entry_point(monkeypatch, backend, entry):
     """Each CUDA backend value calls its own entry point of the CUDA module (checked without a GPU:
@@ -266,7 +287,7 @@ def test_cpu_chain_independent_of_thread_count():
     assert all(torch.equal(x, y) for x, y in zip(*outs))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_nonfinite_weight_propagates_like_the_reference(backend):
     """An inf weight gives NaN pre-activations where its unit is off (0 * inf), as in the
     oracle's product; the CPU kernel must not skip those zeros (its binary forms are for finite W),
@@ -285,7 +306,7 @@ def test_nonfinite_weight_propagates_like_the_reference(backend):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch", "triton",
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm",
                                      pytest.param("reference", id="reference-oracle-self-check")])
 def test_cross_backend_equal_and_offset_property(backend):
     """k steps at offset == 1 step, then k - 1 steps at offset + num_counters from the returned v."""
@@ -304,7 +325,7 @@ def test_cross_backend_equal_and_offset_property(backend):
     assert not torch.equal(full.h, other.h)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch", "triton",
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm",
                                      pytest.param("reference", id="reference-oracle-self-check")])
 def test_conditional_probabilities_formula(backend):
     """k = 1: h_prob = sigmoid(c + v W^T) of the input, v_prob = sigmoid(b + h W) of the output h,
@@ -327,7 +348,7 @@ def test_conditional_probabilities_formula(backend):
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_statistics(backend):
     """W = 0: hidden units are Bernoulli(sigmoid(c)), Gaussian visible units N(b, sigma^2)."""
     skip_unless_runs(backend)
