@@ -122,12 +122,19 @@ def main() -> None:
                 O.gibbs(torch.randn(b, 20).to(dt), w, z20, z7, k=1, seed=1, visible="gaussian", backend=tb)
         one = torch.ones(1, 1)  # B = V = H = k = 1: every integer argument specialised to 1
         O.gibbs(one, one, one[0], one[0], k=1, seed=1, backend=tb)
+    # the composed path's fused epilogue: Bernoulli and Gaussian, one element and several
+    for b in (1, 5):
+        w = torch.randn(7, 20, generator=g)
+        z20, z7 = torch.zeros(20), torch.zeros(7)
+        O.gibbs((torch.rand(b, 20, generator=g) < 0.5).float(), w, z20, z7, k=2, seed=1, backend="triton:gemm")
+        O.gibbs(torch.randn(b, 20), w, z20, z7, k=1, seed=1, visible="gaussian", backend="triton:gemm")
     # vq: l2 and cosine, fp32 / bf16, indices only and the fused quantise with statistics
     for dt in (torch.float32, torch.bfloat16):
         for n in (1, 70):
             z = torch.randn(n, 20, generator=g).to(dt)
             e = torch.randn(33, 20, generator=g).to(dt)
             O.vq_nearest(z, e, backend="triton")
+            O.vq_nearest(z, e, backend="triton:ieee")
             O.vq_nearest(z, e, use_cosine_sim=True, backend="triton")
             O.vq_quantize(z, e, return_statistics=True, backend="triton")
     # invconv: with and without bias, fp32 / fp16, one pixel and several; both product forms
