@@ -95,16 +95,19 @@ _FAMILY = "invconv"
 
 def _invconv_torch(x, weight, bias, y):
     """The per-pixel product composed from stock PyTorch ops, what a user writes without genfast:
-    one batched ``torch.matmul`` (``baddbmm`` with a bias) of [C, C] by [N, C, H*W] in float32
-    (BLAS / cuBLAS), rounded into ``y``."""
+    one batched ``torch.baddbmm`` (``matmul`` without a bias) of [C, C] by [N, C, H*W] in float32
+    (BLAS / cuBLAS), written straight into ``y`` for float32 (the "python path" row of
+    benchmarks/bench_invconv.py), through a float32 copy for half inputs."""
     n, c, h, w = x.shape
     xf = x.reshape(n, c, h * w).float()
     wf = weight.float()
+    out = y.view(n, c, h * w) if y.dtype == torch.float32 else torch.empty(n, c, h * w, device=x.device)
     if bias is not None:
-        out = torch.baddbmm(bias.float()[None, :, None].expand(n, c, h * w), wf.expand(n, c, c), xf)
+        torch.baddbmm(bias.float().view(1, c, 1), wf.expand(n, c, c), xf, out=out)
     else:
-        out = torch.matmul(wf, xf)
-    y.copy_(out.reshape(n, c, h, w))
+        torch.matmul(wf, xf, out=out)
+    if out.data_ptr() != y.data_ptr():
+        y.copy_(out.view(n, c, h, w))
 
 
 def _invconv_impl(x, weight, bias, backend):
