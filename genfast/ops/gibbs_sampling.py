@@ -71,6 +71,11 @@ def _fixed_rule(v):
     return "auto"
 
 
+def _i64(x: int) -> int:
+    """A stream position as the signed int64 with the same bits (positions wrap modulo 2^64)."""
+    return (x + 2**63) % 2**64 - 2**63
+
+
 def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob, h_prob,
                  fused=False):
     """The chain composed from stock PyTorch ops, what a user writes without genfast: per half-step
@@ -103,23 +108,24 @@ def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigm
         vp = torch.empty_like(xs)
         for s in range(k):
             base = s * per_step
-            gibbs_epilogue_triton(torch.addmm(c, x, w.T, alpha=inv_sigma), philox, h, hp, step_offset=base)
+            gibbs_epilogue_triton(torch.addmm(c, x, w.T, alpha=inv_sigma), philox, h, hp, step_offset=_i64(base))
             gibbs_epilogue_triton(torch.addmm(b, h, w, alpha=sig), philox, xs, vp,
-                                  step_offset=base + batch * n_hidden, gaussian=gaussian, sigma=sig)
+                                  step_offset=_i64(base + batch * n_hidden), gaussian=gaussian, sigma=sig)
             x = xs
     else:
         u_h = torch.empty(batch * n_hidden, dtype=torch.float32, device=v.device)
         r_v = torch.empty(batch * n_visible, dtype=torch.float32, device=v.device)
+        # the keys of each half-step on the device, (seed, offset + position), mod 2^64: set by
+        # fill_ of a Python int (a kernel with the value baked in), never a host-to-device copy
+        # or a host read, so the loop can be captured in a CUDA graph
         step = torch.zeros(2, dtype=torch.int64, device=v.device)
         for s in range(k):
-            # the key of step s on the device (no host read): (seed, offset + s B (H + V)), mod 2^64
-            step[1] = s * per_step
-            key = philox + step
-            fill_philox(u_h, key, normal=False)
+            step[1] = _i64(s * per_step)
+            fill_philox(u_h, philox + step, normal=False)
             hp = torch.sigmoid(torch.addmm(c, x, w.T, alpha=inv_sigma))
             h = (u_h.view(batch, n_hidden) < hp).float()
-            fill_philox(r_v, key + torch.tensor([0, batch * n_hidden], dtype=torch.int64, device=v.device),
-                        normal=gaussian)
+            step[1] = _i64(s * per_step + batch * n_hidden)
+            fill_philox(r_v, philox + step, normal=gaussian)
             if gaussian:
                 vp = torch.addmm(b, h, w, alpha=sig)
                 x = vp + sig * r_v.view(batch, n_visible)
