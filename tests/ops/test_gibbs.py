@@ -195,6 +195,54 @@ def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
     assert seen == [precision]
 
 
+def test_fixed_rule_takes_torch_on_cuda(monkeypatch):
+    """Without tuning, "auto" on CUDA tensors is "torch" (the H100 table: the eager loop 4x the
+    one-launch kernels), unless GENFAST_BACKEND is set; CPU tensors keep the generic rule (the C++
+    chain). Checked on the rule itself, which needs no GPU (a stand-in carries the device)."""
+    from genfast.ops import gibbs_sampling as G
+
+    monkeypatch.delenv("GENFAST_BACKEND", raising=False)
+
+    class _Fake:
+        def __init__(self, device_type):
+            self.device = type("D", (), {"type": device_type})()
+
+    assert G._fixed_rule(_Fake("cuda")) == "torch"
+    assert G._fixed_rule(_Fake("cpu")) == "auto"
+    monkeypatch.setenv("GENFAST_BACKEND", "cuda")
+    assert G._fixed_rule(_Fake("cuda")) == "auto"
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton:gemm"])
+def test_composed_chain_is_captured_in_a_cuda_graph(backend):
+    """The composed paths read the Philox key on the device only: k steps captured in one CUDA
+    graph replay the eager chain exactly, and advancing the key tensor between replays gives the
+    next call's chain (GPU only)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    skip_unless_runs(backend)
+    shape = (64, 50, 30)
+    v0, w, b, c = (t.cuda() for t in _model(*shape, torch.float32, 2))
+    key = torch.tensor([5, 100], dtype=torch.int64, device="cuda")
+    want = O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)  # also compiles the Triton kernels
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert all(torch.equal(x, y) for x, y in zip(out, want))
+    key[1] += O.gibbs_num_counters(*shape, k=3)
+    graph.replay()
+    torch.cuda.synchronize()
+    nxt = O.gibbs(v0, w, b, c, k=3, seed=5, offset=100 + O.gibbs_num_counters(*shape, k=3), backend=backend)
+    assert all(torch.equal(x, y) for x, y in zip(out, nxt))
+
+
 def test_triton_gemm_runs_one_epilogue_per_half_step(monkeypatch):
     """"triton:gemm" is the vendor-GEMM path: two fused epilogue launches per step and no launch
     of the one-program chain kernel."""
