@@ -8,9 +8,7 @@ A benchmark is never a pass/fail test.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import importlib
 import os
 import platform
 import re
@@ -25,17 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
-@contextlib.contextmanager
-def setting(module: str, name: str, value):
-    """Within the block, ``module.name = value`` (a kernel variant switch such as
-    genfast.triton.vq.FP32_PRECISION); the previous value is restored after it."""
-    mod = importlib.import_module(module)
-    old = getattr(mod, name)
-    setattr(mod, name, value)
-    try:
-        yield
-    finally:
-        setattr(mod, name, old)
+def enable_tuning() -> str:
+    """Turn the tuner on for this benchmark process (``GENFAST_TUNE=1``, unless the caller set it)
+    with a fresh cache directory (unless ``GENFAST_CACHE_DIR`` is set), so every "auto" row shows
+    the measured choice, timed after the warm-up call that measured it. ``GENFAST_TUNE=0 python
+    benchmarks/bench_x.py`` shows the fixed rule instead. Returns the mode in force."""
+    import tempfile
+
+    os.environ.setdefault("GENFAST_TUNE", "1")
+    if "GENFAST_CACHE_DIR" not in os.environ:
+        os.environ["GENFAST_CACHE_DIR"] = tempfile.mkdtemp(prefix="genfast-bench-tune-")
+    return os.environ["GENFAST_TUNE"]
 
 
 def time_ms(fn, device: str = "cpu", min_run_time: float = 1.0) -> float:

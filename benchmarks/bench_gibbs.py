@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
+from _harness import ceilings_note, enable_tuning, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 
@@ -62,25 +62,20 @@ def sklearn_rbm(w, b, c, dtype=torch.float64):
     return rbm
 
 
-# variant rows: (module, attribute, value, backend)
-_VARIANTS = {"cuda (mma)": ("genfast.ops.gibbs", "CUDA_KERNEL", "mma", "cuda"),
-             "triton (ieee)": ("genfast.triton.gibbs", "FP32_PRECISION", "ieee", "triton")}
-
-
 def _run(args, backend):
-    if backend not in _VARIANTS:
-        return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
-    module, attr, value, base = _VARIANTS[backend]
-    with setting(module, attr, value):
-        return O.gibbs(*args[:4], k=args[4], seed=1, backend=base)
+    return O.gibbs(*args[:4], k=args[4], seed=1, backend=backend)
 
 
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    # "triton (ieee)": the Triton kernel with plain float32 products instead of its default
-    # bfloat16 split (genfast.triton.gibbs.FP32_PRECISION), for comparison
-    # "cuda (mma)": the opt-in tensor-core CUDA kernel (genfast.ops.gibbs.CUDA_KERNEL)
-    backends = ["cuda", "cuda (mma)", "triton", "triton (ieee)"] if device == "cuda" else ["cpu"]
+    # every backend value: "triton:ieee" (plain float32 products instead of the bfloat16 split),
+    # "cuda:mma" (the tensor-core CUDA kernel), "torch" (addmm + sigmoid + Philox compare), and
+    # "auto" (the tuner's choice, GENFAST_TUNE=1 unless set: enable_tuning)
+    enable_tuning()
+    if device == "cuda":
+        backends = ["cuda", "cuda:mma", "triton", "triton:ieee", "torch", "auto"]
+    else:
+        backends = ["cpu", "torch", "auto"]
     ceil = gpu_ceilings() if device == "cuda" else {}
     rows = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

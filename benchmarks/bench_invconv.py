@@ -31,7 +31,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
+from _harness import ceilings_note, enable_tuning, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 from genfast.reference import invconv as R  # noqa: E402
@@ -92,12 +92,6 @@ def _normflows_pair(c, params):
     return act, conv
 
 
-def _triton_ieee(x, we, be):
-    """The Triton kernel with float32 FMA products instead of its default tf32x3."""
-    with setting("genfast.triton.invconv", "FP32_PRECISION", "ieee"):
-        return O.invconv1x1(x, we, be, backend="triton")
-
-
 def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):
     n, c = x.shape[:2]
     cands = {}
@@ -105,7 +99,7 @@ def _candidates(x, params, we, be, rev, backends, x_cl, xv, out, device):
         cands[f"genfast {name} op"] = lambda b=name: O.actnorm_invconv(x, *params, reverse=rev, backend=b)
         cands[f"genfast {name} cached"] = lambda b=name: O.invconv1x1(x, we, be, backend=b)
     if "triton" in backends:  # the Triton kernel with plain float32 FMAs instead of tf32x3
-        cands["genfast triton cached (ieee)"] = lambda: _triton_ieee(x, we, be)
+        cands["genfast triton:ieee cached"] = lambda: O.invconv1x1(x, we, be, backend="triton:ieee")
     cands["torch.baddbmm (python path)"] = lambda: torch.baddbmm(
         be.view(1, c, 1), we.expand(n, c, c), xv, out=out
     )
@@ -196,9 +190,12 @@ def _load() -> str:
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     avail = O.backends()
+    # "torch": one batched matmul (stock PyTorch); "auto": the tuner's choice (GENFAST_TUNE=1
+    # unless set: enable_tuning)
+    enable_tuning()
     backends = (
         [b for b in ("cuda", "triton") if avail[b] and device == "cuda"] if device == "cuda" else ["cpu"]
-    )
+    ) + ["torch", "auto"]
     load_before = _load()
     rows = []
     # on a GPU the issue's shapes take ~10 us (launch-bound); a larger C <= 64 one measures bandwidth

@@ -15,6 +15,7 @@ alone). Run it on a quiet machine (load average below ~0.5): these are short, no
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import report  # noqa: E402
+from _harness import enable_tuning, report  # noqa: E402
 
 BATCH_SIZES = (10, 100, 500)
 REPEATS = 5
@@ -45,27 +46,35 @@ def main():
 
     from genfast.sklearn import BernoulliRBM
 
+    enable_tuning()  # "genfast" is backend="auto": tuned unless GENFAST_TUNE=0
     threads = torch.get_num_threads()
     X = (load_digits().data / 16.0).astype(np.float32)
     rows = []
+    # the estimator on backend="torch" (the stock-PyTorch Gibbs step) as a third row
+    torch_rbm = functools.partial(BernoulliRBM, backend="torch")
     with threadpool_limits(limits=threads):
         _fit_seconds(BernoulliRBM, X, 10)  # warm-up: loads the C++ module, first-call costs
+        _fit_seconds(torch_rbm, X, 10)
         _fit_seconds(SkRBM, X, 10)
         for bs in BATCH_SIZES:
-            times = {"genfast": [], "sklearn": []}
+            times = {"genfast": [], "genfast torch": [], "sklearn": []}
             pl = {}
             for _ in range(REPEATS):
-                for name, cls in (("genfast", BernoulliRBM), ("sklearn", SkRBM)):
+                for name, cls in (("genfast", BernoulliRBM), ("genfast torch", torch_rbm), ("sklearn", SkRBM)):
                     t, pl[name] = _fit_seconds(cls, X, bs)
                     times[name].append(t)
             g, s = statistics.median(times["genfast"]), statistics.median(times["sklearn"])
+            gt = statistics.median(times["genfast torch"])
             rows.append({"batch_size": bs, "updates": 10 * int(np.ceil(len(X) / bs)),
-                         "genfast fit (ms)": 1e3 * g, "sklearn fit (ms)": 1e3 * s, "speed-up": s / g,
+                         "genfast fit (ms)": 1e3 * g, "genfast torch fit (ms)": 1e3 * gt,
+                         "sklearn fit (ms)": 1e3 * s, "speed-up": s / g,
                          "pseudo-LL genfast": pl["genfast"], "pseudo-LL sklearn": pl["sklearn"]})
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     notes = (f"Digits 1797 x 64 float32, {SETTINGS}, {threads} threads for both libraries; medians of "
              f"{REPEATS} interleaved fits; load average at the end {load:.2f}. Pseudo-likelihood: "
-             "score_samples(X).mean() of the last fit (one seed; the tests compare it over seeds).")
+             "score_samples(X).mean() of the last fit (one seed; the tests compare it over seeds). "
+             "'genfast' runs backend='auto' (tuned: GENFAST_TUNE=1 unless set), 'genfast torch' "
+             "backend='torch' (the Gibbs step in stock PyTorch ops).")
     report("rbm_sklearn", "BernoulliRBM.fit: genfast.sklearn vs scikit-learn (digits, CPU)", rows,
            list(rows[0]), notes=notes)
 

@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import ceilings_note, gpu_ceilings, report, time_ms  # noqa: E402
+from _harness import ceilings_note, enable_tuning, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.samplers as S  # noqa: E402
 from genfast.samplers import _fused  # noqa: E402
@@ -58,7 +58,9 @@ def _prepared(cls, name, shape, device):
 
 def _op_call(run):
     """The public op call equivalent to the one the genfast class makes in ``run`` (captured
-    once), as a function; None for DDPM/DDIM, whose classes call ddpm_step / ddim_step."""
+    once): ``(bytes moved, make)`` where ``make(backend=None)`` returns it as a function, with
+    the class's backend or another one; None for DDPM/DDIM, whose classes call ddpm_step /
+    ddim_step."""
     import genfast.ops.solver as solver
 
     captured = {}
@@ -81,11 +83,15 @@ def _op_call(run):
     # bytes the pass must move: every tensor read once, every output written once
     moved = sum(t.numel() * t.element_size() for t in (mo, x, last, mou, noise, *hist) if t is not None)
     moved += x.numel() * x.element_size() * (1 + bool(conv) + bool(corr))
-    return moved, lambda: solver.solver_step(
-        mo, x, coef, history=hist, last_sample=last, model_output_uncond=mou, noise=noise, seed=philox,
-        guidance_scale=gs, guidance_rescale=gr, clip_sample_range=clip or None, thresholding=thr,
-        dynamic_thresholding_ratio=ratio, sample_max_value=smax, round_converted=rnd, return_converted=conv,
-        return_corrected=corr, backend=backend)
+    def make(b=None):
+        """The call with the class's backend, or with ``b`` ("torch", "auto")."""
+        return lambda: solver.solver_step(
+            mo, x, coef, history=hist, last_sample=last, model_output_uncond=mou, noise=noise, seed=philox,
+            guidance_scale=gs, guidance_rescale=gr, clip_sample_range=clip or None, thresholding=thr,
+            dynamic_thresholding_ratio=ratio, sample_max_value=smax, round_converted=rnd, return_converted=conv,
+            return_corrected=corr, backend=b or backend)
+
+    return moved, make
 
 
 def _loop(cls, name, unet, device, steps=STEPS):
@@ -113,6 +119,7 @@ def main():
     import diffusers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    enable_tuning()
     min_time = 0.3 if args.quick else 1.0
     shapes = [(64, 3, 32, 32), (8, 4, 64, 64)] + ([(64, 4, 128, 128)] if device == "cuda" else [])
     copy_gbs = gpu_ceilings().get("copy_gbs") if device == "cuda" else None
@@ -124,9 +131,13 @@ def main():
             moved, op = _op_call(g_run)
             t_g = time_ms(g_run, device, min_time)
             t_d = time_ms(d_run, device, min_time)
-            t_op = time_ms(op, device, min_time) if op is not None else None
+            t_op = time_ms(op(), device, min_time) if op is not None else None
+            # the same call on the stock-PyTorch composition and on "auto" (tuned: enable_tuning)
+            t_torch = time_ms(op("torch"), device, min_time) if op is not None else None
+            t_auto = time_ms(op("auto"), device, min_time) if op is not None else None
             row = {"shape": "x".join(map(str, shape)), "scheduler": name.replace("Scheduler", ""),
-                   "diffusers ms": t_d, "genfast ms": t_g, "op ms": t_op,
+                   "diffusers ms": t_d, "genfast ms": t_g, "op ms": t_op, "op torch ms": t_torch,
+                   "op auto ms": t_auto,
                    "class overhead us": (t_g - t_op) * 1e3 if t_op is not None else None,
                    "speed-up": t_d / t_g}
             if t_op is not None:
@@ -136,11 +147,13 @@ def main():
             rows.append(row)
     notes = ("`speed-up` = diffusers' step time / genfast's class step time, measured in this run; `op ms` is "
              "the fused op call the class makes (genfast.ops.solver_step, or ddpm_step / ddim_step), "
-             "`class overhead us` the class step minus that call. Stochastic steps (Euler ancestral, LCM, "
+             "`class overhead us` the class step minus that call; `op torch ms` / `op auto ms` the same "
+             "call with backend=\"torch\" (eager float32 arithmetic) and \"auto\" (GENFAST_TUNE=1 "
+             "unless set). Stochastic steps (Euler ancestral, LCM, "
              "DDPM) draw their noise without a generator: genfast in the kernel (Philox), diffusers with "
              "torch.randn.")
-    columns = ["shape", "scheduler", "diffusers ms", "genfast ms", "op ms", "class overhead us", "speed-up",
-               "op GB/s"] + (["% of copy"] if copy_gbs else [])
+    columns = ["shape", "scheduler", "diffusers ms", "genfast ms", "op ms", "op torch ms", "op auto ms",
+               "class overhead us", "speed-up", "op GB/s"] + (["% of copy"] if copy_gbs else [])
     notes += " `op GB/s`: bytes the op must read and write once, over its time." + ceilings_note()
     report(f"samplers_{device}", f"Drop-in schedulers, one step ({device})", rows, columns, device=device,
            notes=notes)

@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import report, time_ms  # noqa: E402
+from _harness import enable_tuning, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 from genfast.reference import sampling_step as RS  # noqa: E402
@@ -34,6 +34,10 @@ def main():
     backends = [b for b in ("cuda", "triton", "cpu") if avail[b]]
     if device == "cpu":
         backends = [b for b in backends if b == "cpu"]  # the Triton interpreter is not a fast path
+    # "torch": the eager float32 arithmetic with genfast's Philox noise; "auto": the tuner's choice
+    # (GENFAST_TUNE=1 unless set: enable_tuning)
+    enable_tuning()
+    backends += ["torch", "auto"]
     try:
         import diffusers
         from diffusers import DDIMScheduler as DDDIM

@@ -21,19 +21,13 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import ceilings_note, gpu_ceilings, report, setting, time_ms  # noqa: E402
+from _harness import ceilings_note, enable_tuning, gpu_ceilings, report, time_ms  # noqa: E402
 
 import genfast.ops as O  # noqa: E402
 
 CPU_SIZE = (65536, 64, 1024)
 GPU_SIZE = (262144, 256, 8192)
 TILE = 4096
-
-
-def _ieee(z, e):
-    """The Triton kernel with float32 FMA products instead of its default three TF32 products."""
-    with setting("genfast.triton.vq", "FP32_PRECISION", "ieee"):
-        return O.vq_nearest(z, e, backend="triton")
 
 
 def cdist_argmin(z, e):
@@ -149,7 +143,9 @@ def make_cases(device, n, d, k, dtype):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
     e = torch.randn(k, d, generator=g).to(device=device, dtype=dtype)
-    ours = ["cuda", "triton"] if device == "cuda" else ["cpu"]
+    # "torch": addmm + argmin in row tiles (stock PyTorch); "auto": the tuner's choice
+    # (GENFAST_TUNE=1 unless set, enable_tuning in main)
+    ours = (["cuda", "triton", "torch", "auto"] if device == "cuda" else ["cpu", "torch", "auto"])
     cases = [(f"genfast vq_nearest ({b})", (lambda b=b: O.vq_nearest(z, e, backend=b))) for b in ours]
     cases += [
         (
@@ -159,7 +155,7 @@ def make_cases(device, n, d, k, dtype):
         for b in ours
     ]
     if device == "cuda" and dtype == torch.float32:
-        cases.append(("genfast vq_nearest (triton, ieee products)", lambda: _ieee(z, e)))
+        cases.append(("genfast vq_nearest (triton:ieee)", lambda: O.vq_nearest(z, e, backend="triton:ieee")))
     cases += [
         ("torch.cdist + argmin (reference)", lambda: cdist_argmin(z, e)),
         ("addmm + argmin, whole", lambda: expanded_full(z, e)),
@@ -226,6 +222,7 @@ def bench(device, n, d, k, dtype, rounds):
 
 def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    enable_tuning()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if device == "cuda":
         n, d, k = GPU_SIZE

@@ -112,36 +112,41 @@ def main() -> None:
     # gibbs: one chain (B = 1) and several, Bernoulli and Gaussian visible units; both product
     # forms; fp32 / fp16 / bf16 (3, 2 and 1 bfloat16 weight terms)
     for prec in ("bf16x3", "ieee"):
-        TG.FP32_PRECISION = prec
+        tb = f"triton:{prec}"
         for dt in (torch.float32, torch.float16, torch.bfloat16) if prec == "bf16x3" else (torch.float32,):
             for b in (1, 5):
                 v = (torch.rand(b, 20, generator=g) < 0.5).to(dt)
                 w = torch.randn(7, 20, generator=g).to(dt)
                 z20, z7 = torch.zeros(20, dtype=dt), torch.zeros(7, dtype=dt)
-                O.gibbs(v, w, z20, z7, k=2, seed=1, backend="triton")
-                O.gibbs(torch.randn(b, 20).to(dt), w, z20, z7, k=1, seed=1, visible="gaussian", backend="triton")
+                O.gibbs(v, w, z20, z7, k=2, seed=1, backend=tb)
+                O.gibbs(torch.randn(b, 20).to(dt), w, z20, z7, k=1, seed=1, visible="gaussian", backend=tb)
         one = torch.ones(1, 1)  # B = V = H = k = 1: every integer argument specialised to 1
-        O.gibbs(one, one, one[0], one[0], k=1, seed=1, backend="triton")
-    TG.FP32_PRECISION = "bf16x3"
+        O.gibbs(one, one, one[0], one[0], k=1, seed=1, backend=tb)
+    # the composed path's fused epilogue: Bernoulli and Gaussian, one element and several
+    for b in (1, 5):
+        w = torch.randn(7, 20, generator=g)
+        z20, z7 = torch.zeros(20), torch.zeros(7)
+        O.gibbs((torch.rand(b, 20, generator=g) < 0.5).float(), w, z20, z7, k=2, seed=1, backend="triton:gemm")
+        O.gibbs(torch.randn(b, 20), w, z20, z7, k=1, seed=1, visible="gaussian", backend="triton:gemm")
     # vq: l2 and cosine, fp32 / bf16, indices only and the fused quantise with statistics
     for dt in (torch.float32, torch.bfloat16):
         for n in (1, 70):
             z = torch.randn(n, 20, generator=g).to(dt)
             e = torch.randn(33, 20, generator=g).to(dt)
             O.vq_nearest(z, e, backend="triton")
+            O.vq_nearest(z, e, backend="triton:ieee")
             O.vq_nearest(z, e, use_cosine_sim=True, backend="triton")
             O.vq_quantize(z, e, return_statistics=True, backend="triton")
     # invconv: with and without bias, fp32 / fp16, one pixel and several; both product forms
     for prec in ("tf32x3", "ieee"):
-        TI.FP32_PRECISION = prec
+        tb = f"triton:{prec}"
         for dt in (torch.float32, torch.float16):
             for shape in ((1, 1, 1, 1), (2, 5, 3, 4)):
                 c = shape[1]
                 x = torch.randn(shape, generator=g).to(dt)
                 w = torch.randn(c, c, generator=g).to(dt)
-                O.invconv1x1(x, w, backend="triton")
-                O.invconv1x1(x, w, torch.randn(c).to(dt), backend="triton")
-    TI.FP32_PRECISION = "tf32x3"
+                O.invconv1x1(x, w, backend=tb)
+                O.invconv1x1(x, w, torch.randn(c).to(dt), backend=tb)
     # the one-launch parameter fold: widths 16 / 32 / 64 (C = 5, 17, 48), both directions, with
     # and without actnorm
     for c in (5, 17, 48):

@@ -14,21 +14,25 @@ if not torch.cuda.is_available():
 
 from genfast import _backends  # noqa: E402
 
-KERNEL_BACKENDS = ("cpu", "triton", "cuda")
+# every backend but the oracle: the compiled kernels, Triton and the stock-PyTorch composition
+KERNEL_BACKENDS = ("cpu", "torch", "triton", "cuda")
 
 
 def backend_device(backend: str) -> torch.device:
-    """The device whose tensors ``backend`` takes in the tests."""
-    if backend == "cuda":
+    """The device whose tensors ``backend`` (or one of its variants, "triton:ieee") takes in the
+    tests: "torch" runs on the GPU when there is one (its CPU path runs on the CPU machines)."""
+    base = backend.partition(":")[0]
+    if base == "cuda":
         return torch.device("cuda")
-    if backend == "triton":
+    if base in ("triton", "torch"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device("cpu")
 
 
 def skip_unless_runs(backend: str):
-    """Skip (with the reason) when ``backend`` cannot run on this machine."""
+    """Skip (with the reason) when ``backend`` (or its base, for a variant) cannot run here."""
     avail = _backends.backends()
+    backend = backend.partition(":")[0]
     if not avail.get(backend, False):
         reasons = {
             "cuda": "needs a GPU and the compiled CUDA module",

@@ -125,6 +125,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
         zp.set_defaults(func=zoo.run)
     else:
         zp.set_defaults(func=lambda args: print("genfast zoo: not yet available") or 0)
+    importlib.import_module("genfast.cli.tune").register(sub)
     return parser
 
 

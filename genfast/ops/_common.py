@@ -32,16 +32,16 @@ def check_tensor(name: str, t, *, op: str, dtypes=None, device=None, ndim=None, 
     return t
 
 
-def resolve_backend(backend: str, t: torch.Tensor, op: str) -> str:
+def resolve_backend(backend: str, t: torch.Tensor, op: str, family: str | None = None) -> str:
     """The backend that runs an op on tensors like ``t`` (the float64 policy in one place).
 
-    The kernels compute in float32: float64 inputs run the reference (the oracle, in float64)
-    on ``backend="auto"`` or ``"reference"``, and an explicit kernel backend refuses them rather
-    than silently running another backend. Anything else resolves as
-    :func:`genfast._backends.resolve`.
+    The kernels and the "torch" composition compute in float32: float64 inputs run the reference
+    (the oracle, in float64) on ``backend="auto"`` or ``"reference"``, and any other explicit
+    backend refuses them rather than silently running another one. Anything else resolves as
+    :func:`genfast._backends.resolve` (``family`` names the op's kernel variants).
 
     Raises:
-        TypeError: float64 inputs with an explicit kernel backend.
+        TypeError: float64 inputs with an explicit non-reference backend.
         ValueError / BackendUnavailableError: as :func:`genfast._backends.resolve`.
     """
     from genfast import _backends
@@ -49,10 +49,36 @@ def resolve_backend(backend: str, t: torch.Tensor, op: str) -> str:
     if t.dtype == torch.float64:
         if backend in ("auto", "reference"):
             return "reference"
-        if isinstance(backend, str) and backend in _backends.BACKENDS:
+        if isinstance(backend, str) and backend in _backends.backend_values(family):
             raise TypeError(f"{op}: backend={backend!r} computes in float32 and does not take float64 "
                             "inputs; float64 runs on backend='reference' (or 'auto')")
-    return _backends.resolve(backend, t.device, op)
+    return _backends.resolve(backend, t.device, op, family)
+
+
+def tuning_on() -> bool:
+    """True when ``GENFAST_TUNE`` asks for tuning (any value but unset, empty or "0"; a bad value
+    is reported by :func:`genfast.tune.mode`). One environment lookup: callers test it before
+    building a call's shape key, so an untuned call pays ~0.3 us for the tuner."""
+    return os.environ.get("GENFAST_TUNE", "0") not in ("", "0")
+
+
+def tuned_backend(backend: str, family: str, t: torch.Tensor, sizes: tuple, run) -> str:
+    """``backend``, or for "auto" the measured choice of :mod:`genfast.tune` (when
+    ``GENFAST_TUNE`` is on and a measurement exists or can be made here); "auto" otherwise, which
+    the caller resolves by the fixed rule. Cheap when tuning is off (one environment lookup).
+
+    Args:
+        backend: the caller's backend value.
+        family: the op's name in the tuner's cache ("gibbs", "vq", ...).
+        t: a tensor of the call (its device and dtype key the choice).
+        sizes: the call's sizes and flags (sizes are rounded to powers of two in the key).
+        run: ``run(candidate)`` runs the op on this call's inputs with that backend.
+    """
+    if backend != "auto" or t.dtype == torch.float64 or os.environ.get("GENFAST_BACKEND") or not tuning_on():
+        return backend
+    from genfast import tune
+
+    return tune.choose(family, t, sizes, run) or backend
 
 
 def check_choice(name: str, value, choices, *, op: str):

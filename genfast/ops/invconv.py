@@ -38,6 +38,8 @@ from genfast.ops._common import (
     eager_fast_path,
     materialized_bytes,
     resolve_backend,
+    tuned_backend,
+    tuning_on,
 )
 from genfast.reference import invconv as _ref
 
@@ -88,25 +90,52 @@ def _logdet(log_s, hw, actnorm_scale=None):
 
 
 # --------------------------------------------------------------------------- kernel op
+_FAMILY = "invconv"
+
+
+def _invconv_torch(x, weight, bias, y):
+    """The per-pixel product composed from stock PyTorch ops, what a user writes without genfast:
+    one batched ``torch.baddbmm`` (``matmul`` without a bias) of [C, C] by [N, C, H*W] in float32
+    (BLAS / cuBLAS), written straight into ``y`` for float32 (the "python path" row of
+    benchmarks/bench_invconv.py), through a float32 copy for half inputs."""
+    n, c, h, w = x.shape
+    xf = x.reshape(n, c, h * w).float()
+    wf = weight.float()
+    out = y.view(n, c, h * w) if y.dtype == torch.float32 else torch.empty(n, c, h * w, device=x.device)
+    if bias is not None:
+        torch.baddbmm(bias.float().view(1, c, 1), wf.expand(n, c, c), xf, out=out)
+    else:
+        torch.matmul(wf, xf, out=out)
+    if out.data_ptr() != y.data_ptr():
+        y.copy_(out.view(n, c, h, w))
+
+
 def _invconv_impl(x, weight, bias, backend):
-    backend = resolve_backend(backend, x, "genfast.ops.invconv1x1")
+    if backend == "auto" and tuning_on():
+        backend = tuned_backend(backend, _FAMILY, x, tuple(x.shape) + (bias is not None,),
+                                lambda b: _invconv_impl(x, weight, bias, b))
+    backend = resolve_backend(backend, x, "genfast.ops.invconv1x1", _FAMILY)
     if backend == "reference":
         return _ref.invconv1x1(x, weight, bias).contiguous(memory_format=torch.contiguous_format)
     y = torch.empty_like(x)
     n, c, h, w = x.shape
     if y.numel() == 0:
         return y
-    if backend == "triton":
+    base, _ = _backends.split_backend(backend)
+    if base == "torch":
+        _invconv_torch(x, weight, bias, y)
+        return y
+    if base == "triton":
         from genfast.triton.invconv import invconv1x1_triton
 
-        invconv1x1_triton(x, weight, bias, y)
+        invconv1x1_triton(x, weight, bias, y, precision=_backends.variant_of(backend, _FAMILY))
         return y
-    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    mod = _backends.cpu_module() if base == "cpu" else _backends.cuda_module()
     p = mod.InvConvParams(
         x=x.data_ptr(), w=weight.data_ptr(), bias=bias.data_ptr() if bias is not None else 0, y=y.data_ptr(),
         n=n, c=c, hw=h * w, dtype=_backends.DTYPE_CODES[x.dtype],
     )
-    if backend == "cpu":
+    if base == "cpu":
         mod.invconv1x1(p)
     else:
         mod.invconv1x1(p, _backends.stream_of(x))
@@ -152,8 +181,7 @@ _invconv_op.register_autograd(_invconv_backward, setup_context=_invconv_setup_co
 
 # ------------------------------------------------------------------------ validation
 def _check_backend(backend, op):
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, op, _FAMILY)
 
 
 def _check_vector(name, t, c, device, op):
@@ -294,7 +322,7 @@ def _fold_backend(x, backend, perm, params):
     if not eager_fast_path(x, perm, *params):
         return None
     try:
-        return _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv")
+        return _backends.resolve(backend, x.device, "genfast.ops.actnorm_invconv", _FAMILY)
     except _backends.BackendUnavailableError:
         return None
 
@@ -318,7 +346,8 @@ def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
     possible."""
     if not isinstance(x, torch.Tensor) or x.dtype not in KERNEL_DTYPES:
         return None
-    if x.device.type == "cpu" and not (backend == "triton" and _backends.triton_interpret()):
+    if x.device.type == "cpu" and not (_backends.split_backend(backend)[0] == "triton"
+                                       and _backends.triton_interpret()):
         return None
     if x.device.type not in ("cpu", "cuda") or not _backends._triton_importable():
         return None
@@ -327,7 +356,7 @@ def _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s, s, b):
     if c > _tri.FOLD_MAX_C:
         return None
     resolved = _fold_backend(x, backend, perm, (lower, upper, sign_s, log_s, s, b))
-    return resolved if resolved in ("cuda", "triton") else None
+    return resolved if resolved is not None and _backends.split_backend(resolved)[0] in ("cuda", "triton") else None
 
 
 def _actnorm_invconv_triton_fold(op, x, c, backend, perm, lower, upper, sign_s, log_s, s, b, reverse):
@@ -360,7 +389,7 @@ def _shapes_ok(c, perm, lower, upper, sign_s, log_s, s, b):
             and (s is None or s.shape == vector) and (b is None or b.shape == vector))
 
 
-def _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, s, b, reverse):
+def _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, s, b, reverse, backend):
     w_eff = torch.empty(c, c)
     b_eff = torch.empty(c)
     ptr = lambda t: t.data_ptr() if t is not None else 0  # noqa: E731
@@ -369,7 +398,8 @@ def _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, s, b, reve
         w_eff.data_ptr(), b_eff.data_ptr(), c, bool(reverse))
     if status:
         raise ValueError(f"{op}: {_FOLD_ERRORS[status](c)}")
-    y = _invconv_impl(x.contiguous(), w_eff, b_eff, "cpu")
+    # the product: the C++ kernel, or with GENFAST_TUNE on, the measured fastest for this shape
+    y = _invconv_impl(x.contiguous(), w_eff, b_eff, "auto" if backend == "auto" else "cpu")
     logdet = torch.tensor(per_pixel * x.shape[2] * x.shape[3], dtype=torch.float32)
     return y, (-logdet if reverse else logdet)
 
@@ -389,7 +419,13 @@ def invconv1x1(
         x: [N, C, H, W] float32, float16 or bfloat16 (float64: computed by the reference).
         weight: [C, C] floating, on x's device; converted to float32 (float64 for float64 x).
         bias: optional [C] floating, converted like ``weight``.
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+        backend: "auto" | "cpu" | "cuda" | "triton" | "triton:tf32x3" | "triton:ieee" | "torch" |
+            "reference". "triton" (= "triton:tf32x3") multiplies float32 as three TF32
+            tensor-core products, "triton:ieee" with float32 FMAs; "torch" is one batched
+            ``torch.matmul`` / ``baddbmm`` in float32 (stock PyTorch). "auto": the tuner's
+            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the C++
+            kernel on CPU tensors and the CUDA kernel on CUDA tensors; ``GENFAST_BACKEND``
+            overrides it.
 
     Non-finite values: ``weight`` and ``bias`` are parameters and must be finite (rejected up
     front); NaN and inf in ``x`` propagate as in the reference.
@@ -421,7 +457,7 @@ def invconv1x1(
     if bias is not None:
         _check_finite("bias", bias, op)
     if x.dtype == torch.float64 and backend not in ("auto", "reference"):
-        resolve_backend(backend, x, op)  # raises the TypeError of the float64 policy
+        resolve_backend(backend, x, op, _FAMILY)  # raises the TypeError of the float64 policy
     ct = _compute_dtype(x.dtype)
     weight = weight.to(ct).contiguous()
     bias = bias.to(ct).contiguous() if bias is not None else None
@@ -593,7 +629,10 @@ def actnorm_invconv(
         sign_s: [C], +1 / -1. log_s: [C].
         actnorm_scale: optional [C] non-zero actnorm scale s; actnorm_bias: optional [C] b.
         reverse: apply the inverse map.
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference" (for the per-pixel product).
+        backend: as :func:`invconv1x1`, for the per-pixel product ("torch": the parameter
+            set-up and the product in stock PyTorch ops; "auto" and "cpu" fold the parameters
+            in C++ on CPU tensors, "auto", "cuda" and "triton" in one Triton launch on CUDA
+            tensors).
 
     Non-finite values: the parameters are rejected up front when ``lower``, ``upper`` or
     ``actnorm_bias`` hold NaN or inf, ``actnorm_scale`` a zero or non-finite entry, or ``log_s``
@@ -615,7 +654,7 @@ def actnorm_invconv(
     _check_backend(backend, op)
     c = _check_x(x, op)
     if x.dtype == torch.float64 and backend not in ("auto", "reference"):
-        resolve_backend(backend, x, op)  # raises the TypeError of the float64 policy
+        resolve_backend(backend, x, op, _FAMILY)  # raises the TypeError of the float64 policy
     _check_x_memory(op, x)
     fast = _fold_in_cpp(x, c, backend, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias)
     fold_backend = None if fast else _fold_in_triton(x, c, backend, perm, lower, upper, sign_s, log_s,
@@ -629,9 +668,11 @@ def actnorm_invconv(
         _check_actnorm(op, c, x.device, actnorm_scale, actnorm_bias, values=not in_kernel)
     if fast:
         return _actnorm_invconv_cpu(op, x, c, perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bias,
-                                    reverse)
+                                    reverse, backend)
     if fold_backend is not None:
-        return _actnorm_invconv_triton_fold(op, x, c, fold_backend, perm, lower, upper, sign_s, log_s,
+        # the product: the resolved backend, or for "auto" the tuner's choice when GENFAST_TUNE is on
+        product = "auto" if backend == "auto" else fold_backend
+        return _actnorm_invconv_triton_fold(op, x, c, product, perm, lower, upper, sign_s, log_s,
                                             actnorm_scale, actnorm_bias, reverse)
     ct = _compute_dtype(x.dtype)
     p = perm.to(torch.int64)
@@ -665,7 +706,7 @@ def _opcheck_samples():
         x = torch.randn(2, 5, 3, 4, generator=gen).to(dtype).requires_grad_(True)
         w = torch.randn(5, 5, generator=gen).requires_grad_(True)
         b = torch.randn(5, generator=gen).requires_grad_(True)
-        for backend in ("cpu", "reference"):
+        for backend in ("cpu", "torch", "reference"):
             out.append((torch.ops.genfast.invconv1x1.default, (x, w, b, backend)))
             out.append((torch.ops.genfast.invconv1x1.default, (x.detach(), w.detach(), None, backend)))
     return out

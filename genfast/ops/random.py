@@ -14,14 +14,72 @@ import math
 import torch
 
 from genfast import _backends
-from genfast.ops._common import as_int64, check_memory
+from genfast.ops._common import as_int64, check_memory, tuned_backend, tuning_on
 from genfast.reference import random as _ref
 
 _OP = "genfast.ops.randn"
 
 
+_TWO_POW_M24 = 2.0**-24
+
+
+def _random_torch(shape, seed, offset, dtype, device, normal):
+    """The draw composed from stock PyTorch integer and float ops (no stock op produces Philox):
+    the oracle's Philox4x32-10 on int64 tensors, then the uniform / Box-Muller transform in float32
+    as the kernels evaluate it (the oracle evaluates Box-Muller in float64)."""
+    n = math.prod(shape)
+    x, start = _ref.philox_stream_words(n, seed, offset, device)
+    if not normal:
+        u = (x.flatten()[start:start + n] >> 8).to(torch.float32) * _TWO_POW_M24
+        u = u.clamp(max=_ref.UNIFORM_CAP[dtype]) if dtype in (torch.float16, torch.bfloat16) else u
+        return u.to(dtype).reshape(shape)
+    pairs = x.reshape(-1, 2, 2)
+    u1 = ((pairs[..., 0] >> 8) + 1).to(torch.float32) * _TWO_POW_M24
+    u2 = (pairs[..., 1] >> 8).to(torch.float32) * _TWO_POW_M24
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    theta = (2.0 * math.pi) * u2
+    z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1)
+    # a fresh tensor, not a view into z (a custom op's output has no storage offset)
+    return torch.empty(shape, dtype=dtype, device=device).copy_(z.flatten()[start:start + n].reshape(shape))
+
+
+def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> None:
+    """Fill a contiguous float32 ``out`` with numbers ``offset .. offset + n - 1`` of the Philox
+    stream (uniforms, or normals with ``normal``), keyed by the int64 [2] ``(seed, offset)``
+    tensor ``philox`` on out's device, with the fastest compiled generator there (the CUDA
+    kernel, Triton, the C++ kernel; the oracle when none is built). On CUDA the key is read by
+    the kernel, not the host, so the call can be captured in a CUDA graph. Used by the "torch"
+    backends of the stochastic ops (:func:`genfast.ops.gibbs`)."""
+    n = out.numel()
+    if n == 0:
+        return
+    code = _backends.DTYPE_CODES[out.dtype]
+    if out.device.type == "cuda":
+        avail = _backends.backends()
+        if avail["cuda"]:
+            _backends.cuda_module().random(out.data_ptr(), n, code, philox.data_ptr(), bool(normal),
+                                           _backends.stream_of(out))
+            return
+        if avail["triton"]:
+            from genfast.triton.random import random_triton
+
+            random_triton(out, philox, normal, _ref.UNIFORM_CAP[out.dtype])
+            return
+    seed, offset = (int(v) for v in philox.tolist())
+    if out.device.type == "cpu" and _backends.backends()["cpu"]:
+        mod = _backends.cpu_module()
+        (mod.randn if normal else mod.rand)(out.data_ptr(), n, code, seed % 2**64, offset % 2**64)
+        return
+    fn = _ref.randn if normal else _ref.rand
+    out.copy_(fn(out.shape, seed=seed, offset=offset, dtype=out.dtype, device=out.device))
+
+
 def _random_impl(shape, seed, offset, dtype, device, backend, normal):
     op = "genfast.ops.randn" if normal else "genfast.ops.rand"
+    if backend == "auto" and dtype != torch.float64 and tuning_on():
+        probe = torch.empty(0, dtype=dtype, device=device)
+        backend = tuned_backend(backend, "randn" if normal else "rand", probe, (math.prod(shape),),
+                                lambda b: _random_impl(shape, seed, offset, dtype, device, b, normal))
     backend = _backends.resolve(backend, device, op)
     if dtype == torch.float64 and backend != "reference":
         # The kernels compute float32; float64 output is the float32 numbers, widened.
@@ -30,6 +88,8 @@ def _random_impl(shape, seed, offset, dtype, device, backend, normal):
     if backend == "reference":
         fn = _ref.randn if normal else _ref.rand
         return fn(shape, seed=seed, offset=offset, dtype=dtype, device=device)
+    if backend == "torch":
+        return _random_torch(shape, seed, offset, dtype, device, normal)
     out = torch.empty(shape, dtype=dtype, device=device)
     n = out.numel()
     if n == 0:
@@ -103,8 +163,7 @@ def _validate(shape, seed, offset, dtype, device, backend, op):
                 f"{op}: device {device} is not available here (this PyTorch sees no CUDA device)")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, op)
     check_memory(op, f"shape {tuple(shape)}", math.prod(shape) * dtype.itemsize, device)
     return list(shape), seed, offset, dtype, device
 
@@ -131,7 +190,11 @@ def randn(shape, *, seed: int, offset: int = 0, dtype: torch.dtype = torch.float
             numbers widened, except with backend="reference", which evaluates the transform in
             float64).
         device: output device.
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference" (see genfast.ops.backends()).
+        backend: "auto" | "cuda" | "triton" | "cpu" | "torch" | "reference" (see
+            genfast.ops.backends()). "torch": the oracle's Philox on int64 tensors with the
+            float32 transform (stock PyTorch ops). "auto": the tuner's measured choice when
+            ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the CUDA kernel on CUDA devices
+            and the C++ kernel on the CPU; ``GENFAST_BACKEND`` overrides it.
 
     Returns:
         Tensor of ``shape`` and ``dtype`` on ``device``, values in [-5.77, 5.77].
@@ -175,4 +238,4 @@ def _opcheck_samples():
     return [(op, ([3, 5], 7, 11, dtype, cpu, backend))
             for op in (torch.ops.genfast.randn.default, torch.ops.genfast.rand.default)
             for dtype in (torch.float32, torch.bfloat16)
-            for backend in ("cpu", "reference")]
+            for backend in ("cpu", "torch", "reference")]

@@ -26,6 +26,8 @@ from genfast.ops._common import (
     materialized_bytes,
     philox_key,
     resolve_backend,
+    tuned_backend,
+    tuning_on,
 )
 from genfast.reference import sampling_step as _ref
 
@@ -99,9 +101,28 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
                clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
                final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
                backend):
+    if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
+        sizes = (scheduler, sample.numel(), sample.shape[0], noise is not None, philox is not None,
+                 model_output_uncond is not None, bool(thresholding), prediction_type)
+        backend = tuned_backend(backend, "ddpm_step" if scheduler == _DDPM else "ddim_step", sample, sizes,
+                                lambda b: _step_impl(scheduler, model_output, sample, timestep, prev_timestep,
+                                                     alphas_cumprod, model_output_uncond, noise, philox,
+                                                     prediction_type, variance_type, clip_sample,
+                                                     clip_sample_range, thresholding, dynamic_thresholding_ratio,
+                                                     sample_max_value, final_alpha_cumprod, eta,
+                                                     use_clipped_model_output, guidance_scale, guidance_rescale,
+                                                     b))
     backend = resolve_backend(backend, sample, "genfast.ops.sampling_step")
-    if backend == "reference":
+    if backend in ("reference", "torch"):
         seed = offset = None
+        if backend == "torch" and philox is not None and noise is None:
+            # "torch": the eager float32 arithmetic (the oracle's formulas, which are what a user
+            # writes) with the noise from genfast's Philox kernel, the numbers the kernels draw
+            from genfast.ops.random import fill_philox
+
+            noise = torch.empty(sample.shape, dtype=torch.float32, device=sample.device)
+            fill_philox(noise, philox, normal=True)
+            philox = None
         if philox is not None:
             seed, offset = (int(v) for v in philox.tolist())
         common = dict(
@@ -258,8 +279,7 @@ def _float(name, value, op, *, lo=None, hi=None, lo_open=False):
 def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
              prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
              clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend, need_noise):
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, op)
     dtypes = KERNEL_DTYPES + (torch.float64,)
     check_tensor("sample", sample, op=op, dtypes=dtypes, min_ndim=2)
     device = sample.device
@@ -391,7 +411,11 @@ _COMMON_ARGS_DOC = """
             the guided output ``uncond + guidance_scale * (model_output - uncond)`` is formed in
             the kernel (classifier-free guidance, Ho & Salimans 2022).
         guidance_rescale: phi in [0, 1] of Lin et al. 2023, eq. (15)-(16) (per-sample std ratio).
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference".
+        backend: "auto" | "cuda" | "triton" | "cpu" | "torch" | "reference". "torch": the eager
+            float32 arithmetic (stock PyTorch ops, the oracle's formulas) with the noise drawn by
+            genfast's Philox kernel (the same numbers). "auto": the tuner's measured choice when
+            ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the CUDA kernel on CUDA tensors
+            and the C++ kernel on CPU tensors; ``GENFAST_BACKEND`` overrides it.
         Float parameters (clip_sample_range, guidance_scale, eta, ...) are Python numbers: a
         tensor would have to be read on the host."""
 
@@ -505,7 +529,7 @@ def _opcheck_samples():
     mo, x, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     t, pt, philox = torch.tensor([10, 500]), torch.tensor([9, 499]), torch.tensor([1, 2])
     out = []
-    for backend in ("cpu", "reference"):
+    for backend in ("cpu", "torch", "reference"):
         out.append((torch.ops.genfast.ddpm_step.default, (
             mo, x, t, pt, ac, None, noise, None, "epsilon", "fixed_small", True, 1.0, False, 0.995, 1.0,
             1.0, 0.0, backend)))

@@ -31,6 +31,8 @@ from genfast.ops._common import (
     check_tensor,
     eager_fast_path,
     materialized_bytes,
+    tuned_backend,
+    tuning_on,
 )
 from genfast.reference import solver_step as _ref
 
@@ -101,10 +103,27 @@ def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scal
 def _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
           guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
           sample_max_value, round_converted, return_converted, return_corrected, backend):
+    if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
+        sizes = (sample.numel(), sample.shape[0], len(history), last_sample is not None, noise is not None,
+                 philox is not None, model_output_uncond is not None, bool(thresholding))
+        backend = tuned_backend(backend, "solver_step", sample, sizes,
+                                lambda b: _impl(model_output, sample, coefficients, history, last_sample,
+                                                model_output_uncond, noise, philox, guidance_scale, guidance_rescale,
+                                                clip_sample_range, thresholding, dynamic_thresholding_ratio,
+                                                sample_max_value, round_converted, return_converted,
+                                                return_corrected, b))
     backend = _resolve(backend, sample)
     empty = lambda: sample.new_empty(0)  # noqa: E731  (a fresh one each: outputs may not alias)
-    if backend == "reference":
+    if backend in ("reference", "torch"):
         seed = offset = None
+        if backend == "torch" and philox is not None and noise is None:
+            # "torch": the eager float32 arithmetic (the oracle's formulas) with the noise from
+            # genfast's Philox kernel, the numbers the kernels draw
+            from genfast.ops.random import fill_philox
+
+            noise = torch.empty(sample.shape, dtype=torch.float32, device=sample.device)
+            fill_philox(noise, philox, normal=True)
+            philox = None
         if philox is not None:
             seed, offset = (int(v) for v in philox.tolist())
         out = _ref.solver_step(
@@ -286,7 +305,12 @@ def solver_step(
         return_converted: also return ``m``.
         return_corrected: also return ``y1``; then ``y2`` uses ``y1`` rounded to the dtype, as
             stored (diffusers' UniPC and LCM round it so); otherwise ``y1`` stays in float32.
-        backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"`` or ``"reference"``.
+        backend: ``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"``, ``"torch"`` or
+            ``"reference"``. ``"torch"``: the eager float32 arithmetic (stock PyTorch ops) with
+            the noise drawn by genfast's Philox kernel (the same numbers). ``"auto"``: the
+            tuner's measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the
+            CUDA kernel on CUDA tensors and the C++ kernel on CPU tensors; ``GENFAST_BACKEND``
+            overrides it.
 
     Non-finite values: float parameters must be finite and within float32's range (rejected up
     front); NaN and inf in the data tensors and in ``coefficients`` propagate as in the reference.
@@ -359,8 +383,7 @@ def solver_step(
         noise = noise.contiguous()
     elif seed is not None:
         philox = _philox(seed, offset, device)
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{_OP}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, _OP)
     if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
         raise TypeError(f"{_OP}: backend={backend!r} computes in float32 and takes float32/16/bf16 tensors; "
                         "float64 runs on backend='reference' (or 'auto')")
@@ -419,7 +442,7 @@ def _opcheck_samples():
     x, mo, h1, noise = (torch.randn(2, 3, 4, 4) for _ in range(4))
     coef = torch.randn(2, NUM_COEFFICIENTS)
     out = []
-    for backend in ("cpu", "reference"):
+    for backend in ("cpu", "torch", "reference"):
         out.append((torch.ops.genfast.solver_step.default, (
             mo, x, coef, [h1], None, None, noise, None, 1.0, 0.0, 0.0, False, 0.995, 1.0, True, True, False,
             backend)))

@@ -23,6 +23,8 @@ from genfast.ops._common import (
     check_tensor,
     materialized_bytes,
     resolve_backend,
+    tuned_backend,
+    tuning_on,
 )
 from genfast.reference import vq as _ref
 
@@ -31,11 +33,18 @@ _OP_QUANTIZE = "genfast.ops.vq_quantize"
 
 
 # --------------------------------------------------------------------------- kernels
+_FAMILY = "vq"
+# Rows of z per addmm + argmin tile of the "torch" backend: tiles of 4096 rows were 1.9x faster
+# than the whole N x K matrix on the CPU (N=65536, D=64, K=1024: 84.7 vs 159.4 ms) and equal on an
+# H100 (30.3 vs 30.8 ms), with 16 MiB instead of 256 MiB of scores (benchmarks/RESULTS.md, vq_*).
+TORCH_ROWS = 4096
+
+
 def _auto_backend(backend, z):
     """``auto`` on CUDA fp32 / fp16 / bf16 tensors picks Triton: its ``tl.dot`` runs on the tensor
-    cores (float32 as three TF32 products, genfast.triton.vq.FP32_PRECISION), 12x (bf16) and
-    3.1x (fp32) faster than the CUDA kernel's fp32 FMAs on an H100 (benchmarks/RESULTS.md,
-    vq_cuda)."""
+    cores (float32 as three TF32 products, backend "triton" = "triton:tf32x3"), 12x (bf16) and
+    3.1x (fp32) faster than the CUDA kernel's fp32 FMAs on an H100, and 2.1x (fp32) / 3.5x (bf16)
+    faster than ``cdist + argmin`` (benchmarks/RESULTS.md, vq_cuda)."""
     if (backend == "auto" and z.device.type == "cuda" and z.dtype in (torch.float32, torch.float16, torch.bfloat16)
             and not os.environ.get("GENFAST_BACKEND") and _backends.backends()["triton"]):
         return "triton"
@@ -74,11 +83,51 @@ def _scaling(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 NORM_EPS = 1e-12
 
 
+def _vq_torch(z, codebook, use_cosine_sim, scaling, idx, dist, z_q, counts, sums):
+    """The search composed from stock PyTorch ops, what a user writes without genfast: the scores
+    ``bias_k + scale_k z.e_k`` of vq_math.h by ``torch.addmm`` over tiles of TORCH_ROWS rows and
+    ``argmin`` per tile (first index on ties, as every backend), in float32 on the power-of-two
+    scaled values (the overflow policy of :func:`_scaling`); the chosen code's distance recomputed
+    directly; the statistics by ``index_add_``. Never forms the N x K matrix."""
+    s, eps_s, inv_s = scaling[0], scaling[1], scaling[2]
+    e = codebook.float() * s
+    sq = e.pow(2).sum(1)
+    if use_cosine_sim:
+        w = e * (-1.0 / torch.maximum(sq.sqrt(), eps_s))[:, None]
+        bias = torch.zeros_like(sq)
+    else:
+        w = e * -2.0
+        bias = sq
+    wt = w.T.contiguous()
+    n = z.shape[0]
+    for r0 in range(0, n, TORCH_ROWS):
+        zt = z[r0:r0 + TORCH_ROWS].float() * s
+        scores = torch.addmm(bias, zt, wt)
+        best = scores.argmin(1)
+        idx[r0:r0 + TORCH_ROWS] = best
+        chosen = e[best]
+        if use_cosine_sim:
+            dot = (zt * chosen).sum(1)
+            dist[r0:r0 + TORCH_ROWS] = dot / (torch.maximum(zt.norm(dim=1), eps_s)
+                                              * torch.maximum(chosen.norm(dim=1), eps_s))
+        else:
+            dist[r0:r0 + TORCH_ROWS] = (zt - chosen).pow(2).sum(1) * inv_s * inv_s
+    if z_q is not None:
+        torch.index_select(codebook, 0, idx, out=z_q)
+    if counts is not None:
+        counts.index_add_(0, idx, torch.ones(n, dtype=torch.float32, device=z.device))
+        sums.index_add_(0, idx, z.float())
+
+
 def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
     if z.dtype == torch.float64:
-        backend = resolve_backend(backend, z, "genfast.ops.vq")
+        backend = resolve_backend(backend, z, "genfast.ops.vq", _FAMILY)
     else:
-        backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq")
+        if backend == "auto" and tuning_on():
+            sizes = (z.shape[0], z.shape[1], codebook.shape[0], use_cosine_sim, with_z_q, with_stats)
+            backend = tuned_backend(backend, _FAMILY, z, sizes,
+                                    lambda b: _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, b))
+        backend = _backends.resolve(_auto_backend(backend, z), z.device, "genfast.ops.vq", _FAMILY)
     n, d = z.shape
     k = codebook.shape[0]
     if backend == "reference":
@@ -98,7 +147,12 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
     ptr = lambda t, on: t.data_ptr() if on else 0  # noqa: E731
     code = _backends.DTYPE_CODES[z.dtype]
     scaling = _scaling(z, codebook)
-    if backend == "triton":
+    base, _ = _backends.split_backend(backend)
+    if base == "torch":
+        _vq_torch(z, codebook, use_cosine_sim, scaling, idx, dist, z_q if with_z_q else None,
+                  counts if with_stats else None, sums if with_stats else None)
+        return idx, dist, z_q, counts, sums
+    if base == "triton":
         from genfast.triton.vq import vq_triton
 
         vq_triton(
@@ -111,15 +165,16 @@ def _vq_impl(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
             sums if with_stats else None,
             scaling,
             use_cosine_sim=bool(use_cosine_sim),
+            precision=_backends.variant_of(backend, _FAMILY),
         )
         return idx, dist, z_q, counts, sums
-    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    mod = _backends.cpu_module() if base == "cpu" else _backends.cuda_module()
     p = mod.VqParams(
         z=z.data_ptr(), codebook=codebook.data_ptr(), indices=idx.data_ptr(), distances=dist.data_ptr(),
         z_q=ptr(z_q, with_z_q), counts=ptr(counts, with_stats), sums=ptr(sums, with_stats), n=n, k=k, d=d,
         dtype=code, cosine=bool(use_cosine_sim), scaling=scaling.data_ptr(),
     )
-    if backend == "cpu":
+    if base == "cpu":
         mod.vq_quantize(p)
     else:
         # per-code scale and bias (vq_math.h), computed on the device by the module
@@ -158,8 +213,7 @@ def _vq_fake(z, codebook, use_cosine_sim, with_z_q, with_stats, backend):
 
 # ------------------------------------------------------------------------ validation
 def _validate(z, codebook, use_cosine_sim, backend, op):
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, op, _FAMILY)
     if not isinstance(use_cosine_sim, bool):
         raise TypeError(f"{op}: use_cosine_sim must be a bool, got {type(use_cosine_sim).__name__}")
     dtypes = KERNEL_DTYPES + (torch.float64,)
@@ -184,7 +238,7 @@ def _validate(z, codebook, use_cosine_sim, backend, op):
             f"(shape {tuple(codebook.shape)})"
         )
     if z.dtype == torch.float64 and backend not in ("auto", "reference"):
-        resolve_backend(backend, z, op)  # raises the TypeError of the float64 policy
+        resolve_backend(backend, z, op, _FAMILY)  # raises the TypeError of the float64 policy
     n = z.shape[0]
     out_bytes = n * (16 + d * z.element_size()) + k * (d + 1) * 4  # idx, dist, z_q, counts, sums
     if 2 * out_bytes >= MEMORY_CHECK_BYTES:
@@ -225,9 +279,12 @@ def vq_nearest(
             quantise; N may be 0.
         codebook: [K, D] same dtype and device as ``z``, K >= 1.
         use_cosine_sim: rank by cosine similarity instead of squared Euclidean distance.
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
-            on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
-            products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
+        backend: "auto" | "cpu" | "cuda" | "triton" | "triton:tf32x3" | "triton:ieee" |
+            "torch" | "reference". "triton" (= "triton:tf32x3") multiplies float32 on the tensor
+            cores as three TF32 products, "triton:ieee" with float32 FMAs; "torch" is
+            ``addmm`` + ``argmin`` over tiles of 4096 rows (stock PyTorch). "auto": the tuner's
+            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the C++
+            kernel on CPU tensors and Triton on CUDA tensors; ``GENFAST_BACKEND`` overrides it.
 
     Non-finite values and overflow: non-finite values in z or the codebook are rejected (a
     ValueError on CPU tensors, a device-side assert on a GPU). The float32 scores would overflow
@@ -345,9 +402,12 @@ def vq_quantize(
         beta: commitment weight, a finite float >= 0 (0.25 in the paper).
         use_cosine_sim: pick codes by cosine similarity (the losses still use raw vectors).
         return_statistics: also return ``counts`` [K] and ``sums`` [K, D] (float32).
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "auto" takes the C++ kernel
-            on CPU tensors, and Triton on CUDA tensors (tensor cores; float32 as three TF32
-            products, genfast.triton.vq.FP32_PRECISION), unless ``GENFAST_BACKEND`` is set.
+        backend: "auto" | "cpu" | "cuda" | "triton" | "triton:tf32x3" | "triton:ieee" |
+            "torch" | "reference". "triton" (= "triton:tf32x3") multiplies float32 on the tensor
+            cores as three TF32 products, "triton:ieee" with float32 FMAs; "torch" is
+            ``addmm`` + ``argmin`` over tiles of 4096 rows (stock PyTorch). "auto": the tuner's
+            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the C++
+            kernel on CPU tensors and Triton on CUDA tensors; ``GENFAST_BACKEND`` overrides it.
 
     Returns:
         :class:`VQOutput` (z_q, indices, distances, codebook_loss, commitment_loss, counts, sums).
@@ -377,4 +437,4 @@ def _opcheck_samples():
     gen = torch.Generator().manual_seed(9)
     z, cb = torch.randn(33, 7, generator=gen), torch.randn(12, 7, generator=gen)
     return [(torch.ops.genfast.vq_quantize.default, (z, cb, cosine, want, want, backend))
-            for cosine, want in ((False, False), (True, True)) for backend in ("cpu", "reference")]
+            for cosine, want in ((False, False), (True, True)) for backend in ("cpu", "torch", "reference")]

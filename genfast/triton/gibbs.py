@@ -6,9 +6,10 @@ genfast/reference/gibbs.py. Each program owns ``BM`` chains and runs all k steps
 float32 chain state lives in a global scratch buffer that only this program touches (L1/L2
 resident on a GPU), and a barrier separates the half-steps.
 
-Products (``FP32_PRECISION``):
+Products (the ``precision`` argument of :func:`gibbs_triton`, chosen by the op's backend value
+``"triton:bf16x3"`` / ``"triton:ieee"``):
 
-* ``"bf16x3"`` (the default): bfloat16 tensor-core products as accurate as float32 ones. Each
+* ``"bf16x3"`` (the default, ``backend="triton"``): bfloat16 tensor-core products as accurate as float32 ones. Each
   weight w is split into three bfloat16 terms, w1 = rn(w), w2 = rn(w - w1), w3 = rn(w - w1 - w2),
   whose sum is w within about 2^-24 |w| (the float32 rounding unit); bfloat16 weights need one
   term and float16 weights two, exactly. A binary state (every hidden state; the visible states
@@ -19,8 +20,8 @@ Products (``FP32_PRECISION``):
   This is the split-operand scheme of Henry, Tang and Heinecke (2019), "Leveraging the bfloat16
   artificial intelligence datatype for higher-precision computations". Which tiles are binary is
   decided per tile at run time (hidden half-steps) or known (visible half-steps: h is binary).
-* ``"ieee"``: plain float32 ``tl.dot`` (FMA on the GPU's CUDA cores), the previous kernel; kept
-  for comparison in benchmarks/bench_gibbs.py.
+* ``"ieee"``: plain float32 ``tl.dot`` (FMA on the GPU's CUDA cores), the previous kernel; a
+  candidate of the tuner and a row of benchmarks/bench_gibbs.py.
 
 Under the CPU interpreter (tests) both run through numpy: the split scheme's arithmetic is
 exercised there, its speed only on a GPU.
@@ -44,9 +45,8 @@ BN = 64
 BK = 32
 NUM_WARPS = 8
 NUM_STAGES = 2
-# "bf16x3" or "ieee" (module docstring); read at each call.
-FP32_PRECISION = "bf16x3"
-_PRECISIONS = ("bf16x3", "ieee")
+# the product forms (module docstring); the first is the default
+PRECISIONS = ("bf16x3", "ieee")
 
 
 @triton.jit
@@ -188,13 +188,20 @@ _WEIGHT_TERMS = {torch.float32: 3, torch.float16: 2, torch.bfloat16: 1}
 
 
 def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, *, k: int,
-                 gaussian: bool, sigma: float) -> None:
+                 gaussian: bool, sigma: float, precision: str = "bf16x3") -> None:
     """Run the chain; all tensors contiguous on one device, validated by genfast.ops.gibbs.
 
-    Writes ``v_out, v_prob`` [B, V] and ``h_out, h_prob`` [B, H] (dtype of v). The products
-    follow the module's ``FP32_PRECISION`` (ValueError for an unknown value).
+    Args:
+        v: [B, V] initial states; weight [H, V]; visible_bias [V]; hidden_bias [H] (one dtype:
+            float32 / float16 / bfloat16); philox: int64 [2] (seed, offset) on v's device.
+        v_out, h_out, v_prob, h_prob: outputs [B, V], [B, H], [B, V], [B, H] in v's dtype.
+        k: steps. gaussian: Gaussian visible units. sigma: their standard deviation.
+        precision: "bf16x3" or "ieee", the product form (module docstring).
+
+    Raises:
+        ValueError: an unknown ``precision``.
     """
-    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.gibbs")
+    check_choice("precision", precision, PRECISIONS, op="genfast.triton.gibbs")
     batch, n_visible = v.shape
     n_hidden = weight.shape[0]
     if batch == 0:
@@ -207,6 +214,58 @@ def gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_p
     grid = (triton.cdiv(batch, BM),)
     _gibbs_kernel[grid](v_state, h_state, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob,
                         h_prob, batch, n_visible, n_hidden, k, sig, inv_sigma,
-                        GAUSSIAN=bool(gaussian), NW=_WEIGHT_TERMS[weight.dtype], PREC=FP32_PRECISION,
+                        GAUSSIAN=bool(gaussian), NW=_WEIGHT_TERMS[weight.dtype], PREC=precision,
                         INTERP=triton_interpret(), BM=BM, BN=BN, BK=BK, num_warps=NUM_WARPS,
                         num_stages=NUM_STAGES)
+
+
+# ----------------------------------------------- the composed path ("triton:gemm"): GEMM + epilogue
+# 1024 elements per program (4 warps, 8 per thread): an elementwise pass whose cost is Philox's
+# ALU work and one read + two writes per element; the same block as genfast/triton/random.py.
+# Not swept.
+EPILOGUE_BLOCK = 1024
+
+
+@triton.jit
+def _epilogue_kernel(pre_ptr, philox_ptr, state_ptr, prob_ptr, n, step_offset, sigma,
+                     GAUSSIAN: tl.constexpr, BLOCK: tl.constexpr):
+    """One half-step's elementwise part, after a vendor GEMM wrote the pre-activations ``pre``
+    (bias and scale included): Bernoulli units ``p = sigmoid(pre)``, ``s = (u < p)``; Gaussian
+    units ``p = pre``, ``s = p + sigma z``; ``u`` / ``z`` number ``offset + step_offset + i`` of
+    the Philox stream (the key read on the device, so the launches can be captured in a graph)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = i < n
+    a = tl.load(pre_ptr + i, mask=mask, other=0.0)
+    seed = tl.load(philox_ptr)
+    pos = tl.load(philox_ptr + 1) + step_offset + i
+    if GAUSSIAN:
+        pm = a
+        s = pm + sigma * philox_normal(seed, pos)
+    else:
+        pm = _sigmoid(a)
+        s = tl.where(philox_uniform(seed, pos) < pm, 1.0, 0.0)
+    tl.store(state_ptr + i, s, mask=mask)
+    tl.store(prob_ptr + i, pm, mask=mask)
+
+
+def gibbs_epilogue_triton(pre: torch.Tensor, philox: torch.Tensor, state: torch.Tensor, prob: torch.Tensor, *,
+                          step_offset: int, gaussian: bool = False, sigma: float = 1.0) -> None:
+    """The fused sigmoid + Philox Bernoulli (or Gaussian) epilogue of one half-step.
+
+    Args:
+        pre: contiguous float32 [B, N] pre-activations (``c + v W^T / sigma`` or ``b + h W``;
+            ``b + sigma h W`` for Gaussian visible units), from ``torch.addmm``.
+        philox: int64 [2] (seed, offset) on pre's device.
+        state, prob: contiguous float32 [B, N] outputs: the samples and their probabilities
+            (Gaussian: the means).
+        step_offset: stream position of element 0 relative to ``offset`` (an int; the layout of
+            :mod:`genfast.reference.gibbs`).
+        gaussian: Gaussian units (normals) instead of Bernoulli ones (uniforms).
+        sigma: the Gaussian units' standard deviation.
+    """
+    n = pre.numel()
+    if n == 0:
+        return
+    grid = (triton.cdiv(n, EPILOGUE_BLOCK),)
+    _epilogue_kernel[grid](pre, philox, state, prob, n, step_offset, float(sigma), GAUSSIAN=bool(gaussian),
+                           BLOCK=EPILOGUE_BLOCK)

@@ -4,7 +4,8 @@ The [C, C] x [C, HW] product of each image is tiled into BLOCK_M output channels
 per program, accumulated over BLOCK_K input channels with ``tl.dot`` in float32. Same contract
 as csrc/include/genfast/invconv_math.h; the accumulation order within a dot is Triton's.
 
-Products (``FP32_PRECISION``): ``"tf32x3"`` (the default) splits each float32 operand into a TF32
+Products (the ``precision`` argument, chosen by the op's backend value ``"triton:tf32x3"`` /
+``"triton:ieee"``): ``"tf32x3"`` (the default, ``backend="triton"``) splits each float32 operand into a TF32
 high part and a TF32 residual and sums three tensor-core products (hi*hi + hi*lo + lo*hi), about
 float32 accuracy (relative error near 2^-22 per product against 2^-24 for float32); ``"ieee"``
 uses plain float32 FMAs. At C = 48 a pixel costs 2 C^2 = 4608 FLOPs per 2 C * 4 = 384 bytes moved
@@ -30,9 +31,8 @@ from genfast.ops._common import check_choice
 BLOCK_M = 64
 BLOCK_N = 64
 BLOCK_K = 32
-# "tf32x3" or "ieee" (module docstring); read at each call.
-FP32_PRECISION = "tf32x3"
-_PRECISIONS = ("tf32x3", "ieee")
+# the product forms (module docstring); the first is the default
+PRECISIONS = ("tf32x3", "ieee")
 
 
 @triton.jit
@@ -82,7 +82,8 @@ def _invconv1x1_kernel(
     )
 
 
-def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tensor) -> None:
+def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tensor, *,
+                      precision: str = "tf32x3") -> None:
     """Write ``weight @ x[n] + bias`` into ``y`` for every image.
 
     Args:
@@ -90,11 +91,13 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
         weight: contiguous [C, C] float32.
         bias: contiguous [C] float32 or None.
         y: contiguous output like ``x``.
+        precision: "tf32x3" or "ieee", the float32 product form (module docstring); the CPU
+            interpreter always multiplies in IEEE float32.
 
     Raises:
-        ValueError: an unknown ``FP32_PRECISION``.
+        ValueError: an unknown ``precision``.
     """
-    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.invconv")
+    check_choice("precision", precision, PRECISIONS, op="genfast.triton.invconv")
     n, c, h, w = x.shape
     hw = h * w
     if n == 0 or c == 0 or hw == 0:
@@ -110,7 +113,7 @@ def invconv1x1_triton(x: torch.Tensor, weight: torch.Tensor, bias, y: torch.Tens
         hw,
         num_p_blocks,
         HAS_BIAS=bias is not None,
-        PREC=FP32_PRECISION if not triton_interpret() else "ieee",
+        PREC=precision if not triton_interpret() else "ieee",
         BLOCK_M=BLOCK_M,
         BLOCK_N=BLOCK_N,
         BLOCK_K=BLOCK_K,

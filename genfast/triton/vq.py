@@ -21,12 +21,12 @@ from genfast.ops._common import check_choice
 # interpreter iterations low under TRITON_INTERPRET=1 on the CPU.
 BLOCK_N = 64
 BLOCK_K = 64
-# tl.dot precision for float32 inputs: "tf32x3" (the default: three TF32 tensor-core products,
+# tl.dot precision for float32 inputs (the ``precision`` argument, from the op's backend value
+# "triton:tf32x3" / "triton:ieee"): "tf32x3" (the default: three TF32 tensor-core products,
 # about fp32 accuracy) or "ieee" (float32 FMAs). Measured on an H100 at N=262144, D=256, K=8192
 # (benchmarks/RESULTS.md, vq_cuda): tf32x3 19.4 ms, ieee 84.7 ms, the CUDA kernel 60.9 ms,
 # torch.cdist + argmin 39.8 ms, with the same indices as the CUDA kernel's float32 ones.
-FP32_PRECISION = "tf32x3"
-_PRECISIONS = ("tf32x3", "ieee")
+PRECISIONS = ("tf32x3", "ieee")
 
 
 @triton.jit
@@ -122,14 +122,16 @@ def _vq_kernel(
         tl.atomic_add(counts_ptr + best_i, tl.full([BLOCK_N], 1.0, tl.float32), mask=rmask)
 
 
-def vq_triton(z, codebook, indices, distances, z_q, counts, sums, scaling, *, use_cosine_sim):
+def vq_triton(z, codebook, indices, distances, z_q, counts, sums, scaling, *, use_cosine_sim,
+              precision="tf32x3"):
     """Launch over contiguous, validated tensors (see genfast/ops/vq.py).
 
     ``z_q`` / ``counts`` / ``sums`` are None when not wanted; counts and sums must be zeroed.
     ``scaling``: float32 [3] ``(s, eps * s, 1 / s)`` on z's device (csrc/include/genfast/vq_math.h).
-    Raises ValueError for an unknown ``FP32_PRECISION``.
+    ``precision``: "tf32x3" or "ieee", the float32 product form (the CPU interpreter always
+    multiplies in IEEE float32). Raises ValueError for an unknown ``precision``.
     """
-    check_choice("FP32_PRECISION", FP32_PRECISION, _PRECISIONS, op="genfast.triton.vq")
+    check_choice("precision", precision, PRECISIONS, op="genfast.triton.vq")
     n, d = z.shape
     k = codebook.shape[0]
     if n == 0:
@@ -164,7 +166,7 @@ def vq_triton(z, codebook, indices, distances, z_q, counts, sums, scaling, *, us
         d,
         COSINE=bool(use_cosine_sim),
         FP32=fp32_dot,
-        PREC=FP32_PRECISION if not triton_interpret() else "ieee",
+        PREC=precision if not triton_interpret() else "ieee",
         WANT_ZQ=z_q is not None,
         WANT_STATS=counts is not None,
         BLOCK_N=BLOCK_N,

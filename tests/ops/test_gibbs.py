@@ -1,5 +1,6 @@
-"""genfast.ops.gibbs: every backend's chain against the reference chain step for step, the
-conditional probabilities against their formulas, the counter layout, statistics, and bad inputs.
+"""genfast.ops.gibbs (module genfast.ops.gibbs_sampling): every backend's chain against the
+reference chain step for step, the conditional probabilities against their formulas, the counter
+layout, statistics, and bad inputs.
 
 The comparison rule (genfast/reference/gibbs.py): backends sum the products in another order
 than the oracle, so a probability differs from the oracle's by float rounding (<= 1e-6 here) and
@@ -106,7 +107,7 @@ def _check_chain(backend, device, v0, w, b, c, *, k, seed, offset, visible="bern
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_chain_matches_reference(backend, shape, dtype, visible):
     skip_unless_runs(backend)
     device = backend_device(backend)
@@ -120,7 +121,7 @@ def test_chain_matches_reference(backend, shape, dtype, visible):
 
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "cuda", pytest.param("triton:gemm", id="triton-gemm")])
 def test_chain_matches_reference_large(backend, visible):
     skip_unless_runs(backend)
     v0, w, b, c = _model(*LARGE, torch.float32, 11, visible)
@@ -128,45 +129,167 @@ def test_chain_matches_reference_large(backend, visible):
                  visible=visible, sigma=1.3)
 
 
-@pytest.mark.parametrize("precision", ["ieee", "bf16x3"])
+@pytest.mark.parametrize("backend", ["triton:ieee", "triton:bf16x3"])
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-def test_triton_product_precisions(monkeypatch, precision, visible):
-    """Both Triton product forms (genfast.triton.gibbs.FP32_PRECISION) give the reference chain,
-    from a real-valued start (the split of both operands) and over V, H not multiples of a tile;
-    an unknown form is a ValueError."""
+def test_triton_product_precisions(backend, visible):
+    """Both Triton product forms (backend "triton:ieee" / "triton:bf16x3") give the reference
+    chain, from a real-valued start (the split of both operands) and over V, H not multiples of a
+    tile; an unknown variant is a ValueError naming backend."""
     skip_unless_runs("triton")
-    from genfast.triton import gibbs as TG
-
-    monkeypatch.setattr(TG, "FP32_PRECISION", precision)
     v0, w, b, c = _model(19, 70, 75, torch.float32, 8, visible)
     v0 = torch.rand(19, 70) if visible == "bernoulli" else v0
-    _check_chain("triton", backend_device("triton"), v0, w, b, c, k=2, seed=3, offset=7, visible=visible,
+    _check_chain(backend, backend_device("triton"), v0, w, b, c, k=2, seed=3, offset=7, visible=visible,
                  sigma=0.9)
-    monkeypatch.setattr(TG, "FP32_PRECISION", "tf32")
-    with pytest.raises(ValueError, match="FP32_PRECISION"):
-        O.gibbs(*(t.to(backend_device("triton")) for t in (v0, w, b, c)), backend="triton")
+    with pytest.raises(ValueError, match="backend"):
+        O.gibbs(*(t.to(backend_device("triton")) for t in (v0, w, b, c)), backend="triton:tf32")
 
 
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_mma_kernel_matches_reference(monkeypatch, dtype, visible):
-    """The opt-in tensor-core CUDA kernel (genfast.ops.gibbs.CUDA_KERNEL = "mma",
-    kernels/gibbs_mma.cu) gives the reference chain: edge shapes, a large one, a real-valued
-    start; an unknown kernel name is a ValueError."""
+def test_cuda_mma_kernel_matches_reference(dtype, visible):
+    """The tensor-core CUDA kernel (backend "cuda:mma", kernels/gibbs_mma.cu) gives the reference
+    chain: edge shapes, a large one, a real-valued start; an unknown variant is a ValueError."""
     skip_unless_runs("cuda")
-    from genfast.ops import gibbs as G
-
-    monkeypatch.setattr(G, "CUDA_KERNEL", "mma")
     for i, shape in enumerate(SHAPES + (LARGE, (1000, 784, 256))):
         v0, w, b, c = _model(*shape, dtype, 40 + i, visible)
         k = 3 if (visible == "bernoulli" or dtype == torch.float32) else 1
-        _check_chain("cuda", "cuda", v0, w, b, c, k=k, seed=9 + i, offset=2**33 + i, visible=visible, sigma=0.8)
+        _check_chain("cuda:mma", "cuda", v0, w, b, c, k=k, seed=9 + i, offset=2**33 + i, visible=visible,
+                     sigma=0.8)
     v0, w, b, c = _model(33, 50, 20, dtype, 7, visible)
-    _check_chain("cuda", "cuda", torch.rand(33, 50).to(dtype), w, b, c, k=2, seed=1, offset=0, visible=visible,
-                 sigma=0.8)
-    monkeypatch.setattr(G, "CUDA_KERNEL", "wmma")
-    with pytest.raises(ValueError, match="CUDA_KERNEL"):
-        O.gibbs(*(t.cuda() for t in (v0, w, b, c)), backend="cuda")
+    _check_chain("cuda:mma", "cuda", torch.rand(33, 50).to(dtype), w, b, c, k=2, seed=1, offset=0,
+                 visible=visible, sigma=0.8)
+    with pytest.raises(ValueError, match="backend"):
+        O.gibbs(*(t.cuda() for t in (v0, w, b, c)), backend="cuda:wmma")
+
+
+def test_gibbs_name_is_the_function_and_its_module_is_importable():
+    """``genfast.ops.gibbs`` is the function (no submodule hides it or is hidden by it), its
+    module is ``genfast.ops.gibbs_sampling``, and no module-level kernel switch remains."""
+    import importlib
+
+    mod = importlib.import_module("genfast.ops.gibbs_sampling")
+    assert O.gibbs is mod.gibbs and callable(O.gibbs)
+    assert not hasattr(mod, "CUDA_KERNEL")
+    from genfast.triton import gibbs as TG
+
+    assert not hasattr(TG, "FP32_PRECISION")
+
+
+@pytest.mark.parametrize("backend, precision", [("triton", "bf16x3"), ("triton:bf16x3", "bf16x3"),
+                                                ("triton:ieee", "ieee")])
+def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
+    """Each Triton backend value is the product form the launcher receives."""
+    skip_unless_runs("triton")
+    from genfast.triton import gibbs as TG
+
+    seen = []
+    real = TG.gibbs_triton
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(TG, "gibbs_triton", spy)
+    v0, w, b, c = (t.to(backend_device("triton")) for t in _model(3, 5, 4, torch.float32, 1))
+    O.gibbs(v0, w, b, c, seed=1, backend=backend)
+    assert seen == [precision]
+
+
+def test_fixed_rule_takes_torch_on_cuda(monkeypatch):
+    """Without tuning, "auto" on CUDA tensors is "torch" (the H100 table: the eager loop 4x the
+    one-launch kernels), unless GENFAST_BACKEND is set; CPU tensors keep the generic rule (the C++
+    chain). Checked on the rule itself, which needs no GPU (a stand-in carries the device)."""
+    from genfast.ops import gibbs_sampling as G
+
+    monkeypatch.delenv("GENFAST_BACKEND", raising=False)
+
+    class _Fake:
+        def __init__(self, device_type):
+            self.device = type("D", (), {"type": device_type})()
+
+    assert G._fixed_rule(_Fake("cuda")) == "torch"
+    assert G._fixed_rule(_Fake("cpu")) == "auto"
+    monkeypatch.setenv("GENFAST_BACKEND", "cuda")
+    assert G._fixed_rule(_Fake("cuda")) == "auto"
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton:gemm"])
+def test_composed_chain_is_captured_in_a_cuda_graph(backend):
+    """The composed paths read the Philox key on the device only: k steps captured in one CUDA
+    graph replay the eager chain exactly, and advancing the key tensor between replays gives the
+    next call's chain (GPU only)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    skip_unless_runs(backend)
+    shape = (64, 50, 30)
+    v0, w, b, c = (t.cuda() for t in _model(*shape, torch.float32, 2))
+    key = torch.tensor([5, 100], dtype=torch.int64, device="cuda")
+    want = O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)  # also compiles the Triton kernels
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = O.gibbs(v0, w, b, c, k=3, seed=key, backend=backend)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert all(torch.equal(x, y) for x, y in zip(out, want))
+    key[1] += O.gibbs_num_counters(*shape, k=3)
+    graph.replay()
+    torch.cuda.synchronize()
+    nxt = O.gibbs(v0, w, b, c, k=3, seed=5, offset=100 + O.gibbs_num_counters(*shape, k=3), backend=backend)
+    assert all(torch.equal(x, y) for x, y in zip(out, nxt))
+
+
+def test_triton_gemm_runs_one_epilogue_per_half_step(monkeypatch):
+    """"triton:gemm" is the vendor-GEMM path: two fused epilogue launches per step and no launch
+    of the one-program chain kernel."""
+    skip_unless_runs("triton")
+    from genfast.triton import gibbs as TG
+
+    seen = []
+    real = TG.gibbs_epilogue_triton
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["step_offset"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(TG, "gibbs_epilogue_triton", spy)
+    monkeypatch.setattr(TG, "gibbs_triton", lambda *a, **k: pytest.fail("the chain kernel ran"))
+    v0, w, b, c = (t.to(backend_device("triton")) for t in _model(3, 5, 4, torch.float32, 1))
+    O.gibbs(v0, w, b, c, k=3, seed=1, backend="triton:gemm")
+    per_step = 3 * (4 + 5)
+    assert seen == [0, 12, per_step, per_step + 12, 2 * per_step, 2 * per_step + 12]
+
+
+@pytest.mark.parametrize("backend, entry", [("cuda", "gibbs"), ("cuda:simt", "gibbs"), ("cuda:mma", "gibbs_mma")])
+def test_cuda_variant_reaches_its_entry_point(monkeypatch, backend, entry):
+    """Each CUDA backend value calls its own entry point of the CUDA module (checked without a GPU:
+    a stand-in module records the call; the device checks of resolve are bypassed)."""
+    skip_unless_runs("cpu")
+    import genfast._backends as B
+
+    calls = []
+
+    class FakeCuda:
+        GibbsParams = B.cpu_module().GibbsParams
+
+        @staticmethod
+        def gibbs(p, stream):
+            calls.append("gibbs")
+
+        @staticmethod
+        def gibbs_mma(p, stream):
+            calls.append("gibbs_mma")
+
+    monkeypatch.setattr(B, "cuda_module", lambda: FakeCuda)
+    monkeypatch.setattr(B, "resolve", lambda backend, device, op, family=None: backend)
+    monkeypatch.setattr(B, "stream_of", lambda t: 0)
+    v0, w, b, c = _model(3, 5, 4, torch.float32, 1)
+    O.gibbs(v0, w, b, c, seed=1, backend=backend)
+    assert calls == [entry]
 
 
 # The CPU kernel's operand forms (csrc/gibbs_cpu.cpp): binary states go through active-unit lists
@@ -212,7 +335,7 @@ def test_cpu_chain_independent_of_thread_count():
     assert all(torch.equal(x, y) for x, y in zip(*outs))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_nonfinite_weight_propagates_like_the_reference(backend):
     """An inf weight gives NaN pre-activations where its unit is off (0 * inf), as in the
     oracle's product; the CPU kernel must not skip those zeros (its binary forms are for finite W),
@@ -231,7 +354,8 @@ def test_nonfinite_weight_propagates_like_the_reference(backend):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton", pytest.param("reference", id="reference-oracle-self-check")])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm",
+                                     pytest.param("reference", id="reference-oracle-self-check")])
 def test_cross_backend_equal_and_offset_property(backend):
     """k steps at offset == 1 step, then k - 1 steps at offset + num_counters from the returned v."""
     skip_unless_runs(backend)
@@ -249,7 +373,8 @@ def test_cross_backend_equal_and_offset_property(backend):
     assert not torch.equal(full.h, other.h)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton", pytest.param("reference", id="reference-oracle-self-check")])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm",
+                                     pytest.param("reference", id="reference-oracle-self-check")])
 def test_conditional_probabilities_formula(backend):
     """k = 1: h_prob = sigmoid(c + v W^T) of the input, v_prob = sigmoid(b + h W) of the output h,
     computed here in float64 from the formulas (Hinton 2010, eq. 7-8)."""
@@ -271,7 +396,7 @@ def test_conditional_probabilities_formula(backend):
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "triton", "triton:gemm"])
 def test_statistics(backend):
     """W = 0: hidden units are Bernoulli(sigmoid(c)), Gaussian visible units N(b, sigma^2)."""
     skip_unless_runs(backend)
@@ -296,7 +421,7 @@ def test_statistics(backend):
     assert bool((big.h == 0).all()) and bool((big.v == 1).all())
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "reference"])
 def test_empty_batch_and_defaults(backend):
     v0, w, b, c = _model(0, 6, 4, torch.float32, 1)
     out = O.gibbs(v0, w, b, c, backend=backend)
@@ -357,7 +482,7 @@ def test_device_mismatch():
         O.gibbs(v0, w.cuda(), b.cuda(), c.cuda(), seed=0)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", ["cpu", "torch", "reference"])
 def test_opcheck(backend):
     skip_unless_runs(backend)
     v0, w, b, c = _model(9, 10, 7, torch.float32, 0)
@@ -409,6 +534,7 @@ def test_seed_tensors_are_checked():
 def test_kernel_backend_refuses_float64():
     """The float64 policy: backend="cpu" refuses float64 (TypeError); "auto" runs the reference."""
     v0, w, b, c = _model(4, 6, 3, torch.float64, 0)
-    with pytest.raises(TypeError, match="float64"):
-        O.gibbs(v0, w, b, c, seed=0, backend="cpu")
+    for backend in ("cpu", "torch", "cuda:mma", "triton:ieee"):
+        with pytest.raises(TypeError, match="float64"):
+            O.gibbs(v0, w, b, c, seed=0, backend=backend)
     assert O.gibbs(v0, w, b, c, seed=0).v.dtype == torch.float64

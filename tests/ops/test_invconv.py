@@ -17,10 +17,13 @@ from genfast.testing import check_error_rule, stable_seed
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-BACKENDS = ("cpu", "triton", "reference", "cuda")
+# "triton:ieee" differs from "triton" (tf32x3) only when compiled: the CPU interpreter multiplies in
+# float32 for both (test_triton_variant_reaches_the_launcher checks the value arrives there)
+_GPU_VARIANTS = ("triton:ieee",) if torch.cuda.is_available() else ()
+BACKENDS = ("cpu", "torch", "triton", "reference", "cuda") + _GPU_VARIANTS
 # The backends compared with the oracle (the reference compared with itself would catch no oracle
 # bug, issue 14); the oracle has its own self-check against independent computations.
-KERNELS = ("cpu", "triton", "cuda")
+KERNELS = ("cpu", "torch", "triton", "cuda") + _GPU_VARIANTS
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CHANNELS = (1, 2, 3, 5, 7, 12, 13, 16, 31, 33, 48, 64, 65, 97, 128, 250, 512)
 
@@ -33,6 +36,7 @@ def _device_for(backend):
 
 def _skip_unless(backend):
     ok = O.backends()
+    backend = backend.partition(":")[0]
     if not ok[backend]:
         reason = {
             "cuda": "needs a GPU and the CUDA module",
@@ -530,30 +534,46 @@ def test_eager_cpu_fold_rejects_bad_values(edit, message):
             O.actnorm_invconv(torch.randn(2, 6, 3, 3), perm, lo, up, sg, ls, s, b, reverse=reverse)
 
 
-@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
-def test_triton_product_precisions(monkeypatch, precision):
-    """Both Triton product forms (genfast.triton.invconv.FP32_PRECISION) match the float64
-    reference within float32-level error (C over one and several K blocks); an unknown form is a
-    ValueError."""
+@pytest.mark.parametrize("backend", ["triton:tf32x3", "triton:ieee"])
+def test_triton_product_precisions(backend):
+    """Both Triton product forms (backend "triton:tf32x3" / "triton:ieee") match the float64
+    reference within float32-level error (C over one and several K blocks); an unknown variant is
+    a ValueError naming backend."""
     _skip_unless("triton")
-    from genfast.triton import invconv as TI
-
     device = _device_for("triton")
-    monkeypatch.setattr(TI, "FP32_PRECISION", precision)
     gen = torch.Generator().manual_seed(11)
     for shape in [(2, 48, 5, 7), (1, 70, 3, 3)]:
         c = shape[1]
         x = torch.randn(shape, generator=gen)
         w = torch.randn(c, c, generator=gen) / c**0.5
         b = torch.randn(c, generator=gen)
-        got = O.invconv1x1(x.to(device), w.to(device), b.to(device), backend="triton").cpu()
+        got = O.invconv1x1(x.to(device), w.to(device), b.to(device), backend=backend).cpu()
         expected = R.invconv1x1(x.double(), w.double(), b.double())
         scale = torch.einsum("ik,nkhw->nihw", w.abs().double(), x.abs().double()) + b.abs().double()[:, None, None]
         # tf32x3: about 2^-22 of the sum of |products|; float32: about 2^-24 per term
         assert bool(((got.double() - expected).abs() <= 2.0**-19 * scale + 1e-7).all())
-    monkeypatch.setattr(TI, "FP32_PRECISION", "tf32")
-    with pytest.raises(ValueError, match="FP32_PRECISION"):
-        O.invconv1x1(x.to(device), w.to(device), backend="triton")
+    with pytest.raises(ValueError, match="backend"):
+        O.invconv1x1(x.to(device), w.to(device), backend="triton:tf32")
+
+
+@pytest.mark.parametrize("backend, precision", [("triton", "tf32x3"), ("triton:tf32x3", "tf32x3"),
+                                                ("triton:ieee", "ieee")])
+def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
+    """Each Triton backend value is the product form the launcher receives (no module switch)."""
+    _skip_unless("triton")
+    from genfast.triton import invconv as TI
+
+    seen = []
+    real = TI.invconv1x1_triton
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(TI, "invconv1x1_triton", spy)
+    device = _device_for("triton")
+    O.invconv1x1(torch.randn(2, 5, 3, 3, device=device), torch.randn(5, 5, device=device), backend=backend)
+    assert seen == [precision]
 
 
 # ------------------------------------------------- the one-launch Triton fold (GPU op path)

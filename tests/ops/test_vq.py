@@ -26,8 +26,11 @@ SHAPES = [(1, 1, 1), (1, 5, 3), (10, 1, 4), (50, 7, 1), (37, 33, 5), (129, 130, 
 
 def _backend_list():
     out = []
-    for name in ("cpu", "triton", "cuda", "reference"):
-        ok = go.backends()[name]
+    # "triton:ieee" differs from "triton" (tf32x3) only when compiled: the CPU interpreter
+    # multiplies in float32 for both (test_triton_variant_reaches_the_launcher checks the value)
+    gpu_variants = ("triton:ieee",) if torch.cuda.is_available() else ()
+    for name in ("cpu", "torch", "triton", "cuda", "reference") + gpu_variants:
+        ok = go.backends()[name.partition(":")[0]]
         reason = {
             "cpu": "genfast._C not built",
             "cuda": "needs a GPU and genfast._C_cuda",
@@ -153,26 +156,44 @@ def test_cosine_duplicate_codes_take_first(backend):
     _check_nearest(z, codebook, idx, dist, True)
 
 
-@pytest.mark.parametrize("precision", ["tf32x3", "ieee"])
-def test_triton_product_precisions(monkeypatch, precision):
-    """Both Triton float32 product forms (genfast.triton.vq.FP32_PRECISION; tf32x3 is compiled on
-    a GPU, float32 in the interpreter) pick the reference's codes, with a distance of the chosen
-    code; an unknown form is a ValueError."""
+@pytest.mark.parametrize("backend", ["triton:tf32x3", "triton:ieee"])
+def test_triton_product_precisions(backend):
+    """Both Triton float32 product forms (backend "triton:tf32x3" / "triton:ieee"; tf32x3 is
+    compiled on a GPU, float32 in the interpreter) pick the reference's codes, with a distance of
+    the chosen code; an unknown variant is a ValueError naming backend."""
     if not go.backends()["triton"]:
         pytest.skip("triton cannot run here")
-    from genfast.triton import vq as TV
-
-    monkeypatch.setattr(TV, "FP32_PRECISION", precision)
     gen = torch.Generator().manual_seed(12)
     dev = _device("triton")
     z = _rand((700, 96), torch.float32, gen, dev)
     codebook = _rand((300, 96), torch.float32, gen, dev)
     for cosine in (False, True):
-        idx, dist = go.vq_nearest(z, codebook, use_cosine_sim=cosine, backend="triton")
+        idx, dist = go.vq_nearest(z, codebook, use_cosine_sim=cosine, backend=backend)
         _check_nearest(z, codebook, idx, dist, cosine)
-    monkeypatch.setattr(TV, "FP32_PRECISION", "tf32")
-    with pytest.raises(ValueError, match="FP32_PRECISION"):
-        go.vq_nearest(z, codebook, backend="triton")
+    with pytest.raises(ValueError, match="backend"):
+        go.vq_nearest(z, codebook, backend="triton:tf32")
+
+
+@pytest.mark.parametrize("backend, precision", [("triton", "tf32x3"), ("triton:tf32x3", "tf32x3"),
+                                                ("triton:ieee", "ieee")])
+def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
+    """Each Triton backend value is the product form the launcher receives (no module switch)."""
+    if not go.backends()["triton"]:
+        pytest.skip("triton cannot run here")
+    from genfast.triton import vq as TV
+
+    seen = []
+    real = TV.vq_triton
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(TV, "vq_triton", spy)
+    dev = _device("triton")
+    go.vq_nearest(torch.randn(20, 8).to(dev), torch.randn(5, 8).to(dev), backend=backend)
+    go.vq_quantize(torch.randn(20, 8).to(dev), torch.randn(5, 8).to(dev), backend=backend)
+    assert seen == [precision, precision]
 
 
 def test_auto_picks_triton_on_cuda_floats(monkeypatch):
@@ -182,7 +203,7 @@ def test_auto_picks_triton_on_cuda_floats(monkeypatch):
     from genfast.ops import vq as vq_mod
 
     monkeypatch.setattr(_backends, "backends", lambda: {"cuda": True, "triton": True, "cpu": True,
-                                                        "reference": True})
+                                                        "torch": True, "reference": True})
     monkeypatch.delenv("GENFAST_BACKEND", raising=False)
 
     class _Fake:

@@ -1,5 +1,7 @@
 """Block Gibbs sampling in a restricted Boltzmann machine: ``genfast.ops.gibbs``.
 
+(The module is ``genfast.ops.gibbs_sampling``: ``genfast.ops.gibbs`` is the function.)
+
 ``k`` full steps ``v -> h ~ p(h | v) -> v ~ p(v | h)`` for a batch of independent chains, in
 one call: one kernel launch on CUDA (each thread block owns a tile of chains for all k steps),
 and the whole chain in C++ on the CPU (a cache-blocked FMA product fused with the sigmoid, the
@@ -10,6 +12,7 @@ genfast's Philox stream keyed by ``(seed, offset)`` with the positions specified
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -28,16 +31,18 @@ from genfast.ops._common import (
     materialized_bytes,
     philox_key,
     resolve_backend,
+    tuned_backend,
+    tuning_on,
 )
 from genfast.reference import gibbs as _ref
 
 _OP = "genfast.ops.gibbs"
+_FAMILY = "gibbs"
 VISIBLE_TYPES = _ref.VISIBLE_TYPES
-# Which kernel backend="cuda" runs (read at each call): "simt", the float32-FMA kernel of
-# kernels/gibbs.cu, or "mma", the opt-in tensor-core kernel of kernels/gibbs_mma.cu (bf16 split
-# operands, float32 accuracy). Where each has run: benchmarks/RESULTS.md.
-CUDA_KERNEL = "simt"
-_CUDA_KERNELS = {"simt": "gibbs", "mma": "gibbs_mma"}
+# The CUDA entry point of each variant of backend="cuda": "simt" (the default), the float32-FMA
+# kernel of kernels/gibbs.cu; "mma" ("cuda:mma"), the tensor-core kernel of kernels/gibbs_mma.cu
+# (bf16 split operands, float32 accuracy). Where each has run: benchmarks/RESULTS.md.
+_CUDA_ENTRY = {"simt": "gibbs", "mma": "gibbs_mma"}
 
 
 class GibbsResult(NamedTuple):
@@ -56,8 +61,92 @@ class GibbsResult(NamedTuple):
     h_prob: torch.Tensor
 
 
+def _fixed_rule(v):
+    """"auto" without measurements: on CUDA tensors the "torch" composition, which the one H100
+    run measured 4x faster than the one-launch kernels (0.058 against 0.24-0.26 ms per step at
+    B=1000, V=784, H=256; benchmarks/RESULTS.md, gibbs_cuda); elsewhere the generic rule (the C++
+    kernel on the CPU: 3.5-7x the eager loop, gibbs_cpu)."""
+    if v.device.type == "cuda" and not os.environ.get("GENFAST_BACKEND"):
+        return "torch"
+    return "auto"
+
+
+def _i64(x: int) -> int:
+    """A stream position as the signed int64 with the same bits (positions wrap modulo 2^64)."""
+    return (x + 2**63) % 2**64 - 2**63
+
+
+def _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob, h_prob,
+                 fused=False):
+    """The chain composed from stock PyTorch ops, what a user writes without genfast: per half-step
+    one ``torch.addmm`` (BLAS / cuBLAS), ``torch.sigmoid`` and a comparison with genfast's Philox
+    uniforms (:func:`genfast.ops.rand`'s kernel, at the reference's stream positions), so the
+    samples are the reference chain's. Computes in float32 for every input dtype.
+
+    ``fused`` ("triton:gemm"): the same ``addmm`` products, then one Triton kernel per half-step
+    for the sigmoid, the Philox draw and the compare (genfast.triton.gibbs.gibbs_epilogue_triton)
+    instead of three elementwise passes; no host read of the key, so the k steps can be captured
+    in a CUDA graph."""
+    from genfast.ops.random import fill_philox
+
+    batch, n_visible = v.shape
+    n_hidden = weight.shape[0]
+    w = weight.float()
+    b = visible_bias.float()
+    c = hidden_bias.float()
+    x = v.float()
+    sig = float(sigma) if gaussian else 1.0
+    # 1 / sigma in float32, as the kernels compute it
+    inv_sigma = float(torch.tensor(1.0, dtype=torch.float32) / torch.tensor(sig, dtype=torch.float32))
+    per_step = batch * (n_hidden + n_visible)
+    if fused:
+        from genfast.triton.gibbs import gibbs_epilogue_triton
+
+        h = torch.empty(batch, n_hidden, dtype=torch.float32, device=v.device)
+        hp = torch.empty_like(h)
+        xs = torch.empty(batch, n_visible, dtype=torch.float32, device=v.device)
+        vp = torch.empty_like(xs)
+        for s in range(k):
+            base = s * per_step
+            gibbs_epilogue_triton(torch.addmm(c, x, w.T, alpha=inv_sigma), philox, h, hp, step_offset=_i64(base))
+            gibbs_epilogue_triton(torch.addmm(b, h, w, alpha=sig), philox, xs, vp,
+                                  step_offset=_i64(base + batch * n_hidden), gaussian=gaussian, sigma=sig)
+            x = xs
+    else:
+        u_h = torch.empty(batch * n_hidden, dtype=torch.float32, device=v.device)
+        r_v = torch.empty(batch * n_visible, dtype=torch.float32, device=v.device)
+        # the keys of each half-step on the device, (seed, offset + position), mod 2^64: set by
+        # fill_ of a Python int (a kernel with the value baked in), never a host-to-device copy
+        # or a host read, so the loop can be captured in a CUDA graph
+        step = torch.zeros(2, dtype=torch.int64, device=v.device)
+        for s in range(k):
+            step[1] = _i64(s * per_step)
+            fill_philox(u_h, philox + step, normal=False)
+            hp = torch.sigmoid(torch.addmm(c, x, w.T, alpha=inv_sigma))
+            h = (u_h.view(batch, n_hidden) < hp).float()
+            step[1] = _i64(s * per_step + batch * n_hidden)
+            fill_philox(r_v, philox + step, normal=gaussian)
+            if gaussian:
+                vp = torch.addmm(b, h, w, alpha=sig)
+                x = vp + sig * r_v.view(batch, n_visible)
+            else:
+                vp = torch.sigmoid(torch.addmm(b, h, w))
+                x = (r_v.view(batch, n_visible) < vp).float()
+    v_out.copy_(x)
+    h_out.copy_(h)
+    v_prob.copy_(vp)
+    h_prob.copy_(hp)
+
+
 def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, backend):
-    backend = resolve_backend(backend, v, _OP)
+    if backend == "auto" and v.dtype != torch.float64:
+        if tuning_on():
+            backend = tuned_backend(
+                backend, _FAMILY, v, (v.shape[0], v.shape[1], weight.shape[0], k, gaussian),
+                lambda b: _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, b))
+        if backend == "auto":
+            backend = _fixed_rule(v)
+    backend = resolve_backend(backend, v, _OP, _FAMILY)
     if backend == "reference":
         seed, offset = (int(x) for x in philox.tolist())
         out = _ref.gibbs(v, weight, visible_bias, hidden_bias, k=k, seed=seed, offset=offset,
@@ -71,27 +160,36 @@ def _gibbs_impl(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma
     h_prob = v.new_empty((batch, n_hidden))
     if batch == 0:
         return v_out, h_out, v_prob, h_prob
-    if backend == "triton":
+    base, _ = _backends.split_backend(backend)
+    variant = _backends.variant_of(backend, _FAMILY)
+    if base == "torch":
+        _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob,
+                     h_prob)
+        return v_out, h_out, v_prob, h_prob
+    if base == "triton" and variant == "gemm":
+        _gibbs_torch(v, weight, visible_bias, hidden_bias, philox, k, gaussian, sigma, v_out, h_out, v_prob,
+                     h_prob, fused=True)
+        return v_out, h_out, v_prob, h_prob
+    if base == "triton":
         from genfast.triton.gibbs import gibbs_triton
 
         gibbs_triton(v, weight, visible_bias, hidden_bias, philox, v_out, h_out, v_prob, h_prob, k=k,
-                     gaussian=gaussian, sigma=sigma)
+                     gaussian=gaussian, sigma=sigma, precision=variant)
         return v_out, h_out, v_prob, h_prob
-    mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
+    mod = _backends.cpu_module() if base == "cpu" else _backends.cuda_module()
     p = mod.GibbsParams(
         v_in=v.data_ptr(), weight=weight.data_ptr(), visible_bias=visible_bias.data_ptr(),
         hidden_bias=hidden_bias.data_ptr(), philox=philox.data_ptr(), v_out=v_out.data_ptr(), h_out=h_out.data_ptr(),
         v_prob=v_prob.data_ptr(), h_prob=h_prob.data_ptr(), batch=batch, n_visible=n_visible, n_hidden=n_hidden,
         k=k, dtype=_backends.DTYPE_CODES[v.dtype], gaussian=gaussian, sigma=sigma,
     )
-    if backend == "cpu":
+    if base == "cpu":
         mod.gibbs(p)
     else:
-        check_choice("genfast.ops.gibbs.CUDA_KERNEL", CUDA_KERNEL, _CUDA_KERNELS, op=_OP)
         # float32 chain state of every chain: [B, V + H], touched only by its chain's block
         state = torch.empty((batch, n_visible + n_hidden), dtype=torch.float32, device=v.device)
         p.state = state.data_ptr()
-        getattr(mod, _CUDA_KERNELS[CUDA_KERNEL])(p, _backends.stream_of(v))
+        getattr(mod, _CUDA_ENTRY[variant])(p, _backends.stream_of(v))
     return v_out, h_out, v_prob, h_prob
 
 
@@ -150,10 +248,9 @@ def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, 
     sigma = check_number("sigma", sigma, op=op)
     if not _SIGMA_MIN <= sigma <= FLOAT32_MAX:
         raise ValueError(f"{op}: sigma must be a positive normal float32 number (>= 1.2e-38), got {sigma}")
-    if not isinstance(backend, str) or backend not in _backends.BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {_backends.BACKENDS}, got {backend!r}")
+    _backends.check_backend(backend, op, _FAMILY)
     if v.dtype == torch.float64 and backend not in ("auto", "reference"):
-        resolve_backend(backend, v, op)  # raises the TypeError of the float64 policy
+        resolve_backend(backend, v, op, _FAMILY)  # raises the TypeError of the float64 policy
     out_bytes = 2 * (v.numel() + v.shape[0] * n_hidden) * v.element_size()
     if 2 * out_bytes >= MEMORY_CHECK_BYTES:
         need = out_bytes + sum(materialized_bytes(t) for t in (v, weight, visible_bias, hidden_bias))
@@ -194,10 +291,19 @@ def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hid
             2^64: a negative ``-k`` is position ``2^64 - k`` (the stream wraps).
         visible: "bernoulli" (binary visible units) or "gaussian" (real, variance sigma^2).
         sigma: standard deviation of the Gaussian visible units, > 0 (ignored for Bernoulli).
-        backend: "auto" | "cuda" | "triton" | "cpu" | "reference". "cuda" runs the kernel named
-            by the module attribute ``CUDA_KERNEL`` ("simt" by default, "mma" opt-in); "triton"
-            multiplies on the tensor cores with float32 accuracy
-            (``genfast.triton.gibbs.FP32_PRECISION``).
+        backend: "auto" | "cpu" | "cuda" | "cuda:simt" | "cuda:mma" | "triton" |
+            "triton:bf16x3" | "triton:ieee" | "triton:gemm" | "torch" | "reference". "cpu": the
+            C++ chain; "cuda" (= "cuda:simt"): the one-launch float32-FMA kernel, "cuda:mma" its
+            tensor-core form (bf16 split operands, float32 accuracy); "triton" (=
+            "triton:bf16x3"): the one-launch Triton chain with bf16 split products of float32
+            accuracy, "triton:ieee" with plain float32 ``tl.dot``; "triton:gemm": the products by
+            ``torch.addmm`` (cuBLAS) and one fused Triton sigmoid + Philox + compare kernel per
+            half-step (capturable in a CUDA graph); "torch": ``torch.addmm`` + ``torch.sigmoid`` +
+            a comparison with genfast's Philox uniforms per half-step (the same samples);
+            "reference": the float64 oracle. "auto": the tuner's measured choice when
+            ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else "torch" on CUDA tensors (measured
+            faster than the one-launch kernels on an H100) and "cpu" on CPU tensors;
+            ``GENFAST_BACKEND`` overrides it.
 
     Non-finite values: sigma must be a positive normal float32 and k an int in [1, 2^31 - 1];
     NaN and inf in ``v``, the weights and the biases are not rejected: the chain computes what the
@@ -254,4 +360,4 @@ def _opcheck_samples():
     b, c = torch.zeros(7), torch.zeros(3)
     philox = torch.tensor([3, 8], dtype=torch.int64)
     return [(torch.ops.genfast.gibbs.default, (v0, w, b, c, philox, 2, gaussian, 0.8, backend))
-            for gaussian in (False, True) for backend in ("cpu", "reference")]
+            for gaussian in (False, True) for backend in ("cpu", "torch", "reference")]
