@@ -77,9 +77,10 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         persistent: keep the chains across mini-batches (PCD, scikit-learn's algorithm) or restart
             them at the data (CD-k) (genfast extra).
         device: torch device of the computation (None: the CPU) (genfast extra).
-        backend: genfast backend of the Gibbs op, "auto" | "cpu" | "cuda" | "triton" |
-            "reference" (genfast extra). The kernel backends ("cpu", "cuda", "triton") compute
-            in float32: with them float64 data is converted and the fit is float32.
+        backend: genfast backend of the Gibbs op, "auto" | "cpu" | "cuda" | "triton" | "torch" |
+            "reference" or a variant such as "cuda:mma" (``genfast._backends.backend_values("gibbs")``)
+            (genfast extra). All but "auto" and "reference" compute in float32: with them float64
+            data is converted and the fit is float32.
 
     Attributes:
         components_: [H, V] weights, in the dtype of the training data (float32 or float64;
@@ -132,10 +133,9 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             raise ValueError(f"BernoulliRBM: learning_rate must be a finite float > 0, got {lr}")
         if not isinstance(self.persistent, (bool, np.bool_)):
             raise TypeError(f"BernoulliRBM: persistent must be a bool, got {type(self.persistent).__name__}")
-        from genfast._backends import BACKENDS
+        from genfast._backends import check_backend
 
-        if self.backend not in BACKENDS:
-            raise ValueError(f"BernoulliRBM: backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_backend(self.backend, type(self).__name__, "gibbs")
         try:
             torch.device("cpu" if self.device is None else self.device)
         except (RuntimeError, TypeError) as exc:
@@ -160,7 +160,7 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _dtypes(self):
         """The dtypes the estimator fits in: float64 and float32 where the backend computes
-        float64 ("auto", "reference"); float32 only on the kernel backends ("cpu", "cuda",
+        float64 ("auto", "reference"); float32 only on the others ("cpu", "cuda", "torch",
         "triton"), which compute in float32, so float64 data is converted there."""
         return (np.float64, np.float32) if self.backend in ("auto", "reference") else np.float32
 

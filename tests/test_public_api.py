@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-PACKAGES = ["genfast", "genfast.models", "genfast.nn", "genfast.samplers", "genfast.metrics",
+PACKAGES = ["genfast", "genfast.ops", "genfast.models", "genfast.nn", "genfast.samplers", "genfast.metrics",
             "genfast.losses", "genfast.reference"]
 
 

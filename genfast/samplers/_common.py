@@ -20,7 +20,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
+from genfast._backends import BACKENDS  # one list of backend values for the whole package
+
 _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
 
 
