@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
-from genfast.ops._common import check_choice
+from genfast._checks import check_choice
 from genfast.triton._philox import philox_normal, philox_uniform
 
 # BM = 16 chains per program: the smallest M tile tl.dot accepts, which maximises the number of

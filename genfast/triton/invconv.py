@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
-from genfast.ops._common import check_choice
+from genfast._checks import check_choice
 
 # 64 x 64 output tiles with K steps of 32: one tile covers C <= 64 (Glow's usual widths, where the
 # op is memory-bound) so each input element is read once; 4 warps hold a 64x64 fp32 accumulator

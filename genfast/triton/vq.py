@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from genfast._backends import triton_interpret
-from genfast.ops._common import check_choice
+from genfast._checks import check_choice
 
 # 64 rows x 64 codes per tile: a [64, 64] fp32 accumulator is 16 KiB of registers over 4 warps,
 # the usual tile of Triton's matmul tutorial for these sizes; it also keeps the number of

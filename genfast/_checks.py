@@ -1,0 +1,156 @@
+"""The one module of argument checks (ops, layers, models, samplers, estimators, CLI): each
+check raises a ``TypeError`` (wrong type) or ``ValueError`` (wrong value) whose message names the
+owner (``op``) and the argument, before any kernel runs or any memory is allocated. Nothing here
+imports the rest of genfast, so every layer (the Triton launchers included) may use it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_int", "check_memory",
+           "check_number", "check_tensor", "materialized_bytes"]
+
+
+def check_tensor(name: str, t, *, op: str, dtypes=None, device=None, ndim=None, min_ndim=None):
+    """Check that ``t`` is a tensor with an allowed dtype, device and rank.
+
+    Raises:
+        TypeError: not a tensor, or dtype not in ``dtypes``.
+        ValueError: wrong device or rank.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: {name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{op}: {name} is on {t.device} but the other inputs are on {device}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_choice(name: str, value, choices, *, op: str):
+    """Check that ``value`` is one of ``choices`` (strings)."""
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def as_int64(name: str, value, *, op: str) -> int:
+    """An integer seed or offset, reduced modulo 2^64 to the signed int64 range (bit pattern
+    preserved), so that it fits a torch int64 and the kernels read it as unsigned."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+        except ImportError:  # pragma: no cover
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    value %= 2**64
+    return value - 2**64 if value >= 2**63 else value
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_number(name: str, value, *, op: str, lo=None, hi=None, lo_open: bool = False,
+                 float32: bool = True) -> float:
+    """A finite Python number (int, float, NumPy scalar) as a float.
+
+    Tensors are refused: reading one on the host would synchronise with its device (and break a
+    graph under torch.compile). With ``float32`` (the default, for parameters that the kernels
+    take as float32) the magnitude must also be at most float32's largest value, so that no
+    parameter overflows to inf on the way into a kernel.
+
+    Raises:
+        TypeError: not a number (a bool, a tensor, a string, ...).
+        ValueError: NaN or inf, beyond float32's range, or outside [lo, hi] (``lo_open``: > lo).
+    """
+    if type(value) is not float:  # the common case first: the checks below cost ~0.5 us
+        if isinstance(value, (bool, torch.Tensor)) or not hasattr(value, "__float__") or isinstance(value, str):
+            raise TypeError(f"{op}: {name} must be a Python number, got {type(value).__name__}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"{op}: {name} must be a Python number, got {type(value).__name__}") from exc
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    if float32 and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{op}: {name} must lie within float32's range (|{name}| <= 3.4e38), got {value}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{op}: {name} must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
+    return value
+
+
+def check_int(name: str, value, *, op: str, lo=None, hi=None) -> int:
+    """A Python (or NumPy) integer within [lo, hi], else TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+        except ImportError:  # pragma: no cover
+            pass
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
+    if lo is not None and value < lo:
+        raise ValueError(f"{op}: {name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
+    return value
+
+
+# Sizes below this are never checked against free memory: the check reads /proc/meminfo (CPU)
+# or asks the CUDA driver (~10-50 us), which a hot path must not pay for ordinary tensors.
+MEMORY_CHECK_BYTES = 1 << 30
+
+
+def _available_bytes(device: torch.device):
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def materialized_bytes(t: torch.Tensor) -> int:
+    """Bytes that ``t.contiguous()`` would allocate (0 when ``t`` is contiguous already)."""
+    return 0 if t.is_contiguous() else t.numel() * t.element_size()
+
+
+def check_memory(op: str, what: str, nbytes: int, device: torch.device) -> None:
+    """Raise a ValueError naming ``what`` when an op is about to allocate ``nbytes`` (contiguous
+    copies of expanded or strided inputs plus outputs) and the device has less free memory;
+    checked only above 1 GiB, before anything is allocated (an expanded [2^17, 2^17] input
+    would otherwise be materialised by ``.contiguous()`` and fail inside the allocator)."""
+    if nbytes < MEMORY_CHECK_BYTES:
+        return
+    avail = _available_bytes(torch.device(device))
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{op}: {what} needs {nbytes / 2**30:.1f} GiB of memory on {device} (contiguous "
+                         f"copies of strided or expanded inputs, and the outputs), but only "
+                         f"{avail / 2**30:.1f} GiB are free")
