@@ -398,6 +398,10 @@ class Trainer:
                 if ema is not None:
                     ema.update()
                 losses = {k: float(v) for k, v in out.items()}
+                if self.dist.enabled and losses:  # the logged losses are those of the global batch
+                    vals = torch.tensor(list(losses.values()), dtype=torch.float64)
+                    D.all_reduce_mean([vals])
+                    losses = dict(zip(losses, vals.tolist()))
                 self.step += 1
                 history.append(losses)
                 dt = time.perf_counter() - t_step
@@ -415,7 +419,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
                 if self.callback is not None:
-                    self.callback(self.step, out)
+                    self.callback(self.step, losses)
                 if self.out_dir is not None and self.save_every and self.step % self.save_every == 0:
                     self._save(stream, optimizers, synced, time.perf_counter() - t0, history)
         except KeyboardInterrupt:
