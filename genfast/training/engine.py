@@ -418,10 +418,10 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
-                if self.callback is not None:
-                    self.callback(self.step, losses)
                 if self.out_dir is not None and self.save_every and self.step % self.save_every == 0:
                     self._save(stream, optimizers, synced, time.perf_counter() - t0, history)
+                if self.callback is not None:
+                    self.callback(self.step, losses)
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -15,6 +15,10 @@ def _init(rank: int, world: int, init_file: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
 
+def _weights(model) -> float:
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
 def tiny_runs(steps: int = 4, batch: int = 8) -> dict:
     """Train a tiny DDPM, DCGAN and Bernoulli RBM; returns each one's per-step losses and a
     checksum of its final weights. Run the same way in one process or under a process group."""
@@ -28,12 +32,12 @@ def tiny_runs(steps: int = 4, batch: int = 8) -> dict:
     ddpm = DDPM(image_size=8, base_channels=8, channel_mult=(1,), num_res_blocks=1, num_heads=1,
                 num_train_timesteps=50)
     info = ddpm.fit(x, steps=steps, batch_size=batch, warmup_steps=2, progress=False)
-    out["ddpm"] = {"losses": info["losses"], "weights": float(sum(p.detach().double().sum() for p in ddpm.parameters()))}
+    out["ddpm"] = {"losses": info["losses"], "weights": _weights(ddpm)}
     torch.manual_seed(0)
     gan = DCGAN(latent_dim=4, g_channels=(8, 8, 8), d_channels=(8, 8), dropout=0.0)
     hist = []
     gan.fit(x, steps=steps, batch_size=batch, callback=lambda s, o: hist.append([o["d_loss"], o["g_loss"]]))
-    out["dcgan"] = {"losses": hist, "weights": float(sum(p.detach().double().sum() for p in gan.parameters()))}
+    out["dcgan"] = {"losses": hist, "weights": _weights(gan)}
     v = (x.reshape(64, -1) > 0).float()
     rbm = BernoulliRBM(64, 16, seed=3)
     errs = rbm.fit(v, epochs=2, batch_size=batch * 2, lr=0.1, k=2)
