@@ -158,6 +158,10 @@ RULES: dict[str, Rule] = {
     "steps_per_level": Rule("int", 1, MAX_COUNT),
     "layers": Rule("int", 1, MAX_COUNT),
     "seed": Rule("int", -(2**63), 2**64 - 1),
+    "num_levels": Rule("int", 1, 16),
+    "num_steps": Rule("int", 1, MAX_COUNT),
+    "num_scales": Rule("int", 1, 16),
+    "num_layers": Rule("int", 1, MAX_COUNT),
     # probabilities, rates and weights
     "class_dropout": _PROB,
     "dropout": _PROB,
@@ -183,6 +187,9 @@ RULES: dict[str, Rule] = {
     "ema": Rule("bool"),
     "kmeans_init": Rule("bool"),
     "use_cosine_sim": Rule("bool"),
+    "learn_top": Rule("bool"),
+    "prior": Rule("str", choices=("logistic", "gaussian")),
+    "sigma": Rule("float", 1e-6, 1e6),
     "beta_schedule": Rule("str", choices=("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")),
     "backend": Rule("str", choices=("auto", "cuda", "triton", "cpu", "reference")),
 }

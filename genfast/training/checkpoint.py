@@ -135,7 +135,10 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     if isinstance(v, int) and v > _FORMAT_VERSION:
         raise checkpoint_error(cfg_path, "format_version", f"{v} is newer than this genfast")
     config = validate_config(cfg_path, record["config"], klass)
-    safe_build(klass, config, cfg_path)
+    if klass.__name__ == "MAF":
+        _check_maf_size(cfg_path, config)
+    else:
+        safe_build(klass, config, cfg_path)
     try:
         model = klass(**config)
     except Exception as exc:  # built on meta already: only a real allocation failure lands here
@@ -146,3 +149,22 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
     model.eval()
     return model.to(device) if device is not None else model
+
+
+def _check_maf_size(cfg_path, config: dict) -> None:
+    """MAF cannot be built on the meta device (its mask check calls ``torch.equal``, which has no
+    meta kernel), so its size is bounded from the configuration instead: per layer, a MADE of
+    ``D -> hidden... -> 2D`` weights with biases, plus an ActNorm of 2D numbers (float32)."""
+    from genfast._checkpoint import checkpoint_error, max_checkpoint_bytes
+
+    c, h, w = config.get("image_shape", (1, 8, 8))
+    d = int(c) * int(h) * int(w)
+    hidden = config.get("hidden", (256, 256))
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    sizes = (d, *hidden, 2 * d)
+    per_layer = sum(2 * a * b + b for a, b in zip(sizes[:-1], sizes[1:])) + 2 * d  # weights, masks, biases
+    nbytes = 4 * int(config.get("num_layers", 5)) * per_layer
+    limit = max_checkpoint_bytes()
+    if nbytes > limit:
+        raise checkpoint_error(cfg_path, "config", f"describes a MAF of about {nbytes / 2**30:.2f} GiB, more than "
+                               f"the {limit / 2**30:.2f} GiB allowed (GENFAST_MAX_CHECKPOINT_BYTES)")
