@@ -7,6 +7,10 @@ import time
 from pathlib import Path
 
 NAMES = ("vqvae", "vqvae-prior")
+# trains two models one after the other into one folder: no --resume / torchrun options yet, and its
+# sampling needs the prior, so no --num-samples either
+ENGINE_OPTIONS = False
+SHARDED_SAMPLING = False
 HELP = "VQ-VAE (van den Oord et al. 2017) with the fused VQ kernels, and an autoregressive transformer prior"
 DEMO_ORDER = 30
 # 70 s on the 2-core CPU machine: about 30 s of VQ-VAE training, 20 s of prior training, the
