@@ -191,7 +191,14 @@ class Task:
         """Write the model's checkpoint (``config.json`` + ``model.safetensors``) into ``directory``."""
         from .checkpoint import save_pretrained
 
-        save_pretrained(self.model, directory)
+        if isinstance(getattr(self.model, "config", None), dict):
+            save_pretrained(self.model, directory)
+        else:  # a plain module (e.g. a user's Task): its weights, which resuming needs
+            from safetensors.torch import save_file
+
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                      str(Path(directory) / "model.safetensors"))
 
     def sync_modules(self) -> list[nn.Module]:
         """Modules whose batch norm uses global-batch statistics under several ranks."""
@@ -397,7 +404,7 @@ class Trainer:
                     out = task.training_step(batch, ctx)
                 if ema is not None:
                     ema.update()
-                losses = {k: float(v) for k, v in out.items()}
+                losses = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
                 if self.dist.enabled and losses:  # the logged losses are those of the global batch
                     vals = torch.tensor(list(losses.values()), dtype=torch.float64)
                     D.all_reduce_mean([vals])
