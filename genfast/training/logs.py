@@ -34,7 +34,10 @@ class MetricsLog:
         if append and self.path.is_file():
             with self.path.open(newline="") as f:
                 for r in csv.DictReader(f):
-                    self.rows.append({k: _num(v) for k, v in r.items()})
+                    row = {k: _num(v) for k, v in r.items()}
+                    if isinstance(row.get("step"), float):
+                        row["step"] = int(row["step"])
+                    self.rows.append(row)
         self.plot_every = plot_every
         self.tb = None
         if tensorboard:

@@ -83,3 +83,21 @@ def spawn(fn, world: int, *args) -> None:
     with tempfile.TemporaryDirectory() as d:
         init = os.path.join(d, "init")
         mp.spawn(fn, args=(world, init, *args), nprocs=world, join=True)
+
+
+def cli_torchrun(rank: int, world: int, init_file: str, port: int, argv_list: list) -> None:
+    """``genfast`` commands as torchrun would start them: RANK, WORLD_SIZE, MASTER_ADDR/PORT set,
+    the process group joined by the command itself (env://). Every command must return 0."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from genfast.cli import main
+
+    try:
+        for argv in argv_list:
+            rc = main(argv)
+            if rc != 0:
+                raise SystemExit(f"rank {rank}: genfast {' '.join(argv)} returned {rc}")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
