@@ -146,13 +146,12 @@ def load_train_data(args, split: str = "train"):
 
 def sharded_sample(args, model, **options) -> int:
     """``genfast sample NAME --num-samples N --out DIR``: sample split over torchrun's ranks."""
-    import torch
-
     from genfast.training.sampling import family_sampler, sample_sharded
 
     if args.out is None:
         raise ValueError("--num-samples needs --out DIR (the folder of the PNGs and the .npz)")
-    d, _ = setup_distributed(torch.device("cpu") if model is None else next(iter(model.parameters())).device)
+    d, dev = setup_distributed(next(iter(model.parameters())).device)
+    model.to(dev)  # under torchrun with CUDA: this rank's GPU
     images = sample_sharded(family_sampler(model, **options), args.num_samples, args.out, seed=args.seed,
                             chunk_size=args.chunk_size, overwrite=args.overwrite)
     if d.is_main:

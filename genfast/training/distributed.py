@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "all_reduce_mean", "all_reduce_sum", "broadcast_module", "info", "init_from_env",
-           "sync_batch_norm", "unsync_batch_norm"]
+__all__ = ["DistInfo", "all_reduce_max", "all_reduce_mean", "all_reduce_sum", "broadcast_module", "info",
+           "init_from_env", "sync_batch_norm", "unsync_batch_norm"]
 
 
 @dataclass(frozen=True)
@@ -81,12 +81,37 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
     return info()
 
 
+def _comm_device() -> torch.device:
+    """Where collectives run: the current CUDA device under NCCL, else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _reduce(t: torch.Tensor, op) -> None:
+    dev = _comm_device()
+    if t.device == dev:
+        dist.all_reduce(t, op=op)
+    else:  # e.g. a CPU flag or loss under NCCL: reduced on the device, copied back
+        u = t.to(dev)
+        dist.all_reduce(u, op=op)
+        t.copy_(u)
+
+
 def all_reduce_sum(tensors: list[torch.Tensor]) -> None:
     """In-place sum over ranks of each tensor (no-op without a process group)."""
     if not info().enabled:
         return
     for t in tensors:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        _reduce(t, dist.ReduceOp.SUM)
+
+
+def all_reduce_max(tensors: list[torch.Tensor]) -> None:
+    """In-place maximum over ranks of each tensor (no-op without a process group)."""
+    if not info().enabled:
+        return
+    for t in tensors:
+        _reduce(t, dist.ReduceOp.MAX)
 
 
 def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
@@ -95,7 +120,7 @@ def all_reduce_mean(tensors: list[torch.Tensor]) -> None:
     if not d.enabled:
         return
     for t in tensors:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        _reduce(t, dist.ReduceOp.SUM)
         t.div_(d.world_size)
 
 
@@ -104,9 +129,13 @@ def broadcast_module(module: nn.Module) -> None:
     if not info().enabled:
         return
     with torch.no_grad():
+        dev = _comm_device()
         for t in list(module.parameters()) + list(module.buffers()):
             if t.numel():
-                dist.broadcast(t.data, src=0)
+                u = t.data if t.device == dev else t.data.to(dev)
+                dist.broadcast(u, src=0)
+                if u is not t.data:
+                    t.data.copy_(u)
 
 
 class _SyncBNFunction(torch.autograd.Function):

@@ -384,8 +384,10 @@ class Trainer:
                     want_stop = True
                 flags = torch.tensor([float(want_stop), float(stop_flag["signal"] is not None), elapsed])
                 if self.dist.enabled:
-                    D.all_reduce_sum([flags[:2]])
-                    torch.distributed.all_reduce(flags[2:], op=torch.distributed.ReduceOp.MAX)
+                    head, tail = flags[:2].clone(), flags[2:].clone()
+                    D.all_reduce_sum([head])
+                    D.all_reduce_max([tail])
+                    flags = torch.cat([head, tail])
                 if flags[1] > 0:
                     interrupted = True
                     break
