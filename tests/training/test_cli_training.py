@@ -81,3 +81,14 @@ def test_torchrun_train_and_sharded_sample(tmp_path, capsys):
     assert a.shape == (7, 8, 8, 1) and np.array_equal(a, b)
     assert len(list((two / "samples").glob("*.png"))) == 7
     assert len(_losses(run2)) == 3 and (run2 / "checkpoint" / "training_state.json").is_file()
+
+
+def test_eval_every_logs_the_frechet_digit_distance(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENFAST_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--steps", "4", "--eval-every", "2", "--out", str(out)]) == 0
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    figures = [(r["step"], r["fdd"] != "", r["classes_present"] != "") for r in rows]
+    assert figures == [("1", False, False), ("2", True, True), ("3", False, False), ("4", True, True)]
+    assert 0 < float(rows[1]["fdd"]) < 1e4

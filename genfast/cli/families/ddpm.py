@@ -149,7 +149,14 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out, setup_distributed
+    from genfast.cli._training import (
+        engine_kwargs,
+        eval_hook,
+        is_main,
+        load_train_data,
+        prepare_out,
+        setup_distributed,
+    )
     from genfast.models.ddpm import DDPM
 
     _, device = setup_distributed(resolve_device(args.device))
@@ -191,6 +198,7 @@ def train(args) -> int:
         lr=args.lr,
         seed=args.seed,
         progress=args.progress and is_main(),
+        eval_fn=eval_hook(args, model),
         **engine_kwargs(args, out_dir),
     )
     if not is_main():

@@ -105,7 +105,14 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out, setup_distributed
+    from genfast.cli._training import (
+        engine_kwargs,
+        eval_hook,
+        is_main,
+        load_train_data,
+        prepare_out,
+        setup_distributed,
+    )
     from genfast.data import save_image_grid
 
     _, device = setup_distributed(resolve_device(args.device))
@@ -129,7 +136,7 @@ def train(args) -> int:
 
     info = model.fit(images, labels, steps=args.steps if args.steps >= 1 else None, time_budget_s=args.time_budget,
                      batch_size=args.batch_size, seed=args.seed, progress=args.progress and is_main(), callback=grid,
-                     **engine_kwargs(args, out))
+                     eval_fn=eval_hook(args, model), **engine_kwargs(args, out))
     if not is_main():
         return 0
     model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "channels": args.channels,
