@@ -494,6 +494,8 @@ def fit_flow(
 class _FlowTask(Task):
     """Mean bits/dim of the freshly dequantised batch, one Adam step (clipped by the engine)."""
 
+    supports_amp = False  # log-determinants and log-likelihoods in float32
+
     def __init__(self, model, opt, num_bins):
         super().__init__(model)
         self.opt, self.num_bins = opt, num_bins

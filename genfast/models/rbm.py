@@ -522,6 +522,7 @@ class _RBMTask(Task):
     """
 
     name = "rbm"
+    supports_amp = False  # float32 statistics / log-likelihoods
 
     def __init__(self, model, *, k, persistent, lr, momentum, weight_decay):
         super().__init__(model)

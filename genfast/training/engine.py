@@ -162,6 +162,9 @@ class Task:
     """
 
     name = "train"
+    #: whether bf16 autocast may wrap the step on CUDA (False where float32 matters: likelihoods,
+    #: the RBM's float32-accumulated statistics)
+    supports_amp = True
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -219,7 +222,8 @@ class Trainer:
         lr_schedule: ``f(step, frac) -> factor`` of every optimiser's initial learning rate
             (see :func:`warmup_cosine`); None leaves the rates alone.
         grad_clip: clip each optimiser's gradient norm to this before its step (None: no clipping).
-        amp: bf16 autocast around ``training_step`` on CUDA ("auto": on CUDA only; False: never).
+        amp: bf16 autocast around ``training_step`` on CUDA ("auto": on CUDA only; False: never;
+            a task with ``supports_amp = False`` always runs in its own precision).
         progress: show a tqdm bar (rank 0).
         out_dir: folder of ``metrics.csv``, ``loss.png`` and ``checkpoint/`` (None: nothing written).
         save_every: write a checkpoint every this many steps (0: only at the end and on interrupt).
@@ -329,7 +333,8 @@ class Trainer:
 
         Args:
             data: a tensor ``[N, ...]`` (rows are examples), a ``torch.utils.data.Dataset`` (items
-                ``image`` or ``(image, label)``) or a ``DataLoader``.
+                ``image`` or ``(image, label)``) or a ``DataLoader`` (used as it is: under several
+                processes give it a ``DistributedSampler`` yourself).
             labels: ``[N]`` int64 labels of a tensor ``data``, or None.
 
         Returns:
@@ -402,7 +407,8 @@ class Trainer:
                               batch.indices)
                 ctx.step, ctx.local_rows = self.step, batch.images.shape[0]
                 t_step = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda"):
+                amp = self.amp and task.supports_amp and self.device.type == "cuda"
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     out = task.training_step(batch, ctx)
                 if ema is not None:
                     ema.update()
