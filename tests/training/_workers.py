@@ -60,16 +60,21 @@ def ddp_train(rank: int, world: int, init_file: str, result: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+def sample_alone(out_dir: str, n: int) -> None:
+    """Sharded sampling of a tiny DCGAN (built from seed 0) into ``out_dir`` by this process's ranks."""
+    from genfast.models import DCGAN
+    from genfast.training.sampling import family_sampler, sample_sharded
+
+    torch.manual_seed(0)
+    gan = DCGAN(latent_dim=4, g_channels=(8, 8, 8), d_channels=(8, 8), dropout=0.0).eval()
+    sample_sharded(family_sampler(gan), n, out_dir, seed=5, chunk_size=3)
+
+
 def ddp_sample(rank: int, world: int, init_file: str, out_dir: str, n: int) -> None:
-    """Sharded sampling of a tiny DCGAN (same seed on every rank) into ``out_dir``."""
+    """:func:`sample_alone` under a gloo group of ``world`` ranks."""
     _init(rank, world, init_file)
     try:
-        from genfast.models import DCGAN
-        from genfast.training.sampling import family_sampler, sample_sharded
-
-        torch.manual_seed(0)
-        gan = DCGAN(latent_dim=4, g_channels=(8, 8, 8), d_channels=(8, 8), dropout=0.0).eval()
-        sample_sharded(family_sampler(gan), n, out_dir, seed=5, chunk_size=3)
+        sample_alone(out_dir, n)
     finally:
         torch.distributed.destroy_process_group()
 

@@ -47,7 +47,10 @@ def test_sharded_sampling_is_the_same_for_1_2_3_processes(tmp_path):
     outs = []
     for world in (1, 2, 3):
         out = tmp_path / f"w{world}"
-        W.spawn(W.ddp_sample, world, str(out), n)
+        if world == 1:  # no process group: the same code alone
+            W.sample_alone(str(out), n)
+        else:
+            W.spawn(W.ddp_sample, world, str(out), n)
         data = np.load(out / "samples.npz")
         assert data["images"].shape == (n, 8, 8, 1) and data["images"].dtype == np.uint8
         assert data["indices"].tolist() == list(range(n))
