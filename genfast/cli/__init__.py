@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genfast: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("genfast: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # the training engine says at which step it stopped and where its checkpoint is
+        print(f"genfast: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     finally:
         torch.set_flush_denormal(was_flushing)

@@ -92,3 +92,35 @@ def test_eval_every_logs_the_frechet_digit_distance(tmp_path, monkeypatch):
     figures = [(r["step"], r["fdd"] != "", r["classes_present"] != "") for r in rows]
     assert figures == [("1", False, False), ("2", True, True), ("3", False, False), ("4", True, True)]
     assert 0 < float(rows[1]["fdd"]) < 1e4
+
+
+def test_sigterm_to_a_training_process_leaves_a_checkpoint_that_resumes(tmp_path):
+    """Issue 16: interrupting 'genfast train dcgan' left sample grids but no checkpoint. Here a
+    real process is sent SIGTERM mid-run: it writes the checkpoint, exits with 130, and --resume
+    finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "genfast", *TRAIN, "--steps", "100000", "--save-every", "3", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = out / "checkpoint" / "training_state.json"
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert state.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "checkpoint" in err
+    import json
+
+    step = json.loads(state.read_text())["step"]
+    assert step >= 3
+    assert main([*TRAIN, "--steps", str(step + 2), "--out", str(out), "--resume"]) == 0
+    assert json.loads(state.read_text())["step"] == step + 2
+    assert [int(r[0]) for r in _losses(out)] == list(range(1, step + 3))
