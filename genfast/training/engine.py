@@ -364,7 +364,8 @@ class Trainer:
         handles = self._install_hooks(optimizers)
         log = None
         if self.out_dir is not None and self.dist.is_main:
-            log = MetricsLog(self.out_dir, append=self.resume, tensorboard=self.tensorboard)
+            log = MetricsLog(self.out_dir, append=self.resume, tensorboard=self.tensorboard,
+                             upto=self.step if self.resume else None)
         ctx = StepContext(self)
         stop_flag = {"signal": None}
         old_handlers = _install_signal_handlers(stop_flag)
@@ -379,6 +380,7 @@ class Trainer:
         start_step = self.step
         history: list[dict] = []
         interrupted = False
+        in_step = False  # an exception inside a step leaves it half done: that state is not saved
         try:
             while True:
                 elapsed = time.perf_counter() - t0
@@ -407,6 +409,7 @@ class Trainer:
                               batch.indices)
                 ctx.step, ctx.local_rows = self.step, batch.images.shape[0]
                 t_step = time.perf_counter()
+                in_step = True
                 amp = self.amp and task.supports_amp and self.device.type == "cuda"
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     out = task.training_step(batch, ctx)
@@ -418,6 +421,7 @@ class Trainer:
                     D.all_reduce_mean([vals])
                     losses = dict(zip(losses, vals.tolist()))
                 self.step += 1
+                in_step = False
                 history.append(losses)
                 dt = time.perf_counter() - t_step
                 if log is not None:
@@ -447,14 +451,18 @@ class Trainer:
                 bar.close()
             model.eval()
         seconds = time.perf_counter() - t0
-        if self.out_dir is not None and (self.step > start_step or not (self.out_dir / "checkpoint").exists()):
+        if self.out_dir is not None and not in_step and (self.step > start_step
+                                                         or not (self.out_dir / "checkpoint").exists()):
             self._save(stream, optimizers, synced, seconds, history)
         D.unsync_batch_norm(synced)
         if log is not None:
             log.close()
         if interrupted:
-            raise KeyboardInterrupt(f"training interrupted at step {self.step}"
-                                    + (f"; checkpoint in {self.out_dir / 'checkpoint'}" if self.out_dir else ""))
+            where = ""
+            if self.out_dir is not None:
+                where = (f"; checkpoint in {self.out_dir / 'checkpoint'}" if not in_step else
+                         f"; in the middle of a step, so {self.out_dir / 'checkpoint'} holds the last saved step")
+            raise KeyboardInterrupt(f"training interrupted at step {self.step}{where}")
         info = {"steps": self.step, "seconds": seconds, "history": history, "interrupted": False}
         tail = history[-20:]
         for k in tail[0] if tail else ():

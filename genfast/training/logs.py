@@ -21,12 +21,15 @@ class MetricsLog:
         append: keep the rows of a previous run (resuming); the columns are the union.
         tensorboard: also write TensorBoard scalars under ``out/tensorboard``.
         plot_every: rows between redraws of ``loss.png`` (and at :meth:`close`).
+        upto: with ``append``, drop the old rows after this step (written after the checkpoint a
+            resumed run starts from, before the process was killed).
 
     Raises:
         ValueError: ``tensorboard`` without the tensorboard package.
     """
 
-    def __init__(self, out: Path, *, append: bool = False, tensorboard: bool = False, plot_every: int = 200):
+    def __init__(self, out: Path, *, append: bool = False, tensorboard: bool = False, plot_every: int = 200,
+                 upto: int | None = None):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "metrics.csv"
@@ -37,7 +40,8 @@ class MetricsLog:
                     row = {k: _num(v) for k, v in r.items()}
                     if isinstance(row.get("step"), float):
                         row["step"] = int(row["step"])
-                    self.rows.append(row)
+                    if upto is None or not isinstance(row.get("step"), int) or row["step"] <= upto:
+                        self.rows.append(row)
         self.plot_every = plot_every
         self.tb = None
         if tensorboard:

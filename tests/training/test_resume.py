@@ -162,3 +162,22 @@ def test_save_every_writes_checkpoints(digits, tmp_path):
     assert seen == [["config.json", "model.safetensors", "training_state.json", "training_state.safetensors"]]
     m = from_pretrained(tmp_path / "run" / "checkpoint")
     assert type(m).__name__ == "VAE" and m.step_count == 7
+
+
+def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(digits, tmp_path):
+    """A process killed outright (SIGKILL) may have flushed metrics.csv rows after its last
+    checkpoint; the resumed run replaces them instead of repeating those steps."""
+    import csv
+
+    from genfast.models import VAE
+
+    x, _ = digits
+    out = tmp_path / "run"
+    VAE(latent_dim=2, hidden=(8,)).fit(x, steps=3, batch_size=16, out_dir=out)
+    with (out / "metrics.csv").open("a") as f:
+        f.write("4,9.0\n5,9.0\n")  # rows of steps the checkpoint does not hold
+    VAE(latent_dim=2, hidden=(8,)).fit(x, steps=6, batch_size=16, out_dir=out, resume=True)
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(float(r["loss"]) != 9.0 for r in rows)
