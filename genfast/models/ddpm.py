@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from genfast.training.engine import Task
+from genfast.training.engine import EMA, Task
 
 from ._unet import UNet
 from ._zoo_base import build_and_load_weights, check_image_range
@@ -658,13 +658,15 @@ class DDPM(nn.Module):
 
 class _DDPMTask(Task):
     """The DDPM's step for the engine: ``L_simple`` on the batch with t, noise and label dropout
-    drawn for the global batch, one AdamW step (clipped to norm 1 by the engine), then the EMA."""
+    drawn for the global batch, one AdamW step (clipped to norm 1 by the engine); the engine then
+    updates the EMA weights."""
 
     name = "train ddpm"
 
     def __init__(self, model: DDPM, opt: torch.optim.Optimizer):
         super().__init__(model)
         self.opt = opt
+        self._ema = _DDPMEMA(model)
 
     def optimizers(self):
         return {"unet": self.opt}
@@ -681,16 +683,26 @@ class _DDPMTask(Task):
         drop = ctx.rand() < m.config["class_dropout"] if m.num_classes is not None else None
         loss = m.loss(x0, labels, timesteps=t, noise=noise, drop_mask=drop)
         ctx.update(loss, self.opt)
-        m.update_ema()
         return {"loss": loss.detach()}
 
-    def extra_state(self):
-        return {}, {"ema_updates": self.model.ema_updates}
+    def ema(self):
+        return self._ema
 
-    def load_extra_state(self, tensors, meta, where):
-        from genfast._checkpoint import checkpoint_error
 
-        n = meta.get("ema_updates")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise checkpoint_error(where, "extra.ema_updates", f"must be an integer >= 0, got {n!r}")
-        self.model.ema_updates = n
+class _DDPMEMA(EMA):
+    """The engine's EMA of ``unet`` into ``ema`` (the same rule as :meth:`DDPM.update_ema`), its
+    update count kept in ``DDPM.ema_updates`` (saved with the model)."""
+
+    def __init__(self, model: DDPM):
+        self.model = model
+        n = model.ema_updates
+        super().__init__(model.unet, model.ema, model.config["ema_decay"])
+        self.num_updates = n  # the base class starts the count at 0
+
+    @property
+    def num_updates(self) -> int:
+        return self.model.ema_updates
+
+    @num_updates.setter
+    def num_updates(self, n: int) -> None:
+        self.model.ema_updates = int(n)
