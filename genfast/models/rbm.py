@@ -298,7 +298,8 @@ class BernoulliRBM(nn.Module):
             epochs, batch_size, lr, k, persistent, momentum, weight_decay: the usual options.
             progress: anything but None/False shows a tqdm bar.
             **engine: further :class:`genfast.training.Trainer` options (``out_dir``,
-                ``save_every``, ``resume``, ``seed`` (default the model's), ...).
+                ``save_every``, ``resume``, ``seed`` (default: the model's seed plus its Philox
+                counter, so each call shuffles differently), ...).
 
         Returns:
             Mean squared reconstruction error of each epoch (a monitoring figure, not the loss).
@@ -314,7 +315,8 @@ class BernoulliRBM(nn.Module):
         n, world = len(data), dist_info().world_size
         per_epoch = max(1, n // batch_size) if world > 1 else max(1, math.ceil(n / batch_size))
         task = _RBMTask(self, k=k, persistent=persistent, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        engine.setdefault("seed", self.seed)
+        # as before the engine: a fresh shuffle per call (the Philox counter moves on with training)
+        engine.setdefault("seed", (self.seed + self.offset) % (1 << 62))
         out = Trainer(task, steps=epochs * per_epoch, batch_size=batch_size, drop_last=world > 1,
                       progress=progress is not None and progress is not False, **engine).fit(data)
         hist, history = out["history"], []
