@@ -36,10 +36,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """More than one rank: collectives are needed."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the one that writes files."""
         return self.rank == 0
 
 

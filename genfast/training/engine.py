@@ -115,6 +115,7 @@ class StepContext:
 
     @property
     def global_rows(self) -> int:
+        """Rows of the global batch of this step (over all ranks)."""
         return self.local_rows * self.world_size
 
     def local(self, full: torch.Tensor) -> torch.Tensor:
