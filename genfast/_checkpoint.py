@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from genfast._backends import backend_values
+
 __all__ = [
     "MAX_JSON_BYTES",
     "RULES",
@@ -158,6 +160,25 @@ RULES: dict[str, Rule] = {
     "steps_per_level": Rule("int", 1, MAX_COUNT),
     "layers": Rule("int", 1, MAX_COUNT),
     "seed": Rule("int", -(2**63), 2**64 - 1),
+    "num_levels": Rule("int", 1, 16),
+    "num_steps": Rule("int", 1, MAX_COUNT),
+    "num_scales": Rule("int", 1, 16),
+    "num_layers": Rule("int", 1, MAX_COUNT),
+    "context_features": Rule("int", 0, MAX_WIDTH),
+    # latent diffusion
+    "latent_channels": Rule("int", 1, MAX_WIDTH),
+    "ae_channels": Rule("int", 1, MAX_WIDTH),
+    "dit_dim": Rule("int", 1, MAX_WIDTH),
+    "dit_depth": Rule("int", 1, MAX_COUNT),
+    "patch_size": Rule("int", 1, 64),
+    "text_dim": Rule("int", 1, MAX_WIDTH),
+    "text_depth": Rule("int", 1, MAX_COUNT),
+    "max_length": Rule("int", 2, 4096),
+    "autoencoder_steps": Rule("int", 0, 1 << 40),
+    "prompt_dropout": _PROB,
+    "attribute_keep": _PROB,
+    "kl_weight": Rule("float", 0.0, 1e6),
+    "denoiser": Rule("str", choices=("unet", "dit")),
     # probabilities, rates and weights
     "class_dropout": _PROB,
     "dropout": _PROB,
@@ -183,8 +204,12 @@ RULES: dict[str, Rule] = {
     "ema": Rule("bool"),
     "kmeans_init": Rule("bool"),
     "use_cosine_sim": Rule("bool"),
+    "learn_top": Rule("bool"),
+    "prior": Rule("str", choices=("logistic", "gaussian")),
+    "sigma": Rule("float", 1e-6, 1e6),
     "beta_schedule": Rule("str", choices=("linear", "scaled_linear", "squaredcos_cap_v2", "cosine")),
-    "backend": Rule("str", choices=("auto", "cuda", "triton", "cpu", "reference")),
+    "backend": Rule("str", choices=tuple(dict.fromkeys(v for fam in (None, "gibbs", "vq", "invconv")
+                                                        for v in backend_values(fam)))),
 }
 
 

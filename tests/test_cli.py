@@ -65,7 +65,9 @@ def test_family_contract():
 
 
 def test_train_writes_checkpoint(checkpoint, capsys):
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
+    # the final model, and the engine's run files: the resumable checkpoint and the logs
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["checkpoint", "config.json", "loss.png", "metrics.csv",
+                                                            "model.safetensors"]
     cfg = json.loads((checkpoint / "config.json").read_text())
     assert cfg["extra"]["data"] == "digits" and cfg["config"]["num_classes"] == 10
 

@@ -69,6 +69,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
 
         families, _ = discover()
     import genfast
+    from genfast.cli._training import add_engine_args, add_sharded_sample_args
 
     parser = argparse.ArgumentParser(
         prog="genfast",
@@ -94,6 +95,10 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
             fp = vsub.add_parser(name, help=_doc_line(mod), description=f"{verb} {name}: {_doc_line(mod)}")
             getattr(mod, adder)(fp)
             _common(fp)
+            if verb == "train" and getattr(mod, "ENGINE_OPTIONS", True):
+                add_engine_args(fp)
+            elif verb == "sample" and getattr(mod, "SHARDED_SAMPLING", True):
+                add_sharded_sample_args(fp)
             fp.set_defaults(func=getattr(mod, handler))
 
     dp = sub.add_parser(
@@ -172,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genfast: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("genfast: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # the training engine says at which step it stopped and where its checkpoint is
+        print(f"genfast: interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     finally:
         torch.set_flush_denormal(was_flushing)

@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from genfast.training.engine import Task
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -200,14 +201,29 @@ class ZooModel(nn.Module):
         """The model's likelihood figure per image ``[N]`` (see :attr:`likelihood_name`), or None."""
         return None
 
-    # ---------------------------------------------------------------- training loop
-    def fit(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int | None = 1000,
+    # ---------------------------------------------------------------- training
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimiser the model's :meth:`training_step` uses, by attribute name."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
+
+    def _noise(self, shape, generator=None) -> torch.Tensor:
+        """Standard normal noise ``shape`` for a training step: the engine's global-batch-sliced
+        draw while :meth:`fit` runs (so several processes draw what one would), else
+        :func:`gaussian_noise`."""
+        ctx = getattr(self, "_train_ctx", None)
+        if generator is None and ctx is not None and shape[0] == ctx.local_rows:
+            return ctx.randn(*shape[1:])
+        return gaussian_noise(shape, generator, self.device)
+
+    def fit(self, images, labels: torch.Tensor | None = None, *, steps: int | None = 1000,
             time_budget_s: float | None = None, batch_size: int = 64, seed: int = 0, progress: bool = False,
-            callback=None) -> dict:
-        """Trains with :meth:`training_step` on shuffled mini-batches ``(images, labels, indices)``.
+            callback=None, **engine) -> dict:
+        """Trains with :meth:`training_step` on shuffled mini-batches ``(images, labels, indices)``
+        through :class:`genfast.training.Trainer`.
 
         Args:
-            images: ``[N, C, H, W]`` float tensor in [-1, 1], the whole training set.
+            images: ``[N, C, H, W]`` float tensor in [-1, 1], a ``Dataset`` or a ``DataLoader``
+                yielding such images (and labels).
             labels: ``[N]`` int64 class labels or None (conditional models need them).
             steps: number of ``training_step`` calls; None trains until ``time_budget_s``.
             time_budget_s: also stop after this many seconds of wall time.
@@ -216,6 +232,8 @@ class ZooModel(nn.Module):
             seed: seeds the shuffling and ``torch``'s global generator (noise of the steps).
             progress: show a tqdm bar.
             callback: optional ``callback(step, losses)`` after every step (e.g. for PNG grids).
+            **engine: further :class:`genfast.training.Trainer` options (``out_dir``,
+                ``save_every``, ``resume``, ``overwrite``, ``grad_clip``, ``min_steps``, ...).
 
         Returns:
             dict with ``steps``, ``seconds`` and the mean of every loss over the last 20 steps;
@@ -224,51 +242,18 @@ class ZooModel(nn.Module):
         Raises:
             ValueError: bad images or labels, or neither ``steps`` nor ``time_budget_s``.
         """
-        images = self._check_images(images, move=False, in_range=True)
-        n = images.shape[0]
-        if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
-            raise ValueError(f"labels must be an [N={n}] int64 tensor or None")
-        if steps is None and time_budget_s is None:
-            raise ValueError("give steps or time_budget_s")
-        if steps is not None:
-            check_int("steps", steps, lo=0)
-        check_int("batch_size", batch_size)
-        torch.manual_seed(seed)
-        g = torch.Generator().manual_seed(seed)
-        bs = min(batch_size, n)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from genfast.training import Trainer
 
-            bar = tqdm(total=steps, desc=type(self).__name__, leave=False, dynamic_ncols=True)
-        self.train()
-        history: list[dict] = []
-        t0 = time.perf_counter()
-        done = 0
-        while (steps is None or done < steps) and (time_budget_s is None or time.perf_counter() - t0 < time_budget_s):
-            perm = torch.randperm(n, generator=g)
-            stop = n - bs + 1 if n > bs else 1
-            for s in range(0, stop, bs):
-                if (steps is not None and done >= steps) or (
-                        time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s):
-                    break
-                idx = perm[s:s + bs]
-                lab = labels[idx] if labels is not None else None
-                losses = self.training_step((images[idx], lab, idx))
-                history.append(losses)
-                done += 1
-                if callback is not None:
-                    callback(done, losses)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:3]})
-        if bar is not None:
-            bar.close()
-        self.eval()
-        tail = history[-20:]
-        info = {"steps": done, "seconds": time.perf_counter() - t0}
-        for k in tail[0] if tail else ():
-            info[k] = sum(h[k] for h in tail) / len(tail)
+        if isinstance(images, torch.Tensor):
+            images = self._check_images(images, move=False, in_range=True)
+            n = images.shape[0]
+            if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape != (n,)):
+                raise ValueError(f"labels must be an [N={n}] int64 tensor or None")
+        trainer = Trainer(_ZooTask(self), steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
+                          seed=seed, progress=progress, callback=callback, **engine)
+        info = trainer.fit(images, labels)
+        info.pop("history")
+        info.pop("interrupted")
         self.training_info = dict(info)
         return info
 
@@ -397,6 +382,40 @@ def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:
         raise checkpoint_error(cfg_path, "config", f"does not build a {klass.__name__}: {exc}") from None
     load_weights_into(model, w_path, meta_model=meta)
     return model
+
+
+class _ZooTask(Task):
+    """The engine's view of a :class:`ZooModel`: its own ``training_step`` (which applies its
+    optimisers' updates) with the engine's noise installed for the step."""
+
+    def __init__(self, model: ZooModel):
+        super().__init__(model)
+        self.name = type(model).__name__
+
+    def optimizers(self):
+        return self.model.optimizers()
+
+    def training_step(self, batch, ctx):
+        self.model._train_ctx = ctx
+        try:
+            return self.model.training_step(tuple(batch))
+        finally:
+            self.model._train_ctx = None
+
+    def extra_state(self):
+        return {}, {"step_count": self.model.step_count,
+                    **{k: v for k, v in vars(self.model).items() if k.startswith("_last_") and isinstance(v, float)}}
+
+    def load_extra_state(self, tensors, meta, where):
+        from genfast._checkpoint import checkpoint_error
+
+        n = meta.get("step_count")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise checkpoint_error(where, "extra.step_count", f"must be an integer >= 0, got {n!r}")
+        self.model.step_count = n
+        for k, v in meta.items():
+            if k.startswith("_last_") and isinstance(v, (int, float)) and hasattr(self.model, k):
+                setattr(self.model, k, float(v))
 
 
 def registry() -> dict[str, type]:

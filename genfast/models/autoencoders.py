@@ -192,9 +192,12 @@ class AE(ZooModel):
         return self.encode(x)
 
     def fit(self, images, labels=None, **kwargs) -> dict:
-        """:meth:`ZooModel.fit`, then :meth:`fit_latent_gaussian` on ``images``."""
+        """:meth:`ZooModel.fit`, then :meth:`fit_latent_gaussian` on ``images`` (on its first
+        10000 images when it is a ``Dataset`` or ``DataLoader``)."""
+        from genfast.training.data import take_images
+
         info = super().fit(images, labels, **kwargs)
-        self.fit_latent_gaussian(images)
+        self.fit_latent_gaussian(take_images(images))
         return info
 
     def _latent_gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:

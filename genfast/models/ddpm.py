@@ -8,13 +8,14 @@ import copy
 import json
 import math
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from genfast.training.engine import EMA, Task
 
 from ._unet import UNet
 from ._zoo_base import build_and_load_weights, check_image_range
@@ -278,6 +279,10 @@ class DDPM(nn.Module):
         x0: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        timesteps: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        drop_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The simplified training objective ``L_simple`` (Ho et al., 2020, eq. 14, algorithm 1).
 
@@ -286,6 +291,9 @@ class DDPM(nn.Module):
             class_labels: ``[B]`` int64 labels in ``[0, K)`` (conditional models; each is replaced
                 by the null label with probability ``class_dropout``), or None (null labels).
             generator: CPU generator for t, the noise and the label dropout (None: global RNG).
+            timesteps: ``[B]`` int64 timesteps to use instead of drawing them.
+            noise: ``[B, C, H, W]`` noise to use instead of drawing it.
+            drop_mask: ``[B]`` bool, which labels become the null label, instead of drawing it.
 
         Returns:
             0-dim tensor: the mean squared error between the noise and its prediction.
@@ -299,8 +307,12 @@ class DDPM(nn.Module):
             )
         b, dev = x0.shape[0], x0.device
         labels = self._labels(class_labels, b, dev)
-        t = torch.randint(0, self.config["num_train_timesteps"], (b,), generator=generator).to(dev)
-        noise = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
+        if timesteps is None:
+            timesteps = torch.randint(0, self.config["num_train_timesteps"], (b,), generator=generator)
+        t = timesteps.to(dev)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator)
+        noise = noise.to(dev, x0.dtype)
         # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (Ho et al. eq. 4), as diffusers' add_noise
         ab = self.alphas_cumprod.to(x0.dtype)[t].reshape(b, 1, 1, 1)
         x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * noise
@@ -309,7 +321,9 @@ class DDPM(nn.Module):
             if labels is None:
                 labels = null
             else:
-                drop = (torch.rand(b, generator=generator) < self.config["class_dropout"]).to(dev)
+                if drop_mask is None:
+                    drop_mask = torch.rand(b, generator=generator) < self.config["class_dropout"]
+                drop = drop_mask.to(dev)
                 labels = torch.where(drop, null, labels)
         return F.mse_loss(self.unet(x_t, t, labels), noise)
 
@@ -340,6 +354,7 @@ class DDPM(nn.Module):
         seed: int = 0,
         progress: bool = True,
         callback: Callable[[int, float], None] | None = None,
+        **engine,
     ) -> dict:
         """Trains the model with AdamW on a data set held in memory (algorithm 1 of Ho et al.).
 
@@ -351,7 +366,7 @@ class DDPM(nn.Module):
 
         Args:
             images: ``[N, C, H, W]`` float32 in [-1, 1], on any device (batches are moved to the
-                model's device).
+                model's device), or a ``Dataset`` / ``DataLoader`` of such images (and labels).
             labels: ``[N]`` int64 labels in ``[0, K)`` for a conditional model, or None.
             steps: number of optimisation steps, or None for no limit (then ``time_budget_s``
                 is required).
@@ -362,6 +377,8 @@ class DDPM(nn.Module):
             seed: seed of batches, timesteps, noise and label dropout.
             progress: show a tqdm progress bar.
             callback: called as ``callback(step, loss)`` after each step.
+            **engine: further :class:`genfast.training.Trainer` options (``out_dir``,
+                ``save_every``, ``resume``, ``overwrite``, ``min_steps``, ...).
 
         Returns:
             dict with ``steps`` (int), ``seconds`` (float), ``loss`` (mean of the last 100 steps)
@@ -372,6 +389,8 @@ class DDPM(nn.Module):
                 images outside [-1, 1] (e.g. uint8 or [0, 255] data), or a conditional model
                 gets no labels.
         """
+        from genfast.training import Trainer, warmup_cosine
+
         if steps is None and time_budget_s is None:
             raise ValueError("give steps or time_budget_s (or both)")
         if steps is not None:
@@ -379,87 +398,31 @@ class DDPM(nn.Module):
         if time_budget_s is not None and not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
         _positive_int("batch_size", batch_size)
-        if (
-            not isinstance(images, torch.Tensor)
-            or images.dim() != 4
-            or tuple(images.shape[1:]) != self.image_shape
-        ):
-            raise ValueError(
-                f"images must be [N, {', '.join(map(str, self.image_shape))}], "
-                f"got {getattr(images, 'shape', images)}"
-            )
-        if len(images) == 0:
-            raise ValueError("images is empty")
-        check_image_range(images, "images")
-        if self.num_classes is not None and labels is None:
-            raise ValueError("labels are required to train a class-conditional model (num_classes is set)")
-        if labels is not None:
-            labels = self._labels(labels, len(images), "cpu", "labels")
-            if self.num_classes is None:
-                labels = None
-        dev = self.device
-        images = images.to(dev, torch.float32)
-        labels = labels.to(dev) if labels is not None else None
-        g = torch.Generator().manual_seed(seed)
+        if isinstance(images, torch.Tensor):
+            if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
+                raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
+                                 f"got {tuple(images.shape)}")
+            if len(images) == 0:
+                raise ValueError("images is empty")
+            check_image_range(images, "images")
+            if self.num_classes is not None and labels is None:
+                raise ValueError("labels are required to train a class-conditional model (num_classes is set)")
+            if labels is not None:
+                labels = self._labels(labels, len(images), "cpu", "labels") if self.num_classes is not None else None
         opt = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=0.0)
-        total = steps if steps is not None else math.inf
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, desc="train ddpm", unit="step", dynamic_ncols=True)
-        losses: list[float] = []
-        self.unet.train()
-        start = time.perf_counter()
-        step = 0
-        perm, pos = torch.randperm(len(images), generator=g), 0
-        try:
-            while step < total:
-                elapsed = time.perf_counter() - start
-                if time_budget_s is not None and elapsed >= time_budget_s:
-                    break
-                frac = max(
-                    step / total if steps is not None else 0.0,
-                    elapsed / time_budget_s if time_budget_s is not None else 0.0,
-                )
-                warm = min(1.0, (step + 1) / max(1, warmup_steps))
-                for group in opt.param_groups:
-                    group["lr"] = lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
-                if pos + batch_size > len(images):
-                    perm, pos = torch.randperm(len(images), generator=g), 0
-                idx = perm[pos : pos + batch_size].to(dev)
-                pos += batch_size
-                loss = self.loss(images[idx], labels[idx] if labels is not None else None, generator=g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
-                opt.step()
-                self.update_ema()
-                step += 1
-                value = loss.item()
-                losses.append(value)
-                if callback is not None:
-                    callback(step, value)
-                if bar is not None:
-                    bar.update(1)
-                    if step % 25 == 0:
-                        bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
-        finally:
-            if bar is not None:
-                bar.close()
-            self.unet.eval()
-        seconds = time.perf_counter() - start
+        trainer = Trainer(_DDPMTask(self, opt), steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
+                          seed=seed, progress=progress, lr_schedule=warmup_cosine(warmup_steps), grad_clip=1.0,
+                          callback=None if callback is None else (lambda i, out: callback(i, out["loss"])),
+                          **engine)
+        out = trainer.fit(images, labels)
+        losses = [h["loss"] for h in out["history"]]
         tail = losses[-100:]
-        info = {
-            "steps": step,
-            "seconds": seconds,
-            "loss": sum(tail) / len(tail) if tail else float("nan"),
-            "losses": losses,
-        }
+        info = {"steps": out["steps"], "seconds": out["seconds"],
+                "loss": sum(tail) / len(tail) if tail else float("nan"), "losses": losses}
         prev = self.training_info
         self.training_info = {
-            "steps": prev.get("steps", 0) + step,
-            "seconds": prev.get("seconds", 0.0) + seconds,
+            "steps": prev.get("steps", 0) + len(losses),
+            "seconds": prev.get("seconds", 0.0) + out["seconds"],
             "final_loss": info["loss"],
             "batch_size": batch_size,
             "lr": lr,
@@ -691,3 +654,55 @@ class DDPM(nn.Module):
         model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
         model.eval()
         return model.to(device) if device is not None else model
+
+
+class _DDPMTask(Task):
+    """The DDPM's step for the engine: ``L_simple`` on the batch with t, noise and label dropout
+    drawn for the global batch, one AdamW step (clipped to norm 1 by the engine); the engine then
+    updates the EMA weights."""
+
+    name = "train ddpm"
+
+    def __init__(self, model: DDPM, opt: torch.optim.Optimizer):
+        super().__init__(model)
+        self.opt = opt
+        self._ema = _DDPMEMA(model)
+
+    def optimizers(self):
+        return {"unet": self.opt}
+
+    def sync_modules(self):
+        return []
+
+    def training_step(self, batch, ctx):
+        m = self.model
+        x0 = batch.images.float()
+        labels = batch.labels if m.num_classes is not None else None
+        t = ctx.randint(m.config["num_train_timesteps"])
+        noise = ctx.randn(*m.image_shape)
+        drop = ctx.rand() < m.config["class_dropout"] if m.num_classes is not None else None
+        loss = m.loss(x0, labels, timesteps=t, noise=noise, drop_mask=drop)
+        ctx.update(loss, self.opt)
+        return {"loss": loss.detach()}
+
+    def ema(self):
+        return self._ema
+
+
+class _DDPMEMA(EMA):
+    """The engine's EMA of ``unet`` into ``ema`` (the same rule as :meth:`DDPM.update_ema`), its
+    update count kept in ``DDPM.ema_updates`` (saved with the model)."""
+
+    def __init__(self, model: DDPM):
+        self.model = model
+        n = model.ema_updates
+        super().__init__(model.unet, model.ema, model.config["ema_decay"])
+        self.num_updates = n  # the base class starts the count at 0
+
+    @property
+    def num_updates(self) -> int:
+        return self.model.ema_updates
+
+    @num_updates.setter
+    def num_updates(self, n: int) -> None:
+        self.model.ema_updates = int(n)

@@ -40,6 +40,7 @@ from genfast.nn.flows import (
     Squeeze,
     _gaussian_log_prob,
 )
+from genfast.training.engine import Task
 
 __all__ = ["MAF", "NICE", "FlowModel", "Glow", "RealNVP", "fit_flow"]
 
@@ -211,13 +212,18 @@ class FlowModel(nn.Module):
         return x.clamp(-1.0, 1.0)
 
     @staticmethod
-    def dequantize(images: torch.Tensor, num_bins: int = 256, generator: torch.Generator | None = None):
+    def dequantize(images: torch.Tensor, num_bins: int = 256, generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None):
         """Uniform dequantisation of images in [-1, 1] with ``num_bins`` levels (the data's
-        ``x_int = round((x + 1) / 2 * (K - 1))``) to ``(x_int + u) / K`` mapped to [-1, 1)."""
+        ``x_int = round((x + 1) / 2 * (K - 1))``) to ``(x_int + u) / K`` mapped to [-1, 1);
+        ``noise`` (same shape, in [0, 1)) is ``u`` when given, else drawn from ``generator``."""
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
             raise ValueError(f"dequantize: num_bins must be an int >= 2, got {num_bins!r}")
         x_int = torch.round((images.clamp(-1, 1) + 1) / 2 * (num_bins - 1))
-        u = torch.rand(x_int.shape, generator=generator, device=x_int.device, dtype=x_int.dtype)
+        if noise is not None:
+            u = noise.to(x_int.device, x_int.dtype)
+        else:
+            u = torch.rand(x_int.shape, generator=generator, device=x_int.device, dtype=x_int.dtype)
         return (x_int + u) / num_bins * 2 - 1
 
     def bits_per_dim(
@@ -301,6 +307,9 @@ class Glow(FlowModel):
     ):
         super().__init__(image_shape, context_features)
         cf = self.context_features
+        self.config = {"image_shape": list(self.image_shape), "num_levels": num_levels, "num_steps": num_steps,
+                       "hidden": hidden, "learn_top": learn_top, "backend": backend, "seed": seed,
+                       "context_features": context_features}
         c, h, w = self.image_shape
         if (
             not isinstance(num_levels, int)
@@ -370,6 +379,8 @@ class RealNVP(FlowModel):
     def __init__(self, image_shape=(1, 8, 8), num_scales: int = 2, hidden: int = 64, context_features: int = 0):
         super().__init__(image_shape, context_features)
         cf = self.context_features
+        self.config = {"image_shape": list(self.image_shape), "num_scales": num_scales, "hidden": hidden,
+                       "context_features": context_features}
         c, h, w = self.image_shape
         if not isinstance(num_scales, int) or num_scales < 1:
             raise ValueError(f"RealNVP: num_scales must be an int >= 1, got {num_scales!r}")
@@ -429,6 +440,9 @@ class NICE(FlowModel):
         context_features: int = 0,
     ):
         super().__init__(image_shape, context_features)
+        self.config = {"image_shape": list(self.image_shape), "num_layers": num_layers, "hidden": hidden,
+                       "prior": prior,
+                       "context_features": context_features}
         if prior not in ("logistic", "gaussian"):
             raise ValueError(f"NICE: prior must be 'logistic' or 'gaussian', got {prior!r}")
         if not isinstance(num_layers, int) or num_layers < 1:
@@ -464,6 +478,8 @@ class MAF(FlowModel):
 
     def __init__(self, image_shape=(1, 8, 8), num_layers: int = 5, hidden=(256, 256), context_features: int = 0):
         super().__init__(image_shape, context_features)
+        self.config = {"image_shape": list(self.image_shape), "num_layers": num_layers, "hidden": list(hidden),
+                       "context_features": context_features}
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"MAF: num_layers must be an int >= 1, got {num_layers!r}")
         self.flatten = True
@@ -487,6 +503,7 @@ def fit_flow(
     max_grad_norm: float = 50.0,
     seed: int = 0,
     progress: bool = False,
+    **engine,
 ) -> dict:
     """Maximum-likelihood training of a flow model on dequantised images (Adam, bits/dim loss).
 
@@ -497,7 +514,8 @@ def fit_flow(
 
     Args:
         model: a :class:`FlowModel`, on the device to train on.
-        images: ``[N, C, H, W]`` in [-1, 1] (moved to the model's device).
+        images: ``[N, C, H, W]`` in [-1, 1] (moved to the model's device), or a ``Dataset`` /
+            ``DataLoader`` of such images.
         num_bins: intensity levels of the data (17 for the bundled digits, 256 for 8-bit images).
         steps: number of optimisation steps (None: until ``time_budget_s``; one of them is needed).
         time_budget_s: stop after this many seconds of training.
@@ -506,6 +524,8 @@ def fit_flow(
         max_grad_norm: gradient clipping norm.
         seed: seed of the batch order and the dequantisation noise.
         progress: show a tqdm bar.
+        **engine: further :class:`genfast.training.Trainer` options (``out_dir``, ``save_every``,
+            ``resume``, ``overwrite``, ``min_steps``, ...); a resumed run skips the initialisation.
 
     Returns:
         ``{"steps", "seconds", "bits_per_dim"}`` (the last: mean over the final 20 steps).
@@ -513,56 +533,50 @@ def fit_flow(
     Raises:
         ValueError: neither ``steps`` nor ``time_budget_s``, or an empty / wrongly shaped ``images``.
     """
-    import time
+    from genfast.training import Trainer, warmup_constant
+    from genfast.training.data import take_images
 
     if steps is None and time_budget_s is None:
         raise ValueError("fit_flow: give steps or time_budget_s")
-    if (
-        not isinstance(images, torch.Tensor)
-        or images.dim() != 4
-        or tuple(images.shape[1:]) != model.image_shape
-    ):
-        raise ValueError(f"fit_flow: images must be [N, {', '.join(map(str, model.image_shape))}]")
-    if images.shape[0] == 0:
-        raise ValueError("fit_flow: images is empty")
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or tuple(images.shape[1:]) != model.image_shape:
+            raise ValueError(f"fit_flow: images must be [N, {', '.join(map(str, model.image_shape))}]")
+        if images.shape[0] == 0:
+            raise ValueError("fit_flow: images is empty")
     p = next(model.parameters())
-    images = images.to(p.device, p.dtype)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    with torch.no_grad():  # data-dependent initialisation on a large first batch
-        model.log_prob(model.dequantize(images[:512].cpu(), num_bins, gen).to(p.device))
-    total = steps if steps is not None else 10**9
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    resume = engine.get("resume", False)
+    if not resume:
+        model.train()
+        with torch.no_grad():  # data-dependent initialisation on a large first batch
+            first = take_images(images, 512).cpu().to(p.dtype)
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            model.log_prob(model.dequantize(first, num_bins, gen).to(p.device))
+    out = Trainer(_FlowTask(model, opt, num_bins), steps=steps, time_budget_s=time_budget_s, batch_size=batch_size,
+                  seed=seed, progress=progress, lr_schedule=warmup_constant(50), grad_clip=max_grad_norm,
+                  **engine).fit(images)
+    recent = [h["bits_per_dim"] for h in out["history"][-20:]]
+    return {"steps": out["steps"], "seconds": out["seconds"],
+            "bits_per_dim": sum(recent) / len(recent) if recent else float("nan")}
 
-        bar = tqdm(total=steps, desc=f"train {type(model).__name__.lower()}", leave=False)
-    t0 = time.perf_counter()
-    recent: list[float] = []
-    step = 0
-    while step < total:
-        if time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s:
-            break
-        idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=gen)
-        x = model.dequantize(images[idx].cpu(), num_bins, gen).to(p.device)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 50)
-        loss = model.bits_per_dim(x, num_bins, dequantize=False).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        opt.step()
-        recent = (recent + [float(loss.detach())])[-20:]
-        step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(bpd=f"{recent[-1]:.3f}")
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return {
-        "steps": step,
-        "seconds": time.perf_counter() - t0,
-        "bits_per_dim": sum(recent) / len(recent) if recent else float("nan"),
-    }
+
+class _FlowTask(Task):
+    """Mean bits/dim of the freshly dequantised batch, one Adam step (clipped by the engine)."""
+
+    supports_amp = False  # log-determinants and log-likelihoods in float32
+
+    def __init__(self, model, opt, num_bins):
+        super().__init__(model)
+        self.opt, self.num_bins = opt, num_bins
+        self.name = f"train {type(model).__name__.lower()}"
+
+    def optimizers(self):
+        return {"adam": self.opt}
+
+    def training_step(self, batch, ctx):
+        m = self.model
+        x = batch.images.to(next(m.parameters()).dtype)
+        x = m.dequantize(x, self.num_bins, noise=ctx.rand(*x.shape[1:]))
+        loss = m.bits_per_dim(x, self.num_bins, dequantize=False).mean()
+        ctx.update(loss, self.opt)
+        return {"bits_per_dim": loss.detach()}

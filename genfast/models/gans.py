@@ -32,7 +32,7 @@ from torch import nn
 from genfast.losses import gaussian_kl
 from genfast.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
 
-from ._zoo_base import ZooModel, check_float, check_hidden, check_int, check_n, gaussian_noise
+from ._zoo_base import ZooModel, check_float, check_hidden, check_int, check_n
 
 __all__ = ["DCGAN", "VAEGAN", "WGANGP", "ConditionalGAN", "DCGANDiscriminator", "DCGANGenerator"]
 
@@ -151,7 +151,7 @@ class _GAN(ZooModel):
         return g_channels, d_channels, final_kernel
 
     def _z(self, n: int, generator=None) -> torch.Tensor:
-        return gaussian_noise((n, self.latent_dim), generator, self.device)
+        return self._noise((n, self.latent_dim), generator)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

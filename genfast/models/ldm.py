@@ -75,10 +75,11 @@ class KLAutoencoder(nn.Module):
         """Images ``[B, C, H, W]`` in [-1, 1] from latents."""
         return self.decoder(z)
 
-    def loss(self, x: torch.Tensor, kl_weight: float, generator=None):
-        """``(loss, reconstruction error, KL)``, each averaged over the batch (sums over pixels / latents)."""
+    def loss(self, x: torch.Tensor, kl_weight: float, noise=None):
+        """``(loss, reconstruction error, KL)``, each averaged over the batch (sums over pixels /
+        latents); ``noise(shape)`` draws the reparameterisation noise (default ``torch.randn``)."""
         mean, logvar = self.posterior(x)
-        eps = torch.randn(mean.shape, generator=generator).to(mean)
+        eps = (torch.randn(mean.shape) if noise is None else noise(mean.shape)).to(mean)
         z = mean + torch.exp(0.5 * logvar) * eps
         rec = (self.decode(z) - x).square().flatten(1).sum(1).mean()
         kl = 0.5 * (mean.square() + logvar.exp() - logvar - 1).flatten(1).sum(1).mean()
@@ -160,7 +161,6 @@ class LatentDiffusion(ZooModel):
         self.ae_opt = torch.optim.Adam(self.autoencoder.parameters(), lr=lr)
         self.diffusion_opt = torch.optim.Adam(list(self.denoiser.parameters()) + list(self.text_encoder.parameters()),
                                               lr=lr)
-        self._caption_gen = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ captions and prompts
     def set_captioner(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -233,7 +233,7 @@ class LatentDiffusion(ZooModel):
         x, labels, _ = self._unpack(batch)
         self.train()
         if self.step_count < self.config["autoencoder_steps"]:
-            loss, rec, kl = self.autoencoder.loss(x, self.config["kl_weight"])
+            loss, rec, kl = self.autoencoder.loss(x, self.config["kl_weight"], noise=self._noise)
             self.ae_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.ae_opt.step()
@@ -245,18 +245,18 @@ class LatentDiffusion(ZooModel):
             raise ValueError("LatentDiffusion.training_step: the diffusion stage needs labels (captions)")
         with torch.no_grad():
             mean, logvar = self.autoencoder.posterior(x)
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            z = mean + torch.exp(0.5 * logvar) * self._noise(mean.shape)
             if float(self.scaling_factor) <= 0:  # first diffusion step: unit-variance latents
                 self.scaling_factor.fill_(1.0 / float(z.std().clamp_min(1e-6)))
             z0 = z * self.scaling_factor
-        captions = self.captioner.caption(x.cpu(), labels.cpu(), keep=self.config["attribute_keep"],
-                                          generator=self._caption_gen)
-        drop = torch.rand(len(captions), generator=self._caption_gen) < self.config["prompt_dropout"]
+        # caption words and prompt dropout from torch's global generator (seeded and saved by the engine)
+        captions = self.captioner.caption(x.cpu(), labels.cpu(), keep=self.config["attribute_keep"])
+        drop = torch.rand(len(captions)) < self.config["prompt_dropout"]
         prompts = ["" if d else c for c, d in zip(captions, drop.tolist())]
         emb, mask = self.encode_prompt(prompts)
         b = x.shape[0]
         t = torch.randint(0, self.config["num_train_timesteps"], (b,), device=x.device)
-        noise = torch.randn_like(z0)
+        noise = self._noise(z0.shape)
         ab = self.alphas_cumprod[t].view(b, 1, 1, 1)
         zt = ab.sqrt() * z0 + (1 - ab).sqrt() * noise
         loss = F.mse_loss(self.denoiser(zt, t, encoder_hidden_states=emb, encoder_attention_mask=mask), noise)

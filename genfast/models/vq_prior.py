@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genfast.models.vqvae import _fit_loop, load_checkpoint, save_checkpoint
+from genfast.models.vqvae import _engine_fit, load_checkpoint, save_checkpoint
+from genfast.training.engine import Task
 
 
 class _Block(nn.Module):
@@ -182,31 +183,24 @@ class CodePrior(nn.Module):
         lr: float = 1e-3,
         seed: int = 0,
         progress: bool = False,
+        **engine,
     ) -> dict:
-        """Train with AdamW (cosine-free constant rate) on code grids [N, L] (or [N, h, w]).
+        """Train with AdamW (cosine-free constant rate) on code grids [N, L] (or [N, h, w]; a
+        tensor, ``Dataset`` or ``DataLoader``) through :class:`genfast.training.Trainer`
+        (``**engine``: its further options).
 
         Returns:
             dict with ``steps``, ``seconds`` and ``loss`` (mean NLL per code over the last 50 steps).
         """
-        codes = self._check_codes(codes)
-        if codes.shape[0] == 0:
-            raise ValueError("CodePrior.fit: codes is empty")
+        if isinstance(codes, torch.Tensor):
+            codes = self._check_codes(codes)
+            if codes.shape[0] == 0:
+                raise ValueError("CodePrior.fit: codes is empty")
         if steps is None and time_budget_s is None:
             raise ValueError("CodePrior.fit: give steps or time_budget_s")
-        torch.manual_seed(seed)
         opt = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=0.01)
-
-        def step(idx):
-            loss = self.loss(codes[idx].to(self.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return (loss.item(),)
-
-        steps_done, seconds, tail = _fit_loop(self, codes.shape[0], step, steps=steps, time_budget_s=time_budget_s,
-                                              batch_size=batch_size, seed=seed, desc="prior",
-                                              show=lambda h: {"nll": f"{h[0]:.3f}"}, progress=progress)
-        info = {"steps": steps_done, "seconds": seconds, "loss": sum(h[0] for h in tail) / len(tail)}
+        info = _engine_fit(self, _PriorTask(self, opt), codes, steps=steps, time_budget_s=time_budget_s,
+                           batch_size=batch_size, seed=seed, progress=progress, **engine)
         self.training_info = dict(info)
         return info
 
@@ -218,6 +212,24 @@ class CodePrior(nn.Module):
     def load(cls, path, device="cpu") -> CodePrior:
         """Load a prior written by :meth:`save` (FileNotFoundError if absent)."""
         return load_checkpoint(cls, path, "prior", device)
+
+
+class _PriorTask(Task):
+    """Next-code cross-entropy, one AdamW step."""
+
+    name = "prior"
+
+    def __init__(self, model, opt):
+        super().__init__(model)
+        self.opt = opt
+
+    def optimizers(self):
+        return {"adamw": self.opt}
+
+    def training_step(self, batch, ctx):
+        loss = self.model.loss(batch.images)
+        ctx.update(loss, self.opt)
+        return {"loss": loss.detach()}
 
 
 __all__ = ["CodePrior"]

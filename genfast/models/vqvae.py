@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genfast.nn.vq import VectorQuantizer
+from genfast.training.engine import Task
 
 
 class VQVAEOutput(NamedTuple):
@@ -209,8 +209,12 @@ class VQVAE(nn.Module):
         seed: int = 0,
         progress: bool = False,
         log_every: int = 0,
+        **engine,
     ) -> dict:
-        """Train with Adam on ``images`` [N, C, H, W] for ``steps`` or until ``time_budget_s``.
+        """Train with Adam on ``images`` [N, C, H, W] (a tensor, ``Dataset`` or ``DataLoader``)
+        for ``steps`` or until ``time_budget_s``, through :class:`genfast.training.Trainer`
+        (``**engine``: its further options, e.g. ``out_dir``, ``save_every``, ``resume``).
+        ``log_every`` > 0 prints the losses every that many steps.
 
         Returns:
             dict with ``steps``, ``seconds``, ``loss``, ``reconstruction_loss``, ``perplexity``
@@ -219,36 +223,17 @@ class VQVAE(nn.Module):
         Raises:
             ValueError: no images, or neither steps nor a time budget.
         """
-        self._check(images)
-        if images.shape[0] == 0:
-            raise ValueError("VQVAE.fit: images is empty")
+        if isinstance(images, torch.Tensor):
+            self._check(images)
+            if images.shape[0] == 0:
+                raise ValueError("VQVAE.fit: images is empty")
         if steps is None and time_budget_s is None:
             raise ValueError("VQVAE.fit: give steps or time_budget_s")
-        torch.manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
-
-        def step(idx):
-            out = self(images[idx].to(self.device))
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            return out.loss.item(), out.reconstruction_loss.item(), out.perplexity.item()
-
-        def show(h):
-            return {"loss": f"{h[0]:.4f}", "ppl": f"{h[2]:.1f}"}
-
-        steps_done, seconds, tail = _fit_loop(self, images.shape[0], step, steps=steps, time_budget_s=time_budget_s,
-                                              batch_size=batch_size, seed=seed, desc="vqvae", show=show,
-                                              log_every=log_every, progress=progress)
-        info = {
-            "steps": steps_done,
-            "seconds": seconds,
-            "loss": sum(h[0] for h in tail) / len(tail),
-            "reconstruction_loss": sum(h[1] for h in tail) / len(tail),
-            "perplexity": sum(h[2] for h in tail) / len(tail),
-        }
-        self.training_info = dict(info)
-        return info
+        self.training_info = _engine_fit(self, _VQVAETask(self, opt), images, steps=steps,
+                                         time_budget_s=time_budget_s, batch_size=batch_size, seed=seed,
+                                         progress=progress, log_every=log_every, **engine)
+        return dict(self.training_info)
 
     def save(self, path, extra: dict | None = None) -> Path:
         """Write ``path/vqvae.safetensors`` and ``path/vqvae.json`` (config, training info, extra)."""
@@ -295,6 +280,10 @@ def load_checkpoint(cls, path, name: str, device):
 
     path = Path(path)
     weights, cfg = path / f"{name}.safetensors", path / f"{name}.json"
+    if not cfg.exists() and (path / "config.json").is_file():  # the layout of save_pretrained
+        from genfast.training.checkpoint import from_pretrained
+
+        return from_pretrained(path, device=device, expect=cls)
     if not weights.exists() or not cfg.exists():
         raise FileNotFoundError(f"no {name} checkpoint in {path} (expected {weights.name} and {cfg.name})")
     meta = validate_record(cfg, read_json(cfg), {}, required=("config",))
@@ -305,37 +294,48 @@ def load_checkpoint(cls, path, name: str, device):
     return model.to(device).eval()
 
 
-def _fit_loop(model: nn.Module, n: int, step, *, steps, time_budget_s, batch_size, seed, desc, show,
-              log_every=0, progress=False):
-    """The minibatch loop shared by VQVAE.fit and CodePrior.fit: ``step(idx)`` (one optimiser
-    step on the rows ``idx`` of the data, drawn with a generator seeded by ``seed``; returns a
-    tuple of floats, the loss first) until ``steps`` or ``time_budget_s``, with an optional tqdm
-    bar (``show(h)`` gives its postfix). Leaves the model in eval mode.
+class _VQVAETask(Task):
+    """Reconstruction MSE + the quantiser's loss, one Adam step (the EMA codebook updates itself
+    in the forward pass)."""
 
-    Returns:
-        (steps done, seconds, the step results of the last 50 steps, or one row of NaN).
-    """
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    t0, done, hist = time.perf_counter(), 0, []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    name = "vqvae"
 
-        bar = tqdm(total=steps, desc=desc, leave=False)
-    while (steps is None or done < steps) and (time_budget_s is None or time.perf_counter() - t0 < time_budget_s):
-        hist.append(step(torch.randint(0, n, (min(batch_size, n),), generator=g)))
-        done += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(**show(hist[-1]))
-        if log_every and done % log_every == 0:
-            print(f"{desc} step {done}: " + " ".join(f"{k} {v}" for k, v in show(hist[-1]).items()), flush=True)
-    if bar is not None:
-        bar.close()
-    model.eval()
-    width = len(hist[-1]) if hist else 1
-    return done, time.perf_counter() - t0, hist[-50:] or [(math.nan,) * width]
+    def __init__(self, model, opt):
+        super().__init__(model)
+        self.opt = opt
+
+    def optimizers(self):
+        return {"adam": self.opt}
+
+    def training_step(self, batch, ctx):
+        out = self.model(batch.images.float())
+        ctx.update(out.loss, self.opt)
+        return {"loss": out.loss.detach(), "reconstruction_loss": out.reconstruction_loss.detach(),
+                "perplexity": out.perplexity.detach()}
+
+
+def _engine_fit(model, task, data, *, steps, time_budget_s, batch_size, seed, progress, log_every=0,
+                tail: int = 50, **engine) -> dict:
+    """Run ``task`` in the engine; returns ``steps``, ``seconds`` and the mean of each loss over
+    the last ``tail`` steps (NaN when no step ran), as VQVAE.fit and CodePrior.fit document."""
+    from genfast.training import Trainer
+
+    cb = engine.pop("callback", None)
+
+    def callback(step, out):
+        if log_every and step % log_every == 0:
+            print(f"{task.name} step {step}: " + " ".join(f"{k} {float(v):.4g}" for k, v in out.items()), flush=True)
+        if cb is not None:
+            cb(step, out)
+
+    out = Trainer(task, steps=steps, time_budget_s=time_budget_s, batch_size=batch_size, seed=seed,
+                  progress=progress, callback=callback, **engine).fit(data)
+    hist = out["history"][-tail:]
+    info = {"steps": out["steps"], "seconds": out["seconds"]}
+    keys = hist[0].keys() if hist else ["loss"]
+    for k in keys:
+        info[k] = sum(h[k] for h in hist) / len(hist) if hist else math.nan
+    return info
 
 
 __all__ = ["VQVAE", "VQVAEOutput"]

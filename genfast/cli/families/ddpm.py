@@ -149,12 +149,19 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.data import load_dataset
+    from genfast.cli._training import (
+        engine_kwargs,
+        eval_hook,
+        is_main,
+        load_train_data,
+        prepare_out,
+        setup_distributed,
+    )
     from genfast.models.ddpm import DDPM
 
-    device = resolve_device(args.device)
-    images, labels = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
-    _, c, h, w = images.shape
+    _, device = setup_distributed(resolve_device(args.device))
+    images, labels, (c, h, w), k, n = load_train_data(args)
+    out_dir = prepare_out(args.out, args)
     mult = _parse_mult(args.channel_mult)
     f = 2 ** (len(mult) - 1)
     if h % f or w % f:
@@ -162,9 +169,7 @@ def train(args) -> int:
             f"images are {h}x{w}; --channel-mult {args.channel_mult} needs sides divisible by {f} "
             "(use --image-size for image folders)"
         )
-    num_classes = None
-    if labels is not None and not args.unconditional:
-        num_classes = int(labels.max()) + 1
+    num_classes = k if not args.unconditional else None
     torch.manual_seed(args.seed)
     model = DDPM(
         image_size=(h, w),
@@ -177,12 +182,13 @@ def train(args) -> int:
         ema_decay=args.ema_decay,
     ).to(device)
     n_params = sum(p.numel() for p in model.unet.parameters())
-    print(
-        f"train ddpm: {len(images)} images {c}x{h}x{w} from {args.data}, "
-        f"{'conditional on ' + str(num_classes) + ' classes' if num_classes else 'unconditional'}, "
-        f"{n_params / 1e6:.2f} M parameters, device {device}",
-        flush=True,
-    )
+    if is_main():
+        print(
+            f"train ddpm: {n} images {c}x{h}x{w} from {args.data}, "
+            f"{'conditional on ' + str(num_classes) + ' classes' if num_classes else 'unconditional'}, "
+            f"{n_params / 1e6:.2f} M parameters, device {device}",
+            flush=True,
+        )
     info = model.fit(
         images,
         labels if num_classes else None,
@@ -191,8 +197,12 @@ def train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        progress=args.progress,
+        progress=args.progress and is_main(),
+        eval_fn=eval_hook(args, model),
+        **engine_kwargs(args, out_dir),
     )
+    if not is_main():
+        return 0
     extra = {"data": str(args.data), "image_size": args.image_size, "channels": args.channels}
     out = model.save(args.out, extra=extra)
     print(f"trained {info['steps']} steps in {info['seconds']:.1f} s, loss {info['loss']:.4f}")
@@ -246,6 +256,12 @@ def sample(args) -> int:
 
     device = resolve_device(args.device)
     model = _load_model(args.checkpoint, device)
+    if getattr(args, "num_samples", None) is not None:
+        from genfast.cli._training import sharded_sample
+
+        return sharded_sample(args, model, sampler=args.sampler, num_inference_steps=args.steps,
+                              class_labels=args.class_label, guidance_scale=args.guidance_scale,
+                              negative_class=args.negative_class, eta=args.eta, backend=args.backend)
     t0 = time.perf_counter()
     images = model.sample(
         args.n,

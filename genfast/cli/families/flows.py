@@ -168,21 +168,28 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.data import load_dataset
+    from genfast.cli._training import (
+        engine_kwargs,
+        eval_hook,
+        is_main,
+        load_train_data,
+        prepare_out,
+        setup_distributed,
+    )
     from genfast.models import fit_flow
 
-    device = resolve_device(args.device)
-    images, _ = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
+    _, device = setup_distributed(resolve_device(args.device))
+    images, _, shape, _, n = load_train_data(args)
+    out_dir = prepare_out(args.out or f"outputs/{args.name}", args)
     cfg = _model_cfg(args)
-    cfg.update({"data": str(args.data), "num_bins": _num_bins(args.data, images)})
+    cfg.update({"data": str(args.data),
+                "num_bins": _num_bins(args.data, images) if isinstance(images, torch.Tensor) else 256})
     torch.manual_seed(args.seed)
-    model = _build(args.name, tuple(images.shape[1:]), cfg).to(device)
+    model = _build(args.name, shape, cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"train {args.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))} from {args.data}, "
-        f"{n_params / 1e6:.2f} M parameters, device {device}",
-        flush=True,
-    )
+    if is_main():
+        print(f"train {args.name}: {n} images {'x'.join(map(str, shape))} from {args.data}, "
+              f"{n_params / 1e6:.2f} M parameters, device {device}", flush=True)
     info = fit_flow(
         model,
         images,
@@ -192,9 +199,13 @@ def train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        progress=args.progress,
+        progress=args.progress and is_main(),
+        eval_fn=eval_hook(args, model, cfg["num_bins"]),
+        **engine_kwargs(args, out_dir),
     )
-    out = _save(model, args.name, args.out or f"outputs/{args.name}", cfg)
+    if not is_main():
+        return 0
+    out = _save(model, args.name, out_dir, cfg)
     print(
         f"trained {info['steps']} steps in {info['seconds']:.1f} s, train {info['bits_per_dim']:.3f} bits/dim"
     )
@@ -230,6 +241,10 @@ def sample(args) -> int:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     device = resolve_device(args.device)
     model, cfg = _load(args.checkpoint, device, args.name)
+    if getattr(args, "num_samples", None) is not None:
+        from genfast.cli._training import sharded_sample
+
+        return sharded_sample(args, model, temperature=args.temperature)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
     images = model.sample(args.n, temperature=args.temperature, generator=gen)

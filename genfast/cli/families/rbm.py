@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -140,28 +141,34 @@ def add_train_args(p) -> None:
 
 def train(args) -> int:
     from genfast.cli import resolve_device
+    from genfast.cli._training import engine_kwargs, is_main, prepare_out, setup_distributed
 
-    device = resolve_device(args.device)
+    _, device = setup_distributed(resolve_device(args.device))
     hidden = _hidden_arg(args.hidden)
     if args.name == "rbm" and len(hidden) != 1:
         raise ValueError("--hidden: an rbm has one hidden layer")
     for opt in ("epochs", "batch_size", "k"):
         if getattr(args, opt) < 1:
             raise ValueError(f"--{opt.replace('_', '-')} must be >= 1")
+    out_file = Path(args.out or f"outputs/{args.name}/model.safetensors")
+    if args.name == "dbn" and (args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ValueError("--resume and torchrun train an rbm; a dbn trains its layers one after the other in one "
+                         "process")
+    run_dir = prepare_out(out_file.parent, args) if args.name == "rbm" else None
     x, shape = _binarised(args.data, "train", device)
     model = _build(args.name, x.shape[1], hidden, args.seed, device, args.backend)
     t = time.perf_counter()
     kw = dict(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, k=args.k, persistent=args.persistent
     )
-    if args.progress:
-        from tqdm.auto import tqdm
-
-        kw["progress"] = lambda it: tqdm(it, desc="epochs", leave=False)
+    if args.progress and is_main():
+        kw["progress"] = True
+    if run_dir is not None:
+        kw.update(engine_kwargs(args, run_dir))
     hist = model.fit(x, **kw)
-    out = _save(
-        model, args.out or f"outputs/{args.name}/model.safetensors", args.name, x.shape[1], hidden, shape, args.seed
-    )
+    if not is_main():
+        return 0
+    out = _save(model, out_file, args.name, x.shape[1], hidden, shape, args.seed)
     last = hist[-1] if args.name == "rbm" else hist[-1][-1]
     print(
         f"trained {args.name} in {time.perf_counter() - t:.1f} s; reconstruction error {last:.4f}; "
@@ -195,6 +202,14 @@ def sample(args) -> int:
         raise ValueError("--n and --k must be >= 1")
     device = resolve_device(args.device)
     model, ck = _load(args.model, device, args.backend, args.name)
+    if getattr(args, "num_samples", None) is not None:
+        if ck["family"] == "dbn":
+            raise ValueError("--num-samples: sharded sampling is not available for a DBN; use --n")
+        from genfast.cli._training import sharded_sample
+
+        if args.out is None:
+            raise ValueError("--num-samples needs --out DIR")
+        return sharded_sample(args, model, k=args.k)
     probs = _fantasies(model, ck["family"], args.n, args.k)
     img = (probs.float().cpu() * 2 - 1).reshape(args.n, *ck["image_shape"])
     out = save_image_grid(img, args.out or Path(args.model).with_name("samples.png"))

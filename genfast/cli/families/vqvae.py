@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 NAMES = ("vqvae", "vqvae-prior")
+# sampling needs the prior and the VQ-VAE together: no --num-samples yet
+SHARDED_SAMPLING = False
 HELP = "VQ-VAE (van den Oord et al. 2017) with the fused VQ kernels, and an autoregressive transformer prior"
 DEMO_ORDER = 30
 # 70 s on the 2-core CPU machine: about 30 s of VQ-VAE training, 20 s of prior training, the
@@ -127,7 +129,13 @@ def train(args) -> int:
     _positive("steps", args.steps)
     _positive("time-budget", args.time_budget)
     _positive("batch-size", args.batch_size)
-    device = resolve_device(args.device)
+    from genfast.cli._training import engine_kwargs, is_main, prepare_out, setup_distributed
+
+    _, device = setup_distributed(resolve_device(args.device))
+    # the run files (checkpoint with training state, metrics.csv, loss.png) of each of the two models
+    # go to a subfolder, as the folder itself holds both models' final files
+    run = Path(args.out if args.name == "vqvae" else (args.checkpoint or args.out))
+    run = prepare_out(run / ("vqvae_run" if args.name == "vqvae" else "prior_run"), args)
     torch.manual_seed(args.seed)
     if args.name == "vqvae":
         images, _ = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
@@ -152,8 +160,11 @@ def train(args) -> int:
             batch_size=args.batch_size,
             lr=args.lr or 2e-3,
             seed=args.seed,
-            progress=args.progress,
+            progress=args.progress and is_main(),
+            **engine_kwargs(args, run),
         )
+        if not is_main():
+            return 0
         model.training_info["grid"] = list(model.grid_shape(tuple(images.shape[2:])))
         out = model.save(
             args.out, extra={"data": str(args.data), "image_size": args.image_size, "channels": args.channels}
@@ -187,8 +198,11 @@ def train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr or 1e-3,
         seed=args.seed,
-        progress=args.progress,
+        progress=args.progress and is_main(),
+        **engine_kwargs(args, run),
     )
+    if not is_main():
+        return 0
     out = prior.save(ckpt, extra={"grid": list(codes.shape[1:])})
     print(f"trained {info['steps']} steps in {info['seconds']:.1f} s, NLL {info['loss']:.3f} nats per code")
     print(f"checkpoint: {Path(out).resolve()}")

@@ -105,31 +105,40 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.data import load_dataset, save_image_grid
+    from genfast.cli._training import (
+        engine_kwargs,
+        eval_hook,
+        is_main,
+        load_train_data,
+        prepare_out,
+        setup_distributed,
+    )
+    from genfast.data import save_image_grid
 
-    device = resolve_device(args.device)
+    _, device = setup_distributed(resolve_device(args.device))
     if args.steps < 1 and args.time_budget is None:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    images, labels = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
-    num_classes = int(labels.max()) + 1 if labels is not None else None
+    images, labels, shape, num_classes, n = load_train_data(args)
+    out = prepare_out(args.out or f"outputs/{args.name}", args)
     torch.manual_seed(args.seed)
-    model = build(args.name, tuple(images.shape[1:]), num_examples=len(images), num_classes=num_classes,
-                  **_overrides(args)).to(device)
-    out = Path(args.out or f"outputs/{args.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"train {args.name}: {len(images)} images {'x'.join(map(str, images.shape[1:]))} from {args.data}, "
-          f"{model.num_parameters() / 1e6:.2f} M parameters, device {device}", flush=True)
+    model = build(args.name, shape, num_examples=n, num_classes=num_classes, **_overrides(args)).to(device)
+    if is_main():
+        print(f"train {args.name}: {n} images {'x'.join(map(str, shape))} from {args.data}, "
+              f"{model.num_parameters() / 1e6:.2f} M parameters, device {device}", flush=True)
 
     def grid(step, _losses):
-        if args.grid_every and step % args.grid_every == 0 and model.can_sample:
+        if args.grid_every and step % args.grid_every == 0 and model.can_sample and is_main():
             save_image_grid(model.sample(64, generator=torch.Generator().manual_seed(args.seed)).cpu(),
                             out / f"samples_step{step:06d}.png")
             model.train()
 
     info = model.fit(images, labels, steps=args.steps if args.steps >= 1 else None, time_budget_s=args.time_budget,
-                     batch_size=args.batch_size, seed=args.seed, progress=args.progress, callback=grid)
+                     batch_size=args.batch_size, seed=args.seed, progress=args.progress and is_main(), callback=grid,
+                     eval_fn=eval_hook(args, model), **engine_kwargs(args, out))
+    if not is_main():
+        return 0
     model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "channels": args.channels,
                            "name": args.name})
     save_image_grid(model.sample(64, generator=torch.Generator().manual_seed(args.seed)).cpu(), out / "samples.png")
@@ -168,9 +177,13 @@ def sample(args) -> int:
     from genfast.cli import resolve_device
     from genfast.data import save_image_grid
 
+    model = _load(args.checkpoint, resolve_device(args.device), args.name)
+    if getattr(args, "num_samples", None) is not None:
+        from genfast.cli._training import sharded_sample
+
+        return sharded_sample(args, model)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    model = _load(args.checkpoint, resolve_device(args.device), args.name)
     t0 = time.perf_counter()
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
     dt = time.perf_counter() - t0

@@ -1,0 +1,214 @@
+"""Options and helpers that every ``genfast train`` / ``genfast sample`` command shares: the run
+folder (``--resume``, ``--overwrite``, ``--save-every``, ``--tensorboard``), data in any form
+(``--data digits | FILE.idx | FOLDER | torchvision:NAME`` with ``--data-root`` and
+``--download``), torchrun's process group, and sampling sharded over ranks (``--num-samples``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+__all__ = ["add_engine_args", "add_sharded_sample_args", "engine_kwargs", "eval_hook", "is_main", "load_train_data",
+           "prepare_out", "setup_distributed", "sharded_sample"]
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The training-run options of every ``genfast train NAME``."""
+    g = p.add_argument_group("run folder, data and processes")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same options as the first run)")
+    g.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    g.add_argument("--save-every", type=int, default=500, metavar="N",
+                   help="write OUT/checkpoint every N steps (and on Ctrl-C / SIGTERM; 0: only at the end)")
+    g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard under OUT/tensorboard")
+    g.add_argument("--data-root", default="data", help="folder of torchvision data sets (default ./data)")
+    g.add_argument("--download", action="store_true",
+                   help="let torchvision download a data set missing from --data-root")
+    g.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every N steps log an evaluation figure to metrics.csv: the Frechet digit distance of 256 "
+                        "samples (digits data; DDPM by DDIM 50 steps) or a flow's test bits/dim (0: never)")
+
+
+def add_sharded_sample_args(p: argparse.ArgumentParser) -> None:
+    """``--num-samples`` (sharded sampling into a folder) for every ``genfast sample NAME``."""
+    g = p.add_argument_group("sampling into a folder (any number of processes under torchrun)")
+    g.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help="draw N samples split over the ranks, into OUT/samples/*.png and OUT/samples.npz "
+                        "(--out is then a folder); the images do not depend on the number of processes")
+    g.add_argument("--chunk-size", type=int, default=64, metavar="C",
+                   help="samples per call; keep it fixed to get the same images (default 64)")
+    g.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
+
+
+def setup_distributed(device):
+    """Join torchrun's process group when ``WORLD_SIZE > 1`` (gloo on CPU, NCCL on CUDA, each rank
+    on ``cuda:LOCAL_RANK``); returns ``(DistInfo, device)``."""
+    import torch
+
+    from genfast.training.distributed import init_from_env
+
+    d = init_from_env(device)
+    if d.enabled and torch.device(device).type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return d, device
+
+
+def is_main() -> bool:
+    """True on rank 0 (or without a process group): only it prints and writes files."""
+    from genfast.training.distributed import info
+
+    return info().is_main
+
+
+def prepare_out(out, args) -> Path:
+    """The run folder ``out``, checked before anything is trained.
+
+    Raises:
+        ValueError: ``out`` is a file, or a non-empty folder without ``--resume``/``--overwrite``.
+    """
+    from genfast.training.state import check_out_dir
+
+    out = Path(out)
+    check_out_dir(out, resume=bool(getattr(args, "resume", False)), overwrite=bool(getattr(args, "overwrite", False)),
+                  main=is_main())
+    return out
+
+
+def engine_kwargs(args, out: Path) -> dict:
+    """Trainer options from the command line (the folder was checked by :func:`prepare_out`)."""
+    if args.save_every < 0:
+        raise ValueError(f"--save-every must be >= 0, got {args.save_every}")
+    if args.eval_every < 0:
+        raise ValueError(f"--eval-every must be >= 0, got {args.eval_every}")
+    return {"out_dir": out, "resume": bool(args.resume), "overwrite": bool(args.overwrite),
+            "save_every": int(args.save_every), "tensorboard": bool(args.tensorboard),
+            "eval_every": int(args.eval_every)}
+
+
+def eval_hook(args, model, num_bins: int = 256):
+    """The ``eval_fn(step) -> dict`` of ``--eval-every`` for ``model`` (None when it has none here):
+    the Frechet digit distance and classes present of 256 samples on the digits, a flow's bits/dim
+    on the test split. Sampling uses a fixed seed, so the figures of two steps are comparable."""
+    import torch
+
+    if not getattr(args, "eval_every", 0):
+        return None
+    from genfast.models.flows import FlowModel
+
+    if isinstance(model, FlowModel):
+        test, _, _, _, _ = load_train_data(args, "test")
+        if not isinstance(test, torch.Tensor):
+            return None
+        test = test[:512]
+
+        @torch.no_grad()
+        def flow_eval(step):
+            was = model.training
+            model.eval()
+            bpd = model.bits_per_dim(test.to(next(model.parameters()).device), num_bins,
+                                     generator=torch.Generator().manual_seed(0)).mean()
+            model.train(was)
+            return {"test_bits_per_dim": float(bpd)}
+
+        return flow_eval
+    if str(args.data) != "digits":
+        return None
+    from genfast.metrics import DigitMetric
+    from genfast.models.ddpm import DDPM
+
+    metric = DigitMetric.from_data()
+
+    def fdd(step):
+        was = model.training
+        if isinstance(model, DDPM):
+            x = model.sample(256, sampler="ddim", num_inference_steps=50, seed=0)
+        elif getattr(model, "can_sample", False):
+            x = model.sample(256, generator=torch.Generator().manual_seed(0))
+        else:
+            return {}
+        model.train(was)
+        r = metric.report(x.float().cpu())
+        return {"fdd": float(r["fdd"]), "classes_present": float(r["classes_present"])}
+
+    return fdd
+
+
+class _TorchvisionImages:
+    """A torchvision data set as ``(image [C, H, W] float32 in [-1, 1], label)`` items."""
+
+    def __init__(self, ds, size, channels):
+        self.ds, self.size, self.channels = ds, size, channels
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import numpy as np
+        import torch
+
+        img, label = self.ds[i]
+        if self.channels == 1:
+            img = img.convert("L")
+        elif self.channels == 3 or img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        if self.size:
+            img = img.resize((self.size, self.size))
+        a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())
+        a = a.unsqueeze(0) if a.dim() == 2 else a.permute(2, 0, 1)
+        return a / 127.5 - 1.0, int(label)
+
+
+def load_train_data(args, split: str = "train"):
+    """``--data`` as ``(data, labels, image_shape, num_classes, n)``: a tensor (with labels or None)
+    for digits, IDX files and image folders, a streaming ``Dataset`` for ``torchvision:NAME``.
+
+    Raises:
+        ValueError: an unknown torchvision data set, torchvision missing, or its files missing
+            without ``--download`` (the message says how to fix it).
+    """
+    data = str(args.data)
+    size, channels = getattr(args, "image_size", None), getattr(args, "channels", None)
+    if not data.startswith("torchvision:"):
+        from genfast.data import load_dataset
+
+        images, labels = load_dataset(data, split, size=size, channels=channels)
+        k = int(labels.max()) + 1 if labels is not None else None
+        return images, labels, tuple(images.shape[1:]), k, len(images)
+    name = data.split(":", 1)[1]
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise ValueError(f"--data {data} needs torchvision (pip install torchvision)") from None
+    klass = getattr(tvd, name, None)
+    if not isinstance(klass, type):
+        raise ValueError(f"--data {data}: torchvision.datasets has no data set {name!r} (e.g. MNIST, CIFAR10)")
+    root = Path(getattr(args, "data_root", "data"))
+    kwargs = {"root": str(root), "download": bool(getattr(args, "download", False))}
+    try:
+        ds = klass(train=split == "train", **kwargs)
+    except TypeError:  # data sets with a split argument instead of train=
+        ds = klass(split=split, **kwargs)
+    except RuntimeError as exc:
+        raise ValueError(f"--data {data}: not found under --data-root {root} ({exc}); pass --download to fetch "
+                         "it, or point --data-root at the files") from None
+    wrapped = _TorchvisionImages(ds, size, channels)
+    x0, _ = wrapped[0]
+    classes = getattr(ds, "classes", None)
+    return wrapped, None, tuple(x0.shape), (len(classes) if classes else None), len(wrapped)
+
+
+def sharded_sample(args, model, **options) -> int:
+    """``genfast sample NAME --num-samples N --out DIR``: sample split over torchrun's ranks."""
+    from genfast.training.sampling import family_sampler, sample_sharded
+
+    if args.out is None:
+        raise ValueError("--num-samples needs --out DIR (the folder of the PNGs and the .npz)")
+    d, dev = setup_distributed(next(iter(model.parameters())).device)
+    model.to(dev)  # under torchrun with CUDA: this rank's GPU
+    images = sample_sharded(family_sampler(model, **options), args.num_samples, args.out, seed=args.seed,
+                            chunk_size=args.chunk_size, overwrite=args.overwrite)
+    if d.is_main:
+        print(f"{len(images)} samples from {d.world_size} process(es): {Path(args.out).resolve()}/samples/*.png "
+              "and samples.npz")
+    return 0
