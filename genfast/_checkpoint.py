@@ -337,7 +337,7 @@ def max_checkpoint_bytes() -> int:
     env = os.environ.get("GENFAST_MAX_CHECKPOINT_BYTES")
     if env:
         return int(env)
-    from genfast.ops._common import _available_bytes
+    from genfast._checks import _available_bytes
 
     avail = _available_bytes(torch.device("cpu"))
     return min(8 << 30, avail) if avail else 8 << 30
