@@ -1,0 +1,39 @@
+"""genfast train ldm / genfast sample ldm on tiny settings: the run folder, prompted samples with a
+negative prompt, and one-line errors (a word outside the vocabulary, a bad step count)."""
+
+from __future__ import annotations
+
+import pytest
+
+from genfast.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ldm") / "run"
+    rc = main(["train", "ldm", "--steps", "4", "--autoencoder-steps", "2", "--batch-size", "8", "--image-size", "16",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_the_run(run):
+    for name in ("config.json", "model.safetensors", "metrics.csv", "samples.png"):
+        assert (run / name).is_file(), name
+
+
+def test_sample_with_prompts(run, tmp_path, capsys):
+    png = tmp_path / "s.png"
+    rc = main(["sample", "ldm", "--checkpoint", str(run), "--prompt", "a thick seven", "--negative-prompt",
+               "slanted", "--guidance-scale", "2", "--sampler", "unipc", "--steps", "3", "--n", "4", "--out", str(png),
+               "--no-progress"])
+    assert rc == 0 and png.is_file()
+    assert "unipc" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(run, tmp_path, capsys):
+    rc = main(["sample", "ldm", "--checkpoint", str(run), "--prompt", "a blue seven", "--n", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown word" in err and "blue" in err and len(err.strip().splitlines()) == 1
+    rc = main(["train", "ldm", "--steps", "0", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--steps" in capsys.readouterr().err
