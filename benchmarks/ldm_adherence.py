@@ -1,0 +1,142 @@
+"""Prompt adherence of genfast.models.LatentDiffusion on the digits (issue 17, item 5): trains a
+model (fixed step counts, so machine load changes the time, not the figures), then measures with
+the digit classifier and the caption attributes:
+
+- asked digit: share of guided samples ("a <digit>") the classifier reads as that digit;
+- asked attribute: share of "a thick/thin/slanted/upright <digit>" samples showing it;
+- negative prompt: share of "a <digit>" samples that are slanted, without and with
+  negative_prompt="slanted";
+- Frechet digit distance of unguided samples (empty prompt, guidance 1) with floor and ceiling;
+- inpainting: the classifier's accuracy on test digits whose bottom half was regenerated from the
+  top half (empty prompt, and the digit's name as prompt).
+
+Samples are 32x32 and scored at 8x8 (4x4 average pooling, the classifier's input). Prints a
+Markdown table; with --write, replaces the "Latent diffusion" section of benchmarks/RESULTS.md.
+
+Usage: python benchmarks/ldm_adherence.py [--ae-steps 800] [--steps 2800] [--guidance 4] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from genfast.data import load_digits
+from genfast.data.captions import DIGIT_NAMES
+from genfast.metrics import DigitMetric
+from genfast.models import LatentDiffusion
+from genfast.models._zoo_base import ZooModel
+
+
+def to8(x):
+    return F.avg_pool2d(x, 4)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ae-steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=2800)
+    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--per-class", type=int, default=20)
+    ap.add_argument("--sampler", default="dpm++")
+    ap.add_argument("--model", default=None, help="reuse a saved model folder (skips training)")
+    ap.add_argument("--save", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    x, y = load_digits("train")
+    x32 = F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(-1, 1)
+    t0 = time.perf_counter()
+    if args.model:
+        model = ZooModel.load(args.model)
+        train_s = float("nan")
+    else:
+        model = LatentDiffusion(base_channels=32, autoencoder_steps=args.ae_steps)
+        model.fit(x32, y, steps=args.steps, batch_size=64, seed=0, progress=True)
+        train_s = time.perf_counter() - t0
+        if args.save:
+            model.save(args.save)
+    metric = DigitMetric.from_data()
+    cap = model.captioner
+    g, k = args.guidance, args.per_class
+    rows = []
+
+    def gen(prompt, neg=None, n=k, seed=0, w=g):
+        return model.sample(n, prompt=prompt, negative_prompt=neg, guidance_scale=w, sampler=args.sampler, seed=seed)
+
+    # asked digit
+    correct, total = 0, 0
+    for d in range(10):
+        s = gen(f"a {DIGIT_NAMES[d]}", seed=d)
+        correct += int((metric.predict(to8(s)) == d).sum())
+        total += s.shape[0]
+    rows.append(("asked digit present (\"a <digit>\")", f"{correct / total:.3f}", ">= 0.90"))
+    # asked attributes
+    for word in ("thick", "thin", "slanted", "upright"):
+        hit, tot, base = 0, 0, 0
+        for d in range(10):
+            lab = torch.full((k,), d)
+            s = gen(f"a {word} {DIGIT_NAMES[d]}", seed=100 + d)
+            hit += int(cap.has(s, lab, word).sum())
+            b = gen(f"a {DIGIT_NAMES[d]}", seed=100 + d)
+            base += int(cap.has(b, lab, word).sum())
+            tot += k
+        rows.append((f"asked attribute \"{word}\" (without the word)", f"{hit / tot:.3f} ({base / tot:.3f})",
+                     ">= 0.70"))
+    # negative prompt
+    without, with_neg = 0, 0
+    for d in range(10):
+        lab = torch.full((k,), d)
+        without += int(cap.has(gen(f"a {DIGIT_NAMES[d]}", seed=200 + d), lab, "slanted").sum())
+        with_neg += int(cap.has(gen(f"a {DIGIT_NAMES[d]}", "slanted", seed=200 + d), lab, "slanted").sum())
+    n = 10 * k
+    rows.append(("slanted share: prompt only / with negative \"slanted\"", f"{without / n:.3f} / {with_neg / n:.3f}",
+                 "cut at least by half"))
+    # unguided FDD
+    m = 500
+    s = torch.cat([model.sample(100, prompt="", guidance_scale=1.0, sampler=args.sampler, seed=300 + i)
+                   for i in range(m // 100)])
+    fdd = metric.frechet_distance(to8(s))
+    rows.append((f"Frechet digit distance, {m} unguided samples", f"{fdd:.2f} (floor {metric.floor(m):.2f}, "
+                 f"ceiling {metric.ceiling(m):.1f})", "<= 2x floor"))
+    # inpainting
+    xt, yt = load_digits("test")
+    xt32 = F.interpolate(xt[:200], size=32, mode="bilinear", align_corners=False).clamp(-1, 1)
+    yt = yt[:200]
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., 16:, :] = 0
+    for label, prompt in (("empty prompt", None), ("prompt \"a <digit>\"", [f"a {DIGIT_NAMES[int(v)]}" for v in yt])):
+        out = model.inpaint(xt32, mask, prompt, guidance_scale=1.0 if prompt is None else g, seed=7)
+        acc = float((metric.predict(to8(out)) == yt).float().mean())
+        rows.append((f"inpainting accuracy, bottom half regenerated ({label})", f"{acc:.3f}", ">= 0.85"))
+    total_s = time.perf_counter() - t0
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = (f"Latent diffusion adherence (benchmarks/ldm_adherence.py; UNet base 32, autoencoder {args.ae_steps} "
+            f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, {args.sampler} 25 steps, guidance {g}, "
+            f"{k} samples per digit and prompt; training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
+            f"thread(s) on the 2-core CPU, commit {commit})")
+    table = "| measure | value | target |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    print(head)
+    print(table)
+    if args.write:
+        p = Path(__file__).with_name("RESULTS.md")
+        text = p.read_text()
+        section = f"## Latent diffusion\n\n{head}\n\n{table}\n"
+        if "## Latent diffusion\n" in text:
+            a = text.index("## Latent diffusion\n")
+            b = text.find("\n## ", a + 1)
+            text = text[:a] + section + (text[b:] if b >= 0 else "")
+        else:
+            text = text.rstrip() + "\n\n" + section
+        p.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
