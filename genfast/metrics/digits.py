@@ -371,6 +371,46 @@ class DigitMetric:
             self._ceiling[n] = self.frechet_distance(noise)
         return self._ceiling[n]
 
+    def scores(self, images: torch.Tensor, metrics=("fdd",), *, kid_subsets: int = 100, kid_subset_size=None,
+               k: int = 3, seed: int = 0) -> dict:
+        """Chosen figures of generated images against the test split, on the classifier's features.
+
+        Args:
+            images: ``[N, C, H, W]`` floating tensor in [-1, 1], N >= 2.
+            metrics: any of ``"fdd"`` (Frechet digit distance), ``"kid"`` (kernel inception
+                distance on the same features, Binkowski et al. 2018: ``kid`` and ``kid_std``) and
+                ``"precision-recall"`` (Kynkaanniemi et al. 2019, k nearest neighbours:
+                ``precision`` and ``recall``).
+            kid_subsets, kid_subset_size: KID's subsets (size default ``min(N, test size, 1000)``).
+            k: the neighbourhood of precision/recall. seed: KID's subsets.
+
+        Returns:
+            dict of the figures asked for.
+
+        Raises:
+            ValueError: an unknown metric name (the message lists them), too few images.
+        """
+        from .kid import kernel_inception_distance
+        from .manifold import precision_recall
+
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        known = ("fdd", "kid", "precision-recall")
+        bad = [m for m in names if m not in known]
+        if bad:
+            raise ValueError(f"metrics must be among {known}, got {bad}")
+        feats = self.features(images)
+        out = {}
+        if "fdd" in names:
+            out["fdd"] = self.frechet_distance(images)
+        if "kid" in names:
+            size = min(len(feats), len(self._test_features), 1000) if kid_subset_size is None else kid_subset_size
+            g = torch.Generator().manual_seed(int(seed))
+            out["kid"], out["kid_std"] = kernel_inception_distance(self._test_features, feats, subsets=kid_subsets,
+                                                                   subset_size=size, generator=g)
+        if "precision-recall" in names:
+            out["precision"], out["recall"] = precision_recall(self._test_features, feats, k=k)
+        return out
+
     def report(self, images: torch.Tensor) -> dict:
         """Every figure of the metric for one set of generated images.
 

@@ -13,7 +13,6 @@ DEMO_ORDER = 10
 # the 2-core CPU machine (see demo_stage).
 DEMO_BUDGET_S = 240.0
 
-_BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 _W_CLASS = 1.5  # guidance weights of the demo: see demo_stage for the measurements
 _W_NEGATIVE = 2.0
 _NEG_STEPS = 200  # DDPM steps of the negative-class set
@@ -242,7 +241,7 @@ def add_sample_args(p) -> None:
         help="guide away from class K (replaces the unconditional branch; needs W > 1)",
     )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic)")
-    p.add_argument("--backend", default="auto", choices=_BACKENDS, help="backend of the fused sampling step")
+    p.add_argument("--backend", default="auto", choices=_backend_values(), help="backend of the fused sampling step")
     p.add_argument(
         "--out", default=None, help="PNG file for the grid (default: CHECKPOINT/samples_SAMPLER.png)"
     )
@@ -298,8 +297,11 @@ def add_eval_args(p) -> None:
     p.add_argument(
         "--data", default=None, help="labelled data set of the metric (default: the training data)"
     )
-    p.add_argument("--backend", default="auto", choices=_BACKENDS, help="backend of the fused sampling step")
+    p.add_argument("--backend", default="auto", choices=_backend_values(), help="backend of the fused sampling step")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    from genfast.cli._eval import add_metrics_arg
+
+    add_metrics_arg(p)
 
 
 def evaluate(args) -> int:
@@ -328,6 +330,9 @@ def evaluate(args) -> int:
     )
     dt = time.perf_counter() - t0
     r = metric.report(images)
+    from genfast.cli._eval import extra_figures, print_extra
+
+    r.update(extra_figures(args, metric, images))
     r.update({"sampler": args.sampler, "steps": args.steps, "data": data, "sample_seconds": dt})
     if args.json:
         print(json.dumps(r))
@@ -338,6 +343,7 @@ def evaluate(args) -> int:
     print(f"  ceiling (uniform noise, n={r['n']})  {r['ceiling']:.2f}")
     print(f"  classifier test accuracy  {100 * r['accuracy']:.1f}%")
     print(f"  {_coverage_line(r)}  ({r['classes_present']}/{len(r['coverage'])} present)")
+    print_extra(r)
     return 0
 
 
@@ -551,3 +557,10 @@ def demo_stage(ctx) -> list[dict]:
             }
         )
     return rows
+
+
+def _backend_values():
+    """Every backend value of this family's op (genfast._backends: "torch" and the variants too)."""
+    from genfast._backends import backend_values
+
+    return backend_values(None)

@@ -13,7 +13,6 @@ DEMO_ORDER = 40
 # sample grids, their Frechet digit distances and the test bits/dim (a few seconds).
 DEMO_BUDGET_S = 75.0
 
-_BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 
@@ -62,7 +61,7 @@ def _cfg_schema():
 
     schema = {k: RULES[k] for k in ("image_shape", "levels", "steps_per_level", "layers", "hidden")}
     schema.update(family=Rule("str", choices=("flows",)), name=Rule("str", choices=NAMES),
-                  backend=Rule("str", choices=_BACKENDS), num_bins=Rule("int", 2, 1 << 16),
+                  backend=Rule("str", choices=_backend_values()), num_bins=Rule("int", 2, 1 << 16),
                   data=Rule("str"))
     return schema
 
@@ -156,7 +155,7 @@ def add_train_args(p) -> None:
         default=None,
         help="width of the coupling / MADE networks (default 64 for glow/realnvp, 256 otherwise)",
     )
-    p.add_argument("--backend", default="auto", choices=_BACKENDS, help="backend of Glow's 1x1 convolutions")
+    p.add_argument("--backend", default="auto", choices=_backend_values(), help="backend of Glow's 1x1 convolutions")
     p.add_argument("--image-size", type=int, default=None, help="resize images of a folder to this side")
     p.add_argument(
         "--channels", type=int, default=None, choices=(1, 3), help="1 (grey) or 3 (RGB) for folders"
@@ -394,3 +393,10 @@ def demo_stage(ctx) -> list[dict]:
         }
     )
     return rows
+
+
+def _backend_values():
+    """Every backend value of this family's op (genfast._backends: "torch" and the variants too)."""
+    from genfast._backends import backend_values
+
+    return backend_values('invconv')

@@ -13,7 +13,6 @@ DEMO_ORDER = 40
 # about 25 s of training, 10 s of sampling and 15 s of AIS on the 2-core CPU machine
 DEMO_BUDGET_S = 60.0
 
-_BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 
 
 def _binarised(data: str, split: str, device):
@@ -135,7 +134,7 @@ def add_train_args(p) -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--k", type=int, default=1, help="Gibbs steps per update (CD-k)")
     p.add_argument("--persistent", action="store_true", help="persistent CD (Tieleman 2008)")
-    p.add_argument("--backend", default="auto", choices=_BACKENDS)
+    p.add_argument("--backend", default="auto", choices=_backend_values())
     p.add_argument("--out", default=None, help="model file (default outputs/<name>/model.safetensors)")
 
 
@@ -181,7 +180,7 @@ def add_sample_args(p) -> None:
     p.add_argument("--model", required=True, help="model file written by `genfast train rbm|dbn`")
     p.add_argument("--n", type=int, default=64, help="number of fantasy particles")
     p.add_argument("--k", type=int, default=1000, help="Gibbs steps from noise")
-    p.add_argument("--backend", default="auto", choices=_BACKENDS)
+    p.add_argument("--backend", default="auto", choices=_backend_values())
     p.add_argument("--out", default=None, help="PNG grid (default next to the model)")
 
 
@@ -302,3 +301,10 @@ def demo_stage(ctx) -> list[dict]:
         }
     )
     return rows
+
+
+def _backend_values():
+    """Every backend value of this family's op (genfast._backends: "torch" and the variants too)."""
+    from genfast._backends import backend_values
+
+    return backend_values('gibbs')

@@ -15,7 +15,6 @@ DEMO_ORDER = 30
 # rest for encoding, 64 prior samples, the metric and a kernel timing (see demo_stage).
 DEMO_BUDGET_S = 70.0
 
-_BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 _DEFAULT_OUT = "outputs/vqvae"
 
 
@@ -111,7 +110,7 @@ def add_train_args(p) -> None:
     p.add_argument("--d-model", type=int, default=64, help="prior width (default 64)")
     p.add_argument("--n-layers", type=int, default=2, help="prior layers (default 2)")
     p.add_argument("--n-heads", type=int, default=4, help="prior heads (default 4)")
-    p.add_argument("--backend", default="auto", choices=_BACKENDS, help="backend of the VQ kernels")
+    p.add_argument("--backend", default="auto", choices=_backend_values(), help="backend of the VQ kernels")
     p.add_argument("--image-size", type=int, default=None, help="resize folder images to this side")
     p.add_argument(
         "--channels", type=int, default=None, choices=(1, 3), help="1 or 3 channels for image folders"
@@ -261,6 +260,9 @@ def add_eval_args(p) -> None:
     p.add_argument("--checkpoint", required=True, help="folder with the VQ-VAE (and optionally its prior)")
     p.add_argument("--n", type=int, default=256, help="prior samples to score (default 256)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    from genfast.cli._eval import add_metrics_arg
+
+    add_metrics_arg(p)
 
 
 def evaluate(args) -> int:
@@ -284,8 +286,12 @@ def evaluate(args) -> int:
 
         prior = CodePrior.load(args.checkpoint, device=device)
         images = _sample_images(vq, prior, max(args.n, 2), args.seed)
-        rep = DigitMetric.from_data(device=device, progress=args.progress).report(images)
+        from genfast.cli._eval import extra_figures
+
+        metric = DigitMetric.from_data(device=device, progress=args.progress)
+        rep = metric.report(images)
         r.update({k: rep[k] for k in ("fdd", "floor", "ceiling", "ratio", "classes_present")})
+        r.update(extra_figures(args, metric, images))
     if args.json:
         print(json.dumps(r))
         return 0
@@ -444,3 +450,10 @@ def _demo(ctx, threads: int) -> list[dict]:
         }
     )
     return rows
+
+
+def _backend_values():
+    """Every backend value of this family's op (genfast._backends: "torch" and the variants too)."""
+    from genfast._backends import backend_values
+
+    return backend_values('vq')

@@ -200,6 +200,9 @@ def add_eval_args(p) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train NAME'")
     p.add_argument("--n", type=int, default=256, help="number of samples to score (default 256)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    from genfast.cli._eval import add_metrics_arg
+
+    add_metrics_arg(p)
 
 
 def evaluate(args) -> int:
@@ -221,6 +224,9 @@ def evaluate(args) -> int:
     metric = DigitMetric.from_data(device=device, progress=args.progress)
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
     r = metric.report(images)
+    from genfast.cli._eval import extra_figures, print_extra
+
+    r.update(extra_figures(args, metric, images))
     if model.likelihood_name:
         xt, _ = load_digits("test")
         r["likelihood"] = float(model.likelihood(xt.to(device)).mean())
@@ -231,6 +237,7 @@ def evaluate(args) -> int:
     print(f"eval {args.name}: {args.n} samples against the digits' test split")
     print(f"  Frechet digit distance  {r['fdd']:.2f}  (floor {r['floor']:.2f}, ceiling {r['ceiling']:.1f})")
     print(f"  classes present  {r['classes_present']}/{len(r['coverage'])}")
+    print_extra(r)
     if "likelihood" in r:
         print(f"  {r['likelihood_name']} on the test split  {r['likelihood']:.2f}")
     return 0
