@@ -15,11 +15,12 @@ from genfast.models.autoencoders import (
     DenoisingAE,
     sigmoid_jacobian_frobenius,
 )
+from genfast.models.dbn import DBN
 from genfast.models.ddpm import DDPM
 from genfast.models.flows import MAF, NICE, FlowModel, Glow, RealNVP, fit_flow
 from genfast.models.gans import DCGAN, VAEGAN, WGANGP, ConditionalGAN, DCGANDiscriminator, DCGANGenerator
 from genfast.models.ldm import KLAutoencoder, LatentDiffusion
-from genfast.models.rbm import DBN, BernoulliRBM, GaussianBernoulliRBM
+from genfast.models.rbm import BernoulliRBM, GaussianBernoulliRBM
 from genfast.models.vq_prior import CodePrior
 from genfast.models.vqvae import VQVAE, VQVAEOutput
 

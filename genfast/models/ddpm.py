@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from genfast.training.engine import EMA, Task
 
+from ._schedule import _alphas_cumprod
 from ._unet import UNet
 from ._zoo_base import build_and_load_weights, check_image_range
 
@@ -34,26 +35,6 @@ def _scheduler_classes():
     from genfast.samplers import DDIMScheduler, DDPMScheduler
 
     return {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
-
-
-def _alphas_cumprod(num_train_timesteps: int, beta_schedule: str, beta_start: float,
-                    beta_end: float) -> torch.Tensor:
-    """float32 ``[T]`` cumulative products of ``1 - beta`` for the training loss, computed as
-    diffusers' ``DDPMScheduler`` computes them (a test checks they are equal), so that training
-    does not import diffusers. ``squaredcos_cap_v2``: Nichol & Dhariwal (2021), eq. (17), betas
-    capped at 0.999."""
-    T = num_train_timesteps
-    if beta_schedule == "linear":
-        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
-    elif beta_schedule == "scaled_linear":
-        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
-    else:
-        def alpha_bar(t):
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        betas = torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)],
-                             dtype=torch.float32)
-    return torch.cumprod(1.0 - betas, dim=0)
 
 
 def _positive_int(name: str, value) -> int:

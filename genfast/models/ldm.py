@@ -30,9 +30,9 @@ from torch.nn import functional as F
 
 from genfast.models._dit import DiT
 from genfast.models._guided import denoise, start_index
+from genfast.models._schedule import _alphas_cumprod
 from genfast.models._unet import UNet
 from genfast.models._zoo_base import ZooModel, check_choice, check_float, check_int, check_n
-from genfast.models.ddpm import _alphas_cumprod
 
 __all__ = ["KLAutoencoder", "LatentDiffusion"]
 
