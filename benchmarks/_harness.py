@@ -112,7 +112,11 @@ def machine(device: str = "cpu") -> str:
     """One line naming the machine: GPU name, or CPU model, ISA and threads."""
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{cpu_model()}, {isa()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    import os
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu_model()}, {isa()}, {torch.get_num_threads()} threads (torch {torch.__version__}); "
+            f"1-minute load average {load:.1f} when the table was written")
 
 
 def commit() -> str:
