@@ -107,6 +107,7 @@ def backends() -> dict:
     }
 
 
+@functools.cache
 def backend_values(family: str | None = None) -> tuple:
     """Every accepted ``backend`` value of an op family (``"gibbs"``, ``"vq"``, ``"invconv"``,
     or None for the ops without variants): :data:`BACKENDS` plus ``"<base>:<variant>"`` for each
