@@ -35,7 +35,7 @@ def test_flow_interpolation_endpoints_are_the_inputs(digits):
     from genfast.models import RealNVP
 
     torch.manual_seed(0)
-    flow = train_family("realnvp", digits[0], steps=20)
+    flow = train_family("realnvp", digits[0], steps=2)  # exactness needs no training
     assert isinstance(flow, RealNVP)
     x0, x1 = digits[1][:1], digits[1][1:2]
     strip = interpolate(flow, x0, x1, steps=5)
@@ -108,8 +108,9 @@ def test_attributes_rules():
     terc = attribute_terciles(load_digits("train")[0])
     assert terc.shape == (3, 2) and (terc[:, 0] <= terc[:, 1]).all()
     d = discretize_attributes(digit_attributes(load_digits("train")[0]), terc)
-    counts = torch.stack([(d == k).float().mean(0) for k in range(3)])
-    assert (counts > 0.2).all()  # terciles: about a third each
+    counts = torch.stack([(d == k).float().mean(0) for k in range(3)])  # [tercile, attribute]
+    assert (counts[:, :2] > 0.3).all()  # thickness and slant: a third each
+    assert (counts[:, 2] > 0.1).all()  # size is a whole number of pixels: ties make uneven thirds
     with pytest.raises(ValueError, match="images"):
         digit_attributes(torch.zeros(2, 3, 8, 8))
 
