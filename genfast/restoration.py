@@ -350,7 +350,7 @@ def _grid(model, num_steps: int) -> list[int]:
 
 @torch.no_grad()
 def ddpm_restore(model, shown: torch.Tensor, info: dict, task: str, num_steps: int = 100, resample: int = 2,
-                 rcond: float = 0.1, seed: int = 0, batch_size: int = 512) -> torch.Tensor:
+                 rcond: float = 0.1, seed: int = 0, batch_size: int = 512, clip: bool = True) -> torch.Tensor:
     """Restores corrupted images with a trained DDPM as the prior (no training on the task).
 
     Ancestral sampling on a respaced grid of ``num_steps`` timesteps (the DDPM posterior
@@ -371,9 +371,11 @@ def ddpm_restore(model, shown: torch.Tensor, info: dict, task: str, num_steps: i
         rcond: relative cut-off of the pseudo-inverse's singular values (deblurring).
         seed: seed of the sampling noise.
         batch_size: images per UNet call.
+        clip: clamp the result to [-1, 1] (False keeps the last projection exact: ``A`` of the
+            result equals the observation for super-resolution).
 
     Returns:
-        ``[N, C, H, W]`` float32 CPU restored images in [-1, 1].
+        ``[N, C, H, W]`` float32 CPU restored images (in [-1, 1] with ``clip``).
 
     Raises:
         TypeError / ValueError: not a DDPM, bad task, images or settings.
@@ -457,7 +459,7 @@ def ddpm_restore(model, shown: torch.Tensor, info: dict, task: str, num_steps: i
         x0 = proj(x0)
     if known is not None:
         x0 = mask * known + (1 - mask) * x0
-    return x0.float().clamp(-1, 1)
+    return x0.float().clamp(-1, 1) if clip else x0.float()
 
 
 # ----------------------------------------------------------------------------- the table
