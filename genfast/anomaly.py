@@ -343,7 +343,7 @@ def score_gan(model, images: torch.Tensor, batch_size: int = 1024) -> torch.Tens
 
     Source: Schlegl et al. 2017, "Unsupervised anomaly detection with GANs" (AnoGAN), eq. 4-5.
     """
-    from genfast.models import VAEGAN, WGANGP, ConditionalGAN, DCGAN
+    from genfast.models import DCGAN, VAEGAN, WGANGP, ConditionalGAN
 
     if isinstance(model, ConditionalGAN) or not isinstance(model, (DCGAN, WGANGP, VAEGAN)):
         raise TypeError(f"model must be a genfast DCGAN, WGANGP or VAEGAN, got {type(model).__name__}")
@@ -371,7 +371,7 @@ def anomaly_score(model, images: torch.Tensor, **kwargs) -> torch.Tensor:
     Raises:
         TypeError: a model without a score (GLO, the conditional GAN, VQ-VAE, DBN, ...).
     """
-    from genfast.models import AE, DDPM, VAE, VAEGAN, WGANGP, BernoulliRBM, ConditionalGAN, DCGAN, FlowModel
+    from genfast.models import AE, DCGAN, DDPM, VAE, VAEGAN, WGANGP, BernoulliRBM, ConditionalGAN, FlowModel
 
     if isinstance(model, FlowModel):
         return score_flow(model, images, **kwargs)

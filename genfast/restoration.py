@@ -278,7 +278,7 @@ class RedNet(nn.Module):
         """Restores ``x`` ``[B, C, H, W]``; returns ``[B, C, H, W]``."""
         h = x
         saved = []
-        for i, conv in enumerate(self.convs):
+        for conv in self.convs:
             h = F.relu(conv(h))
             saved.append(h)
         for i, deconv in enumerate(self.deconvs):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import genfast.ops as O
 
-__all__ = ["ParallelTempering", "class_coverage", "fit_pt", "geometric_betas", "pt_sample"]
+__all__ = ["ParallelTempering", "class_coverage", "coverage_experiment", "fit_pt", "geometric_betas", "pt_sample"]
 
 
 def geometric_betas(num_temperatures: int = 10, beta_min: float = 0.1) -> torch.Tensor:
@@ -238,3 +238,61 @@ def class_coverage(images: torch.Tensor, metric=None) -> dict:
     ent = float(-(p[p > 0] * p[p > 0].log()).sum())
     return {"classes": int((counts > 0).sum()), "counts": counts.tolist(), "entropy": ent,
             "uniform_entropy": math.log(metric.num_classes)}
+
+
+def coverage_experiment(n_hidden: int = 128, epochs: int = 15, n: int = 100, gibbs_steps: int = 1000,
+                        num_temperatures: int = 10, beta_min: float = 0.1, seed: int = 0, log=None) -> list[dict]:
+    """Class coverage of RBM samples with and without parallel tempering, at equal Gibbs budgets.
+
+    Two RBMs on the binarised digits (``n_hidden`` units, batch 50, lr 0.05, ``epochs``
+    epochs): one trained by PCD-1 (the zoo's recipe), one by :func:`fit_pt`. Each is sampled
+    ``n`` times by plain Gibbs (``gibbs_steps`` steps from uniform noise, ``genfast sample
+    rbm``'s sampler) and by :func:`pt_sample` with ``gibbs_steps // num_temperatures`` sweeps
+    (the same number of Gibbs steps in all), and the samples' classes are counted by the digit
+    classifier (:func:`class_coverage`).
+
+    Args:
+        n_hidden, epochs: the RBMs.
+        n: particles per sampler.
+        gibbs_steps: Gibbs steps per particle (PT: summed over the ladder).
+        num_temperatures, beta_min: the ladder (:func:`geometric_betas`).
+        seed: seed of the RBMs and the samplers.
+        log: optional ``log(str)``.
+
+    Returns:
+        One dict per (training, sampler): ``training``, ``sampler``, ``classes``, ``entropy``,
+        ``counts``, ``seconds`` (training + sampling of that row's model and sampler).
+    """
+    import time
+
+    from genfast.data import load_digits
+    from genfast.metrics import DigitMetric
+    from genfast.models import BernoulliRBM
+
+    x = (load_digits("train")[0].flatten(1) > 0).float()
+    metric = DigitMetric.from_data()
+    betas = geometric_betas(num_temperatures, beta_min)
+    rows = []
+    for training in ("PCD-1", "PT"):
+        t0 = time.perf_counter()
+        rbm = BernoulliRBM(64, n_hidden, seed=seed)
+        if training == "PCD-1":
+            rbm.fit(x, epochs=epochs, batch_size=50, lr=0.05, k=1, persistent=True)
+        else:
+            fit_pt(rbm, x, epochs=epochs, batch_size=50, lr=0.05, betas=betas, seed=seed)
+        train_s = time.perf_counter() - t0
+        for sampler in ("Gibbs", "PT"):
+            t1 = time.perf_counter()
+            if sampler == "Gibbs":
+                start = rbm._bernoulli(torch.full((n, 64), 0.5))
+                p = rbm.gibbs_full(start, gibbs_steps).v_prob.float()
+            else:
+                p = pt_sample(rbm, n, sweeps=max(1, gibbs_steps // num_temperatures), betas=betas)
+            cov = class_coverage(p.view(n, 1, 8, 8) * 2 - 1, metric)
+            row = {"training": training, "sampler": sampler, "classes": cov["classes"], "entropy": cov["entropy"],
+                   "counts": cov["counts"], "seconds": train_s + time.perf_counter() - t1}
+            rows.append(row)
+            if log:
+                log(f"train {training}, sample {sampler}: {row['classes']} classes, entropy {row['entropy']:.2f}, "
+                    f"counts {row['counts']}")
+    return rows

@@ -201,7 +201,8 @@ def table(args) -> int:
         except (OSError, subprocess.SubprocessError):
             commit = "unknown"
         body = (f"`genfast anomaly-table --families {','.join(fams)} --classes {','.join(map(str, classes))} "
-                f"--steps-scale {args.steps_scale:g} --seed {args.seed}`: {platform.processor() or platform.machine()}, "
+                f"--steps-scale {args.steps_scale:g} --seed {args.seed}`: "
+                f"{platform.processor() or platform.machine()}, "
                 f"{torch.get_num_threads()} threads, {device}, {datetime.date.today()}, commit {commit}, total "
                 f"{total:.0f} s.\n\n"
                 "One-class-out protocol on scikit-learn's digits (1437 train / 360 test, seeded split): each "
