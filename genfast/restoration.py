@@ -463,7 +463,7 @@ def ddpm_restore(model, shown: torch.Tensor, info: dict, task: str, num_steps: i
 
 
 # ----------------------------------------------------------------------------- the table
-def restoration_table(tasks=TASKS, steps: int = 1500, ddpm=None, ddpm_steps: int = 3000, ddpm_grid: int = 100,
+def restoration_table(tasks=TASKS, steps: int = 1500, ddpm=None, ddpm_steps: int = 1500, ddpm_grid: int = 100,
                       n_test: int | None = None, seed: int = 0, device="cpu", log=None) -> list[dict]:
     """PSNR, SSIM and digit-classifier accuracy of every restorer on every task (test split).
 
@@ -474,7 +474,7 @@ def restoration_table(tasks=TASKS, steps: int = 1500, ddpm=None, ddpm_steps: int
     Args:
         tasks: subset of :data:`TASKS`.
         steps: training steps of each network, >= 1.
-        ddpm: a trained :class:`genfast.models.DDPM`, None to train one (width 32, multipliers
+        ddpm: a trained :class:`genfast.models.DDPM`, None to train one (width 16, multipliers
             (1, 2), ``ddpm_steps`` steps of batch 128), or False to skip the DDPM rows.
         ddpm_steps: training steps when ``ddpm`` is None.
         ddpm_grid: respaced grid of :func:`ddpm_restore`.
@@ -514,7 +514,7 @@ def restoration_table(tasks=TASKS, steps: int = 1500, ddpm=None, ddpm_steps: int
 
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        ddpm = DDPM(image_size=8, base_channels=32, channel_mult=(1, 2)).to(device)
+        ddpm = DDPM(image_size=8, base_channels=16, channel_mult=(1, 2)).to(device)
         ddpm.fit(xtr, steps=ddpm_steps, batch_size=128, seed=seed, progress=False)
         ddpm.eval()
         say(f"trained the DDPM prior: {ddpm_steps} steps in {time.perf_counter() - t0:.0f} s")

@@ -17,7 +17,8 @@ def _add_table(sub, common) -> None:
     p.add_argument("--tasks", default="denoise,inpaint,superres,deblur", help="comma-separated tasks")
     p.add_argument("--steps", type=int, default=1500, help="training steps of each network (default 1500)")
     p.add_argument("--ddpm", default=None, help="a DDPM checkpoint to use as the prior (default: train one)")
-    p.add_argument("--ddpm-steps", type=int, default=3000, help="training steps of the DDPM when trained here")
+    p.add_argument("--ddpm-steps", type=int, default=1500,
+                   help="training steps of the DDPM when trained here (width 16, batch 128; default 1500)")
     p.add_argument("--ddpm-grid", type=int, default=100, help="respaced timesteps of the DDPM restorer")
     p.add_argument("--no-ddpm", action="store_true", help="skip the DDPM rows")
     p.add_argument("--n-test", type=int, default=None, help="restore only the first N test digits")
