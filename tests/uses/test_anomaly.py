@@ -175,3 +175,16 @@ def test_cli_anomaly_table(tmp_path, capsys, cache):
     text = md.read_text()
     assert "keep me" in text and "## Anomaly detection (genfast anomaly-table)" in text
     assert main(["anomaly-table", "--families", "nope", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("family, train_args, ck", [
+    ("rbm", ["--epochs", "1", "--hidden", "16"], "model.safetensors"),
+    ("nice", ["--steps", "3", "--layers", "2", "--hidden", "16"], None),
+    ("ddpm", ["--steps", "2", "--batch-size", "16", "--base-channels", "8"], None),
+])
+def test_cli_detect_loads_every_checkpoint_kind(family, train_args, ck, tmp_path, capsys, cache):
+    out = tmp_path / family
+    target = out / ck if ck else out
+    assert main(["train", family, *train_args, "--out", str(target), "--no-progress"]) == 0
+    assert main(["detect", family, "--checkpoint", str(target), "--positive-class", "0", "--no-progress"]) == 0
+    assert "class 0 vs rest: AUROC" in capsys.readouterr().out
