@@ -12,6 +12,9 @@ compiled module, Triton or a GPU runtime:
 - ``genfast.sklearn``: scikit-learn estimators (``BernoulliRBM``) on the ops.
 - ``genfast.testing``: the kernel-vs-reference kit (tolerance rule, tensor strategies).
 - ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
+- ``genfast.anomaly``, ``genfast.interpolate``, ``genfast.restoration``, ``genfast.tempering``:
+  what the trained models are used for (anomaly scores, latent paths and MIG, restoration, RBM
+  parallel tempering).
 """
 
 import importlib
@@ -20,7 +23,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton", "sklearn",
-    "testing", "distributions",
+    "testing", "distributions", "anomaly", "interpolate", "restoration", "tempering",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]
