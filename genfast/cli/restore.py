@@ -55,9 +55,15 @@ def table(args) -> int:
     print(md)
     print(f"total {total:.0f} s")
     if args.out:
-        body = (f"`genfast restoration-table --tasks {','.join(tasks)} --steps {args.steps} --ddpm-steps "
-                f"{args.ddpm_steps} --ddpm-grid {args.ddpm_grid} --seed {args.seed}`"
-                f"{' --n-test ' + str(args.n_test) if args.n_test else ''}: "
+        if args.ddpm:
+            tr = ddpm.training_info
+            prior = (f"--ddpm {args.ddpm}` (a DDPM of width {ddpm.config['base_channels']}, trained "
+                     f"{tr.get('steps', '?')} steps of batch {tr.get('batch_size', '?')})")
+        else:
+            prior = f"--ddpm-steps {args.ddpm_steps}`"
+        body = (f"`genfast restoration-table --tasks {','.join(tasks)} --steps {args.steps} --ddpm-grid "
+                f"{args.ddpm_grid} --seed {args.seed} {prior}"
+                f"{', --n-test ' + str(args.n_test) if args.n_test else ''}: "
                 f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {device}, "
                 f"{datetime.date.today()}, total {total:.0f} s.\n\n"
                 "Corruptions of the test digits (genfast.restoration.degrade): Gaussian noise std 0.4; a missing "

@@ -142,3 +142,16 @@ def test_format_table():
     md = format_restoration_table([{"task": "denoise", "method": "x", "psnr": 20.0, "ssim": 0.5, "accuracy": 0.9,
                                     "seconds": 1.0}])
     assert "| denoise | x | 20.00 | 0.500 | 0.900 | 1 |" in md
+
+
+def test_cli_restoration_table(tmp_path, capsys, monkeypatch):
+    from genfast.cli import main
+
+    monkeypatch.setenv("GENFAST_CACHE", str(tmp_path / "cache"))
+    md = tmp_path / "R.md"
+    rc = main(["restoration-table", "--tasks", "denoise", "--steps", "5", "--no-ddpm", "--n-test", "20",
+               "--out", str(md), "--no-progress"])
+    assert rc == 0
+    text = md.read_text()
+    assert "## Restoration (genfast restoration-table)" in text and "| denoise | RED-Net (skips) |" in text
+    assert main(["restoration-table", "--tasks", "colorize", "--no-progress"]) == 2
