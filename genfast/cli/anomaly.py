@@ -187,6 +187,11 @@ def table(args) -> int:
         raise ValueError(f"--steps-scale must be > 0, got {args.steps_scale}")
     steps = {f: max(1, round(TABLE_STEPS[f] * args.steps_scale)) for f in fams}
     device = resolve_device(args.device)
+    try:  # the commit the run starts from (the code that runs), read before the long run
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
     t0 = time.perf_counter()
     rows = anomaly_table(fams, classes, steps=steps, seed=args.seed, device=device,
                          log=(lambda m: print(m, flush=True)) if args.progress else None)
@@ -195,15 +200,12 @@ def table(args) -> int:
     print(md)
     print(f"total {total:.0f} s")
     if args.out:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    timeout=10).stdout.strip() or "unknown"
-        except (OSError, subprocess.SubprocessError):
-            commit = "unknown"
+        threads = torch.get_num_threads()
         body = (f"`genfast anomaly-table --families {','.join(fams)} --classes {','.join(map(str, classes))} "
                 f"--steps-scale {args.steps_scale:g} --seed {args.seed}`: "
                 f"{platform.processor() or platform.machine()}, "
-                f"{torch.get_num_threads()} threads, {device}, {datetime.date.today()}, commit {commit}, total "
+                f"{threads} thread{'s' if threads != 1 else ''}, {device}, {datetime.date.today()}, commit {commit} "
+                f"(uncommitted changes not recorded), total "
                 f"{total:.0f} s.\n\n"
                 "One-class-out protocol on scikit-learn's digits (1437 train / 360 test, seeded split): each "
                 "model is trained on the train split without the held-out class, scores the test split, and "
