@@ -123,6 +123,12 @@ def test_repaint_keeps_known_pixels(tiny_ddpm, digits):
     torch.testing.assert_close(out[m], x[m])
     out_d = ddpm_restore(tiny_ddpm, *degrade(x, "denoise"), "denoise", num_steps=10)
     assert out_d.shape == x.shape
+    mean = ddpm_restore(tiny_ddpm, shown, info, "inpaint", num_steps=4, num_samples=3)
+    torch.testing.assert_close(mean[m], x[m])  # every sample keeps them, so does the mean
+    one = ddpm_restore(tiny_ddpm, shown, info, "inpaint", num_steps=4)
+    assert not torch.equal(mean, one)
+    with pytest.raises(ValueError, match="num_samples"):
+        ddpm_restore(tiny_ddpm, shown, info, "inpaint", num_samples=0)
 
 
 def test_bad_inputs(tiny_ddpm, digits):
