@@ -13,6 +13,9 @@ compiled module, Triton or a GPU runtime:
 - ``genfast.testing``: the kernel-vs-reference kit (tolerance rule, tensor strategies).
 - ``genfast.distributions``: flows as ``torch.distributions.Distribution`` objects.
 - ``genfast.editing``: img2img and inpainting with a trained DDPM or LatentDiffusion.
+- ``genfast.anomaly``, ``genfast.interpolate``, ``genfast.restoration``, ``genfast.tempering``:
+  what the trained models are used for (anomaly scores, latent paths and MIG, restoration, RBM
+  parallel tempering).
 """
 
 import importlib as _importlib
@@ -21,7 +24,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "ops", "samplers", "reference", "nn", "models", "data", "metrics", "cli", "losses", "triton", "sklearn",
-    "testing", "distributions", "editing",
+    "testing", "distributions", "editing", "anomaly", "interpolate", "restoration", "tempering",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__"]

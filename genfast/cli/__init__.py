@@ -1,4 +1,5 @@
-"""The ``genfast`` command line: ``train NAME``, ``sample NAME``, ``eval NAME``, ``demo``, ``zoo``.
+"""The ``genfast`` command line: ``train NAME``, ``sample NAME``, ``eval NAME``, ``demo``, ``zoo``,
+``detect FAMILY``, ``anomaly-table``, ``interpolate FAMILY``, ``traverse FAMILY``, ``restoration-table``.
 
 Model families are plugins, one module each in :mod:`genfast.cli.families` (its docstring holds
 the contract). ``genfast <command> --help`` documents every command.
@@ -131,7 +132,14 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     else:
         zp.set_defaults(func=lambda args: print("genfast zoo: not yet available") or 0)
     importlib.import_module("genfast.cli.tune").register(sub)
+    # the uses of the trained models (anomaly detection, interpolation, restoration): each module
+    # adds its own subcommands
+    for modname in _USE_COMMANDS:
+        importlib.import_module(modname).add_commands(sub, _common)
     return parser
+
+
+_USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore")
 
 
 def _zoo_module():

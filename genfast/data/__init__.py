@@ -11,16 +11,21 @@ from pathlib import Path
 
 import torch
 
+from .attributes import ATTRIBUTES, attribute_terciles, digit_attributes, discretize_attributes
 from .cache import cache_dir
 from .digits import DIGITS_NUM_CLASSES, DIGITS_SHAPE, load_digits
 from .idx import find_idx_pair, load_idx, read_idx
 from .images import IMAGE_EXTENSIONS, load_image_folder, make_grid, save_image_grid, to_uint8
 
 __all__ = [
+    "ATTRIBUTES",
     "DIGITS_NUM_CLASSES",
     "DIGITS_SHAPE",
     "IMAGE_EXTENSIONS",
+    "attribute_terciles",
     "cache_dir",
+    "digit_attributes",
+    "discretize_attributes",
     "find_idx_pair",
     "load_dataset",
     "load_digits",

@@ -14,8 +14,10 @@ Every rule works on the ink ``w = (x + 1) / 2`` of an image ``x`` in [-1, 1] (0 
 
 Terciles: :func:`attribute_terciles` takes the 1/3 and 2/3 quantiles of each attribute on a
 reference set (the train split), and :func:`discretize_attributes` maps an attribute to 0 (low
-third), 1 or 2 (high third). These discrete factors are what the mutual information gap of
-:mod:`genfast.interpolate` is measured against.
+third), 1 or 2 (high third). Size takes whole-pixel values with many ties (on the digits' train
+split the thirds hold 46%, 39% and 15% of the images); thickness and slant split evenly. These
+discrete factors are what the mutual information gap of :mod:`genfast.interpolate` is measured
+against.
 """
 
 from __future__ import annotations
