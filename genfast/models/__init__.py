@@ -4,6 +4,7 @@ Each module ``genfast/models/<name>.py`` lists its public names in ``__all__``; 
 re-exported here by name (the list below is the package's public API).
 """
 
+from genfast.models.acgan import ACGAN, conditional_accuracy
 from genfast.models.autoencoders import (
     AE,
     GLO,
@@ -15,10 +16,12 @@ from genfast.models.autoencoders import (
     DenoisingAE,
     sigmoid_jacobian_frobenius,
 )
+from genfast.models.cyclegan import CycleGAN, split_by_attribute, translation_report
 from genfast.models.dbn import DBN
 from genfast.models.ddpm import DDPM
 from genfast.models.flows import MAF, NICE, FlowModel, Glow, RealNVP, fit_flow
 from genfast.models.gans import DCGAN, VAEGAN, WGANGP, ConditionalGAN, DCGANDiscriminator, DCGANGenerator
+from genfast.models.infogan import InfoGAN, categorical_purity
 from genfast.models.ldm import KLAutoencoder, LatentDiffusion
 from genfast.models.rbm import BernoulliRBM, GaussianBernoulliRBM
 from genfast.models.vq_prior import CodePrior
@@ -35,6 +38,9 @@ __all__ = [
     "MAF", "NICE", "FlowModel", "Glow", "RealNVP", "fit_flow",
     # GANs
     "DCGAN", "VAEGAN", "WGANGP", "ConditionalGAN", "DCGANDiscriminator", "DCGANGenerator",
+    # the GANs of the decks' special cases
+    "ACGAN", "conditional_accuracy", "InfoGAN", "categorical_purity", "CycleGAN", "split_by_attribute",
+    "translation_report",
     # RBMs
     "BernoulliRBM", "GaussianBernoulliRBM", "DBN",
     # VQ-VAE and its code prior
