@@ -1,5 +1,6 @@
 """genfast train ldm / genfast sample ldm on tiny settings: the run folder, prompted samples with a
-negative prompt, and one-line errors (a word outside the vocabulary, a bad step count)."""
+negative prompt, genfast edit (inpainting, img2img), and one-line errors (a word outside the
+vocabulary, a bad step count, a DDPM option on a latent model)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     assert rc == 2 and "unknown word" in err and "blue" in err and len(err.strip().splitlines()) == 1
     rc = main(["train", "ldm", "--steps", "0", "--out", str(tmp_path / "x")])
     assert rc == 2 and "--steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["inpaint", "img2img"])
+def test_edit(run, tmp_path, capsys, mode):
+    png = tmp_path / f"{mode}.png"
+    rc = main(["edit", "--checkpoint", str(run), "--mode", mode, "--prompt", "a seven", "--n", "3", "--steps", "3",
+               "--out", str(png), "--no-progress"])
+    assert rc == 0 and png.is_file()
+    from PIL import Image
+
+    rows = 3 if mode == "inpaint" else 2  # inputs, masked inputs (inpainting), results
+    assert Image.open(png).size[1] > Image.open(png).size[0] * (rows - 0.5) / 3
+    rc = main(["edit", "--checkpoint", str(run), "--class", "3", "--n", "1", "--no-progress"])
+    assert rc == 2 and "--class needs a DDPM" in capsys.readouterr().err

@@ -139,7 +139,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-_USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore")
+_USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore", "genfast.cli.edit")
 
 
 def _zoo_module():
