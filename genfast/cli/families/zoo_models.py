@@ -26,11 +26,14 @@ MODELS: dict[str, tuple[str, dict, str]] = {
     "wgan-gp": ("WGANGP", {}, "Wasserstein GAN with gradient penalty (Gulrajani et al. 2017)"),
     "cgan": ("ConditionalGAN", {}, "class-conditional DCGAN (Mirza & Osindero 2014)"),
     "vaegan": ("VAEGAN", {}, "VAE-GAN, reconstruction in discriminator features (Larsen et al. 2016)"),
+    "acgan": ("ACGAN", {}, "auxiliary-classifier GAN, class-conditional (Odena et al. 2017)"),
+    "infogan": ("InfoGAN", {}, "InfoGAN, categorical and continuous codes (Chen et al. 2016)"),
 }
 
 NAMES = tuple(MODELS)
-HELP = "autoencoders (AE, DAE, CAE, VAE, beta-VAE, WAE, WAE-GAN, GLO) and GANs (DCGAN, WGAN-GP, cGAN, VAE-GAN)"
-_GAN_CLASSES = ("DCGAN", "WGANGP", "ConditionalGAN", "VAEGAN")
+HELP = ("autoencoders (AE, DAE, CAE, VAE, beta-VAE, WAE, WAE-GAN, GLO) and GANs (DCGAN, WGAN-GP, cGAN, VAE-GAN, "
+        "AC-GAN, InfoGAN)")
+_GAN_CLASSES = ("DCGAN", "WGANGP", "ConditionalGAN", "VAEGAN", "ACGAN", "InfoGAN")
 
 
 def build(name: str, image_shape, num_examples: int | None = None, num_classes: int | None = None, **overrides):
@@ -61,9 +64,9 @@ def build(name: str, image_shape, num_examples: int | None = None, num_classes: 
         if not num_examples:
             raise ValueError("glo needs the number of training images (one code each)")
         kwargs["num_examples"] = int(num_examples)
-    if cls_name == "ConditionalGAN":
+    if cls_name in ("ConditionalGAN", "ACGAN"):
         if not num_classes:
-            raise ValueError("cgan needs labelled data (IDX labels or class subfolders)")
+            raise ValueError(f"{name} needs labelled data (IDX labels or class subfolders)")
         kwargs["num_classes"] = int(num_classes)
     if cls_name in _GAN_CLASSES and (image_shape[1] % 4 or image_shape[2] % 4):
         raise ValueError(f"{name}: image sides must be divisible by 4, got {tuple(image_shape)} (use --image-size)")
