@@ -11,8 +11,8 @@ import os
 
 import torch
 
-__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_int", "check_memory",
-           "check_number", "check_tensor", "materialized_bytes"]
+__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_image_batch", "check_int",
+           "check_memory", "check_number", "check_tensor", "materialized_bytes"]
 
 
 def check_tensor(name: str, t, *, op: str, dtypes=None, device=None, ndim=None, min_ndim=None):
@@ -46,17 +46,7 @@ def check_choice(name: str, value, choices, *, op: str):
 def as_int64(name: str, value, *, op: str) -> int:
     """An integer seed or offset, reduced modulo 2^64 to the signed int64 range (bit pattern
     preserved), so that it fits a torch int64 and the kernels read it as unsigned."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-        except ImportError:  # pragma: no cover
-            pass
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    value %= 2**64
+    value = check_int(name, value, op=op) % 2**64
     return value - 2**64 if value >= 2**63 else value
 
 
@@ -92,6 +82,20 @@ def check_number(name: str, value, *, op: str, lo=None, hi=None, lo_open: bool =
     if hi is not None and value > hi:
         raise ValueError(f"{op}: {name} must be <= {hi}, got {value}")
     return value
+
+
+def check_image_batch(x, name: str = "images") -> torch.Tensor:
+    """A non-empty floating ``[N, C, H, W]`` tensor with finite values (images in [-1, 1] are
+    expected; the range itself is not checked here), else TypeError/ValueError naming it."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty [N, C, H, W] tensor, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x
 
 
 def check_int(name: str, value, *, op: str, lo=None, hi=None) -> int:

@@ -42,6 +42,8 @@ import time
 import numpy as np
 import torch
 
+from genfast._checks import check_image_batch as _check_images
+
 __all__ = [
     "CORRUPTIONS",
     "FAMILIES",
@@ -80,16 +82,6 @@ _DIGIT_BINS = 17  # scikit-learn's digits have 17 grey levels
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_images(images, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {images.dtype}")
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, C, H, W] tensor, got shape {tuple(images.shape)}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return images
 
 
 def _check_int(name: str, value, lo: int = 1) -> int:

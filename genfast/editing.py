@@ -146,11 +146,11 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
 
 
 def _check_images(model, images):
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a floating-point torch.Tensor in [-1, 1]")
-    if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape) or images.shape[0] == 0:
+    from genfast._checks import check_image_batch
+    from genfast.models._zoo_base import check_image_range
+
+    check_image_batch(images)
+    if tuple(images.shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"images must be [B, {', '.join(map(str, model.image_shape))}], got {tuple(images.shape)}")
-    lo, hi = float(images.min()), float(images.max())
-    if not (-1 - 1e-6 <= lo and hi <= 1 + 1e-6):
-        raise ValueError(f"images must lie in [-1, 1], got values in [{lo:g}, {hi:g}]")
+    check_image_range(images)
     return images.to(model.device, torch.float32)

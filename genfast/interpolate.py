@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genfast._checks import check_image_batch as _check_images
+
 __all__ = [
     "ddim_invert",
     "ddim_generate",
@@ -37,18 +39,6 @@ __all__ = [
     "slerp",
     "traverse",
 ]
-
-
-def _check_images(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, C, H, W] tensor, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return x
 
 
 def _check_int(name: str, value, lo: int = 1) -> int:

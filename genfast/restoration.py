@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_image_batch as _check_images
+
 __all__ = [
     "TASKS",
     "RedNet",
@@ -55,18 +57,6 @@ TASKS = ("denoise", "inpaint", "superres", "deblur")
 _NOISE_STD = 0.4  # data units ([-1, 1]): visibly noisy digits that stay readable
 _HOLE = 4  # side of the missing square (half the 8x8 digit)
 _BLUR_SIGMA = 0.8
-
-
-def _check_images(x, name: str = "images") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [N, C, H, W] tensor, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return x
 
 
 def _check_task(task) -> str:
