@@ -1,7 +1,7 @@
 """vector-quantize-pytorch's ``FSQ`` and ``LFQ``: quantisers without a learned codebook.
 
 Drop-ins for ``vector_quantize_pytorch.FSQ`` and ``vector_quantize_pytorch.LFQ`` (version
-1.32): the same constructor arguments (the subset listed in each docstring), the same return
+1.34): the same constructor arguments (the subset listed in each docstring), the same return
 values (``FSQ``: ``(quantized, indices)``; ``LFQ``: ``(quantized, indices, aux_loss)``), the
 same parameter and buffer names (``project_in``, ``project_out``, LFQ's persistent ``mask``),
 so ``load_state_dict`` moves weights either way. Written from the papers:
@@ -25,7 +25,7 @@ memory of the entropy term is bounded by the chunk (vector-quantize-pytorch form
 once). Under ``torch.distributed`` the batch-mean code distribution is averaged over ranks.
 
 With a token ``mask``, LFQ's entropies are those of the masked tokens (vector-quantize-pytorch
-1.32 then takes the batch entropy over each token's own distribution, i.e. it equals the mean
+1.34 then takes the batch entropy over each token's own distribution, i.e. it equals the mean
 per-sample entropy; genfast keeps the batch mean).
 
 Not accepted (``TypeError`` for the keyword): FSQ's ``noise_dropout``, ``orthogonal_rotation``,
@@ -131,10 +131,13 @@ class FSQ(nn.Module):
         force_quantization_f32: quantise float16/bfloat16 inputs in float32.
         preserve_symmetry: the symmetric quantiser ``2/(L-1) * floor((L-1)(tanh z + 1)/2 + 1/2) - 1``.
         bound_hard_clamp: bound by clamping to [-1, 1] instead of tanh.
+        materialize_codebook: build the ``implicit_codebook`` buffer of all ``prod(levels)`` codes
+            (False for codebooks too large to hold).
 
     Shapes: ``forward(z)``: z [B, N, dim] or [B, dim, *spatial] (floating point) -> quantized of
-    z's shape and dtype, indices int32 [B, N] / [B, *spatial] (with ``[..., num_codebooks]`` when
-    the codebook axis is kept).
+    z's shape and dtype, indices int32 [B, N] / [B, *spatial] (int64 when ``prod(levels)`` exceeds
+    2**31, as vector-quantize-pytorch 1.34; with ``[..., num_codebooks]`` when the codebook axis
+    is kept).
 
     Raises:
         TypeError / ValueError: bad constructor arguments or input (the argument is named).
@@ -142,7 +145,8 @@ class FSQ(nn.Module):
 
     def __init__(self, levels, dim=None, num_codebooks=1, keep_num_codebooks_dim=None, scale=None,
                  channel_first=False, projection_has_bias=True, return_indices=True,
-                 force_quantization_f32=True, preserve_symmetry=False, bound_hard_clamp=False):
+                 force_quantization_f32=True, preserve_symmetry=False, bound_hard_clamp=False,
+                 materialize_codebook=True):
         super().__init__()
         op = "FSQ"
         if not isinstance(levels, (list, tuple)) or not levels:
@@ -157,11 +161,15 @@ class FSQ(nn.Module):
         if num_codebooks > 1 and not keep:
             raise ValueError(f"{op}: keep_num_codebooks_dim must be True when num_codebooks > 1")
         levels = [int(lv) for lv in levels]
+        codebook_size = math.prod(levels)
+        if codebook_size > 2**63 - 1:
+            raise ValueError(f"{op}: prod(levels) = {codebook_size} does not fit int64 indices")
+        index_dtype = torch.int64 if codebook_size > 2**31 else torch.int32
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int32), persistent=False)
         basis = [1]
         for lv in levels[:-1]:
             basis.append(basis[-1] * lv)
-        self.register_buffer("_basis", torch.tensor(basis, dtype=torch.int32), persistent=False)
+        self.register_buffer("_basis", torch.tensor(basis, dtype=index_dtype), persistent=False)
         self.scale = scale
         self.preserve_symmetry = bool(preserve_symmetry)
         self.bound_hard_clamp = bool(bound_hard_clamp)
@@ -178,10 +186,8 @@ class FSQ(nn.Module):
         self.project_out = (nn.Linear(self.effective_codebook_dim, self.dim, bias=projection_has_bias)
                             if self.has_projections else nn.Identity())
         self.return_indices = bool(return_indices)
-        self.codebook_size = math.prod(levels)
-        if self.return_indices:
-            if self.codebook_size > 2**31 - 1:
-                raise ValueError(f"{op}: prod(levels) = {self.codebook_size} does not fit int32 indices")
+        self.codebook_size = codebook_size
+        if self.return_indices and materialize_codebook:
             self.register_buffer("implicit_codebook", self._indices_to_codes(torch.arange(self.codebook_size)),
                                  persistent=False)
 
@@ -227,10 +233,11 @@ class FSQ(nn.Module):
         return self._scale_and_shift_inverse(self.indices_to_level_indices(indices))
 
     def codes_to_indices(self, zhat):
-        """Index (int32) of each quantised code zhat [..., codebook_dim]."""
+        """Index (int32; int64 past 2**31 codes) of each quantised code zhat [..., codebook_dim]."""
         if zhat.shape[-1] != self.codebook_dim:
             raise ValueError(f"FSQ: zhat's last dimension must be {self.codebook_dim}, got {zhat.shape[-1]}")
-        return (self._scale_and_shift(zhat) * self._basis).sum(dim=-1).round().to(torch.int32)
+        digits = self._scale_and_shift(zhat).round().to(self._basis.dtype)
+        return (digits * self._basis).sum(dim=-1, dtype=self._basis.dtype)
 
     def indices_to_codes(self, indices):
         """Codes of indices, projected out: [B, N(, c)] -> [B, N, dim] ([B, dim, ...] for maps)."""

@@ -1,6 +1,6 @@
 """vector-quantize-pytorch's ``VectorQuantize`` and ``ResidualVQ``, on genfast's fused VQ op.
 
-Drop-ins for ``vector_quantize_pytorch.VectorQuantize`` / ``ResidualVQ`` (version 1.32): the same
+Drop-ins for ``vector_quantize_pytorch.VectorQuantize`` / ``ResidualVQ`` (version 1.34): the same
 constructor arguments (the subset listed in each docstring), the same return values
 ``(quantized, indices, loss)``, the same parameter and buffer names (``_codebook.embed``,
 ``_codebook.embed_avg``, ``_codebook.cluster_size``, ``_codebook.initted``, ``project_in``,
@@ -22,7 +22,7 @@ Differences from vector-quantize-pytorch:
   and it picks the lowest index, where genfast picks the nearest. Elsewhere indices agree except
   where two codes are equally near to within float32 rounding (ties: lowest index, as there).
 * ``ResidualVQ(shared_codebook=True)`` replaces dead codes from all layers' residuals of the
-  batch (vector-quantize-pytorch, 1.32, from those of its first batch row only).
+  batch (vector-quantize-pytorch 1.34, from those of its first batch row only).
 * ``sync_codebook`` all-reduces the EMA counts and sums (as vector-quantize-pytorch); k-means
   initialisation under ``torch.distributed`` samples its starting centres on rank 0 and
   broadcasts them (vector-quantize-pytorch samples them across ranks).
@@ -30,6 +30,7 @@ Differences from vector-quantize-pytorch:
 
 from __future__ import annotations
 
+import logging
 from collections import namedtuple
 
 import torch
@@ -40,6 +41,8 @@ from torch import nn
 from genfast import ops
 
 __all__ = ["VectorQuantize", "ResidualVQ", "LossBreakdown"]
+
+_log = logging.getLogger("genfast")
 
 LossBreakdown = namedtuple("LossBreakdown", ["commitment", "codebook_diversity", "orthogonal_reg", "inplace_optimize"])
 
@@ -95,14 +98,16 @@ class _Codebook(nn.Module):
     ``embed`` [C, K, d], ``embed_avg`` [C, K, d], ``cluster_size`` [C, K], ``initted`` (bool)."""
 
     def __init__(self, dim, codebook_size, num_codebooks, kmeans_init, kmeans_iters, decay, eps,
-                 threshold_ema_dead_code, use_ddp, learnable_codebook, ema_update, use_cosine_sim, backend,
-                 manual_ema_update=False):
+                 dead_code_threshold_ratio, reset_cluster_size_ratio, use_ddp, learnable_codebook, ema_update,
+                 use_cosine_sim, backend, manual_ema_update=False):
         super().__init__()
         self.decay, self.eps, self.ema_update = decay, eps, ema_update
         self.manual_ema_update = manual_ema_update
         self.codebook_size, self.num_codebooks, self.kmeans_iters = codebook_size, num_codebooks, kmeans_iters
-        self.threshold_ema_dead_code = threshold_ema_dead_code
-        self.reset_cluster_size = threshold_ema_dead_code
+        self.dead_code_threshold_ratio = dead_code_threshold_ratio
+        self.has_dead_code_replacement = dead_code_threshold_ratio > 0.0
+        self.reset_cluster_size_ratio = (dead_code_threshold_ratio if reset_cluster_size_ratio is None
+                                         else reset_cluster_size_ratio)
         self.use_ddp, self.use_cosine_sim, self.backend = use_ddp, use_cosine_sim, backend
         if kmeans_init:
             embed = torch.zeros(num_codebooks, codebook_size, dim)
@@ -112,8 +117,8 @@ class _Codebook(nn.Module):
             if use_cosine_sim:
                 embed = _l2norm(embed)
         self.register_buffer("initted", torch.tensor(not kmeans_init))
-        self.register_buffer("cluster_size", torch.ones(num_codebooks, codebook_size))
-        self.register_buffer("embed_avg", embed.clone())
+        self.register_buffer("cluster_size", torch.zeros(num_codebooks, codebook_size))
+        self.register_buffer("embed_avg", torch.zeros(num_codebooks, codebook_size, dim))
         self.learnable_codebook = learnable_codebook
         if learnable_codebook:
             self.embed = nn.Parameter(embed)
@@ -132,12 +137,11 @@ class _Codebook(nn.Module):
     def init_embed_(self, data):
         """k-means initialisation (vector-quantize-pytorch's ``kmeans``), each assignment step one
         :func:`genfast.ops.vq_quantize` pass (its counts and sums are the bins and the sums)."""
-        if bool(self.initted):
+        if bool(self.initted) or data.shape[-2] == 0:
             return
         means = torch.stack([_sample_vectors(s, self.codebook_size) for s in data])
         if self.use_ddp and _distributed():
             dist.broadcast(means, src=0)
-        bins = torch.zeros(self.num_codebooks, self.codebook_size, device=data.device)
         for _ in range(self.kmeans_iters):
             stats = [ops.vq_quantize(s, m, use_cosine_sim=self.use_cosine_sim, return_statistics=True,
                                      backend=self.backend) for s, m in zip(data, means)]
@@ -148,46 +152,53 @@ class _Codebook(nn.Module):
             if self.use_cosine_sim:
                 new_means = _l2norm(new_means)
             means = torch.where(zero[..., None], means, new_means)
-        self.embed_avg.data.copy_(means * bins[..., None])
-        self.cluster_size.data.copy_(bins)
-        self.update_ema()
+        # the centres become the codes; the EMA statistics start from zero (vector-quantize-pytorch 1.34)
+        self.embed.data.copy_(means)
         self.initted.data.copy_(torch.tensor(True))
 
     @torch.no_grad()
     def update_ema(self):
-        """``embed = embed_avg / N~`` with Laplace-smoothed counts ``N~ = (N + eps) / (sum N + K eps) sum N``."""
-        total = self.cluster_size.sum(dim=-1, keepdim=True)
-        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        normalized = self.embed_avg / smoothed[..., None]
+        """``embed = (embed_avg + eps embed) / (N + eps)``: the EMA mean of each code's vectors; a code
+        that no vector has reached (``N = 0``) keeps its value (vector-quantize-pytorch 1.34's
+        ``update_ema``; van den Oord et al. 2017, appendix A.1, eqs. (6)-(8))."""
+        normalized = (self.embed_avg + self.embed * self.eps) / (self.cluster_size + self.eps)[..., None]
         if self.use_cosine_sim:
             normalized = _l2norm(normalized)
         self.embed.data.copy_(normalized)
 
     @torch.no_grad()
     def expire_codes_(self, flat):
-        """Replace codes whose EMA count fell below ``threshold_ema_dead_code`` by batch rows
-        (Dhariwal et al. 2020, Jukebox), as vector-quantize-pytorch: at most as many as there are rows."""
-        if self.threshold_ema_dead_code <= 0 or not self.training:
+        """Replace the codes whose EMA count fell below ``dead_code_threshold_ratio`` times their
+        codebook's mean count by rows of the batch (Dhariwal et al. 2020, Jukebox, section 2.2), as
+        vector-quantize-pytorch 1.34: at most as many as there are rows (then the least used dead
+        codes first); a replaced code's count restarts at ``reset_cluster_size_ratio`` times the mean."""
+        if not self.has_dead_code_replacement or not self.training:
             return
-        expired = self.cluster_size < self.threshold_ema_dead_code
+        mean_size = self.cluster_size.mean(dim=-1, keepdim=True)
+        expired = self.cluster_size < mean_size * self.dead_code_threshold_ratio
         if not torch.any(expired):
             return
         if self.use_cosine_sim:
             flat = _l2norm(flat)
+        reset_base = mean_size[:, 0].clamp(min=self.eps)
         for c, (samples, mask) in enumerate(zip(flat, expired)):
             if samples.shape[0] == 0:
                 continue
             num_dead = int(mask.sum())
+            if num_dead == 0:
+                continue
             if num_dead > samples.shape[0]:
                 dead = mask.nonzero(as_tuple=True)[0]
-                dead = dead[torch.randperm(num_dead, device=samples.device)[: samples.shape[0]]]
+                dead = dead[torch.randperm(num_dead, device=samples.device)]
+                dead = dead[self.cluster_size[c, dead].argsort(stable=True)[: samples.shape[0]]]
                 mask = torch.zeros_like(mask)
                 mask[dead] = True
                 num_dead = samples.shape[0]
             sampled = _sample_vectors(samples, num_dead).to(self.embed.data)
+            reset = reset_base[c] * self.reset_cluster_size_ratio
             self.embed.data[c][mask] = sampled
-            self.cluster_size.data[c][mask] = self.reset_cluster_size
-            self.embed_avg.data[c][mask] = sampled * self.reset_cluster_size
+            self.cluster_size.data[c][mask] = reset
+            self.embed_avg.data[c][mask] = sampled * reset
 
     def forward(self, x, freeze_codebook=False):
         """Quantise ``x`` [C, N, d] (float32; row block c against codebook c).
@@ -198,7 +209,7 @@ class _Codebook(nn.Module):
         """
         self.init_embed_(x.detach())
         embed = self.embed.detach()
-        update = self.training and not freeze_codebook and (self.ema_update or self.threshold_ema_dead_code > 0)
+        update = self.training and not freeze_codebook and (self.ema_update or self.has_dead_code_replacement)
         outs = [ops.vq_quantize(z, e, beta=1.0, use_cosine_sim=self.use_cosine_sim, return_statistics=update,
                                 backend=self.backend) for z, e in zip(x, embed)]
         quantize = torch.stack([o.z_q.detach() for o in outs])
@@ -232,13 +243,35 @@ def _check_float(name, value, op, lo=None, hi=None, lo_open=False):
     return v
 
 
+def _dead_code_ratios(op, codebook_size, ratio, reset_ratio, threshold, reset_size):
+    """vector-quantize-pytorch 1.34's dead-code arguments: the ratios, or the deprecated absolute
+    ``threshold_ema_dead_code`` / ``reset_cluster_size`` converted to ratios (value / K when >= 1)."""
+    if threshold is not None:
+        threshold = _check_float("threshold_ema_dead_code", threshold, op, 0.0)
+        _log.warning("%s: threshold_ema_dead_code is deprecated (as in vector-quantize-pytorch 1.34); "
+                     "use dead_code_threshold_ratio, a fraction in [0, 1) of the mean code count", op)
+        ratio = threshold / codebook_size if threshold >= 1.0 else threshold
+    if reset_size is not None:
+        reset_size = _check_float("reset_cluster_size", reset_size, op, 0.0)
+        _log.warning("%s: reset_cluster_size is deprecated; use reset_cluster_size_ratio", op)
+        reset_ratio = reset_size / codebook_size if reset_size >= 1.0 else reset_size
+    ratio = _check_float("dead_code_threshold_ratio", ratio, op, 0.0)
+    if ratio >= 1.0:
+        raise ValueError(f"{op}: dead_code_threshold_ratio must be in [0, 1), got {ratio}"
+                         + (f" (from threshold_ema_dead_code={threshold} with codebook_size={codebook_size})"
+                            if threshold is not None else ""))
+    if reset_ratio is not None:
+        reset_ratio = _check_float("reset_cluster_size_ratio", reset_ratio, op, 0.0)
+    return ratio, reset_ratio
+
+
 class VectorQuantize(nn.Module):
     """vector-quantize-pytorch's ``VectorQuantize`` on :func:`genfast.ops.vq_quantize`.
 
     A vector quantiser (van den Oord et al. 2017) with an EMA codebook (appendix A.1), k-means
     initialisation, dead-code replacement (Dhariwal et al. 2020), multi-head codebooks, cosine
     similarity codes (Yu et al. 2022), the rotation trick (Fifty et al. 2024) and the orthogonal
-    regulariser (Shin et al. 2021); state and outputs as vector-quantize-pytorch 1.32.
+    regulariser (Shin et al. 2021); state and outputs as vector-quantize-pytorch 1.34.
 
     Args:
         dim: D, the input's feature size (int >= 1).
@@ -252,7 +285,14 @@ class VectorQuantize(nn.Module):
         kmeans_init: initialise the codebook by k-means on the first batch. kmeans_iters: its
             Lloyd iterations. sync_kmeans: accepted for compatibility (see the module notes).
         use_cosine_sim: l2-normalised inputs and codes, nearest by cosine similarity.
-        threshold_ema_dead_code: EMA count below which a code is replaced (0: never).
+        dead_code_threshold_ratio: a code whose EMA count falls below this fraction of its
+            codebook's mean count is replaced by a batch row (in [0, 1); 0: never).
+        reset_cluster_size_ratio: the replaced code's new count, as a fraction of the mean count
+            (default: dead_code_threshold_ratio).
+        threshold_ema_dead_code, reset_cluster_size: the deprecated absolute forms of the two
+            (vector-quantize-pytorch < 1.34), converted as vector-quantize-pytorch 1.34 does: a
+            value >= 1 is divided by ``codebook_size``, a smaller one taken as the ratio (with a
+            logged warning).
         channel_last: input ``[B, N, D]`` (else ``[B, D, N]``).
         accept_image_fmap: input ``[B, D, H, W]``.
         commitment_weight: weight of ``mse(sg[quantized], x)`` in the loss (>= 0).
@@ -275,7 +315,8 @@ class VectorQuantize(nn.Module):
 
     def __init__(self, dim, codebook_size, codebook_dim=None, heads=1, separate_codebook_per_head=False, decay=0.8,
                  eps=1e-5, freeze_codebook=False, kmeans_init=False, kmeans_iters=10, sync_kmeans=True,
-                 use_cosine_sim=False, threshold_ema_dead_code=0, channel_last=True, accept_image_fmap=False,
+                 use_cosine_sim=False, dead_code_threshold_ratio=0.0, reset_cluster_size_ratio=None,
+                 threshold_ema_dead_code=None, reset_cluster_size=None, channel_last=True, accept_image_fmap=False,
                  commitment_weight=1.0, orthogonal_reg_weight=0.0, orthogonal_reg_active_codes_only=False,
                  orthogonal_reg_max_codes=None, rotation_trick=None, sync_codebook=None, ema_update=True,
                  manual_ema_update=False, backend="auto"):
@@ -291,7 +332,9 @@ class VectorQuantize(nn.Module):
         eps = _check_float("eps", eps, op, 0.0, lo_open=True)
         commitment_weight = _check_float("commitment_weight", commitment_weight, op, 0.0)
         orthogonal_reg_weight = _check_float("orthogonal_reg_weight", orthogonal_reg_weight, op, 0.0)
-        threshold_ema_dead_code = _check_float("threshold_ema_dead_code", threshold_ema_dead_code, op, 0.0)
+        dead_code_threshold_ratio, reset_cluster_size_ratio = _dead_code_ratios(
+            op, codebook_size, dead_code_threshold_ratio, reset_cluster_size_ratio, threshold_ema_dead_code,
+            reset_cluster_size)
         self.dim, self.heads, self.separate_codebook_per_head = dim, heads, bool(separate_codebook_per_head)
         codebook_dim = dim if codebook_dim is None else codebook_dim
         codebook_input_dim = codebook_dim * heads
@@ -310,7 +353,8 @@ class VectorQuantize(nn.Module):
         if sync_codebook is None:
             sync_codebook = _distributed()
         self._codebook = _Codebook(codebook_dim, codebook_size, heads if self.separate_codebook_per_head else 1,
-                                   bool(kmeans_init), kmeans_iters, decay, eps, threshold_ema_dead_code,
+                                   bool(kmeans_init), kmeans_iters, decay, eps, dead_code_threshold_ratio,
+                                   reset_cluster_size_ratio,
                                    bool(sync_codebook), self.has_codebook_orthogonal_loss, bool(ema_update),
                                    bool(use_cosine_sim), backend, bool(manual_ema_update))
         self.use_cosine_sim = bool(use_cosine_sim)
@@ -479,7 +523,7 @@ class ResidualVQ(nn.Module):
         accept_image_fmap: input ``[B, D, H, W]`` (without projections, as
             vector-quantize-pytorch requires).
         **vq_kwargs: the :class:`VectorQuantize` arguments of every layer (decay, kmeans_init,
-            threshold_ema_dead_code, use_cosine_sim, commitment_weight, rotation_trick,
+            dead_code_threshold_ratio, use_cosine_sim, commitment_weight, rotation_trick,
             sync_codebook, backend, ...).
 
     Raises:
@@ -595,7 +639,9 @@ class ResidualVQ(nn.Module):
             if shared.ema_update:
                 shared._codebook.update_ema()
             feats = [r.flatten(2).transpose(1, 2) if self.accept_image_fmap else r for r in residuals]
-            shared._codebook.expire_codes_(torch.cat([f.reshape(-1, self.codebook_dim).float() for f in feats])[None])
+            # rows ordered (batch, token, layer): with one batch row, vector-quantize-pytorch's order
+            feats = torch.stack([f.reshape(f.shape[0], -1, self.codebook_dim) for f in feats], dim=-2)
+            shared._codebook.expire_codes_(feats.reshape(1, -1, self.codebook_dim).float())
         quantized_out = self.project_out(quantized_out)
         out = (quantized_out, torch.stack(all_indices, dim=-1), torch.stack(all_losses))
         if return_all_codes:

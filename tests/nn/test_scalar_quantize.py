@@ -113,7 +113,7 @@ def test_lfq_matches_vector_quantize_pytorch(kw, training):
 
 def test_lfq_mask_restricts_the_loss_terms():
     """With a token mask the entropies and the commitment loss are those of the masked tokens
-    alone. (vector-quantize-pytorch 1.32 differs here: with a mask its batch entropy is the mean
+    alone. (vector-quantize-pytorch 1.34 differs here: with a mask its batch entropy is the mean
     per-sample entropy, because the masked rows lose their codebook axis before the batch mean.)"""
     seed = stable_seed("lfq-mask")
     m = LFQ(codebook_size=2**5, commitment_loss_weight=1.0)

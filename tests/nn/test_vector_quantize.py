@@ -25,6 +25,9 @@ VQ_CASES = [
     dict(dim=16, codebook_size=32, heads=4),
     dict(dim=16, codebook_size=32, kmeans_init=True, kmeans_iters=5),
     dict(dim=16, codebook_size=64, threshold_ema_dead_code=2, decay=0.5),
+    dict(dim=16, codebook_size=64, dead_code_threshold_ratio=0.5, decay=0.5),
+    dict(dim=16, codebook_size=256, dead_code_threshold_ratio=0.9, reset_cluster_size_ratio=0.3, decay=0.5),
+    dict(dim=16, codebook_size=32, use_cosine_sim=True, dead_code_threshold_ratio=0.5, kmeans_init=True),
     dict(dim=16, codebook_size=32, orthogonal_reg_weight=1.0, commitment_weight=0.25),
     dict(dim=16, codebook_size=32, rotation_trick=False, decay=0.9),
     dict(dim=1, codebook_size=8),
@@ -101,6 +104,7 @@ RVQ_CASES = [
     dict(dim=16, num_quantizers=3, codebook_size=32),
     dict(dim=16, num_quantizers=3, codebook_size=32, codebook_dim=8),
     dict(dim=16, num_quantizers=3, codebook_size=32, shared_codebook=True),
+    dict(dim=16, num_quantizers=3, codebook_size=64, shared_codebook=True, dead_code_threshold_ratio=0.5),
     dict(dim=16, num_quantizers=4, codebook_size=32, quantize_dropout=True, kmeans_init=True),
 ]
 
@@ -116,10 +120,13 @@ def test_residual_vq_equals_vector_quantize_pytorch(kw):
         theirs.train(mode == "train")
         # enough rows that no residual sits within 1e-4 of two codes: vector-quantize-pytorch clamps
         # squared distances at 1e-8 before its argmax, so such rows tie there (genfast's do not)
-        x = torch.randn(3, 200, kw["dim"], generator=g, requires_grad=True)
+        # a shared codebook's dead codes are drawn from every batch row here, from the first row only
+        # there (a documented difference): one batch row then
+        rows = 1 if kw.get("shared_codebook") and kw.get("dead_code_threshold_ratio") else 3
+        x = torch.randn(rows, 600 // rows, kw["dim"], generator=g, requires_grad=True)
         (q, idx, loss, grad), (q2, idx2, loss2, grad2) = _run_both(ours, theirs, x, seed + step)
         what = f"seed={seed} step={step} {mode}"
-        assert idx.shape == (3, 200, kw["num_quantizers"]) and torch.equal(idx, idx2), what
+        assert idx.shape == (rows, 600 // rows, kw["num_quantizers"]) and torch.equal(idx, idx2), what
         dropped |= bool((idx == -1).any())
         _close(q, q2, what)
         _close(loss, loss2, what)
@@ -146,7 +153,13 @@ def test_bad_arguments_are_named():
                           (dict(dim=4, codebook_size=2.5), TypeError, "codebook_size"),
                           (dict(dim=4, codebook_size=4, decay=1.5), ValueError, "decay"),
                           (dict(dim=4, codebook_size=4, eps=0.0), ValueError, "eps"),
-                          (dict(dim=4, codebook_size=4, commitment_weight=-1.0), ValueError, "commitment_weight")):
+                          (dict(dim=4, codebook_size=4, commitment_weight=-1.0), ValueError, "commitment_weight"),
+                          (dict(dim=4, codebook_size=4, dead_code_threshold_ratio=1.0), ValueError,
+                           "dead_code_threshold_ratio"),
+                          (dict(dim=4, codebook_size=4, threshold_ema_dead_code=8), ValueError,
+                           "threshold_ema_dead_code=8.0 with codebook_size=4"),
+                          (dict(dim=4, codebook_size=4, reset_cluster_size_ratio="a"), TypeError,
+                           "reset_cluster_size_ratio")):
         with pytest.raises(exc, match=name):
             VectorQuantize(**kw)
     with pytest.raises(TypeError):
