@@ -196,3 +196,36 @@ def test_bad_inputs():
         GaussianBernoulliRBM(3, 2, sigma=-1.0)
     with pytest.raises(ValueError, match="sizes"):
         DBN([5])
+
+
+def test_fit_ema_decay_leaves_the_average_of_the_iterates():
+    """fit(ema_decay=d): the model ends with the EMA of the parameter iterates (diffusers' warm-up
+    min(d, (1 + n) / (10 + n))), the raw trajectory being the same as without averaging."""
+    from genfast.models import BernoulliRBM
+
+    g = torch.Generator().manual_seed(0)
+    v = (torch.rand(64, 20, generator=g) < 0.3).float()
+    iterates = []
+
+    def cb(step, losses):
+        iterates.append({k: p.detach().clone() for k, p in raw._params().items()})
+
+    raw = BernoulliRBM(20, 7, seed=3)
+    raw.fit(v, epochs=3, batch_size=16, lr=0.1, persistent=True, callback=cb)
+    avg = {k: p.detach().clone() for k, p in BernoulliRBM(20, 7, seed=3)._params().items()}
+    for n, it in enumerate(iterates):
+        d = min(0.9, (1 + n) / (10 + n))
+        for k in avg:
+            avg[k].lerp_(it[k], 1 - d)
+    model = BernoulliRBM(20, 7, seed=3)
+    model.fit(v, epochs=3, batch_size=16, lr=0.1, persistent=True, ema_decay=0.9)
+    for k, p in model._params().items():
+        torch.testing.assert_close(p, avg[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert not torch.allclose(p, raw._params()[k])  # the average is not the last iterate
+    zero = BernoulliRBM(20, 7, seed=3)
+    zero.fit(v, epochs=3, batch_size=16, lr=0.1, persistent=True, ema_decay=0.0)  # d = 0: the last iterate
+    for k, p in zero._params().items():
+        torch.testing.assert_close(p, raw._params()[k], rtol=0, atol=0, msg=k)
+    for bad in (1.0, -0.1, "0.9", True):
+        with pytest.raises(ValueError, match="ema_decay"):
+            BernoulliRBM(20, 7).fit(v, epochs=1, ema_decay=bad)

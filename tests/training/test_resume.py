@@ -73,13 +73,15 @@ def _fit(name, model, data, labels, **kw):
         from genfast.models import fit_flow
 
         return fit_flow(model, data, num_bins=17, steps=TOTAL, batch_size=16, **kw)
-    if name == "rbm":
+    if name in ("rbm", "rbm_ema"):  # rbm_ema: the averaged parameters are part of the training state
         v = (data.reshape(len(data), -1) > 0).float()
-        return model.fit(v, epochs=7, batch_size=16, lr=0.1, k=1, persistent=True, **kw)  # 42 steps
+        ema = {"ema_decay": 0.9} if name == "rbm_ema" else {}
+        return model.fit(v, epochs=7, batch_size=16, lr=0.1, k=1, persistent=True, **ema, **kw)  # 42 steps
     raise AssertionError(name)
 
 
-FAMILIES = {"ddpm": _ddpm, "dcgan": _dcgan, "wgan": _wgan, "vqvae": _vqvae, "nice": _nice, "rbm": _rbm}
+FAMILIES = {"ddpm": _ddpm, "dcgan": _dcgan, "wgan": _wgan, "vqvae": _vqvae, "nice": _nice, "rbm": _rbm,
+            "rbm_ema": _rbm}
 
 
 def _losses(name, make, digits, out=None, stop=None, how="ctrl-c", resume=False):
@@ -110,11 +112,11 @@ def _losses(name, make, digits, out=None, stop=None, how="ctrl-c", resume=False)
 def test_resume_continues_with_the_same_losses(name, digits, tmp_path):
     make = FAMILIES[name]
     full, ref = _losses(name, make, digits)
-    if name == "rbm":
+    if name.startswith("rbm"):
         assert len(full) == 42  # 7 epochs of 6 batches
     else:
         assert len(full) == TOTAL
-    how = "sigterm" if name in ("dcgan", "rbm") else "ctrl-c"
+    how = "sigterm" if name in ("dcgan", "rbm", "rbm_ema") else "ctrl-c"
     first, _ = _losses(name, make, digits, out=tmp_path / "run", stop=STOP, how=how)
     assert len(first) == STOP if how == "ctrl-c" else len(first) in (STOP, STOP + 1)
     assert (tmp_path / "run" / "checkpoint" / "training_state.json").is_file()
