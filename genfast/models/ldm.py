@@ -18,10 +18,14 @@ Latent Diffusion Models"), the Stable Diffusion mechanism at the digits' scale.
 - Sampling with any genfast sampler (the fused steps), classifier-free guidance, and
   ``negative_prompt`` in place of the unconditional branch (diffusers' semantics);
   :meth:`~LatentDiffusion.img2img` (SDEdit) and :meth:`~LatentDiffusion.inpaint` edit images.
+- Sampling and editing use an exponential moving average of the denoiser's and the text
+  encoder's weights by default (``ema_decay``, as Rombach et al.'s and diffusers' training
+  scripts; ``use_ema=False`` for the trained weights).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -103,6 +107,9 @@ class LatentDiffusion(ZooModel):
         attribute_keep: probability of keeping each attribute word of a training caption.
         autoencoder_steps: training steps of the autoencoder stage.
         lr: Adam learning rate of both stages.
+        ema_decay: decay of the EMA of the denoiser's and text encoder's weights, updated after
+            every diffusion step and warmed up as ``min(ema_decay, (1 + n) / (10 + n))``
+            (diffusers' ``EMAModel``); in [0, 1).
         seed: initial weights.
 
     Raises:
@@ -115,7 +122,7 @@ class LatentDiffusion(ZooModel):
                  max_length: int = 8, vocabulary=None, num_train_timesteps: int = 1000,
                  beta_schedule: str = "scaled_linear", beta_start: float = 0.00085, beta_end: float = 0.012,
                  prompt_dropout: float = 0.1, attribute_keep: float = 0.7, autoencoder_steps: int = 1000,
-                 lr: float = 1e-3, seed: int = 0):
+                 lr: float = 1e-3, ema_decay: float = 0.999, seed: int = 0):
         from genfast.data.captions import CAPTION_VOCABULARY
         from genfast.nn.text import TextEncoder, WordTokenizer
 
@@ -125,7 +132,7 @@ class LatentDiffusion(ZooModel):
                       text_dim=text_dim, text_depth=text_depth, max_length=max_length, vocabulary=vocabulary,
                       num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, beta_start=beta_start,
                       beta_end=beta_end, prompt_dropout=prompt_dropout, attribute_keep=attribute_keep,
-                      autoencoder_steps=autoencoder_steps, lr=lr, seed=seed)
+                      autoencoder_steps=autoencoder_steps, lr=lr, ema_decay=ema_decay, seed=seed)
         super().__init__(image_shape, config)
         c, h, w = self.image_shape
         if h % 4 or w % 4 or h != w:
@@ -139,6 +146,8 @@ class LatentDiffusion(ZooModel):
         check_choice("beta_schedule", beta_schedule, ("linear", "scaled_linear", "squaredcos_cap_v2"))
         check_float("kl_weight", kl_weight)
         check_float("lr", lr, strict=True)
+        if not 0.0 <= check_float("ema_decay", ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         for name in ("prompt_dropout", "attribute_keep"):
             if not 0.0 <= check_float(name, config[name]) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {config[name]}")
@@ -154,6 +163,10 @@ class LatentDiffusion(ZooModel):
                                  num_heads=4, context_dim=text_dim)
         else:
             self.denoiser = DiT(latent_channels, h // 4, patch_size, dit_dim, dit_depth, 4, context_dim=text_dim)
+        # the sampling weights: EMAs of the denoiser and the text encoder (in the state dict)
+        self.ema_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
+        self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.int64))
         self.register_buffer("alphas_cumprod", _alphas_cumprod(num_train_timesteps, beta_schedule, beta_start,
                                                                beta_end), persistent=False)
         self.register_buffer("scaling_factor", torch.tensor(0.0))  # 0: not measured yet
@@ -183,15 +196,27 @@ class LatentDiffusion(ZooModel):
                              "set_captioner(images, labels) first")
         return DigitCaptioner(self.caption_terciles)
 
-    def encode_prompt(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(token embeddings [B, L, text_dim], attention mask [B, L])`` of prompts.
+    def encode_prompt(self, prompts, use_ema: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(token embeddings [B, L, text_dim], attention mask [B, L])`` of prompts, by the
+        trained text encoder or (``use_ema``) its EMA.
 
         Raises:
             ValueError: a word outside the vocabulary (listed), a prompt too long.
         """
         ids, mask = self.tokenizer(prompts)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        return self.text_encoder(ids, mask), mask
+        return (self.ema_text_encoder if use_ema else self.text_encoder)(ids, mask), mask
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """One EMA step of the sampling weights (``ema <- d ema + (1 - d) theta``, warmed-up d)."""
+        n = int(self.ema_updates)
+        d = min(self.config["ema_decay"], (1 + n) / (10 + n))
+        for ema, net in ((self.ema_denoiser, self.denoiser), (self.ema_text_encoder, self.text_encoder)):
+            torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1.0 - d)
+            for eb, b in zip(ema.buffers(), net.buffers()):
+                eb.copy_(b)
+        self.ema_updates += 1
 
     # ------------------------------------------------------------------ latents
     @torch.no_grad()
@@ -263,6 +288,7 @@ class LatentDiffusion(ZooModel):
         self.diffusion_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.diffusion_opt.step()
+        self.update_ema()
         self.step_count += 1
         rec, kl = getattr(self, "_last_ae", (float("nan"), float("nan")))
         return {"loss": float(loss.detach()), "stage": 1.0, "reconstruction": rec, "kl": kl}
@@ -285,11 +311,12 @@ class LatentDiffusion(ZooModel):
             raise ValueError(f"{name} must be a string or a list of {n} strings")
         return list(prompt)
 
-    def _eps_fn(self, prompt, negative_prompt, guidance_scale, n):
-        cond, cmask = self.encode_prompt(self._prompts(prompt, n, "prompt"))
+    def _eps_fn(self, prompt, negative_prompt, guidance_scale, n, use_ema=True):
+        cond, cmask = self.encode_prompt(self._prompts(prompt, n, "prompt"), use_ema)
+        net = self.ema_denoiser if use_ema else self.denoiser
         guided = guidance_scale != 1.0
         if guided:
-            unc, umask = self.encode_prompt(self._prompts(negative_prompt, n, "negative_prompt"))
+            unc, umask = self.encode_prompt(self._prompts(negative_prompt, n, "negative_prompt"), use_ema)
             ctx, mask = torch.cat([cond, unc]), torch.cat([cmask, umask])
         elif negative_prompt is not None:
             raise ValueError("negative_prompt needs guidance_scale != 1 (it replaces the unconditional branch)")
@@ -297,8 +324,8 @@ class LatentDiffusion(ZooModel):
         def eps_fn(z, t):
             tb = t.reshape(1).expand(z.shape[0]).to(z.device)
             if not guided:
-                return self.denoiser(z, tb, encoder_hidden_states=cond, encoder_attention_mask=cmask), None
-            e = self.denoiser(torch.cat([z, z]), torch.cat([tb, tb]), encoder_hidden_states=ctx,
+                return net(z, tb, encoder_hidden_states=cond, encoder_attention_mask=cmask), None
+            e = net(torch.cat([z, z]), torch.cat([tb, tb]), encoder_hidden_states=ctx,
                               encoder_attention_mask=mask)
             return e.chunk(2)
 
@@ -321,7 +348,7 @@ class LatentDiffusion(ZooModel):
     def sample(self, n: int | None = None, generator: torch.Generator | None = None, *, prompt=None,
                negative_prompt=None, guidance_scale: float = 3.0, sampler: str = "dpm++",
                num_inference_steps: int | None = None, seed: int | None = None, backend: str = "auto",
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, use_ema: bool = True) -> torch.Tensor:
         """Generate images from prompts.
 
         Args:
@@ -333,6 +360,7 @@ class LatentDiffusion(ZooModel):
             sampler: one of :data:`genfast.samplers.SAMPLER_NAMES`. num_inference_steps: its steps.
             seed: seed of the initial noise and the sampler's noise (default 0).
             backend: backend of the fused step op.
+            use_ema: denoise with the EMA weights (default) or the trained ones.
 
         Returns:
             ``[n, C, H, W]`` float32 in [-1, 1].
@@ -350,14 +378,14 @@ class LatentDiffusion(ZooModel):
         z = (torch.randn((n, *self.latent_shape), generator=g) * sched.init_noise_sigma).to(self.device)
         if n == 0:
             return torch.empty(0, *self.image_shape, device=self.device)
-        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), n)
+        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), n, bool(use_ema))
         z = denoise(eps_fn, sched, z, guidance_scale=float(guidance_scale), seed=seed, progress=progress)
         return self.decode_latents(z)
 
     @torch.no_grad()
     def img2img(self, images: torch.Tensor, prompt=None, *, strength: float = 0.6, negative_prompt=None,
                 guidance_scale: float = 3.0, sampler: str = "ddim", num_inference_steps: int | None = None,
-                seed: int = 0, backend: str = "auto") -> torch.Tensor:
+                seed: int = 0, backend: str = "auto", use_ema: bool = True) -> torch.Tensor:
         """SDEdit (Meng et al. 2022): noise the images' latents to ``strength`` of the schedule and
         denoise them with the prompt.
 
@@ -384,14 +412,14 @@ class LatentDiffusion(ZooModel):
             z = noise * sched.init_noise_sigma
         else:
             z = sched.add_noise(self.encode_images(x), noise, sched.timesteps[start:start + 1])
-        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), x.shape[0])
+        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), x.shape[0], bool(use_ema))
         z = denoise(eps_fn, sched, z, start=start, guidance_scale=float(guidance_scale), seed=seed)
         return self.decode_latents(z)
 
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor, prompt=None, *, negative_prompt=None,
                 guidance_scale: float = 3.0, sampler: str = "ddim", num_inference_steps: int | None = None,
-                seed: int = 0, backend: str = "auto") -> torch.Tensor:
+                seed: int = 0, backend: str = "auto", use_ema: bool = True) -> torch.Tensor:
         """Regenerate the unknown region of images, keeping the known one.
 
         The latent of the known region is re-noised from the original to each step's level and
@@ -419,7 +447,7 @@ class LatentDiffusion(ZooModel):
         g = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(known.shape, generator=g).to(self.device)
         z = noise * sched.init_noise_sigma
-        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), x.shape[0])
+        eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), x.shape[0], bool(use_ema))
         z = denoise(eps_fn, sched, z, guidance_scale=float(guidance_scale), seed=seed, known=known, mask=lm,
                     noise=noise)
         out = self.decode_latents(z)

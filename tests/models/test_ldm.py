@@ -149,3 +149,22 @@ def test_constructor_and_fit_errors(data):
         LatentDiffusion(**{**TINY, "prompt_dropout": 1.5})
     with pytest.raises(ValueError, match="labels are required"):
         LatentDiffusion(**TINY).fit(data[0], None, steps=1)
+    with pytest.raises(ValueError, match="ema_decay"):
+        LatentDiffusion(**{**TINY, "ema_decay": 1.0})
+
+
+def test_ema_weights_follow_the_diffusion_steps(trained, data):
+    """5 diffusion steps (8 steps, 3 of them the autoencoder's) gave 5 EMA updates; with the
+    warm-up d = min(0.999, (1 + n) / (10 + n)) the EMA moved off the initial weights but is not the
+    trained network, and sampling uses it unless use_ema=False."""
+    assert int(trained.ema_updates) == 5
+    ema = dict(trained.ema_denoiser.named_parameters())
+    moved = [name for name, p in trained.denoiser.named_parameters() if not torch.equal(p, ema[name])]
+    assert moved  # the EMA is not the trained network
+    a = trained.sample(2, prompt="a thin one", num_inference_steps=3)
+    b = trained.sample(2, prompt="a thin one", num_inference_steps=3, use_ema=False)
+    assert not torch.allclose(a, b)
+    m = LatentDiffusion(**{**TINY, "ema_decay": 0.0})  # d = 0: the EMA is the last iterate
+    m.fit(data[0][:64], data[1][:64], steps=5, batch_size=8)
+    for name, p in m.denoiser.named_parameters():
+        assert torch.equal(p, dict(m.ema_denoiser.named_parameters())[name]), name
