@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--model", default=None, help="reuse a saved model folder (skips training)")
     ap.add_argument("--save", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-ema", action="store_true", help="sample with the trained weights, not their EMA")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,10 +67,12 @@ def main():
     metric = DigitMetric.from_data()
     cap = model.captioner
     g, k = args.guidance, args.per_class
+    ema = not args.no_ema
     rows = []
 
     def gen(prompt, neg=None, n=k, seed=0, w=g):
-        return model.sample(n, prompt=prompt, negative_prompt=neg, guidance_scale=w, sampler=args.sampler, seed=seed)
+        return model.sample(n, prompt=prompt, negative_prompt=neg, guidance_scale=w, sampler=args.sampler, seed=seed,
+                            use_ema=ema)
 
     # asked digit
     correct, total = 0, 0
@@ -101,7 +104,7 @@ def main():
                  "cut at least by half"))
     # unguided FDD
     m = 500
-    s = torch.cat([model.sample(100, prompt="", guidance_scale=1.0, sampler=args.sampler, seed=300 + i)
+    s = torch.cat([model.sample(100, prompt="", guidance_scale=1.0, sampler=args.sampler, seed=300 + i, use_ema=ema)
                    for i in range(m // 100)])
     fdd = metric.frechet_distance(to8(s))
     rows.append((f"Frechet digit distance, {m} unguided samples", f"{fdd:.2f} (floor {metric.floor(m):.2f}, "
@@ -113,14 +116,14 @@ def main():
     mask = torch.ones(1, 1, 32, 32)
     mask[..., 16:, :] = 0
     for label, prompt in (("empty prompt", None), ("prompt \"a <digit>\"", [f"a {DIGIT_NAMES[int(v)]}" for v in yt])):
-        out = model.inpaint(xt32, mask, prompt, guidance_scale=1.0 if prompt is None else g, seed=7)
+        out = model.inpaint(xt32, mask, prompt, guidance_scale=1.0 if prompt is None else g, seed=7, use_ema=ema)
         acc = float((metric.predict(to8(out)) == yt).float().mean())
         rows.append((f"inpainting accuracy, bottom half regenerated ({label})", f"{acc:.3f}", ">= 0.85"))
     total_s = time.perf_counter() - t0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = (f"Latent diffusion adherence (benchmarks/ldm_adherence.py; UNet base 32, autoencoder {args.ae_steps} "
             f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, {args.sampler} 25 steps, guidance {g}, "
-            f"{k} samples per digit and prompt; training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
+            f"{k} samples per digit and prompt; {'EMA' if ema else 'trained (not EMA)'} weights; training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
             f"thread(s) on the 2-core CPU, commit {commit})")
     table = "| measure | value | target |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     print(head)
