@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_int
 from genfast.losses.adversarial import discriminator_loss, generator_loss
 
-from ._zoo_base import check_int
 from .gans import ConditionalGAN, DCGANDiscriminator, DCGANGenerator
 
 __all__ = ["ACGAN", "conditional_accuracy"]
@@ -110,7 +110,7 @@ def conditional_accuracy(model, metric=None, per_class: int = 100, seed: int = 0
 
     if not isinstance(model, ConditionalGAN):
         raise TypeError(f"model must be an ACGAN or ConditionalGAN, got {type(model).__name__}")
-    check_int("per_class", per_class)
+    check_int("per_class", per_class, lo=1)
     if metric is None:
         metric = DigitMetric.from_data()
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)
