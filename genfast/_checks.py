@@ -11,8 +11,9 @@ import os
 
 import torch
 
-__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_count", "check_image_batch",
-           "check_image_range", "check_int", "check_memory", "check_number", "check_tensor", "materialized_bytes"]
+__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_count", "check_feature_sets",
+           "check_image_batch", "check_image_range", "check_int", "check_memory", "check_number", "check_tensor",
+           "materialized_bytes"]
 
 
 def _owner(op) -> str:
@@ -88,6 +89,33 @@ def check_number(name: str, value, *, op: str | None = None, lo=None, hi=None, l
     if hi is not None and value > hi:
         raise ValueError(f"{_owner(op)}{name} must be <= {hi}, got {value}")
     return value
+
+
+def check_feature_sets(real_features, fake_features, *, op: str, min_rows: int = 0,
+                       rows_note: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Two feature sets (tensors or arrays) as float64 CPU ``[N, D]`` tensors of one width D, as
+    the sample-quality metrics (KID, precision/recall) take them.
+
+    Raises:
+        TypeError: not numeric.
+        ValueError: not 2-D, fewer than ``min_rows`` rows (``rows_note`` says why), NaN or inf,
+            different widths.
+    """
+    sets = []
+    for name, f in (("real_features", real_features), ("fake_features", fake_features)):
+        try:
+            t = torch.as_tensor(f).detach().cpu().double()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{op}: {name} must be a tensor or array of numbers") from None
+        if t.dim() != 2 or t.shape[0] < min_rows:
+            raise ValueError(f"{op}: {name} must be [N, D]{rows_note}, got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{op}: {name} holds NaN or infinite values")
+        sets.append(t)
+    real, fake = sets
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"{op}: feature widths differ ({real.shape[1]} vs {fake.shape[1]})")
+    return real, fake
 
 
 def check_image_batch(x, name: str = "images") -> torch.Tensor:

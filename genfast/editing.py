@@ -20,14 +20,11 @@ __all__ = ["img2img", "inpaint"]
 
 
 def _ddpm_parts(model, sampler, steps, class_label, guidance_scale, negative_class, n, backend):
-    from genfast._checks import check_int
-    from genfast.samplers import DEFAULT_STEPS, make_scheduler
+    from genfast.samplers import make_scheduler
+    from genfast.samplers.factory import inference_steps
 
-    c = model.config
-    sched = make_scheduler(sampler, num_train_timesteps=c["num_train_timesteps"], beta_start=c["beta_start"],
-                           beta_end=c["beta_end"], beta_schedule=c["beta_schedule"], clip_sample=c["clip_sample"],
-                           backend=backend)
-    steps = DEFAULT_STEPS[sampler] if steps is None else check_int("num_inference_steps", steps, lo=1)
+    sched = make_scheduler(sampler, **model._noise_schedule(), backend=backend)
+    steps = inference_steps(sampler, steps, model.config["num_train_timesteps"])
     sched.set_timesteps(steps, device=model.device)
     cond = model._labels(class_label, n, model.device)
     neg = model._labels(negative_class, n, model.device, "negative_class") if negative_class is not None else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_count
+
 __all__ = ["IMQ_SCALES", "mmd", "mmd_kernel"]
 
 #: The scales of Tolstikhin et al. (2018)'s multi-scale inverse multiquadratic kernel (their code:
@@ -126,8 +128,7 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", scales=None, band
     lo = 2 if unbiased else 1
     if n < lo or m < lo:
         raise ValueError(f"x and y need at least {lo} rows each, got {n} and {m}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_count("chunk_size", chunk_size, lo=1)
     cs = _scales(kernel, scales, bandwidth, x.shape[1])
     y = y.to(x.dtype)
     kxx = _kernel_sum(x, x, cs, kernel, unbiased, chunk_size)

@@ -306,15 +306,13 @@ class LatentDiffusion(ZooModel):
         return eps_fn
 
     def _setup(self, sampler, steps, guidance_scale, backend):
-        from genfast.samplers import DEFAULT_STEPS
+        from genfast.samplers.factory import inference_steps
 
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
                 or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite float, got {guidance_scale!r}")
         sched = self.make_scheduler(sampler, backend)
-        steps = DEFAULT_STEPS[sampler] if steps is None else check_int("num_inference_steps", steps, lo=1)
-        if steps > self.config["num_train_timesteps"]:
-            raise ValueError(f"num_inference_steps must be <= {self.config['num_train_timesteps']}, got {steps}")
+        steps = inference_steps(sampler, steps, self.config["num_train_timesteps"])
         sched.set_timesteps(steps, device=self.device)
         return sched
 

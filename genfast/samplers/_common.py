@@ -20,7 +20,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from genfast._backends import BACKENDS  # one list of backend values for the whole package
+from genfast._backends import check_backend
+from genfast._checks import check_count
 
 _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
 
@@ -28,20 +29,6 @@ _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
 class UnsupportedBetaScheduleError(ValueError, NotImplementedError):
     """An unknown ``beta_schedule``: a ``ValueError`` (genfast's rule for bad options) that is
     also the ``NotImplementedError`` diffusers raises, so existing ``except`` clauses still work."""
-
-
-def check_backend(owner: str, backend) -> str:
-    """``backend`` if it is one of :data:`BACKENDS`, else ValueError naming it."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def check_int(owner: str, name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _positive(owner: str, name: str, value, high: float = math.inf, low_closed: bool = False) -> None:
@@ -98,7 +85,7 @@ def schedule_checks(owner: str, num_inference_steps, timesteps) -> None:
     if timesteps is None:
         if num_inference_steps is None:
             raise ValueError(f"{owner}: pass num_inference_steps or timesteps")
-        check_int(owner, "num_inference_steps", num_inference_steps, 1)
+        check_count("num_inference_steps", num_inference_steps, op=owner, numpy=True, what="an integer")
         return
     values = timesteps.tolist() if isinstance(timesteps, (torch.Tensor, np.ndarray)) else list(timesteps)
     if not values or any(isinstance(v, bool) or not float(v).is_integer() for v in values):
@@ -142,7 +129,7 @@ class FusedStepMixin:
 
     @backend.setter
     def backend(self, value: str) -> None:
-        self._backend = check_backend(type(self).__name__, value)
+        self._backend = check_backend(value, type(self).__name__)
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -165,7 +152,7 @@ class FusedStepMixin:
 
         Mirrors ``diffusers.ConfigMixin.from_config``.
         """
-        backend = check_backend(cls.__name__, kwargs.pop("backend", "auto"))
+        backend = check_backend(kwargs.pop("backend", "auto"), cls.__name__)
         out = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
         (out[0] if isinstance(out, tuple) else out).backend = backend
         return out

@@ -17,7 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from genfast.samplers._common import FusedStepMixin, check_backend
+from genfast._backends import check_backend
+from genfast.samplers._common import FusedStepMixin
 
 NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
 IDX = {name: i for i, name in enumerate((
@@ -50,7 +51,7 @@ def with_backend(cls):
     params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"))
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
-        check_backend(type(self).__name__, backend)
+        check_backend(backend, type(self).__name__)
         super(cls, self).__init__(*args, **kwargs)
         self.backend = backend
         self._gf_reset()
