@@ -53,6 +53,16 @@ def _weights(weights, n: int) -> list[float]:
     return w
 
 
+def _map_pairs(features_x, features_y, weights):
+    """``(i, map of x, map of y, weight)`` for each pair of feature maps (tensors, sequences or
+    dicts of them), after checking that both hold the same number (> 0) of maps."""
+    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
+    if len(fx) != len(fy) or not fx:
+        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
+                         f"{len(fy)}")
+    return [(i, a, b, w) for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx))))]
+
+
 class FeatureExtractor(nn.Module):
     """Runs a network and returns the outputs of some of its named submodules.
 
@@ -127,12 +137,8 @@ def perceptual_loss(features_x, features_y, weights: Sequence[float] | None = No
     """
     if criterion not in ("mse", "l1"):
         raise ValueError(f"criterion must be 'mse' or 'l1', got {criterion!r}")
-    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
-    if len(fx) != len(fy) or not fx:
-        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
-                         f"{len(fy)}")
     total = 0.0
-    for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx)))):
+    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
         _check_tensor(a, f"features_x[{i}]", (2, 3, 4, 5))
         _check_tensor(b, f"features_y[{i}]", (2, 3, 4, 5))
         if a.shape != b.shape:
@@ -186,12 +192,8 @@ def style_loss(features_x, features_y, weights: Sequence[float] | None = None) -
     Source: Johnson et al. 2016, eq. 4 (squared Frobenius norm of the Gram difference); Gatys
     et al. 2016, eqs. 4-5.
     """
-    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
-    if len(fx) != len(fy) or not fx:
-        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
-                         f"{len(fy)}")
     total = 0.0
-    for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx)))):
+    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
         ga, gb = gram_matrix(a), gram_matrix(b)
         if ga.shape[1:] != gb.shape[1:] or gb.shape[0] not in (1, ga.shape[0]):
             raise ValueError(f"feature map {i}: channels or batch differ, {tuple(a.shape)} and {tuple(b.shape)}")

@@ -267,16 +267,7 @@ class ZooModel(nn.Module):
             ValueError: a corrupt file, another model's checkpoint, or weights that do not match.
         """
 
-        from genfast._checkpoint import read_json, validate_config, validate_record
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        if not d.is_dir():
-            raise FileNotFoundError(f"checkpoint folder not found: {d}")
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"checkpoint file not found: {p}")
-        record = read_json(cfg_path)
+        cfg_path, w_path, record = read_checkpoint(directory)
         name = record.get("model")
         klass = _REGISTRY.get(name) if isinstance(name, str) else None
         if klass is None:
@@ -284,16 +275,8 @@ class ZooModel(nn.Module):
                              f"(one of {', '.join(sorted(_REGISTRY))})")
         if not issubclass(klass, cls):
             raise ValueError(f"{cfg_path} holds a {name}, not a {cls.__name__}")
-        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
-        if record.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
-                             "this genfast")
-        config = validate_config(cfg_path, record["config"], klass)
-        model = build_and_load_weights(klass, config, w_path, cfg_path)
+        model, record = build_from_record(klass, record, cfg_path, w_path)
         model.step_count = int(record.get("step_count", 0))
-        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
-        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
-        model.eval()
         return model.to(device) if device is not None else model
 
 
@@ -305,6 +288,49 @@ def _record_schema():
 
 
 _RECORD_SCHEMA = _record_schema()
+
+
+def read_checkpoint(directory) -> tuple[Path, Path, dict]:
+    """``(config path, weights path, the config.json record)`` of a checkpoint folder (the record
+    parsed, not yet validated).
+
+    Raises:
+        FileNotFoundError: the folder or one of its two files is missing (the message names it).
+        ValueError: config.json is not a JSON object.
+    """
+    from genfast._checkpoint import read_json
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {d}")
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {p}")
+    return cfg_path, w_path, read_json(cfg_path)
+
+
+def build_from_record(klass, record: dict, cfg_path, w_path) -> tuple[nn.Module, dict]:
+    """The ``klass`` model that a checkpoint's record describes, its weights loaded, in eval mode,
+    with ``training_info`` (and its ``extra``) restored; and the validated record (for the
+    counters each class keeps).
+
+    Raises:
+        ValueError: a bad record (a key of the wrong type, a newer format), a config ``klass``
+            rejects, weights that do not match (each message names the file and the key).
+    """
+    from genfast._checkpoint import validate_config, validate_record
+
+    record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
+    if record.get("format_version", 0) > _FORMAT_VERSION:
+        raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
+                         "this genfast")
+    config = validate_config(cfg_path, record["config"], klass)
+    model = build_and_load_weights(klass, config, w_path, cfg_path)
+    model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
+    model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
+    model.eval()
+    return model, record
 
 
 def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:

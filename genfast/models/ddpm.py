@@ -19,7 +19,6 @@ from genfast.training.engine import EMA, Task
 
 from ._schedule import _alphas_cumprod
 from ._unet import UNet
-from ._zoo_base import build_and_load_weights
 
 __all__ = ["DDPM"]
 
@@ -577,34 +576,17 @@ class DDPM(nn.Module):
                 the config (the message names the file).
         """
 
-        from genfast._checkpoint import read_json, validate_config, validate_record
+        from ._zoo_base import build_from_record, read_checkpoint
 
-        from ._zoo_base import _RECORD_SCHEMA
-
-        d = Path(directory)
-        if not d.is_dir():
-            raise FileNotFoundError(f"checkpoint folder not found: {d}")
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"checkpoint file not found: {p}")
-        record = read_json(cfg_path)
+        cfg_path, w_path, record = read_checkpoint(directory)
         if record.get("model") != "DDPM":
             from genfast._checkpoint import describe
 
-            found = describe(d)
+            found = describe(Path(directory))
             what = found[1] if found else f"model {record.get('model')!r}"
             raise ValueError(f"{cfg_path}: key 'model': holds {what}, not a DDPM checkpoint")
-        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
-        if record.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
-                             "this genfast")
-        config = validate_config(cfg_path, record["config"], cls)
-        model = build_and_load_weights(cls, config, w_path, cfg_path)
+        model, record = build_from_record(cls, record, cfg_path, w_path)
         model.ema_updates = int(record.get("ema_updates", 0))
-        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
-        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
-        model.eval()
         return model.to(device) if device is not None else model
 
 

@@ -227,18 +227,14 @@ class DCGAN(_GAN):
     @classmethod
     def mnist(cls, **kwargs) -> DCGAN:
         """The seed lecture's exact 28x28 MNIST model (latent 100; see the module docstring)."""
-        cfg = {"image_shape": (1, 28, 28), "latent_dim": 100, "g_channels": (256, 128, 64),
-               "d_channels": (64, 128), "final_kernel": 7, "lr": 2e-4}
-        cfg.update(kwargs)
-        return cls(**cfg)
+        return cls(**{"image_shape": (1, 28, 28), "latent_dim": 100, "g_channels": (256, 128, 64),
+                      "d_channels": (64, 128), "final_kernel": 7, "lr": 2e-4, **kwargs})
 
     @classmethod
     def digits(cls, **kwargs) -> DCGAN:
         """The same design scaled for the 8x8 digits: 2x2 start, half widths, final kernel 3, lr 5e-3."""
-        cfg = {"image_shape": (1, 8, 8), "latent_dim": 32, "g_channels": (128, 64, 32),
-               "d_channels": (32, 64), "final_kernel": 3, "lr": 5e-3}
-        cfg.update(kwargs)
-        return cls(**cfg)
+        return cls(**{"image_shape": (1, 8, 8), "latent_dim": 32, "g_channels": (128, 64, 32),
+                      "d_channels": (32, 64), "final_kernel": 3, "lr": 5e-3, **kwargs})
 
     def training_step(self, batch) -> dict[str, float]:
         """One discriminator step, then one generator step; returns the named losses."""

@@ -64,6 +64,22 @@ def beta_schedule_errors(owner: str, beta_schedule):
         ) from exc
 
 
+def init_checked(self, base, backend, beta_schedule, *args) -> None:
+    """The constructor of a fused DDPM / DDIM scheduler: diffusers' undecorated ``base.__init__``
+    with ``args`` (its positional parameters, in order) between genfast's checks (the options at
+    construction, the beta schedule's name, the resulting ``alphas_cumprod``)."""
+    owner = type(self).__name__
+    self.backend = backend
+    check_step_options(owner, self.config)
+    with beta_schedule_errors(owner, beta_schedule):
+        base.__init__.__wrapped__(self, *args)
+    check_alphas_cumprod(owner, self.alphas_cumprod)
+    # Pipelines record a component's library from ``component.__module__`` (model_index.json):
+    # naming diffusers' module on the instance (the class keeps its own, so pickling is
+    # unaffected) makes a pipeline saved with this scheduler load anywhere, as diffusers' class.
+    self.__module__ = base.__module__
+
+
 def check_alphas_cumprod(owner: str, alphas_cumprod: torch.Tensor) -> None:
     """The schedule made by the constructor lies in [0, 1] and is finite (read once, here).
 
