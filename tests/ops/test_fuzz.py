@@ -49,6 +49,15 @@ def _device(backend):
     return backend_device(backend) if backend != "reference" else torch.device("cpu")
 
 
+def _draw_dtype(data, backend):
+    """A drawn dtype, the backend that runs it (float64 only goes through "auto", to the
+    reference arithmetic) and that backend's device."""
+    dtype = data.draw(st.sampled_from(DTYPES))
+    if dtype == torch.float64:
+        backend = "auto"
+    return dtype, backend, _device(backend)
+
+
 def _magnitude(draw, dtype):
     fi = torch.finfo(dtype)
     ok = [m for m in MAGNITUDES if fi.tiny * 16 <= m <= fi.max / 64]
@@ -212,10 +221,7 @@ def test_fuzz_ddim_step(backend, case, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_solver_step(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     shape = (data.draw(batches), data.draw(pos_sizes), data.draw(sizes))
     mo = data.draw(tensors(shape, dtype, nan=True, scale=1.0)).to(dev)
     x = data.draw(tensors(shape, dtype, nan=True, scale=1.0)).to(dev)
@@ -263,10 +269,7 @@ def test_fuzz_random(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_vq(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     n, k, d = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)
     scale = _magnitude(data.draw, dtype)
     z = data.draw(tensors((n, d), dtype, scale=scale)).to(dev)
@@ -303,10 +306,7 @@ def test_fuzz_vq(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_invconv(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     c = data.draw(pos_sizes)
     shape = (data.draw(batches), c, data.draw(sizes), data.draw(st.integers(1, 5)))
     x = data.draw(tensors(shape, dtype, nan=True, scale=data.draw(st.sampled_from([1e-3, 1.0, 1e3])))).to(dev)
@@ -341,10 +341,7 @@ def test_fuzz_invconv(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_gibbs(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     bsz, v, h = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
     scale = data.draw(st.sampled_from([0.0, 0.3, 3.0, 1e3]))
