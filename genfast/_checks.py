@@ -22,24 +22,29 @@ def _owner(op) -> str:
     return f"{op}: " if op else ""
 
 
-def check_tensor(name: str, t, *, op: str, dtypes=None, device=None, ndim=None, min_ndim=None):
-    """Check that ``t`` is a tensor with an allowed dtype, device and rank.
+def check_tensor(name: str, t, *, op: str | None = None, dtypes=None, floating: bool = False, device=None,
+                 ndim=None, min_ndim=None):
+    """Check that ``t`` is a tensor with an allowed dtype (one of ``dtypes``, or any floating
+    dtype with ``floating``), device and rank (``ndim``: a number or a tuple of allowed ones).
 
     Raises:
-        TypeError: not a tensor, or dtype not in ``dtypes``.
+        TypeError: not a tensor, or a dtype not allowed.
         ValueError: wrong device or rank.
     """
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        raise TypeError(f"{_owner(op)}{name} must be a torch.Tensor, got {type(t).__name__}")
     if dtypes is not None and t.dtype not in dtypes:
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{op}: {name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+        raise TypeError(f"{_owner(op)}{name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+    if floating and not t.is_floating_point():
+        raise TypeError(f"{_owner(op)}{name} must be a floating tensor, got {t.dtype}")
     if device is not None and t.device != device:
-        raise ValueError(f"{op}: {name} is on {t.device} but the other inputs are on {device}")
-    if ndim is not None and t.dim() != ndim:
-        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+        raise ValueError(f"{_owner(op)}{name} is on {t.device} but the other inputs are on {device}")
+    if ndim is not None and (t.dim() not in ndim if isinstance(ndim, tuple) else t.dim() != ndim):
+        ranks = " or ".join(map(str, ndim)) if isinstance(ndim, tuple) else ndim
+        raise ValueError(f"{_owner(op)}{name} must have {ranks} dimensions, got shape {tuple(t.shape)}")
     if min_ndim is not None and t.dim() < min_ndim:
-        raise ValueError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+        raise ValueError(f"{_owner(op)}{name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
     return t
 
 

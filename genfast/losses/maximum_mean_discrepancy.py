@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genfast._checks import check_count
+from genfast._checks import check_count, check_tensor
 
 __all__ = ["IMQ_SCALES", "mmd", "mmd_kernel"]
 
@@ -12,15 +12,6 @@ __all__ = ["IMQ_SCALES", "mmd", "mmd_kernel"]
 #: ``C = 2 * d_z * sigma_z^2 * s`` for these ``s``).
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _KERNELS = ("imq", "rbf")
-
-
-def _check(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be [N, D], got {tuple(x.shape)}")
 
 
 def _scales(kernel, scales, bandwidth, dim):
@@ -120,8 +111,8 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", scales=None, band
     Source: Gretton et al. 2012, "A Kernel Two-Sample Test", eqs. 3 and 5; kernels of Tolstikhin
     et al. 2018, "Wasserstein Auto-Encoders", sec. 4 and Algorithm 2.
     """
-    _check(x, "x")
-    _check(y, "y")
+    check_tensor("x", x, floating=True, ndim=2)
+    check_tensor("y", y, floating=True, ndim=2)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same D, got {x.shape[1]} and {y.shape[1]}")
     n, m = x.shape[0], y.shape[0]

@@ -62,11 +62,7 @@ class ACGAN(ConditionalGAN):
 
     def training_step(self, batch) -> dict[str, float]:
         """One discriminator + classifier step, then one generator step; returns the named losses."""
-        x, y, _ = self._unpack(batch)
-        if y is None:
-            raise ValueError("batch must be (images, labels): AC-GAN needs labels")
-        y = self._labels(y, x.shape[0])
-        self.train()
+        x, y = self._labelled(batch, "AC-GAN")
         b = x.shape[0]
         y_fake = torch.randint(0, self.num_classes, (b,), device=self.device)
         fake = self._g(self._z(b), y_fake)

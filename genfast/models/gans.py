@@ -240,16 +240,20 @@ class DCGAN(_GAN):
         """One discriminator step, then one generator step; returns the named losses."""
         x, _, _ = self._unpack(batch)
         self.train()
-        b = x.shape[0]
-        fake = self.generator(self._z(b))
-        real_logits = self.discriminator(x)
-        fake_logits = self.discriminator(fake.detach())
+        fake = self.generator(self._z(x.shape[0]))
+        return self._adversarial_step(x, fake, self.discriminator)
+
+    def _adversarial_step(self, x, fake, d) -> dict[str, float]:
+        """One discriminator step (``x`` against the detached ``fake``), then one generator step,
+        both on the non-saturating loss; ``d(images)`` gives the discriminator's logits."""
+        real_logits = d(x)
+        fake_logits = d(fake.detach())
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
 
-        g_loss = generator_loss(self.discriminator(fake))
+        g_loss = generator_loss(d(fake))
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
@@ -375,27 +379,21 @@ class ConditionalGAN(DCGAN):
             raise ValueError(f"labels must be in [0, {self.num_classes})")
         return labels.to(self.device, torch.long)
 
-    def training_step(self, batch) -> dict[str, float]:
-        """One discriminator and one generator step on labelled ``batch``; returns the named losses."""
+    def _labelled(self, batch, who: str):
+        """``(images, labels)`` of a training batch on the model's device, the model in training
+        mode; a ValueError naming ``who`` when the batch has no labels."""
         x, y, _ = self._unpack(batch)
         if y is None:
-            raise ValueError("batch must be (images, labels): the conditional GAN needs labels")
+            raise ValueError(f"batch must be (images, labels): {who} needs labels")
         y = self._labels(y, x.shape[0])
         self.train()
+        return x, y
+
+    def training_step(self, batch) -> dict[str, float]:
+        """One discriminator and one generator step on labelled ``batch``; returns the named losses."""
+        x, y = self._labelled(batch, "the conditional GAN")
         fake = self._g(self._z(x.shape[0]), y)
-        real_logits = self._d(x, y)
-        fake_logits = self._d(fake.detach(), y)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
-        g_loss = generator_loss(self._d(fake, y))
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward(inputs=list(self.generator.parameters()))
-        self.g_optimizer.step()
-        self.step_count += 1
-        return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                "d_real": torch.sigmoid(real_logits).mean().item(), "d_fake": torch.sigmoid(fake_logits).mean().item()}
+        return self._adversarial_step(x, fake, lambda images: self._d(images, y))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
