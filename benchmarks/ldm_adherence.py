@@ -123,7 +123,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = (f"Latent diffusion adherence (benchmarks/ldm_adherence.py; UNet base 32, autoencoder {args.ae_steps} "
             f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, {args.sampler} 25 steps, guidance {g}, "
-            f"{k} samples per digit and prompt; {'EMA' if ema else 'trained (not EMA)'} weights; training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
+            f"{k} samples per digit and prompt; {'EMA' if ema else 'trained (not EMA)'} weights; "
+            f"training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
             f"thread(s) on the 2-core CPU, commit {commit})")
     table = "| measure | value | target |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     print(head)

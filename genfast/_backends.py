@@ -49,26 +49,22 @@ def _load(name: str):
         return None, exc
 
 
+def _require(name: str, what: str, remedy: str):
+    mod, err = _load(name)
+    if mod is None:
+        raise BackendUnavailableError(f"genfast's {what} ({name}) is not available: {err}. {remedy}")
+    return mod
+
+
 def cpu_module():
     """The C++ CPU module ``genfast._C``, or raise BackendUnavailableError."""
-    mod, err = _load("_C")
-    if mod is None:
-        raise BackendUnavailableError(
-            f"genfast's C++ CPU module (_C) is not available: {err}. Reinstall genfast "
-            "(`pip install .`) or use backend='reference'."
-        )
-    return mod
+    return _require("_C", "C++ CPU module", "Reinstall genfast (`pip install .`) or use backend='reference'.")
 
 
 def cuda_module():
     """The CUDA module ``genfast._C_cuda``, or raise BackendUnavailableError."""
-    mod, err = _load("_C_cuda")
-    if mod is None:
-        raise BackendUnavailableError(
-            f"genfast's CUDA module (_C_cuda) is not available: {err}. It is built when nvcc is "
-            "found at install time; use backend='triton' or 'reference'."
-        )
-    return mod
+    return _require("_C_cuda", "CUDA module", "It is built when nvcc is found at install time; use "
+                    "backend='triton' or 'reference'.")
 
 
 @functools.cache

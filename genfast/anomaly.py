@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from genfast._checks import check_image_batch as _check_images
+from genfast._checks import check_int
 
 __all__ = [
     "CORRUPTIONS",
@@ -84,14 +85,6 @@ _DIGIT_BINS = 17  # scikit-learn's digits have 17 grey levels
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_int(name: str, value, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
 def _batched(fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(images[s:s + batch_size]).float().cpu() for s in range(0, images.shape[0], batch_size)])
 
@@ -130,7 +123,7 @@ def score_flow(model, images: torch.Tensor, num_bins: int = _DIGIT_BINS, seed: i
     if not isinstance(model, FlowModel):
         raise TypeError(f"model must be a genfast FlowModel, got {type(model).__name__}")
     images = _check_images(images)
-    _check_int("num_bins", num_bins, 2)
+    check_int("num_bins", num_bins, lo=2)
     g = torch.Generator().manual_seed(int(seed))
     x = model.dequantize(images.float().cpu(), num_bins, g)
     model.eval()
@@ -161,7 +154,7 @@ def score_vae(model, images: torch.Tensor, num_samples: int = 4, seed: int = 0) 
     if not isinstance(model, VAE):
         raise TypeError(f"model must be a genfast VAE or BetaVAE, got {type(model).__name__}")
     images = _check_images(images)
-    _check_int("num_samples", num_samples)
+    check_int("num_samples", num_samples, lo=1)
     g = torch.Generator().manual_seed(int(seed))
     return -model.elbo(images, num_samples=num_samples, generator=g).float().cpu()
 
@@ -447,7 +440,7 @@ def corrupt(images: torch.Tensor, kind: str, seed: int = 0, noise_std: float = 0
         return (images + noise_std * torch.randn(images.shape, generator=g)).clamp(-1, 1)
     n, _, h, w = images.shape
     p = min(h, w) // 2 if patch is None else patch
-    _check_int("patch", p)
+    check_int("patch", p, lo=1)
     if p > min(h, w):
         raise ValueError(f"patch must be <= min(H, W) = {min(h, w)}, got {p}")
     out = images.clone()
@@ -485,7 +478,7 @@ def train_family(family: str, images: torch.Tensor, steps: int | None = None, se
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     images = _check_images(images)
-    steps = TABLE_STEPS[family] if steps is None else _check_int("steps", steps)
+    steps = TABLE_STEPS[family] if steps is None else check_int("steps", steps, lo=1)
     shape = tuple(images.shape[1:])
     torch.manual_seed(seed)
     if family in _FLOWS:
@@ -538,8 +531,7 @@ def one_class_out(family: str, held_out: int, train, test, steps: int | None = N
         ValueError: ``held_out`` absent from the train or the test labels, bad data.
     """
     (xtr, ytr), (xte, yte) = train, test
-    if isinstance(held_out, bool) or not isinstance(held_out, int):
-        raise TypeError(f"held_out must be an int, got {type(held_out).__name__}")
+    check_int("held_out", held_out)
     if not bool((ytr == held_out).any()) or not bool((yte == held_out).any()):
         raise ValueError(f"held_out class {held_out} must appear in both the train and the test labels")
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
+from genfast._checks import check_count
 from genfast.nn.splines import RationalQuadraticCoupling
 
 __all__ = ["FlowDistribution", "ConditionalFlow", "ConditionalFlowDistribution"]
@@ -124,8 +125,7 @@ class ConditionalFlow(nn.Module):
     def __init__(self, features: int, context_features: int = 0, *, num_layers: int = 4, hidden: int = 64,
                  num_bins: int = 8, tail_bound: float = 3.0):
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"ConditionalFlow: num_layers must be an int >= 1, got {num_layers!r}")
+        check_count("num_layers", num_layers, op="ConditionalFlow", lo=1)
         self.features, self.context_features = features, context_features
         self.layers = nn.ModuleList(
             RationalQuadraticCoupling(features, hidden, num_bins=num_bins, tail_bound=tail_bound, parity=0,

@@ -20,14 +20,11 @@ __all__ = ["img2img", "inpaint"]
 
 
 def _ddpm_parts(model, sampler, steps, class_label, guidance_scale, negative_class, n, backend):
-    from genfast.models._zoo_base import check_int
-    from genfast.samplers import DEFAULT_STEPS, make_scheduler
+    from genfast.samplers import make_scheduler
+    from genfast.samplers.factory import inference_steps
 
-    c = model.config
-    sched = make_scheduler(sampler, num_train_timesteps=c["num_train_timesteps"], beta_start=c["beta_start"],
-                           beta_end=c["beta_end"], beta_schedule=c["beta_schedule"], clip_sample=c["clip_sample"],
-                           backend=backend)
-    steps = DEFAULT_STEPS[sampler] if steps is None else check_int("num_inference_steps", steps)
+    sched = make_scheduler(sampler, **model._noise_schedule(), backend=backend)
+    steps = inference_steps(sampler, steps, model.config["num_train_timesteps"])
     sched.set_timesteps(steps, device=model.device)
     cond = model._labels(class_label, n, model.device)
     neg = model._labels(negative_class, n, model.device, "negative_class") if negative_class is not None else None
@@ -94,9 +91,9 @@ def img2img(model, images: torch.Tensor, condition=None, *, strength: float = 0.
         return model.img2img(images, condition, strength=strength, negative_prompt=negative,
                              guidance_scale=guidance_scale, sampler=sampler, num_inference_steps=num_inference_steps,
                              seed=seed, backend=backend)
-    from genfast.models._zoo_base import check_float
+    from genfast._checks import check_number
 
-    strength = check_float("strength", strength)
+    strength = check_number("strength", strength, lo=0.0, float32=False)
     if strength > 1:
         raise ValueError(f"strength must lie in [0, 1], got {strength}")
     x = _check_images(model, images)
@@ -146,8 +143,7 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
 
 
 def _check_images(model, images):
-    from genfast._checks import check_image_batch
-    from genfast.models._zoo_base import check_image_range
+    from genfast._checks import check_image_batch, check_image_range
 
     check_image_batch(images)
     if tuple(images.shape[1:]) != tuple(model.image_shape):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from genfast._checks import check_image_batch as _check_images
+from genfast._checks import check_int
 
 __all__ = [
     "ddim_invert",
@@ -39,14 +40,6 @@ __all__ = [
     "slerp",
     "traverse",
 ]
-
-
-def _check_int(name: str, value, lo: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
 
 
 def _device(model) -> torch.device:
@@ -90,7 +83,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- DDIM inversion
 def _ddim_grid(model, num_steps: int) -> list[int]:
     T = model.config["num_train_timesteps"]
-    _check_int("num_steps", num_steps)
+    check_int("num_steps", num_steps, lo=1)
     if num_steps > T:
         raise ValueError(f"num_steps must be <= num_train_timesteps = {T}, got {num_steps}")
     return sorted({round(i * (T - 1) / max(1, num_steps - 1)) for i in range(num_steps)})
@@ -150,7 +143,7 @@ def _ddim_run(model, x, num_steps, use_ema, invert: bool):
         raise TypeError(f"model must be a genfast DDPM, got {type(model).__name__}")
     if tuple(x.shape[1:]) != model.image_shape:
         raise ValueError(f"images must be [N, {', '.join(map(str, model.image_shape))}], got {tuple(x.shape)}")
-    _check_int("num_steps", num_steps, 2)
+    check_int("num_steps", num_steps, lo=2)
     grid = _ddim_grid(model, num_steps)
     net = model.ema if use_ema else model.unet
     net.eval()
@@ -282,7 +275,7 @@ def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, metho
     if x0.shape[0] != 1 or x1.shape != x0.shape:
         raise ValueError(f"x0 and x1 must each be one image of the same shape, got {tuple(x0.shape)} and "
                          f"{tuple(x1.shape)}")
-    _check_int("steps", steps, 2)
+    check_int("steps", steps, lo=2)
     if method is None:
         method = "slerp" if isinstance(model, (FlowModel, DDPM)) else "linear"
     if method not in ("linear", "slerp"):
@@ -441,7 +434,7 @@ def mutual_information_gap(codes, factors, bins: int = 20) -> dict:
         raise ValueError(f"codes [N, J] and factors [N, K] must share N >= 2, got {z.shape} and {v.shape}")
     if z.shape[1] < 2:
         raise ValueError(f"codes need at least 2 units for a gap, got {z.shape[1]}")
-    _check_int("bins", bins, 2)
+    check_int("bins", bins, lo=2)
     if not np.isfinite(z).all():
         raise ValueError("codes holds NaN or infinite values")
     disc = np.empty(z.shape, dtype=np.int64)

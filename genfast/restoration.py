@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_choice, check_count, check_int
 from genfast._checks import check_image_batch as _check_images
 
 __all__ = [
@@ -57,12 +58,6 @@ TASKS = ("denoise", "inpaint", "superres", "deblur")
 _NOISE_STD = 0.4  # data units ([-1, 1]): visibly noisy digits that stay readable
 _HOLE = 4  # side of the missing square (half the 8x8 digit)
 _BLUR_SIGMA = 0.8
-
-
-def _check_task(task) -> str:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return task
 
 
 def _blur_kernel() -> torch.Tensor:
@@ -101,7 +96,7 @@ def degrade(images: torch.Tensor, task: str, seed: int = 0) -> tuple[torch.Tenso
         ValueError / TypeError: bad images or task, odd sides for super-resolution.
     """
     x = _check_images(images).float().cpu().clamp(-1, 1)
-    _check_task(task)
+    check_choice("task", task, TASKS)
     g = torch.Generator().manual_seed(int(seed))
     n, c, h, w = x.shape
     u = x + 1
@@ -137,7 +132,7 @@ def operator_matrix(task: str, image_shape=(1, 8, 8)) -> torch.Tensor:
     Raises:
         ValueError: ``"inpaint"`` (a per-image mask, not one matrix) or an unknown task.
     """
-    _check_task(task)
+    check_choice("task", task, TASKS)
     if task == "inpaint":
         raise ValueError("task 'inpaint' has a per-image mask, not one operator matrix")
     d = math.prod(image_shape)
@@ -252,10 +247,7 @@ class RedNet(nn.Module):
     def __init__(self, in_channels: int = 1, channels: int = 32, depth: int = 4, skips: bool = True):
         super().__init__()
         for name, v, lo in (("in_channels", in_channels, 1), ("channels", channels, 1), ("depth", depth, 2)):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-            if v < lo:
-                raise ValueError(f"{name} must be >= {lo}, got {v}")
+            check_int(name, v, lo=lo)
         self.skips = bool(skips)
         self.depth = depth
         self.convs = nn.ModuleList(
@@ -304,10 +296,9 @@ def fit_restorer(net: nn.Module, images: torch.Tensor, task: str, steps: int = 1
         ValueError / TypeError: bad images, task, steps, batch size or lr.
     """
     images = _check_images(images).float().cpu()
-    _check_task(task)
+    check_choice("task", task, TASKS)
     for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_count(name, v, lo=1)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     dev = next(net.parameters()).device
@@ -380,19 +371,17 @@ def ddpm_restore(model, shown: torch.Tensor, info: dict, task: str, num_steps: i
 
     if not isinstance(model, DDPM):
         raise TypeError(f"model must be a genfast DDPM, got {type(model).__name__}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    check_count("num_samples", num_samples, lo=1)
     if num_samples > 1:
         outs = [ddpm_restore(model, shown, info, task, num_steps, resample, rcond, int(seed) + k, batch_size,
                              clip=False) for k in range(num_samples)]
         mean = torch.stack(outs).mean(0)
         return mean.clamp(-1, 1) if clip else mean
-    _check_task(task)
+    check_choice("task", task, TASKS)
     shown = _check_images(shown, "shown").float().cpu()
     if not isinstance(info, dict) or "y" not in info:
         raise ValueError("info must be the dict returned by degrade (with 'y')")
-    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
-        raise ValueError(f"resample must be an int >= 1, got {resample!r}")
+    check_count("resample", resample, lo=1)
     grid = _grid(model, num_steps)
     net = model.ema.eval()
     dev = model.device
@@ -498,7 +487,7 @@ def restoration_table(tasks=TASKS, steps: int = 1500, ddpm=None, ddpm_steps: int
     from genfast.data import load_digits
     from genfast.metrics import DigitMetric
 
-    tasks = [_check_task(t) for t in tasks]
+    tasks = [check_choice("task", t, TASKS) for t in tasks]
     xtr, _ = load_digits("train")
     xte, yte = load_digits("test")
     if n_test is not None:

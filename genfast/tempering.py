@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import genfast.ops as O
+from genfast._checks import check_count, check_int
 
 __all__ = ["ParallelTempering", "class_coverage", "coverage_experiment", "fit_pt", "geometric_betas", "pt_sample"]
 
@@ -43,10 +44,7 @@ def geometric_betas(num_temperatures: int = 10, beta_min: float = 0.1) -> torch.
     Raises:
         ValueError / TypeError: K < 2, beta_min outside (0, 1).
     """
-    if isinstance(num_temperatures, bool) or not isinstance(num_temperatures, int):
-        raise TypeError(f"num_temperatures must be an int, got {type(num_temperatures).__name__}")
-    if num_temperatures < 2:
-        raise ValueError(f"num_temperatures must be >= 2, got {num_temperatures}")
+    check_int("num_temperatures", num_temperatures, lo=2)
     if not 0.0 < float(beta_min) < 1.0:
         raise ValueError(f"beta_min must be in (0, 1), got {beta_min}")
     i = torch.arange(num_temperatures, dtype=torch.float64)
@@ -76,8 +74,7 @@ class ParallelTempering:
 
         if not isinstance(rbm, BernoulliRBM) or rbm.visible != "bernoulli":
             raise TypeError(f"rbm must be a genfast BernoulliRBM, got {type(rbm).__name__}")
-        if isinstance(n_chains, bool) or not isinstance(n_chains, int) or n_chains < 1:
-            raise ValueError(f"n_chains must be an int >= 1, got {n_chains!r}")
+        check_count("n_chains", n_chains, lo=1)
         betas = geometric_betas() if betas is None else torch.as_tensor(betas, dtype=torch.float64).flatten()
         if betas.numel() < 2 or float(betas[0]) != 1.0 or bool(((betas <= 0) | (betas > 1)).any()):
             raise ValueError(f"betas must hold >= 2 values in (0, 1], the first 1, got {betas.tolist()}")
@@ -108,8 +105,7 @@ class ParallelTempering:
             ``[n_chains, V]`` the ``beta = 1`` chains' visible states.
         """
         r = self.rbm
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        check_count("k", k, lo=1)
         nv, nh = r.n_visible, r.n_hidden
         for i, beta in enumerate(self.betas.tolist()):
             off = r._counters(O.gibbs_num_counters(self.n_chains, nv, nh, k))
@@ -156,8 +152,7 @@ def pt_sample(rbm, n: int = 64, sweeps: int = 1000, betas: torch.Tensor | None =
     Raises:
         TypeError / ValueError: as :class:`ParallelTempering`, bad ``sweeps``.
     """
-    if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 1:
-        raise ValueError(f"sweeps must be an int >= 1, got {sweeps!r}")
+    check_count("sweeps", sweeps, lo=1)
     pt = ParallelTempering(rbm, n, betas)
     for _ in range(sweeps):
         v = pt.sweep(k)
@@ -192,8 +187,7 @@ def fit_pt(rbm, data: torch.Tensor, *, epochs: int = 10, batch_size: int = 100, 
     """
     data = rbm._check_v(data, "data")
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_count(name, v, lo=1)
     pt = ParallelTempering(rbm, batch_size, betas)
     vel = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in rbm._params().items()}
     g = torch.Generator().manual_seed(int(seed))

@@ -29,6 +29,20 @@ def backend_device(backend: str) -> torch.device:
     return torch.device("cpu")
 
 
+def spy_kwarg(monkeypatch, module, name: str, key: str) -> list:
+    """Wrap ``module.name`` so that every call records its keyword argument ``key`` (then runs
+    the real function); returns the list of recorded values."""
+    seen = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs[key])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
 def skip_unless_runs(backend: str):
     """Skip (with the reason) when ``backend`` (or its base, for a variant) cannot run here."""
     avail = _backends.backends()

@@ -41,6 +41,14 @@ class FakeTimer:
         return self.times.get(backend, 1.0)
 
 
+def _tune_with(monkeypatch, times):
+    """Tuning on, with a FakeTimer assigning ``times`` in place of the real measurement."""
+    monkeypatch.setenv("GENFAST_TUNE", "1")
+    timer = FakeTimer(times)
+    monkeypatch.setattr(tune, "_measure", timer)
+    return timer
+
+
 def _vq_inputs():
     g = torch.Generator().manual_seed(0)
     return torch.randn(50, 8, generator=g), torch.randn(12, 8, generator=g)
@@ -119,10 +127,8 @@ def test_off_by_default_uses_the_fixed_rule_and_writes_nothing(monkeypatch, tmp_
 def test_tuner_keeps_the_fastest_and_runs_it(monkeypatch, fastest):
     """The fake timer makes ``fastest`` win; the next call runs it without measuring again."""
     skip_unless_runs("cpu")
-    monkeypatch.setenv("GENFAST_TUNE", "1")
     other = "torch" if fastest == "cpu" else "cpu"
-    timer = FakeTimer({fastest: 1e-3, other: 2e-3})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {fastest: 1e-3, other: 2e-3})
     torch_calls = _spy_vq_torch(monkeypatch)
     z, cb = _vq_inputs()
     first = O.vq_nearest(z, cb)
@@ -155,9 +161,7 @@ def test_a_failing_candidate_is_left_out(monkeypatch):
 
 def test_disk_cache_is_written_read_and_invalidated_by_the_version(monkeypatch):
     skip_unless_runs("cpu")
-    monkeypatch.setenv("GENFAST_TUNE", "1")
-    timer = FakeTimer({"torch": 1e-3, "cpu": 2e-3})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {"torch": 1e-3, "cpu": 2e-3})
     z, cb = _vq_inputs()
     O.vq_nearest(z, cb)
     path = tune.cache_file(torch.device("cpu"))
@@ -193,9 +197,7 @@ def test_disk_cache_is_written_read_and_invalidated_by_the_version(monkeypatch):
 
 def test_force_measures_again_once_per_process(monkeypatch):
     skip_unless_runs("cpu")
-    monkeypatch.setenv("GENFAST_TUNE", "1")
-    timer = FakeTimer({"torch": 1e-3, "cpu": 2e-3})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {"torch": 1e-3, "cpu": 2e-3})
     z, cb = _vq_inputs()
     O.vq_nearest(z, cb)
     monkeypatch.setenv("GENFAST_TUNE", "force")
@@ -211,10 +213,8 @@ def test_force_measures_again_once_per_process(monkeypatch):
 
 def test_genfast_backend_overrides_tuning(monkeypatch):
     skip_unless_runs("cpu")
-    monkeypatch.setenv("GENFAST_TUNE", "1")
     monkeypatch.setenv("GENFAST_BACKEND", "reference")
-    timer = FakeTimer({})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {})
     O.vq_nearest(*_vq_inputs())
     assert timer.calls == []
 
@@ -222,9 +222,7 @@ def test_genfast_backend_overrides_tuning(monkeypatch):
 def test_no_tuning_while_compiling_or_capturing(monkeypatch):
     """Inside torch.compile tracing or a CUDA-graph capture the tuner measures nothing: the cached
     choice is used when there is one, else None (the op's fixed rule)."""
-    monkeypatch.setenv("GENFAST_TUNE", "1")
-    timer = FakeTimer({"torch": 1e-3})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {"torch": 1e-3})
     t = torch.zeros(4)
     ran = []
     run = lambda b: ran.append(b)  # noqa: E731
@@ -272,9 +270,7 @@ def test_every_op_tunes_and_matches_the_chosen_backend(monkeypatch, op):
     """Each op with tuning on measures its candidates once and returns exactly what the chosen
     backend returns ("torch" made the fastest)."""
     skip_unless_runs("cpu")
-    monkeypatch.setenv("GENFAST_TUNE", "1")
-    timer = FakeTimer({"torch": 1e-6, "cpu": 1.0})
-    monkeypatch.setattr(tune, "_measure", timer)
+    timer = _tune_with(monkeypatch, {"torch": 1e-6, "cpu": 1.0})
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 4, 4, generator=g)
     eps = torch.randn(2, 3, 4, 4, generator=g)

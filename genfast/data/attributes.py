@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_tensor
+
 __all__ = ["ATTRIBUTES", "attribute_terciles", "digit_attributes", "discretize_attributes"]
 
 #: the attribute names, in the column order of :func:`digit_attributes`
@@ -31,10 +33,7 @@ ATTRIBUTES = ("thickness", "slant", "size")
 
 
 def _check(images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating tensor in [-1, 1], got {images.dtype}")
+    check_tensor("images", images, floating=True)
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"images must be [N, 1, H, W] grey images, got shape {tuple(images.shape)}")
     return images.detach().float().cpu()

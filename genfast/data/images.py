@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genfast._checks import check_tensor
+
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "make_grid", "save_image_grid", "to_uint8"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -124,8 +126,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     Raises:
         TypeError: ``images`` is not a floating tensor.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a floating torch.Tensor, got {type(images).__name__}")
+    check_tensor("images", images, floating=True)
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
@@ -147,8 +148,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1, p
 
     Source: mirrors ``torchvision.utils.make_grid``.
     """
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a floating torch.Tensor, got {type(images).__name__}")
+    check_tensor("images", images, floating=True)
     if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
         raise ValueError(
             f"images must be [N, C, H, W] with N >= 1 and C in (1, 3), got {tuple(images.shape)}"

@@ -7,13 +7,13 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
+from genfast._checks import check_tensor
+
 __all__ = ["discriminator_loss", "generator_loss", "gradient_penalty"]
 
 
 def _logits(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch.Tensor")
-    return x
+    return check_tensor(name, x, floating=True)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_tensor
+
 __all__ = ["gaussian_kl"]
 
 
@@ -26,8 +28,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     KL term of eq. 10).
     """
     for name, t in (("mu", mu), ("logvar", logvar)):
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating torch.Tensor")
+        check_tensor(name, t, floating=True)
     if mu.shape != logvar.shape or mu.dim() != 2:
         raise ValueError(f"mu and logvar must both be [B, D], got {tuple(mu.shape)} and {tuple(logvar.shape)}")
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1)

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_count, check_tensor
+
 __all__ = ["IMQ_SCALES", "mmd", "mmd_kernel"]
 
 #: The scales of Tolstikhin et al. (2018)'s multi-scale inverse multiquadratic kernel (their code:
 #: ``C = 2 * d_z * sigma_z^2 * s`` for these ``s``).
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _KERNELS = ("imq", "rbf")
-
-
-def _check(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be [N, D], got {tuple(x.shape)}")
 
 
 def _scales(kernel, scales, bandwidth, dim):
@@ -118,16 +111,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", scales=None, band
     Source: Gretton et al. 2012, "A Kernel Two-Sample Test", eqs. 3 and 5; kernels of Tolstikhin
     et al. 2018, "Wasserstein Auto-Encoders", sec. 4 and Algorithm 2.
     """
-    _check(x, "x")
-    _check(y, "y")
+    check_tensor("x", x, floating=True, ndim=2)
+    check_tensor("y", y, floating=True, ndim=2)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same D, got {x.shape[1]} and {y.shape[1]}")
     n, m = x.shape[0], y.shape[0]
     lo = 2 if unbiased else 1
     if n < lo or m < lo:
         raise ValueError(f"x and y need at least {lo} rows each, got {n} and {m}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_count("chunk_size", chunk_size, lo=1)
     cs = _scales(kernel, scales, bandwidth, x.shape[1])
     y = y.to(x.dtype)
     kxx = _kernel_sum(x, x, cs, kernel, unbiased, chunk_size)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from genfast._checks import check_tensor
+
 __all__ = [
     "ContextualLoss",
     "FeatureExtractor",
@@ -22,16 +24,6 @@ __all__ = [
     "perceptual_loss",
     "style_loss",
 ]
-
-
-def _check_tensor(x, name: str, dims: tuple[int, ...]) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-    if x.dim() not in dims:
-        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions, got shape {tuple(x.shape)}")
-    return x
 
 
 def _as_list(feats, name: str) -> list[torch.Tensor]:
@@ -51,6 +43,16 @@ def _weights(weights, n: int) -> list[float]:
     if len(w) != n:
         raise ValueError(f"weights must have one entry per feature map ({n}), got {len(w)}")
     return w
+
+
+def _map_pairs(features_x, features_y, weights):
+    """``(i, map of x, map of y, weight)`` for each pair of feature maps (tensors, sequences or
+    dicts of them), after checking that both hold the same number (> 0) of maps."""
+    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
+    if len(fx) != len(fy) or not fx:
+        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
+                         f"{len(fy)}")
+    return [(i, a, b, w) for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx))))]
 
 
 class FeatureExtractor(nn.Module):
@@ -127,14 +129,10 @@ def perceptual_loss(features_x, features_y, weights: Sequence[float] | None = No
     """
     if criterion not in ("mse", "l1"):
         raise ValueError(f"criterion must be 'mse' or 'l1', got {criterion!r}")
-    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
-    if len(fx) != len(fy) or not fx:
-        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
-                         f"{len(fy)}")
     total = 0.0
-    for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx)))):
-        _check_tensor(a, f"features_x[{i}]", (2, 3, 4, 5))
-        _check_tensor(b, f"features_y[{i}]", (2, 3, 4, 5))
+    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
+        check_tensor(f"features_x[{i}]", a, floating=True, ndim=(2, 3, 4, 5))
+        check_tensor(f"features_y[{i}]", b, floating=True, ndim=(2, 3, 4, 5))
         if a.shape != b.shape:
             raise ValueError(f"feature map {i}: shapes differ, {tuple(a.shape)} and {tuple(b.shape)}")
         d = a - b
@@ -159,7 +157,7 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     Source: Gatys, Ecker & Bethge 2016, "Image Style Transfer Using CNNs", eq. 3; normalisation of
     Johnson et al. 2016, eq. 3.
     """
-    _check_tensor(features, "features", (3, 4))
+    check_tensor("features", features, floating=True, ndim=(3, 4))
     b, c = features.shape[:2]
     f = features.reshape(b, c, -1)
     g = f @ f.transpose(1, 2)
@@ -186,12 +184,8 @@ def style_loss(features_x, features_y, weights: Sequence[float] | None = None) -
     Source: Johnson et al. 2016, eq. 4 (squared Frobenius norm of the Gram difference); Gatys
     et al. 2016, eqs. 4-5.
     """
-    fx, fy = _as_list(features_x, "features_x"), _as_list(features_y, "features_y")
-    if len(fx) != len(fy) or not fx:
-        raise ValueError(f"features_x and features_y must hold the same number (>0) of maps, got {len(fx)} and "
-                         f"{len(fy)}")
     total = 0.0
-    for i, (a, b, w) in enumerate(zip(fx, fy, _weights(weights, len(fx)))):
+    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
         ga, gb = gram_matrix(a), gram_matrix(b)
         if ga.shape[1:] != gb.shape[1:] or gb.shape[0] not in (1, ga.shape[0]):
             raise ValueError(f"feature map {i}: channels or batch differ, {tuple(a.shape)} and {tuple(b.shape)}")
@@ -229,8 +223,8 @@ def contextual_loss(features_x: torch.Tensor, features_y: torch.Tensor, h: float
     Source: Mechrez, Talmi & Zelnik-Manor 2018, "The Contextual Loss for Image Transformation with
     Non-Aligned Data", eqs. 1-5 (sec. 3).
     """
-    _check_tensor(features_x, "features_x", (3, 4))
-    _check_tensor(features_y, "features_y", (3, 4))
+    check_tensor("features_x", features_x, floating=True, ndim=(3, 4))
+    check_tensor("features_y", features_y, floating=True, ndim=(3, 4))
     if isinstance(h, bool) or not isinstance(h, (int, float)) or not h > 0:
         raise ValueError(f"h must be a positive number, got {h!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:

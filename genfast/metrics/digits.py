@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_image_batch
+
 from .frechet import frechet_distance, gaussian_stats
 
 __all__ = ["DigitClassifier", "DigitMetric"]
@@ -82,18 +84,11 @@ class DigitClassifier(nn.Module):
 
 
 def _check_images(images, name: str, shape: tuple[int, ...] | None = None, min_n: int = 1) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {images.dtype}")
-    if images.dim() != 4:
-        raise ValueError(f"{name} must be [N, C, H, W], got shape {tuple(images.shape)}")
+    check_image_batch(images, name)
     if shape is not None and tuple(images.shape[1:]) != tuple(shape):
         raise ValueError(f"{name} must be [N, {', '.join(map(str, shape))}], got shape {tuple(images.shape)}")
     if images.shape[0] < min_n:
         raise ValueError(f"{name} must hold at least {min_n} images, got {images.shape[0]}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
     return images
 
 

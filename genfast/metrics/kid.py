@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_feature_sets, check_int
+
 __all__ = ["kernel_inception_distance"]
 
 
@@ -42,25 +44,9 @@ def kernel_inception_distance(real_features, fake_features, *, subsets: int = 10
         TypeError: non-numeric input or bad argument types.
         ValueError: not 2-D, different widths, NaN or inf, or a subset size out of range.
     """
-    sets = []
-    for name, f in (("real_features", real_features), ("fake_features", fake_features)):
-        try:
-            t = torch.as_tensor(f).detach().cpu().double()
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"kernel_inception_distance: {name} must be a tensor or array of numbers") from None
-        if t.dim() != 2:
-            raise ValueError(f"kernel_inception_distance: {name} must be [N, D], got {tuple(t.shape)}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"kernel_inception_distance: {name} holds NaN or infinite values")
-        sets.append(t)
-    real, fake = sets
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"kernel_inception_distance: feature widths differ ({real.shape[1]} vs {fake.shape[1]})")
+    real, fake = check_feature_sets(real_features, fake_features, op="kernel_inception_distance")
     for name, v, lo in (("subsets", subsets, 1), ("subset_size", subset_size, 2), ("degree", degree, 1)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"kernel_inception_distance: {name} must be an int, got {type(v).__name__}")
-        if v < lo:
-            raise ValueError(f"kernel_inception_distance: {name} must be >= {lo}, got {v}")
+        check_int(name, v, op="kernel_inception_distance", lo=lo)
     if subset_size > min(real.shape[0], fake.shape[0]):
         raise ValueError(f"kernel_inception_distance: subset_size ({subset_size}) must be at most the smaller set's "
                          f"size ({min(real.shape[0], fake.shape[0])})")

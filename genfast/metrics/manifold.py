@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from genfast._checks import check_feature_sets
+
 __all__ = ["precision_recall"]
 
 
@@ -48,20 +50,8 @@ def precision_recall(real_features, fake_features, k: int = 3, chunk: int = 1024
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise TypeError(f"precision_recall: k must be an int >= 1, got {k!r}")
-    sets = []
-    for name, f in (("real_features", real_features), ("fake_features", fake_features)):
-        try:
-            t = torch.as_tensor(f).detach().cpu().double()
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"precision_recall: {name} must be a tensor or array of numbers") from None
-        if t.dim() != 2 or t.shape[0] <= k:
-            raise ValueError(f"precision_recall: {name} must be [N, D] with N > k = {k}, got {tuple(t.shape)}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"precision_recall: {name} holds NaN or infinite values")
-        sets.append(t)
-    real, fake = sets
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"precision_recall: feature sizes differ, {real.shape[1]} and {fake.shape[1]}")
+    real, fake = check_feature_sets(real_features, fake_features, op="precision_recall", min_rows=k + 1,
+                                    rows_note=f" with N > k = {k}")
     r_real, r_fake = _kth_radius(real, k, chunk), _kth_radius(fake, k, chunk)
     precision = _covered(fake, real, r_real, chunk).double().mean().item()
     recall = _covered(real, fake, r_fake, chunk).double().mean().item()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genfast._checks import check_count
 from genfast.models._unet import timestep_embedding
 from genfast.nn.attention import CrossAttention
 
@@ -80,8 +81,7 @@ class DiT(nn.Module):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("sample_size", sample_size), ("patch_size", patch_size),
                         ("dim", dim), ("depth", depth), ("heads", heads)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"DiT: {name} must be an int >= 1, got {v!r}")
+            check_count(name, v, op="DiT", lo=1)
         if sample_size % patch_size:
             raise ValueError(f"DiT: patch_size ({patch_size}) must divide sample_size ({sample_size})")
         if dim % heads:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from genfast._checks import check_image_range, check_int
 from genfast.training.engine import Task
 
 CONFIG_NAME = "config.json"
@@ -38,34 +39,6 @@ _REGISTRY: dict[str, type] = {}
 
 
 # ----------------------------------------------------------------------------- argument checks
-def check_int(name: str, value, lo: int | None = 1) -> int:
-    """``value`` as an int >= ``lo``; TypeError/ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if lo is not None and value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return int(value)
-
-
-def check_float(name: str, value, lo: float | None = 0.0, strict: bool = False) -> float:
-    """``value`` as a finite float >= ``lo`` (> ``lo`` when ``strict``), naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if lo is not None and (value < lo or (strict and value == lo)):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo}, got {value}")
-    return value
-
-
-def check_choice(name: str, value, choices) -> str:
-    """``value`` if it is one of ``choices``; ValueError naming ``name`` otherwise."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-
 def check_image_shape(image_shape, name: str = "image_shape", multiple: int = 1) -> tuple[int, int, int]:
     """``(C, H, W)`` of positive ints, H and W divisible by ``multiple``."""
     if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3
@@ -82,12 +55,7 @@ def check_hidden(name: str, hidden) -> tuple[int, ...]:
         hidden = (hidden,)
     if not isinstance(hidden, (tuple, list)):
         raise TypeError(f"{name} must be a tuple of ints, got {type(hidden).__name__}")
-    return tuple(check_int(f"{name}[{i}]", h) for i, h in enumerate(hidden))
-
-
-def check_n(n, name: str = "n") -> int:
-    """Sample count: an int >= 0."""
-    return check_int(name, n, lo=0)
+    return tuple(check_int(f"{name}[{i}]", h, lo=1) for i, h in enumerate(hidden))
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -299,16 +267,7 @@ class ZooModel(nn.Module):
             ValueError: a corrupt file, another model's checkpoint, or weights that do not match.
         """
 
-        from genfast._checkpoint import read_json, validate_config, validate_record
-
-        d = Path(directory)
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        if not d.is_dir():
-            raise FileNotFoundError(f"checkpoint folder not found: {d}")
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"checkpoint file not found: {p}")
-        record = read_json(cfg_path)
+        cfg_path, w_path, record = read_checkpoint(directory)
         name = record.get("model")
         klass = _REGISTRY.get(name) if isinstance(name, str) else None
         if klass is None:
@@ -316,38 +275,9 @@ class ZooModel(nn.Module):
                              f"(one of {', '.join(sorted(_REGISTRY))})")
         if not issubclass(klass, cls):
             raise ValueError(f"{cfg_path} holds a {name}, not a {cls.__name__}")
-        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
-        if record.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
-                             "this genfast")
-        config = validate_config(cfg_path, record["config"], klass)
-        model = build_and_load_weights(klass, config, w_path, cfg_path)
+        model, record = build_from_record(klass, record, cfg_path, w_path)
         model.step_count = int(record.get("step_count", 0))
-        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
-        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
-        model.eval()
         return model.to(device) if device is not None else model
-
-
-def check_image_range(x: torch.Tensor, name: str = "images") -> None:
-    """Training images must be floats in [-1, 1] (what every model here is built for: tanh
-    outputs, the DDPM's clipping, the likelihood's bins). uint8 or [0, 255] images, or NaN, are
-    a ValueError naming the range, not silently learned at the wrong scale.
-
-    Raises:
-        TypeError: not a floating tensor.
-        ValueError: values outside [-1, 1] (a float32 rounding slack of 1e-6 allowed), or NaN.
-    """
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
-    if x.numel() == 0:
-        return
-    lo, hi = torch.aminmax(x.detach())
-    lo, hi = float(lo), float(hi)
-    if not (-1.0 - 1e-6 <= lo and hi <= 1.0 + 1e-6):  # NaN fails too
-        hint = " (images in [0, 255] or [0, 1]: pass x / 127.5 - 1 or 2 x - 1)" if hi > 1.0 else ""
-        raise ValueError(f"{name} must lie in [-1, 1], the range the models are built for; got values in "
-                         f"[{lo:g}, {hi:g}]{hint}")
 
 
 def _record_schema():
@@ -358,6 +288,49 @@ def _record_schema():
 
 
 _RECORD_SCHEMA = _record_schema()
+
+
+def read_checkpoint(directory) -> tuple[Path, Path, dict]:
+    """``(config path, weights path, the config.json record)`` of a checkpoint folder (the record
+    parsed, not yet validated).
+
+    Raises:
+        FileNotFoundError: the folder or one of its two files is missing (the message names it).
+        ValueError: config.json is not a JSON object.
+    """
+    from genfast._checkpoint import read_json
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {d}")
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {p}")
+    return cfg_path, w_path, read_json(cfg_path)
+
+
+def build_from_record(klass, record: dict, cfg_path, w_path) -> tuple[nn.Module, dict]:
+    """The ``klass`` model that a checkpoint's record describes, its weights loaded, in eval mode,
+    with ``training_info`` (and its ``extra``) restored; and the validated record (for the
+    counters each class keeps).
+
+    Raises:
+        ValueError: a bad record (a key of the wrong type, a newer format), a config ``klass``
+            rejects, weights that do not match (each message names the file and the key).
+    """
+    from genfast._checkpoint import validate_config, validate_record
+
+    record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
+    if record.get("format_version", 0) > _FORMAT_VERSION:
+        raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
+                         "this genfast")
+    config = validate_config(cfg_path, record["config"], klass)
+    model = build_and_load_weights(klass, config, w_path, cfg_path)
+    model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
+    model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
+    model.eval()
+    return model, record
 
 
 def build_and_load_weights(klass, config: dict, w_path, cfg_path) -> nn.Module:

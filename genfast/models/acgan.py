@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_int
 from genfast.losses.adversarial import discriminator_loss, generator_loss
 
-from ._zoo_base import check_int
 from .gans import ConditionalGAN, DCGANDiscriminator, DCGANGenerator
 
 __all__ = ["ACGAN", "conditional_accuracy"]
@@ -62,11 +62,7 @@ class ACGAN(ConditionalGAN):
 
     def training_step(self, batch) -> dict[str, float]:
         """One discriminator + classifier step, then one generator step; returns the named losses."""
-        x, y, _ = self._unpack(batch)
-        if y is None:
-            raise ValueError("batch must be (images, labels): AC-GAN needs labels")
-        y = self._labels(y, x.shape[0])
-        self.train()
+        x, y = self._labelled(batch, "AC-GAN")
         b = x.shape[0]
         y_fake = torch.randint(0, self.num_classes, (b,), device=self.device)
         fake = self._g(self._z(b), y_fake)
@@ -110,7 +106,7 @@ def conditional_accuracy(model, metric=None, per_class: int = 100, seed: int = 0
 
     if not isinstance(model, ConditionalGAN):
         raise TypeError(f"model must be an ACGAN or ConditionalGAN, got {type(model).__name__}")
-    check_int("per_class", per_class)
+    check_int("per_class", per_class, lo=1)
     if metric is None:
         metric = DigitMetric.from_data()
     labels = torch.arange(model.num_classes).repeat_interleave(per_class)

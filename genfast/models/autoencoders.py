@@ -28,19 +28,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_choice, check_int, check_number
 from genfast.losses import gaussian_kl, mmd
 from genfast.losses.adversarial import discriminator_loss, generator_loss
 
-from ._zoo_base import (
-    ZooModel,
-    check_choice,
-    check_float,
-    check_hidden,
-    check_int,
-    check_n,
-    gaussian_noise,
-    mlp,
-)
+from ._zoo_base import ZooModel, check_hidden, gaussian_noise, mlp
 
 __all__ = [
     "AE",
@@ -104,9 +96,9 @@ class AE(ZooModel):
 
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 16, hidden=(256,), lr: float = 1e-3, *,
                  _extra: dict | None = None):
-        latent_dim = check_int("latent_dim", latent_dim)
+        latent_dim = check_int("latent_dim", latent_dim, lo=1)
         hidden = check_hidden("hidden", hidden)
-        lr = check_float("lr", lr, strict=True)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
         super().__init__(image_shape, {"latent_dim": latent_dim, "hidden": list(hidden), "lr": lr, **(_extra or {})})
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -218,7 +210,7 @@ class AE(ZooModel):
         Raises:
             ValueError/TypeError: bad ``n`` or ``generator``.
         """
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         mu, root = self._latent_gaussian()
         eps = gaussian_noise((n, self.latent_dim), generator, self.device)
         return self.decode(mu + eps @ root.T).clamp(-1, 1)
@@ -238,7 +230,8 @@ class DenoisingAE(AE):
 
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 16, hidden=(256,), lr: float = 1e-3,
                  noise_std: float = 0.5):
-        super().__init__(image_shape, latent_dim, hidden, lr, _extra={"noise_std": check_float("noise_std", noise_std)})
+        noise_std = check_number("noise_std", noise_std, lo=0.0, float32=False)
+        super().__init__(image_shape, latent_dim, hidden, lr, _extra={"noise_std": noise_std})
         self.noise_std = float(noise_std)
 
     def training_step(self, batch) -> dict[str, float]:
@@ -271,8 +264,8 @@ class ContractiveAE(AE):
 
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 32, hidden=(), lr: float = 1e-3,
                  contractive_weight: float = 0.1):
-        super().__init__(image_shape, latent_dim, hidden, lr,
-                         _extra={"contractive_weight": check_float("contractive_weight", contractive_weight)})
+        contractive_weight = check_number("contractive_weight", contractive_weight, lo=0.0, float32=False)
+        super().__init__(image_shape, latent_dim, hidden, lr, _extra={"contractive_weight": contractive_weight})
         self.contractive_weight = float(contractive_weight)
 
     def _build_encoder(self) -> nn.Module:
@@ -348,7 +341,7 @@ class VAE(AE):
 
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 16, hidden=(256,), lr: float = 1e-3,
                  min_sigma: float = 0.05, *, _extra: dict | None = None):
-        min_sigma = check_float("min_sigma", min_sigma, strict=True)
+        min_sigma = check_number("min_sigma", min_sigma, lo=0.0, lo_open=True, float32=False)
         if min_sigma >= 1.0:
             raise ValueError(f"min_sigma must be < 1, got {min_sigma}")
         super().__init__(image_shape, latent_dim, hidden, lr, _extra={"min_sigma": min_sigma, **(_extra or {})})
@@ -414,7 +407,7 @@ class VAE(AE):
         Source: Kingma & Welling 2014, eq. 10 (the density is w.r.t. Lebesgue measure on the
         [-1, 1] data scale).
         """
-        check_int("num_samples", num_samples)
+        check_int("num_samples", num_samples, lo=1)
         was = self.training
         self.eval()
         x = self._check_images(images, "images")
@@ -435,7 +428,7 @@ class VAE(AE):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means of ``n`` prior draws ``z ~ N(0, I)``, ``[n, C, H, W]`` in [-1, 1]."""
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         return self.decode(gaussian_noise((n, self.latent_dim), generator, self.device)).clamp(-1, 1)
 
 
@@ -458,11 +451,11 @@ class BetaVAE(VAE):
     def __init__(self, image_shape=(1, 8, 8), latent_dim: int = 16, hidden=(256,), lr: float = 1e-3,
                  min_sigma: float = 0.05, beta: float = 4.0, capacity_max: float | None = None,
                  capacity_steps: int = 10000, gamma: float = 100.0):
-        beta = check_float("beta", beta)
+        beta = check_number("beta", beta, lo=0.0, float32=False)
         if capacity_max is not None:
-            capacity_max = check_float("capacity_max", capacity_max)
-        capacity_steps = check_int("capacity_steps", capacity_steps)
-        gamma = check_float("gamma", gamma)
+            capacity_max = check_number("capacity_max", capacity_max, lo=0.0, float32=False)
+        capacity_steps = check_int("capacity_steps", capacity_steps, lo=1)
+        gamma = check_number("gamma", gamma, lo=0.0, float32=False)
         super().__init__(image_shape, latent_dim, hidden, lr, min_sigma,
                          _extra={"beta": beta, "capacity_max": capacity_max, "capacity_steps": capacity_steps,
                                  "gamma": gamma})
@@ -520,9 +513,9 @@ class WAE(AE):
         check_choice("kernel", kernel, ("imq", "rbf"))
         if reg_weight is None:
             reg_weight = 10.0 if penalty == "mmd" else 1.0
-        reg_weight = check_float("reg_weight", reg_weight)
+        reg_weight = check_number("reg_weight", reg_weight, lo=0.0, float32=False)
         disc_hidden = check_hidden("disc_hidden", disc_hidden)
-        lr_disc = check_float("lr_disc", lr_disc, strict=True)
+        lr_disc = check_number("lr_disc", lr_disc, lo=0.0, lo_open=True, float32=False)
         super().__init__(image_shape, latent_dim, hidden, lr,
                          _extra={"penalty": penalty, "kernel": kernel, "reg_weight": reg_weight,
                                  "disc_hidden": list(disc_hidden), "lr_disc": lr_disc})
@@ -561,7 +554,7 @@ class WAE(AE):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoded prior draws ``z ~ N(0, I)``, ``[n, C, H, W]`` in [-1, 1]."""
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         return self.decode(gaussian_noise((n, self.latent_dim), generator, self.device)).clamp(-1, 1)
 
 
@@ -603,11 +596,11 @@ class GLO(ZooModel):
 
     def __init__(self, num_examples: int, image_shape=(1, 8, 8), latent_dim: int = 16, hidden=(256,),
                  lr: float = 1e-3, lr_codes: float = 1e-2):
-        num_examples = check_int("num_examples", num_examples)
-        latent_dim = check_int("latent_dim", latent_dim)
+        num_examples = check_int("num_examples", num_examples, lo=1)
+        latent_dim = check_int("latent_dim", latent_dim, lo=1)
         hidden = check_hidden("hidden", hidden)
-        lr = check_float("lr", lr, strict=True)
-        lr_codes = check_float("lr_codes", lr_codes, strict=True)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        lr_codes = check_number("lr_codes", lr_codes, lo=0.0, lo_open=True, float32=False)
         super().__init__(image_shape, {"num_examples": num_examples, "latent_dim": latent_dim,
                                        "hidden": list(hidden), "lr": lr, "lr_codes": lr_codes})
         self.num_examples, self.latent_dim = num_examples, latent_dim
@@ -658,7 +651,7 @@ class GLO(ZooModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoded draws from ``N(mean, cov)`` of the codes, ``[n, C, H, W]`` in [-1, 1]."""
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         z = self.codes.weight
         mu = z.mean(0)
         eye = torch.eye(self.latent_dim, device=z.device)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._zoo_base import ZooModel, check_float, check_int
+from genfast._checks import check_int, check_number
+
+from ._zoo_base import ZooModel
 from .gans import DCGANDiscriminator
 
 __all__ = ["CycleGAN", "split_by_attribute", "translation_report"]
@@ -58,13 +60,13 @@ class CycleGAN(ZooModel):
 
     def __init__(self, image_shape=(1, 8, 8), channels: int = 32, d_channels=(32, 64), lr: float = 1e-3,
                  cycle_weight: float = 10.0, identity_weight: float = 5.0):
-        channels = check_int("channels", channels)
-        d_channels = tuple(check_int(f"d_channels[{i}]", v) for i, v in enumerate(d_channels))
+        channels = check_int("channels", channels, lo=1)
+        d_channels = tuple(check_int(f"d_channels[{i}]", v, lo=1) for i, v in enumerate(d_channels))
         if len(d_channels) != 2:
             raise ValueError(f"d_channels must have 2 widths, got {len(d_channels)}")
-        lr = check_float("lr", lr, strict=True)
-        cycle_weight = check_float("cycle_weight", cycle_weight)
-        identity_weight = check_float("identity_weight", identity_weight)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        cycle_weight = check_number("cycle_weight", cycle_weight, lo=0.0, float32=False)
+        identity_weight = check_number("identity_weight", identity_weight, lo=0.0, float32=False)
         super().__init__(image_shape, {"channels": channels, "d_channels": list(d_channels), "lr": lr,
                                        "cycle_weight": cycle_weight, "identity_weight": identity_weight})
         if self.image_shape[1] % 4 or self.image_shape[2] % 4:

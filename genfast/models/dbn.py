@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genfast.models.rbm import BernoulliRBM, _check_int
+from genfast._checks import check_int
+from genfast.models.rbm import BernoulliRBM
 
 __all__ = ["DBN"]
 
@@ -59,7 +60,7 @@ class DBN(nn.Module):
         Returns:
             [n, V] in the model's dtype.
         """
-        _check_int("n", n, 0, "DBN.sample")
+        check_int("n", n, op="DBN.sample", lo=0)
         top = self.layers[-1]
         start = top._bernoulli(
             torch.full((n, top.n_visible), 0.5, device=top.weight.device, dtype=top.weight.dtype)

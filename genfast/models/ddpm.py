@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_choice, check_image_range, check_int, check_number
 from genfast.training.engine import EMA, Task
 
 from ._schedule import _alphas_cumprod
 from ._unet import UNet
-from ._zoo_base import build_and_load_weights, check_image_range
 
 __all__ = ["DDPM"]
 
@@ -27,22 +26,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _FORMAT_VERSION = 1
 _SAMPLERS = ("ddpm", "ddim")
-_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
-
-
-def _scheduler_classes():
-    # imported here: genfast.samplers imports diffusers, needed to sample but not to train
-    from genfast.samplers import DDIMScheduler, DDPMScheduler
-
-    return {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 class DDPM(nn.Module):
@@ -106,10 +89,10 @@ class DDPM(nn.Module):
         hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(hw) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in hw):
             raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
-        _positive_int("in_channels", in_channels)
-        _positive_int("base_channels", base_channels)
-        _positive_int("num_res_blocks", num_res_blocks)
-        _positive_int("num_train_timesteps", num_train_timesteps)
+        check_int("in_channels", in_channels, lo=1)
+        check_int("base_channels", base_channels, lo=1)
+        check_int("num_res_blocks", num_res_blocks, lo=1)
+        check_int("num_train_timesteps", num_train_timesteps, lo=1)
         channel_mult = tuple(channel_mult)
         if not channel_mult or any(
             isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in channel_mult
@@ -119,7 +102,7 @@ class DDPM(nn.Module):
         if hw[0] % f or hw[1] % f:
             raise ValueError(f"image_size {hw} must be divisible by 2**(len(channel_mult)-1) = {f}")
         if num_classes is not None:
-            _positive_int("num_classes", num_classes)
+            check_int("num_classes", num_classes, lo=1)
         if not 0.0 <= class_dropout < 1.0:
             raise ValueError(f"class_dropout must be in [0, 1), got {class_dropout}")
         if not 0.0 <= dropout < 1.0:
@@ -191,21 +174,17 @@ class DDPM(nn.Module):
         Raises:
             ValueError: unknown ``sampler`` or ``backend``.
         """
-        if sampler not in _SAMPLERS:
-            raise ValueError(f"sampler must be one of {_SAMPLERS}, got {sampler!r}")
+        # imported here: genfast.samplers imports diffusers, needed to sample but not to train
+        from genfast.samplers import make_scheduler
+
+        check_choice("sampler", sampler, _SAMPLERS)
+        return make_scheduler(sampler, **self._noise_schedule(), backend=backend)
+
+    def _noise_schedule(self) -> dict:
+        """The training schedule as :func:`genfast.samplers.make_scheduler`'s keyword arguments."""
         c = self.config
-        kwargs = dict(
-            num_train_timesteps=c["num_train_timesteps"],
-            beta_start=c["beta_start"],
-            beta_end=c["beta_end"],
-            beta_schedule=c["beta_schedule"],
-            clip_sample=c["clip_sample"],
-            prediction_type="epsilon",
-            backend=backend,
-        )
-        if sampler == "ddpm":
-            kwargs["variance_type"] = "fixed_small"
-        return _scheduler_classes()[sampler](**kwargs)
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "clip_sample")
+        return {k: c[k] for k in keys}
 
     # ------------------------------------------------------------------ model
     def _labels(self, class_labels, batch: int, device, name: str = "class_labels") -> torch.Tensor | None:
@@ -375,10 +354,10 @@ class DDPM(nn.Module):
         if steps is None and time_budget_s is None:
             raise ValueError("give steps or time_budget_s (or both)")
         if steps is not None:
-            _positive_int("steps", steps)
+            check_int("steps", steps, lo=1)
         if time_budget_s is not None and not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
-        _positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, lo=1)
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
                 raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], "
@@ -462,26 +441,17 @@ class DDPM(nn.Module):
             ValueError / TypeError: an argument out of range or of the wrong type (the message
                 names it), guidance or labels for an unconditional model.
         """
-        _positive_int("n", n)
-        if sampler not in _SAMPLERS:
-            raise ValueError(f"sampler must be one of {_SAMPLERS}, got {sampler!r}")
-        steps = _DEFAULT_STEPS[sampler] if num_inference_steps is None else num_inference_steps
-        _positive_int("num_inference_steps", steps)
-        if steps > self.config["num_train_timesteps"]:
-            raise ValueError(
-                f"num_inference_steps ({steps}) must be <= num_train_timesteps "
-                f"({self.config['num_train_timesteps']})"
-            )
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-            raise TypeError(f"guidance_scale must be a float, got {type(guidance_scale).__name__}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        check_int("n", n, lo=1)
+        from genfast.samplers.factory import inference_steps
+
+        check_choice("sampler", sampler, _SAMPLERS)
+        steps = inference_steps(sampler, num_inference_steps, self.config["num_train_timesteps"])
+        check_number("guidance_scale", guidance_scale, float32=False)
         dev = self.device
         cond = self._labels(class_labels, n, dev)
         neg = None
         if negative_class is not None:
-            if isinstance(negative_class, bool) or not isinstance(negative_class, int):
-                raise TypeError(f"negative_class must be an int, got {type(negative_class).__name__}")
+            check_int("negative_class", negative_class)
             neg = self._labels(negative_class, n, dev, "negative_class")
         guided = (
             guidance_scale != 1.0 and self.num_classes is not None and (cond is not None or neg is not None)
@@ -501,7 +471,7 @@ class DDPM(nn.Module):
         net.eval()
         sched = self.make_scheduler(sampler, backend)
         sched.set_timesteps(steps, device=dev)
-        bs = n if batch_size is None else _positive_int("batch_size", batch_size)
+        bs = n if batch_size is None else check_int("batch_size", batch_size, lo=1)
         step_kwargs = {"eta": float(eta)} if sampler == "ddim" else {}
         g = torch.Generator().manual_seed(int(seed))
         x = torch.randn((n, *self.image_shape), generator=g).to(dev)
@@ -606,34 +576,17 @@ class DDPM(nn.Module):
                 the config (the message names the file).
         """
 
-        from genfast._checkpoint import read_json, validate_config, validate_record
+        from ._zoo_base import build_from_record, read_checkpoint
 
-        from ._zoo_base import _RECORD_SCHEMA
-
-        d = Path(directory)
-        if not d.is_dir():
-            raise FileNotFoundError(f"checkpoint folder not found: {d}")
-        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"checkpoint file not found: {p}")
-        record = read_json(cfg_path)
+        cfg_path, w_path, record = read_checkpoint(directory)
         if record.get("model") != "DDPM":
             from genfast._checkpoint import describe
 
-            found = describe(d)
+            found = describe(Path(directory))
             what = found[1] if found else f"model {record.get('model')!r}"
             raise ValueError(f"{cfg_path}: key 'model': holds {what}, not a DDPM checkpoint")
-        record = validate_record(cfg_path, record, _RECORD_SCHEMA, required=("model", "config"))
-        if record.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(f"{cfg_path}: key 'format_version': {record['format_version']} is newer than "
-                             "this genfast")
-        config = validate_config(cfg_path, record["config"], cls)
-        model = build_and_load_weights(cls, config, w_path, cfg_path)
+        model, record = build_from_record(cls, record, cfg_path, w_path)
         model.ema_updates = int(record.get("ema_updates", 0))
-        model.training_info = dict(record["training"]) if isinstance(record.get("training"), dict) else {}
-        model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
-        model.eval()
         return model.to(device) if device is not None else model
 
 

@@ -30,6 +30,7 @@ import math
 import torch
 from torch import nn
 
+from genfast._checks import check_count
 from genfast.nn.flows import (
     ActNorm,
     AdditiveCoupling,
@@ -69,8 +70,7 @@ class FlowModel(nn.Module):
     def __init__(self, image_shape, context_features: int = 0):
         super().__init__()
         self.image_shape = _check_shape(image_shape, type(self).__name__)
-        if isinstance(context_features, bool) or not isinstance(context_features, int) or context_features < 0:
-            raise ValueError(f"{type(self).__name__}: context_features must be an int >= 0, got {context_features!r}")
+        check_count("context_features", context_features, op=type(self).__name__, lo=0)
         self.context_features = context_features
         self.num_dims = math.prod(self.image_shape)
         self.flatten = False
@@ -201,8 +201,7 @@ class FlowModel(nn.Module):
         Raises:
             ValueError: negative ``n``, non-positive ``temperature``, a missing or misshapen context.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"{type(self).__name__}.sample: n must be an int >= 0, got {n!r}")
+        check_count("n", n, op=f"{type(self).__name__}.sample", lo=0)
         if not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"{type(self).__name__}.sample: temperature must be > 0, got {temperature!r}")
         p = next(self.parameters())
@@ -217,8 +216,7 @@ class FlowModel(nn.Module):
         """Uniform dequantisation of images in [-1, 1] with ``num_bins`` levels (the data's
         ``x_int = round((x + 1) / 2 * (K - 1))``) to ``(x_int + u) / K`` mapped to [-1, 1);
         ``noise`` (same shape, in [0, 1)) is ``u`` when given, else drawn from ``generator``."""
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-            raise ValueError(f"dequantize: num_bins must be an int >= 2, got {num_bins!r}")
+        check_count("num_bins", num_bins, op="dequantize", lo=2)
         x_int = torch.round((images.clamp(-1, 1) + 1) / 2 * (num_bins - 1))
         if noise is not None:
             u = noise.to(x_int.device, x_int.dtype)
@@ -382,8 +380,7 @@ class RealNVP(FlowModel):
         self.config = {"image_shape": list(self.image_shape), "num_scales": num_scales, "hidden": hidden,
                        "context_features": context_features}
         c, h, w = self.image_shape
-        if not isinstance(num_scales, int) or num_scales < 1:
-            raise ValueError(f"RealNVP: num_scales must be an int >= 1, got {num_scales!r}")
+        check_count("num_scales", num_scales, op="RealNVP", lo=1)
         if h % 2 ** (num_scales - 1) or w % 2 ** (num_scales - 1):
             raise ValueError(
                 f"RealNVP: height and width must be divisible by {2 ** (num_scales - 1)}, got {h}x{w}"
@@ -445,8 +442,7 @@ class NICE(FlowModel):
                        "context_features": context_features}
         if prior not in ("logistic", "gaussian"):
             raise ValueError(f"NICE: prior must be 'logistic' or 'gaussian', got {prior!r}")
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"NICE: num_layers must be an int >= 1, got {num_layers!r}")
+        check_count("num_layers", num_layers, op="NICE", lo=1)
         self.prior_kind = prior
         self.flatten = True
         d = self.num_dims
@@ -480,8 +476,7 @@ class MAF(FlowModel):
         super().__init__(image_shape, context_features)
         self.config = {"image_shape": list(self.image_shape), "num_layers": num_layers, "hidden": list(hidden),
                        "context_features": context_features}
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"MAF: num_layers must be an int >= 1, got {num_layers!r}")
+        check_count("num_layers", num_layers, op="MAF", lo=1)
         self.flatten = True
         d = self.num_dims
         for i in range(num_layers):

@@ -29,10 +29,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genfast._checks import check_int, check_number
 from genfast.losses import gaussian_kl
 from genfast.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
 
-from ._zoo_base import ZooModel, check_float, check_hidden, check_int, check_n
+from ._zoo_base import ZooModel, check_hidden
 
 __all__ = ["DCGAN", "VAEGAN", "WGANGP", "ConditionalGAN", "DCGANDiscriminator", "DCGANGenerator"]
 
@@ -140,12 +141,12 @@ class _GAN(ZooModel):
         latent_dim = latent_dim if latent_dim is not None else (100 if big else small_latent_dim)
         g_channels = g_channels if g_channels is not None else ((256, 128, 64) if big else (128, 64, 32))
         d_channels = d_channels if d_channels is not None else ((64, 128) if big else (32, 64))
-        self.latent_dim = check_int("latent_dim", latent_dim)
+        self.latent_dim = check_int("latent_dim", latent_dim, lo=1)
         g_channels = _widths("g_channels", g_channels, 3)
         d_channels = _widths("d_channels", d_channels, 2)
         if final_kernel is None:
             final_kernel = _default_kernel(self.image_shape)
-        final_kernel = check_int("final_kernel", final_kernel)
+        final_kernel = check_int("final_kernel", final_kernel, lo=1)
         if final_kernel % 2 == 0:
             raise ValueError(f"final_kernel must be odd (same padding), got {final_kernel}")
         return g_channels, d_channels, final_kernel
@@ -161,7 +162,7 @@ class _GAN(ZooModel):
             n: number of images, >= 0.
             generator: optional CPU ``torch.Generator`` for ``z ~ N(0, I)``.
         """
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         was = self.training
         self.eval()
         x = self.generator(self._z(n, generator)) if n else torch.empty(0, *self.image_shape, device=self.device)
@@ -208,8 +209,9 @@ class DCGAN(_GAN):
                  final_kernel: int | None = None, lr: float | None = None, dropout: float = 0.3):
         super().__init__(image_shape, {})
         g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel)
-        lr = check_float("lr", lr if lr is not None else (2e-4 if self._big else 5e-3), strict=True)
-        dropout = check_float("dropout", dropout)
+        lr = 2e-4 if lr is None and self._big else 5e-3 if lr is None else lr
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        dropout = check_number("dropout", dropout, lo=0.0, float32=False)
         if dropout >= 1:
             raise ValueError(f"dropout must be < 1, got {dropout}")
         self.config.update(latent_dim=self.latent_dim, g_channels=list(g_channels), d_channels=list(d_channels),
@@ -225,33 +227,33 @@ class DCGAN(_GAN):
     @classmethod
     def mnist(cls, **kwargs) -> DCGAN:
         """The seed lecture's exact 28x28 MNIST model (latent 100; see the module docstring)."""
-        cfg = {"image_shape": (1, 28, 28), "latent_dim": 100, "g_channels": (256, 128, 64),
-               "d_channels": (64, 128), "final_kernel": 7, "lr": 2e-4}
-        cfg.update(kwargs)
-        return cls(**cfg)
+        return cls(**{"image_shape": (1, 28, 28), "latent_dim": 100, "g_channels": (256, 128, 64),
+                      "d_channels": (64, 128), "final_kernel": 7, "lr": 2e-4, **kwargs})
 
     @classmethod
     def digits(cls, **kwargs) -> DCGAN:
         """The same design scaled for the 8x8 digits: 2x2 start, half widths, final kernel 3, lr 5e-3."""
-        cfg = {"image_shape": (1, 8, 8), "latent_dim": 32, "g_channels": (128, 64, 32),
-               "d_channels": (32, 64), "final_kernel": 3, "lr": 5e-3}
-        cfg.update(kwargs)
-        return cls(**cfg)
+        return cls(**{"image_shape": (1, 8, 8), "latent_dim": 32, "g_channels": (128, 64, 32),
+                      "d_channels": (32, 64), "final_kernel": 3, "lr": 5e-3, **kwargs})
 
     def training_step(self, batch) -> dict[str, float]:
         """One discriminator step, then one generator step; returns the named losses."""
         x, _, _ = self._unpack(batch)
         self.train()
-        b = x.shape[0]
-        fake = self.generator(self._z(b))
-        real_logits = self.discriminator(x)
-        fake_logits = self.discriminator(fake.detach())
+        fake = self.generator(self._z(x.shape[0]))
+        return self._adversarial_step(x, fake, self.discriminator)
+
+    def _adversarial_step(self, x, fake, d) -> dict[str, float]:
+        """One discriminator step (``x`` against the detached ``fake``), then one generator step,
+        both on the non-saturating loss; ``d(images)`` gives the discriminator's logits."""
+        real_logits = d(x)
+        fake_logits = d(fake.detach())
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
 
-        g_loss = generator_loss(self.discriminator(fake))
+        g_loss = generator_loss(d(fake))
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
@@ -288,9 +290,9 @@ class WGANGP(_GAN):
                  final_kernel: int | None = None, lr: float = 1e-3, gp_weight: float = 10.0, n_critic: int = 5):
         super().__init__(image_shape, {})
         g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel)
-        lr = check_float("lr", lr, strict=True)
-        self.gp_weight = check_float("gp_weight", gp_weight)
-        self.n_critic = check_int("n_critic", n_critic)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        self.gp_weight = check_number("gp_weight", gp_weight, lo=0.0, float32=False)
+        self.n_critic = check_int("n_critic", n_critic, lo=1)
         self.config.update(latent_dim=self.latent_dim, g_channels=list(g_channels), d_channels=list(d_channels),
                            final_kernel=final_kernel, lr=lr, gp_weight=self.gp_weight, n_critic=self.n_critic)
         self.generator = DCGANGenerator(self.image_shape, self.latent_dim, g_channels, final_kernel)
@@ -346,7 +348,7 @@ class ConditionalGAN(DCGAN):
                  g_channels=None, d_channels=None, final_kernel: int | None = None, lr: float = 2e-4,
                  dropout: float = 0.3, embed_dim: int = 16):
         self.num_classes = check_int("num_classes", num_classes, lo=2)
-        self.embed_dim = check_int("embed_dim", embed_dim)
+        self.embed_dim = check_int("embed_dim", embed_dim, lo=1)
         super().__init__(image_shape, latent_dim, g_channels, d_channels, final_kernel, lr, dropout)
         self.config.update(num_classes=self.num_classes, embed_dim=self.embed_dim)
 
@@ -377,27 +379,21 @@ class ConditionalGAN(DCGAN):
             raise ValueError(f"labels must be in [0, {self.num_classes})")
         return labels.to(self.device, torch.long)
 
-    def training_step(self, batch) -> dict[str, float]:
-        """One discriminator and one generator step on labelled ``batch``; returns the named losses."""
+    def _labelled(self, batch, who: str):
+        """``(images, labels)`` of a training batch on the model's device, the model in training
+        mode; a ValueError naming ``who`` when the batch has no labels."""
         x, y, _ = self._unpack(batch)
         if y is None:
-            raise ValueError("batch must be (images, labels): the conditional GAN needs labels")
+            raise ValueError(f"batch must be (images, labels): {who} needs labels")
         y = self._labels(y, x.shape[0])
         self.train()
+        return x, y
+
+    def training_step(self, batch) -> dict[str, float]:
+        """One discriminator and one generator step on labelled ``batch``; returns the named losses."""
+        x, y = self._labelled(batch, "the conditional GAN")
         fake = self._g(self._z(x.shape[0]), y)
-        real_logits = self._d(x, y)
-        fake_logits = self._d(fake.detach(), y)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
-        g_loss = generator_loss(self._d(fake, y))
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward(inputs=list(self.generator.parameters()))
-        self.g_optimizer.step()
-        self.step_count += 1
-        return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                "d_real": torch.sigmoid(real_logits).mean().item(), "d_fake": torch.sigmoid(fake_logits).mean().item()}
+        return self._adversarial_step(x, fake, lambda images: self._d(images, y))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
@@ -406,7 +402,7 @@ class ConditionalGAN(DCGAN):
         Raises:
             ValueError: bad ``n`` or labels outside ``[0, K)``.
         """
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         y = self._labels(labels, n)
         was = self.training
         self.eval()
@@ -472,10 +468,10 @@ class VAEGAN(_GAN):
         super().__init__(image_shape, {})
         g_channels, d_channels, final_kernel = self._setup(latent_dim, g_channels, d_channels, final_kernel,
                                                            small_latent_dim=16)
-        lr = check_float("lr", lr, strict=True)
-        self.gamma = check_float("gamma", gamma)
-        self.pixel_weight = check_float("pixel_weight", pixel_weight)
-        dropout = check_float("dropout", dropout)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        self.gamma = check_number("gamma", gamma, lo=0.0, float32=False)
+        self.pixel_weight = check_number("pixel_weight", pixel_weight, lo=0.0, float32=False)
+        dropout = check_number("dropout", dropout, lo=0.0, float32=False)
         self.config.update(latent_dim=self.latent_dim, g_channels=list(g_channels), d_channels=list(d_channels),
                            final_kernel=final_kernel, lr=lr, gamma=self.gamma, pixel_weight=self.pixel_weight,
                            dropout=dropout)

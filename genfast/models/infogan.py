@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_int, check_number
 from genfast.losses.adversarial import discriminator_loss, generator_loss
 
-from ._zoo_base import check_float, check_int, check_n, gaussian_noise
+from ._zoo_base import gaussian_noise
 from .gans import _GAN, DCGANDiscriminator, DCGANGenerator
 
 __all__ = ["InfoGAN", "categorical_purity"]
@@ -60,14 +61,14 @@ class InfoGAN(_GAN):
                  num_continuous: int = 2, g_channels=None, d_channels=None, final_kernel: int | None = None,
                  lr: float = 1e-3, info_weight: float = 1.0, dropout: float = 0.0):
         super().__init__(image_shape, {})
-        noise_dim = check_int("noise_dim", noise_dim)
+        noise_dim = check_int("noise_dim", noise_dim, lo=1)
         num_categories = check_int("num_categories", num_categories, lo=2)
         num_continuous = check_int("num_continuous", num_continuous, lo=0)
         g_channels, d_channels, final_kernel = self._setup(noise_dim + num_categories + num_continuous,
                                                            g_channels, d_channels, final_kernel)
-        lr = check_float("lr", lr, strict=True)
-        info_weight = check_float("info_weight", info_weight)
-        dropout = check_float("dropout", dropout)
+        lr = check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        info_weight = check_number("info_weight", info_weight, lo=0.0, float32=False)
+        dropout = check_number("dropout", dropout, lo=0.0, float32=False)
         if dropout >= 1:
             raise ValueError(f"dropout must be < 1, got {dropout}")
         self.noise_dim, self.num_categories, self.num_continuous = noise_dim, num_categories, num_continuous
@@ -140,7 +141,7 @@ class InfoGAN(_GAN):
         Raises:
             ValueError: bad ``n`` or ``categories``.
         """
-        n = check_n(n)
+        n = check_int("n", n, lo=0)
         if categories is not None:
             categories = torch.as_tensor(categories, dtype=torch.long).reshape(-1)
             if categories.numel() != n or (n and (int(categories.min()) < 0
@@ -183,7 +184,7 @@ def categorical_purity(model: InfoGAN, metric=None, per_category: int = 100, see
 
     if not isinstance(model, InfoGAN):
         raise TypeError(f"model must be an InfoGAN, got {type(model).__name__}")
-    check_int("per_category", per_category)
+    check_int("per_category", per_category, lo=1)
     if metric is None:
         metric = DigitMetric.from_data()
     g = torch.Generator().manual_seed(int(seed))

@@ -32,11 +32,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_choice, check_int, check_number
 from genfast.models._dit import DiT
 from genfast.models._guided import denoise, start_index
 from genfast.models._schedule import _alphas_cumprod
 from genfast.models._unet import UNet
-from genfast.models._zoo_base import ZooModel, check_choice, check_float, check_int, check_n
+from genfast.models._zoo_base import ZooModel
 
 __all__ = ["KLAutoencoder", "LatentDiffusion"]
 
@@ -140,16 +141,16 @@ class LatentDiffusion(ZooModel):
                              f"got {image_shape}")
         for name in ("latent_channels", "ae_channels", "base_channels", "dit_dim", "dit_depth", "patch_size",
                      "text_dim", "text_depth", "max_length", "num_train_timesteps"):
-            check_int(name, config[name])
+            check_int(name, config[name], lo=1)
         check_int("autoencoder_steps", autoencoder_steps, lo=0)
         check_choice("denoiser", denoiser, ("unet", "dit"))
         check_choice("beta_schedule", beta_schedule, ("linear", "scaled_linear", "squaredcos_cap_v2"))
-        check_float("kl_weight", kl_weight)
-        check_float("lr", lr, strict=True)
-        if not 0.0 <= check_float("ema_decay", ema_decay) < 1.0:
+        check_number("kl_weight", kl_weight, lo=0.0, float32=False)
+        check_number("lr", lr, lo=0.0, lo_open=True, float32=False)
+        if not 0.0 <= check_number("ema_decay", ema_decay, lo=0.0, float32=False) < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         for name in ("prompt_dropout", "attribute_keep"):
-            if not 0.0 <= check_float(name, config[name]) <= 1.0:
+            if not 0.0 <= check_number(name, config[name], lo=0.0, float32=False) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {config[name]}")
         torch.manual_seed(check_int("seed", seed, lo=0))
         self.latent_shape = (latent_channels, h // 4, w // 4)
@@ -332,15 +333,13 @@ class LatentDiffusion(ZooModel):
         return eps_fn
 
     def _setup(self, sampler, steps, guidance_scale, backend):
-        from genfast.samplers import DEFAULT_STEPS
+        from genfast.samplers.factory import inference_steps
 
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
                 or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite float, got {guidance_scale!r}")
         sched = self.make_scheduler(sampler, backend)
-        steps = DEFAULT_STEPS[sampler] if steps is None else check_int("num_inference_steps", steps)
-        if steps > self.config["num_train_timesteps"]:
-            raise ValueError(f"num_inference_steps must be <= {self.config['num_train_timesteps']}, got {steps}")
+        steps = inference_steps(sampler, steps, self.config["num_train_timesteps"])
         sched.set_timesteps(steps, device=self.device)
         return sched
 
@@ -370,7 +369,7 @@ class LatentDiffusion(ZooModel):
         """
         if n is None:
             n = len(prompt) if isinstance(prompt, (list, tuple)) else 1
-        check_n(n)
+        check_int("n", n, lo=0)
         seed = 0 if seed is None else check_int("seed", seed, lo=0)
         g = generator if generator is not None else torch.Generator().manual_seed(seed)
         self.eval()
@@ -398,7 +397,7 @@ class LatentDiffusion(ZooModel):
             ``[B, C, H, W]`` float32 in [-1, 1].
         """
         x = self._check_images(images, in_range=True)
-        strength = check_float("strength", strength)
+        strength = check_number("strength", strength, lo=0.0, float32=False)
         if strength > 1:
             raise ValueError(f"strength must lie in [0, 1], got {strength}")
         self.eval()

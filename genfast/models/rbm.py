@@ -26,16 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import genfast.ops as O
+from genfast._checks import check_int
 
 __all__ = ["BernoulliRBM", "GaussianBernoulliRBM"]
-
-
-def _check_int(name, value, lo, op):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{op}: {name} must be >= {lo}, got {value}")
-    return value
 
 
 class BernoulliRBM(nn.Module):
@@ -72,8 +65,8 @@ class BernoulliRBM(nn.Module):
     ):
         super().__init__()
         op = type(self).__name__
-        _check_int("n_visible", n_visible, 1, op)
-        _check_int("n_hidden", n_hidden, 1, op)
+        check_int("n_visible", n_visible, op=op, lo=1)
+        check_int("n_hidden", n_hidden, op=op, lo=1)
         g = torch.Generator().manual_seed(int(seed))
         # N(0, 0.01^2) weights, zero biases: Hinton (2010), section 8
         w = 0.01 * torch.randn(n_hidden, n_visible, generator=g)
@@ -177,7 +170,7 @@ class BernoulliRBM(nn.Module):
     def gibbs_full(self, v: torch.Tensor, k: int = 1) -> O.GibbsResult:
         """As :meth:`gibbs`, returning the whole :class:`genfast.ops.GibbsResult`."""
         v = self._check_v(v)
-        _check_int("k", k, 1, type(self).__name__)
+        check_int("k", k, op=type(self).__name__, lo=1)
         off = self._counters(O.gibbs_num_counters(v.shape[0], self.n_visible, self.n_hidden, k))
         return O.gibbs(
             v,
@@ -317,8 +310,8 @@ class BernoulliRBM(nn.Module):
 
         if isinstance(data, torch.Tensor):
             data = self._check_v(data, "data")
-        _check_int("epochs", epochs, 1, type(self).__name__)
-        _check_int("batch_size", batch_size, 1, type(self).__name__)
+        check_int("epochs", epochs, op=type(self).__name__, lo=1)
+        check_int("batch_size", batch_size, op=type(self).__name__, lo=1)
         from genfast.training.distributed import info as dist_info
 
         n, world = len(data), dist_info().world_size
@@ -461,8 +454,8 @@ class BernoulliRBM(nn.Module):
             TypeError / ValueError: a non-int or too small ``n_chains`` / ``n_betas``;
                 ``base_visible_bias`` not of shape [V]; ``data`` of the wrong shape or device.
         """
-        _check_int("n_chains", n_chains, 1, "ais_log_partition")
-        _check_int("n_betas", n_betas, 2, "ais_log_partition")
+        check_int("n_chains", n_chains, op="ais_log_partition", lo=1)
+        check_int("n_betas", n_betas, op="ais_log_partition", lo=2)
         dev = self.weight.device
         base = (
             self._ais_base_bias(data)

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genfast._checks import check_count
 from genfast.models.vqvae import _engine_fit, load_checkpoint, save_checkpoint
 from genfast.training.engine import Task
 
@@ -73,8 +74,7 @@ class CodePrior(nn.Module):
             ("n_layers", n_layers),
             ("n_heads", n_heads),
         ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"CodePrior: {name} must be an int >= 1, got {v!r}")
+            check_count(name, v, op="CodePrior", lo=1)
         if d_model % n_heads:
             raise ValueError(f"CodePrior: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.config = dict(
@@ -150,8 +150,7 @@ class CodePrior(nn.Module):
         Raises:
             ValueError: bad n, temperature or top_k.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"CodePrior.sample: n must be an int >= 0, got {n!r}")
+        check_count("n", n, op="CodePrior.sample", lo=0)
         if not temperature > 0:
             raise ValueError(f"CodePrior.sample: temperature must be > 0, got {temperature}")
         k = self.config["num_codes"]

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genfast._checks import check_count
 from genfast.nn.vq import VectorQuantizer
 from genfast.training.engine import Task
 
@@ -46,12 +47,6 @@ class _ResBlock(nn.Module):
 
     def forward(self, x):
         return x + self.net(x)
-
-
-def _positive_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"VQVAE: {name} must be an int >= {lo}, got {v!r}")
-    return v
 
 
 class VQVAE(nn.Module):
@@ -91,12 +86,12 @@ class VQVAE(nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        _positive_int("in_channels", in_channels)
-        _positive_int("hidden_channels", hidden_channels)
-        _positive_int("embedding_dim", embedding_dim)
-        _positive_int("num_codes", num_codes)
-        _positive_int("num_downsamples", num_downsamples, 0)
-        _positive_int("num_res_blocks", num_res_blocks, 0)
+        check_count("in_channels", in_channels, op="VQVAE")
+        check_count("hidden_channels", hidden_channels, op="VQVAE")
+        check_count("embedding_dim", embedding_dim, op="VQVAE")
+        check_count("num_codes", num_codes, op="VQVAE")
+        check_count("num_downsamples", num_downsamples, op="VQVAE", lo=0)
+        check_count("num_res_blocks", num_res_blocks, op="VQVAE", lo=0)
         self.config = dict(
             in_channels=in_channels,
             hidden_channels=hidden_channels,

@@ -14,13 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genfast._checks import check_count
+
 __all__ = ["CrossAttention", "BasicTransformerBlock", "SpatialTransformer"]
-
-
-def _check_positive(name, value, layer):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{layer}: {name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def _attention_bias(mask, batch, dtype, device, layer):
@@ -59,11 +55,10 @@ class CrossAttention(nn.Module):
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int = 32,
                  dropout: float = 0.0):
         super().__init__()
-        _check_positive("query_dim", query_dim, "CrossAttention")
-        context_dim = query_dim if context_dim is None else _check_positive("context_dim", context_dim,
-                                                                            "CrossAttention")
-        self.heads = _check_positive("heads", heads, "CrossAttention")
-        self.dim_head = _check_positive("dim_head", dim_head, "CrossAttention")
+        check_count("query_dim", query_dim, op="CrossAttention")
+        context_dim = query_dim if context_dim is None else check_count("context_dim", context_dim, op="CrossAttention")
+        self.heads = check_count("heads", heads, op="CrossAttention")
+        self.dim_head = check_count("dim_head", dim_head, op="CrossAttention")
         self.query_dim, self.context_dim = query_dim, context_dim
         inner = heads * dim_head
         self.to_q = nn.Linear(query_dim, inner, bias=False)
@@ -134,8 +129,8 @@ class SpatialTransformer(nn.Module):
     def __init__(self, channels: int, context_dim: int, heads: int = 4, dim_head: int = 32, depth: int = 1,
                  groups: int = 8, dropout: float = 0.0):
         super().__init__()
-        _check_positive("channels", channels, "SpatialTransformer")
-        _check_positive("depth", depth, "SpatialTransformer")
+        check_count("channels", channels, op="SpatialTransformer")
+        check_count("depth", depth, op="SpatialTransformer")
         self.norm = nn.GroupNorm(min(groups, channels), channels)
         self.proj_in = nn.Conv2d(channels, channels, 1)
         self.blocks = nn.ModuleList(BasicTransformerBlock(channels, context_dim, heads, dim_head, dropout=dropout)

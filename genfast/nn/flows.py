@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from genfast import ops
+from genfast._checks import check_count
 
 __all__ = [
     "ActNorm",
@@ -64,12 +65,6 @@ def _check_context(context, context_features, n, layer):
     if context.dim() != 2 or context.shape[0] != n or context.shape[1] != context_features:
         raise ValueError(f"{layer}: context must have shape [{n}, {context_features}], got {tuple(context.shape)}")
     return context
-
-
-def _check_context_features(value, layer):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{layer}: context_features must be an int >= 0, got {value!r}")
-    return value
 
 
 def _per_sample(value, n, ref):
@@ -144,8 +139,7 @@ class ActNorm(nn.Module):
 
     def __init__(self, num_channels: int, eps: float = 1e-6):
         super().__init__()
-        if not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"ActNorm: num_channels must be a positive int, got {num_channels!r}")
+        check_count("num_channels", num_channels, op="ActNorm", lo=1)
         self.num_channels = num_channels
         self.eps = eps
         self.log_scale = nn.Parameter(torch.zeros(num_channels))
@@ -211,8 +205,7 @@ class InvConv2dLU(nn.Module):
 
     def __init__(self, num_channels: int, *, backend: str = "auto", generator: torch.Generator | None = None):
         super().__init__()
-        if not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"InvConv2dLU: num_channels must be a positive int, got {num_channels!r}")
+        check_count("num_channels", num_channels, op="InvConv2dLU", lo=1)
         self.num_channels = num_channels
         self.backend = backend
         q, _ = torch.linalg.qr(
@@ -317,9 +310,8 @@ class _Coupling(nn.Module):
     def __init__(self, num_channels, hidden=64, *, mask="channel", parity=0, conditioner="conv", net=None,
                  context_features=0):
         super().__init__()
-        self.context_features = _check_context_features(context_features, self._name)
-        if not isinstance(num_channels, int) or num_channels < 1:
-            raise ValueError(f"{self._name}: num_channels must be a positive int, got {num_channels!r}")
+        self.context_features = check_count("context_features", context_features, op=self._name, lo=0)
+        check_count("num_channels", num_channels, op=self._name, lo=1)
         if mask not in ("channel", "checkerboard"):
             raise ValueError(f"{self._name}: mask must be 'channel' or 'checkerboard', got {mask!r}")
         if conditioner not in ("conv", "mlp"):
@@ -508,11 +500,10 @@ class Split(nn.Module):
 
     def __init__(self, num_channels: int, learned_prior: bool = True, context_features: int = 0):
         super().__init__()
-        self.context_features = _check_context_features(context_features, "Split")
+        self.context_features = check_count("context_features", context_features, op="Split", lo=0)
         if self.context_features and not learned_prior:
             raise ValueError("Split: context_features needs learned_prior=True")
-        if not isinstance(num_channels, int) or num_channels < 2:
-            raise ValueError(f"Split: num_channels must be an int >= 2, got {num_channels!r}")
+        check_count("num_channels", num_channels, op="Split", lo=2)
         self.num_channels = num_channels
         self.c_out = num_channels // 2
         self.c_keep = num_channels - self.c_out
@@ -592,9 +583,8 @@ class MADE(nn.Module):
     def __init__(self, num_features: int, hidden=(128, 128), order=None, outputs_per_dim: int = 2,
                  context_features: int = 0):
         super().__init__()
-        self.context_features = _check_context_features(context_features, "MADE")
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"MADE: num_features must be a positive int, got {num_features!r}")
+        self.context_features = check_count("context_features", context_features, op="MADE", lo=0)
+        check_count("num_features", num_features, op="MADE", lo=1)
         d = num_features
         order = torch.arange(d) if order is None else torch.as_tensor(order, dtype=torch.int64)
         if not torch.equal(torch.sort(order).values, torch.arange(d)):

@@ -42,30 +42,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from genfast._checks import check_int, check_number
+
 __all__ = ["FSQ", "LFQ", "LFQLossBreakdown"]
 
 _LFQReturn = namedtuple("Return", ["quantized", "indices", "entropy_aux_loss"])
 LFQLossBreakdown = namedtuple("LossBreakdown", ["per_sample_entropy", "batch_entropy", "commitment"])
 
 _ENTROPY_CHUNK = 4096  # rows of the N x 2^d probability matrix formed at once (bounds memory only)
-
-
-def _check_int(name, value, lo, op):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{op}: {name} must be >= {lo}, got {value}")
-    return value
-
-
-def _check_real(name, value, op, lo=None, lo_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or (lo is not None and (v < lo or (lo_open and v == lo))):
-        bound = "" if lo is None else f" {'>' if lo_open else '>='} {lo}"
-        raise ValueError(f"{op}: {name} must be a finite float{bound}, got {value}")
-    return v
 
 
 def _check_input(x, dim, op):
@@ -152,11 +136,11 @@ class FSQ(nn.Module):
         if not isinstance(levels, (list, tuple)) or not levels:
             raise TypeError(f"{op}: levels must be a non-empty list of ints, got {levels!r}")
         for lv in levels:
-            _check_int("levels[i]", lv, 2, op)
+            check_int("levels[i]", lv, op=op, lo=2)
         if any(lv == 2 for lv in levels) and not preserve_symmetry:
             raise ValueError(f"{op}: levels of 2 need preserve_symmetry=True (the asymmetric bound "
                              f"maps every input to one value), got levels={list(levels)}")
-        _check_int("num_codebooks", num_codebooks, 1, op)
+        check_int("num_codebooks", num_codebooks, op=op, lo=1)
         keep = num_codebooks > 1 if keep_num_codebooks_dim is None else bool(keep_num_codebooks_dim)
         if num_codebooks > 1 and not keep:
             raise ValueError(f"{op}: keep_num_codebooks_dim must be True when num_codebooks > 1")
@@ -178,7 +162,7 @@ class FSQ(nn.Module):
         self.num_codebooks = num_codebooks
         self.effective_codebook_dim = self.codebook_dim * num_codebooks
         self.keep_num_codebooks_dim = keep
-        self.dim = self.effective_codebook_dim if dim is None else _check_int("dim", dim, 1, op)
+        self.dim = self.effective_codebook_dim if dim is None else check_int("dim", dim, op=op, lo=1)
         self.channel_first = bool(channel_first)
         self.has_projections = self.dim != self.effective_codebook_dim
         self.project_in = (nn.Linear(self.dim, self.effective_codebook_dim, bias=projection_has_bias)
@@ -324,19 +308,19 @@ class LFQ(nn.Module):
         if dim is None and codebook_size is None:
             raise ValueError(f"{op}: give dim or codebook_size")
         if codebook_size is None:
-            codebook_size = 2 ** _check_int("dim", dim, 1, op)
-        _check_int("codebook_size", codebook_size, 2, op)
+            codebook_size = 2 ** check_int("dim", dim, op=op, lo=1)
+        check_int("codebook_size", codebook_size, op=op, lo=2)
         if codebook_size & (codebook_size - 1):
             raise ValueError(f"{op}: codebook_size must be a power of 2, got {codebook_size} "
                              f"(suggested {2 ** math.ceil(math.log2(codebook_size))})")
-        _check_int("num_codebooks", num_codebooks, 1, op)
+        check_int("num_codebooks", num_codebooks, op=op, lo=1)
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_size.bit_length() - 1
         if self.codebook_dim > 20:
             raise ValueError(f"{op}: codebook_size must be at most 2**20 (the entropy term forms "
                              f"rows of 2^d probabilities), got {codebook_size}")
         cdims = self.codebook_dim * num_codebooks
-        self.dim = cdims if dim is None else _check_int("dim", dim, 1, op)
+        self.dim = cdims if dim is None else check_int("dim", dim, op=op, lo=1)
         self.has_projections = self.dim != cdims if has_projections is None else bool(has_projections)
         if not self.has_projections and self.dim != cdims:
             raise ValueError(f"{op}: has_projections=False needs dim == log2(codebook_size) * "
@@ -351,12 +335,13 @@ class LFQ(nn.Module):
         self.keep_num_codebooks_dim = keep
         self.channel_first = channel_first
         self.spherical = bool(spherical)
-        self.entropy_loss_weight = _check_real("entropy_loss_weight", entropy_loss_weight, op, 0.0)
-        self.commitment_loss_weight = _check_real("commitment_loss_weight", commitment_loss_weight, op, 0.0)
-        self.diversity_gamma = _check_real("diversity_gamma", diversity_gamma, op, 0.0)
-        self.codebook_scale = _check_real("codebook_scale", codebook_scale, op, 0.0, lo_open=True)
+        weight = dict(op=op, lo=0.0, float32=False)  # loss weights: finite and >= 0
+        self.entropy_loss_weight = check_number("entropy_loss_weight", entropy_loss_weight, **weight)
+        self.commitment_loss_weight = check_number("commitment_loss_weight", commitment_loss_weight, **weight)
+        self.diversity_gamma = check_number("diversity_gamma", diversity_gamma, **weight)
+        self.codebook_scale = check_number("codebook_scale", codebook_scale, **weight, lo_open=True)
         if soft_clamp_input_value is not None:
-            v = _check_real("soft_clamp_input_value", soft_clamp_input_value, op, 0.0, lo_open=True)
+            v = check_number("soft_clamp_input_value", soft_clamp_input_value, **weight, lo_open=True)
             if v < self.codebook_scale:
                 raise ValueError(f"{op}: soft_clamp_input_value must be >= codebook_scale, got {v}")
         self.soft_clamp_input_value = soft_clamp_input_value
@@ -418,7 +403,7 @@ class LFQ(nn.Module):
         """Quantise x; returns ``(quantized, indices, entropy_aux_loss)`` (class docstring)."""
         op = "LFQ"
         _check_input(x, self.dim, op)
-        inv_temperature = _check_real("inv_temperature", inv_temperature, op, 0.0)
+        inv_temperature = check_number("inv_temperature", inv_temperature, op=op, lo=0.0, float32=False)
         transpose = x.ndim >= 4 if self.channel_first is None else bool(self.channel_first)
         x, spatial = _to_tokens(x, transpose)
         if x.shape[-1] != self.dim:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genfast._checks import check_count
+
 __all__ = ["rational_quadratic_spline", "RationalQuadraticCoupling"]
 
 MIN_BIN_WIDTH = 1e-3
@@ -120,8 +122,7 @@ class RationalQuadraticCoupling(nn.Module):
         super().__init__()
         for name, v, lo in (("features", features, 2), ("hidden", hidden, 1), ("num_bins", num_bins, 1),
                             ("context_features", context_features, 0)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"RationalQuadraticCoupling: {name} must be an int >= {lo}, got {v!r}")
+            check_count(name, v, op="RationalQuadraticCoupling", lo=lo)
         if not (isinstance(tail_bound, (int, float)) and tail_bound > 0):
             raise ValueError(f"RationalQuadraticCoupling: tail_bound must be > 0, got {tail_bound!r}")
         self.features, self.num_bins, self.tail_bound = features, num_bins, float(tail_bound)

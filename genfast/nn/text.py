@@ -10,6 +10,8 @@ import re
 import torch
 from torch import nn
 
+from genfast._checks import check_count
+
 __all__ = ["WordTokenizer", "TextEncoder"]
 
 PAD, BOS = "<pad>", "<bos>"
@@ -44,8 +46,7 @@ class WordTokenizer:
         if len(set(words)) != len(words) or PAD in words or BOS in words:
             raise ValueError("WordTokenizer: vocabulary words must be unique (case-insensitive) and not "
                              f"{PAD!r} / {BOS!r}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"WordTokenizer: max_length must be an int >= 2, got {max_length!r}")
+        check_count("max_length", max_length, op="WordTokenizer", lo=2)
         self.vocabulary = words
         self.max_length = max_length
         self._ids = {w: i + 2 for i, w in enumerate(words)}
@@ -109,8 +110,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         for name, v in (("vocab_size", vocab_size), ("max_length", max_length), ("dim", dim), ("depth", depth),
                         ("heads", heads)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TextEncoder: {name} must be an int >= 1, got {v!r}")
+            check_count(name, v, op="TextEncoder", lo=1)
         if dim % heads:
             raise ValueError(f"TextEncoder: heads ({heads}) must divide dim ({dim})")
         self.vocab_size, self.max_length, self.dim = vocab_size, max_length, dim

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from genfast import ops
+from genfast._checks import check_count
 
 
 class VQLayerOutput(NamedTuple):
@@ -107,8 +108,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: eps must be > 0, got {eps}")
         if not float(beta) >= 0.0:
             raise ValueError(f"VectorQuantizer: beta must be >= 0, got {beta}")
-        if isinstance(kmeans_iters, bool) or not isinstance(kmeans_iters, int) or kmeans_iters < 0:
-            raise ValueError(f"VectorQuantizer: kmeans_iters must be an int >= 0, got {kmeans_iters!r}")
+        check_count("kmeans_iters", kmeans_iters, op="VectorQuantizer", lo=0)
         if not float(dead_code_threshold) >= 0.0:
             raise ValueError(f"VectorQuantizer: dead_code_threshold must be >= 0, got {dead_code_threshold}")
         self.num_codes, self.dim = num_codes, dim
@@ -287,8 +287,7 @@ class ResidualVQ(nn.Module):
         self, num_quantizers: int, num_codes: int, dim: int, *, accept_image_fmap: bool = False, **kwargs
     ):
         super().__init__()
-        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int) or num_quantizers < 1:
-            raise ValueError(f"ResidualVQ: num_quantizers must be an int >= 1, got {num_quantizers!r}")
+        check_count("num_quantizers", num_quantizers, op="ResidualVQ", lo=1)
         self.dim, self.accept_image_fmap = dim, bool(accept_image_fmap)
         self.quantizers = nn.ModuleList(
             VectorQuantizer(num_codes, dim, **kwargs) for _ in range(num_quantizers)

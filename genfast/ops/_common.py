@@ -105,6 +105,23 @@ def philox_key(seed, offset, device, *, op: str) -> torch.Tensor:
                         dtype=torch.int64, device=device)
 
 
+def oracle_noise(backend: str, sample: torch.Tensor, noise, philox):
+    """``(noise, seed, offset)`` for the ``reference`` and ``torch`` paths of a stochastic step.
+    ``torch`` (the eager float32 arithmetic of the oracle's formulas, which are what a user
+    writes) takes the noise from genfast's Philox kernel, the numbers the kernels draw; the
+    reference gets the Philox key itself as ``seed``/``offset`` (read on the host)."""
+    seed = offset = None
+    if backend == "torch" and philox is not None and noise is None:
+        from genfast.ops.random import fill_philox
+
+        noise = torch.empty(sample.shape, dtype=torch.float32, device=sample.device)
+        fill_philox(noise, philox, normal=True)
+        philox = None
+    if philox is not None:
+        seed, offset = (int(v) for v in philox.tolist())
+    return noise, seed, offset
+
+
 def eager_fast_path(*tensors) -> bool:
     """True when a plain eager call may skip the custom-op dispatcher (about 28 us of Python per
     call here, a third of a small DDIM step): no tracing or compiling, no dispatch or function

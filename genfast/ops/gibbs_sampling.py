@@ -243,7 +243,7 @@ def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, 
                          f"got {tuple(visible_bias.shape)}")
     if hidden_bias.shape[0] != n_hidden:
         raise ValueError(f"{op}: hidden_bias must have {n_hidden} elements, got {tuple(hidden_bias.shape)}")
-    check_int("k", k, op=op, lo=1, hi=MAX_K)
+    check_int("k", k, op=op, lo=1, hi=MAX_K, numpy=True)
     check_choice("visible", visible, VISIBLE_TYPES, op=op)
     sigma = check_number("sigma", sigma, op=op)
     if not _SIGMA_MIN <= sigma <= FLOAT32_MAX:
@@ -344,8 +344,8 @@ def gibbs_num_counters(batch: int, n_visible: int, n_hidden: int, k: int = 1) ->
     """
     op = "genfast.ops.gibbs_num_counters"
     for name, value in (("batch", batch), ("n_visible", n_visible), ("n_hidden", n_hidden)):
-        check_int(name, value, op=op, lo=0)
-    check_int("k", k, op=op, lo=0)
+        check_int(name, value, op=op, lo=0, numpy=True)
+    check_int("k", k, op=op, lo=0, numpy=True)
     return k * batch * (n_hidden + n_visible)
 
 

@@ -432,7 +432,7 @@ def invconv_logdet(log_s: torch.Tensor, hw: int, actnorm_scale: torch.Tensor | N
     op = "genfast.ops.invconv_logdet"
     check_tensor("log_s", log_s, op=op, dtypes=_FLOAT_DTYPES, ndim=1)
     # an int exactly representable in float64 (a pixel count: 2^53 is far beyond any image)
-    check_int("hw", hw, op=op, lo=0, hi=2**53)
+    check_int("hw", hw, op=op, lo=0, hi=2**53, numpy=True)
     _check_actnorm(op, log_s.shape[0], log_s.device, actnorm_scale, None)
     return _logdet(log_s, hw, actnorm_scale)
 

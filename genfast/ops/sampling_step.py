@@ -24,6 +24,7 @@ from genfast.ops._common import (
     check_tensor,
     eager_fast_path,
     materialized_bytes,
+    oracle_noise,
     philox_key,
     resolve_backend,
     tuned_backend,
@@ -114,17 +115,7 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
                                                      b))
     backend = resolve_backend(backend, sample, "genfast.ops.sampling_step")
     if backend in ("reference", "torch"):
-        seed = offset = None
-        if backend == "torch" and philox is not None and noise is None:
-            # "torch": the eager float32 arithmetic (the oracle's formulas, which are what a user
-            # writes) with the noise from genfast's Philox kernel, the numbers the kernels draw
-            from genfast.ops.random import fill_philox
-
-            noise = torch.empty(sample.shape, dtype=torch.float32, device=sample.device)
-            fill_philox(noise, philox, normal=True)
-            philox = None
-        if philox is not None:
-            seed, offset = (int(v) for v in philox.tolist())
+        noise, seed, offset = oracle_noise(backend, sample, noise, philox)
         common = dict(
             prediction_type=prediction_type, clip_sample=clip_sample, clip_sample_range=clip_sample_range,
             thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,

@@ -25,12 +25,13 @@ from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
     MEMORY_CHECK_BYTES,
-    as_int64,
     check_memory,
     check_number,
     check_tensor,
     eager_fast_path,
     materialized_bytes,
+    oracle_noise,
+    philox_key,
     tuned_backend,
     tuning_on,
 )
@@ -115,17 +116,7 @@ def _impl(model_output, sample, coefficients, history, last_sample, model_output
     backend = _resolve(backend, sample)
     empty = lambda: sample.new_empty(0)  # noqa: E731  (a fresh one each: outputs may not alias)
     if backend in ("reference", "torch"):
-        seed = offset = None
-        if backend == "torch" and philox is not None and noise is None:
-            # "torch": the eager float32 arithmetic (the oracle's formulas) with the noise from
-            # genfast's Philox kernel, the numbers the kernels draw
-            from genfast.ops.random import fill_philox
-
-            noise = torch.empty(sample.shape, dtype=torch.float32, device=sample.device)
-            fill_philox(noise, philox, normal=True)
-            philox = None
-        if philox is not None:
-            seed, offset = (int(v) for v in philox.tolist())
+        noise, seed, offset = oracle_noise(backend, sample, noise, philox)
         out = _ref.solver_step(
             model_output, sample, coefficients, history=history, last_sample=last_sample,
             model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
@@ -222,30 +213,6 @@ def _same_as_sample(name, t, sample):
     if t.shape != sample.shape:
         raise ValueError(f"{_OP}: {name} must have the shape of sample {tuple(sample.shape)}, got {tuple(t.shape)}")
     return t.contiguous()
-
-
-def _philox(seed, offset, device):
-    """The int64 [2] (seed, offset) tensor the kernels read, on ``device``, without a host-device
-    copy when ``seed`` is a device tensor (a copy would synchronise and cannot be captured)."""
-    if isinstance(seed, torch.Tensor):
-        check_tensor("seed", seed, op=_OP, dtypes=(torch.int64,), device=device)
-        if seed.numel() == 2 and seed.dim() == 1 and not isinstance(offset, torch.Tensor) and offset == 0:
-            return seed.contiguous()  # a (seed, offset) key, e.g. torch.randint(..., (2,), device=...)
-        if seed.numel() != 1:
-            raise ValueError(f"{_OP}: a seed tensor must hold one value (or be a [2] (seed, offset) key with "
-                             f"offset=0), got shape {tuple(seed.shape)}")
-        if isinstance(offset, torch.Tensor):
-            check_tensor("offset", offset, op=_OP, dtypes=(torch.int64,), device=device)
-            if offset.numel() != 1:
-                raise ValueError(f"{_OP}: an offset tensor must hold one value, got shape {tuple(offset.shape)}")
-            off = offset.reshape(())
-        else:
-            off = torch.full((), as_int64("offset", offset, op=_OP), dtype=torch.int64, device=device)
-        return torch.stack([seed.reshape(()), off])
-    if isinstance(offset, torch.Tensor):
-        raise TypeError(f"{_OP}: offset may be a tensor only when seed is one")
-    return torch.tensor([as_int64("seed", seed, op=_OP), as_int64("offset", offset, op=_OP)],
-                        dtype=torch.int64, device=device)
 
 
 def solver_step(
@@ -382,7 +349,7 @@ def solver_step(
             noise = noise.to(torch.float32)  # the kernels read float32/16/bf16 noise
         noise = noise.contiguous()
     elif seed is not None:
-        philox = _philox(seed, offset, device)
+        philox = philox_key(seed, offset, device, op=_OP)
     _backends.check_backend(backend, _OP)
     if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
         raise TypeError(f"{_OP}: backend={backend!r} computes in float32 and takes float32/16/bf16 tensors; "

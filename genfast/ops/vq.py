@@ -20,6 +20,7 @@ from genfast.ops._common import (
     KERNEL_DTYPES,
     MEMORY_CHECK_BYTES,
     check_memory,
+    check_number,
     check_tensor,
     materialized_bytes,
     resolve_backend,
@@ -402,12 +403,7 @@ def vq_quantize(
         beta: commitment weight, a finite float >= 0 (0.25 in the paper).
         use_cosine_sim: pick codes by cosine similarity (the losses still use raw vectors).
         return_statistics: also return ``counts`` [K] and ``sums`` [K, D] (float32).
-        backend: "auto" | "cpu" | "cuda" | "triton" | "triton:tf32x3" | "triton:ieee" |
-            "torch" | "reference". "triton" (= "triton:tf32x3") multiplies float32 on the tensor
-            cores as three TF32 products, "triton:ieee" with float32 FMAs; "torch" is
-            ``addmm`` + ``argmin`` over tiles of 4096 rows (stock PyTorch). "auto": the tuner's
-            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the C++
-            kernel on CPU tensors and Triton on CUDA tensors; ``GENFAST_BACKEND`` overrides it.
+        backend: as :func:`vq_nearest`.
 
     Returns:
         :class:`VQOutput` (z_q, indices, distances, codebook_loss, commitment_loss, counts, sums).
@@ -417,11 +413,7 @@ def vq_quantize(
         TypeError for a bad ``beta`` or ``return_statistics``.
     """
     op = _OP_QUANTIZE
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"{op}: beta must be a float, got {type(beta).__name__}")
-    beta = float(beta)
-    if not (beta >= 0.0 and beta < float("inf")):
-        raise ValueError(f"{op}: beta must be a finite float >= 0, got {beta}")
+    beta = check_number("beta", beta, op=op, lo=0.0, float32=False)
     if not isinstance(return_statistics, bool):
         raise TypeError(f"{op}: return_statistics must be a bool, got {type(return_statistics).__name__}")
     z, codebook = _validate(z, codebook, use_cosine_sim, backend, op)

@@ -23,7 +23,8 @@ from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from genfast.samplers._common import BACKENDS, UnsupportedBetaScheduleError
+from genfast._backends import BACKENDS  # one list of backend values for the whole package
+from genfast.samplers._common import UnsupportedBetaScheduleError
 from genfast.samplers.ddim import DDIMScheduler
 from genfast.samplers.ddpm import DDPMScheduler
 from genfast.samplers.dpm_solver import DPMSolverMultistepScheduler

@@ -20,7 +20,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from genfast._backends import BACKENDS  # one list of backend values for the whole package
+from genfast._backends import check_backend
+from genfast._checks import check_count
 
 _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
 
@@ -28,20 +29,6 @@ _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
 class UnsupportedBetaScheduleError(ValueError, NotImplementedError):
     """An unknown ``beta_schedule``: a ``ValueError`` (genfast's rule for bad options) that is
     also the ``NotImplementedError`` diffusers raises, so existing ``except`` clauses still work."""
-
-
-def check_backend(owner: str, backend) -> str:
-    """``backend`` if it is one of :data:`BACKENDS`, else ValueError naming it."""
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{owner}: backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
-
-
-def check_int(owner: str, name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, else ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _positive(owner: str, name: str, value, high: float = math.inf, low_closed: bool = False) -> None:
@@ -77,6 +64,22 @@ def beta_schedule_errors(owner: str, beta_schedule):
         ) from exc
 
 
+def init_checked(self, base, backend, beta_schedule, *args) -> None:
+    """The constructor of a fused DDPM / DDIM scheduler: diffusers' undecorated ``base.__init__``
+    with ``args`` (its positional parameters, in order) between genfast's checks (the options at
+    construction, the beta schedule's name, the resulting ``alphas_cumprod``)."""
+    owner = type(self).__name__
+    self.backend = backend
+    check_step_options(owner, self.config)
+    with beta_schedule_errors(owner, beta_schedule):
+        base.__init__.__wrapped__(self, *args)
+    check_alphas_cumprod(owner, self.alphas_cumprod)
+    # Pipelines record a component's library from ``component.__module__`` (model_index.json):
+    # naming diffusers' module on the instance (the class keeps its own, so pickling is
+    # unaffected) makes a pipeline saved with this scheduler load anywhere, as diffusers' class.
+    self.__module__ = base.__module__
+
+
 def check_alphas_cumprod(owner: str, alphas_cumprod: torch.Tensor) -> None:
     """The schedule made by the constructor lies in [0, 1] and is finite (read once, here).
 
@@ -98,7 +101,7 @@ def schedule_checks(owner: str, num_inference_steps, timesteps) -> None:
     if timesteps is None:
         if num_inference_steps is None:
             raise ValueError(f"{owner}: pass num_inference_steps or timesteps")
-        check_int(owner, "num_inference_steps", num_inference_steps, 1)
+        check_count("num_inference_steps", num_inference_steps, op=owner, numpy=True, what="an integer")
         return
     values = timesteps.tolist() if isinstance(timesteps, (torch.Tensor, np.ndarray)) else list(timesteps)
     if not values or any(isinstance(v, bool) or not float(v).is_integer() for v in values):
@@ -142,7 +145,7 @@ class FusedStepMixin:
 
     @backend.setter
     def backend(self, value: str) -> None:
-        self._backend = check_backend(type(self).__name__, value)
+        self._backend = check_backend(value, type(self).__name__)
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -165,7 +168,7 @@ class FusedStepMixin:
 
         Mirrors ``diffusers.ConfigMixin.from_config``.
         """
-        backend = check_backend(cls.__name__, kwargs.pop("backend", "auto"))
+        backend = check_backend(kwargs.pop("backend", "auto"), cls.__name__)
         out = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
         (out[0] if isinstance(out, tuple) else out).backend = backend
         return out

@@ -17,7 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from genfast.samplers._common import FusedStepMixin, check_backend
+from genfast._backends import check_backend
+from genfast.samplers._common import FusedStepMixin
 
 NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
 IDX = {name: i for i, name in enumerate((
@@ -50,7 +51,7 @@ def with_backend(cls):
     params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto"))
 
     def __init__(self, *args, backend: str = "auto", **kwargs):
-        check_backend(type(self).__name__, backend)
+        check_backend(backend, type(self).__name__)
         super(cls, self).__init__(*args, **kwargs)
         self.backend = backend
         self._gf_reset()
@@ -272,6 +273,17 @@ class SolverStepMixin(FusedStepMixin):
                              f"{tuple(sample.shape)}")
         if model_output.device != sample.device:
             raise ValueError(f"{owner}: model_output is on {model_output.device} but sample is on {sample.device}")
+
+    def _gf_begin(self, model_output, timestep, sample, logger=None) -> None:
+        """The opening of a step: the inputs checked; diffusers' warning (through its module's
+        ``logger``, where diffusers gives one) when ``scale_model_input`` was not called; the
+        step index found on the first step."""
+        self._gf_check_inputs(model_output, sample)
+        if logger is not None and not self.is_scale_input_called:
+            logger.warning("The `scale_model_input` function should be called before `step` to ensure correct "
+                           "denoising. See `StableDiffusionPipeline` for a usage example.")
+        if self.step_index is None:
+            self._init_step_index(timestep)
 
     def _gf_run(self, model_output, sample, coefficients, *, compute_dtype, history=(), last_sample=None,
                 model_output_uncond=None, guidance_scale=1.0, guidance_rescale=0.0, clip_sample_range=None,

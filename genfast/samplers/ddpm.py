@@ -14,10 +14,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from genfast.ops.sampling_step import VARIANCE_TYPES, ddpm_step
 from genfast.samplers._common import (
     FusedStepMixin,
-    beta_schedule_errors,
-    check_alphas_cumprod,
-    check_step_options,
     finish_schedule,
+    init_checked,
     schedule_checks,
 )
 
@@ -114,20 +112,10 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
         *,
         backend: str = "auto",
     ):
-        owner = type(self).__name__
-        self.backend = backend
-        check_step_options(owner, self.config)
-        with beta_schedule_errors(owner, beta_schedule):
-            diffusers.DDPMScheduler.__init__.__wrapped__(
-                self, num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, variance_type,
-                clip_sample, prediction_type, thresholding, dynamic_thresholding_ratio, clip_sample_range,
-                sample_max_value, timestep_spacing, steps_offset, rescale_betas_zero_snr,
-            )
-        check_alphas_cumprod(owner, self.alphas_cumprod)
-        # Pipelines record a component's library from ``component.__module__`` (model_index.json):
-        # naming diffusers' module on the instance (the class keeps its own, so pickling is
-        # unaffected) makes a pipeline saved with this scheduler load anywhere, as diffusers' class.
-        self.__module__ = diffusers.DDPMScheduler.__module__
+        init_checked(self, diffusers.DDPMScheduler, backend, beta_schedule,
+                     num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, variance_type,
+                     clip_sample, prediction_type, thresholding, dynamic_thresholding_ratio, clip_sample_range,
+                     sample_max_value, timestep_spacing, steps_offset, rescale_betas_zero_snr)
 
     # ------------------------------------------------------------------ schedule
     @property

@@ -156,9 +156,7 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
             model_output = model_output[:, :3]
             if model_output_uncond is not None:
                 model_output_uncond = model_output_uncond[:, :3]
-        self._gf_check_inputs(model_output, sample)
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample)
         i, n = self._step_index, self._gf_n
         solver_order, algo = cfg["solver_order"], cfg["algorithm_type"]
         lower_order_final = i == n - 1 and (

@@ -14,6 +14,18 @@ from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedule
 from genfast.samplers._fused import SolverStepMixin, promote, rows, set_coef, with_backend
 
 
+def _euler_output(scheduler, output_class, return_dict, out, dtype):
+    """A step's output as diffusers' Euler schedulers give it: ``prev_sample`` in ``dtype`` (the
+    model output's), ``pred_original_sample`` in float32."""
+    prev_sample, pred_original_sample = out.prev_sample, out.converted
+    if prev_sample.dtype != dtype:
+        prev_sample = prev_sample.to(dtype)
+    if pred_original_sample.dtype != torch.float32:
+        pred_original_sample = pred_original_sample.float()
+    return scheduler._output(output_class, return_dict, prev_sample=prev_sample,
+                             pred_original_sample=pred_original_sample)
+
+
 def _reject_integer_timestep(owner: str, timestep) -> None:
     # diffusers' isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)), without the legacy
     # type objects' slow __instancecheck__: CPU int32 / int64 tensors
@@ -109,13 +121,7 @@ class EulerDiscreteScheduler(SolverStepMixin, diffusers.EulerDiscreteScheduler):
         Mirrors ``diffusers.EulerDiscreteScheduler.step``.
         """
         _reject_integer_timestep("EulerDiscreteScheduler", timestep)
-        self._gf_check_inputs(model_output, sample)
-        if not self.is_scale_input_called:
-            diffusers.schedulers.scheduling_euler_discrete.logger.warning(
-                "The `scale_model_input` function should be called before `step` to ensure correct denoising. "
-                "See `StableDiffusionPipeline` for a usage example.")
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample, diffusers.schedulers.scheduling_euler_discrete.logger)
         try:
             key = tuple(float(v) for v in (s_churn, s_tmin, s_tmax, s_noise))
         except (TypeError, ValueError):
@@ -133,13 +139,7 @@ class EulerDiscreteScheduler(SolverStepMixin, diffusers.EulerDiscreteScheduler):
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
         self._step_index += 1
-        prev_sample, pred_original_sample = out.prev_sample, out.converted
-        if prev_sample.dtype != model_output.dtype:
-            prev_sample = prev_sample.to(model_output.dtype)
-        if pred_original_sample.dtype != torch.float32:
-            pred_original_sample = pred_original_sample.float()
-        return self._output(EulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
-                               pred_original_sample=pred_original_sample)
+        return _euler_output(self, EulerDiscreteSchedulerOutput, return_dict, out, model_output.dtype)
 
 
 @with_backend
@@ -204,13 +204,7 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
         Mirrors ``diffusers.EulerAncestralDiscreteScheduler.step``.
         """
         _reject_integer_timestep("EulerDiscreteScheduler", timestep)
-        self._gf_check_inputs(model_output, sample)
-        if not self.is_scale_input_called:
-            diffusers.schedulers.scheduling_euler_ancestral_discrete.logger.warning(
-                "The `scale_model_input` function should be called before `step` to ensure correct denoising. "
-                "See `StableDiffusionPipeline` for a usage example.")
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample, diffusers.schedulers.scheduling_euler_ancestral_discrete.logger)
         row = self._gf_row(("euler-a",), model_output.device, self._gf_build, self.step_index)
         noise = self._gf_noise(generator, None, model_output.shape, model_output.dtype, model_output.device)
         out = self._gf_run(model_output, sample, row,
@@ -218,13 +212,7 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
         self._step_index += 1
-        prev_sample, pred_original_sample = out.prev_sample, out.converted
-        if prev_sample.dtype != model_output.dtype:
-            prev_sample = prev_sample.to(model_output.dtype)
-        if pred_original_sample.dtype != torch.float32:
-            pred_original_sample = pred_original_sample.float()
-        return self._output(EulerAncestralDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample,
-                               pred_original_sample=pred_original_sample)
+        return _euler_output(self, EulerAncestralDiscreteSchedulerOutput, return_dict, out, model_output.dtype)
 
 
 __all__ = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler"]

@@ -27,6 +27,23 @@ SAMPLER_NAMES = tuple(_CLASSES)
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 25, "unipc": 20, "euler": 30, "euler_a": 30, "lcm": 4}
 
 
+def inference_steps(sampler: str, num_inference_steps, num_train_timesteps: int) -> int:
+    """``num_inference_steps`` checked (an int in [1, ``num_train_timesteps``]), or the sampler's
+    :data:`DEFAULT_STEPS` when it is None: the one rule of every model's ``sample``.
+
+    Raises:
+        TypeError / ValueError: not an int, < 1 or more than the training steps.
+    """
+    from genfast._checks import check_int
+
+    if num_inference_steps is None:
+        return DEFAULT_STEPS[sampler]
+    steps = check_int("num_inference_steps", num_inference_steps, lo=1)
+    if steps > num_train_timesteps:
+        raise ValueError(f"num_inference_steps ({steps}) must be <= num_train_timesteps ({num_train_timesteps})")
+    return steps
+
+
 def make_scheduler(name: str, *, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                    beta_schedule: str = "linear", prediction_type: str = "epsilon", clip_sample: bool = False,
                    backend: str = "auto", **kwargs):

@@ -88,9 +88,7 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
                 raise ValueError("FlowMatchEulerDiscreteScheduler.step: fused guidance needs per_token_timesteps=None")
             return super().step(model_output, timestep, sample, s_churn, s_tmin, s_tmax, s_noise, generator,
                                 per_token_timesteps, return_dict)
-        self._gf_check_inputs(model_output, sample)
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample)
         self._gf_ready()
         cd = promote(sample.dtype, torch.float32)  # diffusers upcasts the sample
         noise = None

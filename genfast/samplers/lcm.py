@@ -89,9 +89,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
         if self.num_inference_steps is None:
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
-        self._gf_check_inputs(model_output, sample)
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample)
         self._gf_ready()
         cfg = self._gf_c
         i = self.step_index

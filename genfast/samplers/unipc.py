@@ -200,9 +200,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
             if self.step_index is None:
                 self._init_step_index(timestep)
             return super().step(model_output, timestep, sample, return_dict)
-        self._gf_check_inputs(model_output, sample)
-        if self.step_index is None:
-            self._init_step_index(timestep)
+        self._gf_begin(model_output, timestep, sample)
         i = self.step_index
         use_corrector = i > 0 and (i - 1) not in self.disable_corrector and self.last_sample is not None
         oc = self.this_order if use_corrector else 0

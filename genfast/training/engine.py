@@ -250,21 +250,22 @@ class Trainer:
                  eval_every: int = 0, eval_fn: Callable[[int], dict] | None = None, callback=None,
                  resume: bool = False, overwrite: bool = False, drop_last: bool = True, num_workers: int = 0,
                  device=None, tensorboard: bool = False):
-        from ._checks import check_int, check_opt_pos
+        from genfast._checks import check_int, check_number
 
         if not isinstance(task, Task):
             raise TypeError(f"task must be a genfast.training.Task, got {type(task).__name__}")
         if steps is None and time_budget_s is None:
             raise ValueError("give steps or time_budget_s (or both)")
-        self.steps = None if steps is None else check_int("steps", steps, 0)
-        self.time_budget_s = check_opt_pos("time_budget_s", time_budget_s)
-        self.min_steps = check_int("min_steps", min_steps, 0)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.seed = check_int("seed", seed, None)
-        self.grad_clip = check_opt_pos("grad_clip", grad_clip)
-        self.save_every = check_int("save_every", save_every, 0)
-        self.eval_every = check_int("eval_every", eval_every, 0)
-        self.num_workers = check_int("num_workers", num_workers, 0)
+        positive = dict(lo=0.0, lo_open=True, float32=False)  # None, or a finite number > 0
+        self.steps = None if steps is None else check_int("steps", steps, lo=0)
+        self.time_budget_s = None if time_budget_s is None else check_number("time_budget_s", time_budget_s, **positive)
+        self.min_steps = check_int("min_steps", min_steps, lo=0)
+        self.batch_size = check_int("batch_size", batch_size, lo=1)
+        self.seed = check_int("seed", seed)
+        self.grad_clip = None if grad_clip is None else check_number("grad_clip", grad_clip, **positive)
+        self.save_every = check_int("save_every", save_every, lo=0)
+        self.eval_every = check_int("eval_every", eval_every, lo=0)
+        self.num_workers = check_int("num_workers", num_workers, lo=0)
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError("lr_schedule must be a callable f(step, frac) -> factor or None")
         if callback is not None and not callable(callback):

@@ -105,10 +105,10 @@ def sample_sharded(sample_fn: Callable[[int, int], torch.Tensor], num_samples: i
     Raises:
         ValueError / TypeError: bad counts; ``out_dir`` holds samples and ``overwrite`` is False.
     """
-    from ._checks import check_int
+    from genfast._checks import check_int
 
-    n = check_int("num_samples", num_samples, 1)
-    c = check_int("chunk_size", chunk_size, 1)
+    n = check_int("num_samples", num_samples, lo=1)
+    c = check_int("chunk_size", chunk_size, lo=1)
     d = D.info()
     out = None if out_dir is None else Path(out_dir)
     if out is not None and d.is_main:

@@ -36,12 +36,19 @@ def _images(n, shape=(1, 8, 8), levels=17, seed=0):
     return torch.randint(0, levels, (n, *shape), generator=gen).float() / (levels - 1) * 2 - 1
 
 
+def _initialised(name, n):
+    """Model ``name`` with its actnorm initialised (by a first encode) on ``n`` dequantised
+    digits and its weights perturbed off the identity; and those digits."""
+    model = MODELS[name]()
+    x = FlowDataHelper.dequantized(n)
+    model.encode(x)
+    _perturb(model)
+    return model, x
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_decode_inverts_encode(name):
-    model = MODELS[name]()
-    x = FlowDataHelper.dequantized(8)
-    model.encode(x)  # actnorm initialisation
-    _perturb(model)
+    model, x = _initialised(name, 8)
     zs, logdet, log_pz = model.encode(x)
     assert logdet.shape == (8,) and log_pz.shape == (8,)
     torch.testing.assert_close(model.decode(zs), x, rtol=1e-4, atol=1e-4)
@@ -153,10 +160,7 @@ def test_sample_shape_range_temperature(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_save_load_roundtrip(name):
-    model = MODELS[name]()
-    x = FlowDataHelper.dequantized(4)
-    model.log_prob(x)  # initialise actnorm
-    _perturb(model)
+    model, x = _initialised(name, 4)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)

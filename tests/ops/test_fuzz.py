@@ -49,6 +49,15 @@ def _device(backend):
     return backend_device(backend) if backend != "reference" else torch.device("cpu")
 
 
+def _draw_dtype(data, backend):
+    """A drawn dtype, the backend that runs it (float64 only goes through "auto", to the
+    reference arithmetic) and that backend's device."""
+    dtype = data.draw(st.sampled_from(DTYPES))
+    if dtype == torch.float64:
+        backend = "auto"
+    return dtype, backend, _device(backend)
+
+
 def _magnitude(draw, dtype):
     fi = torch.finfo(dtype)
     ok = [m for m in MAGNITUDES if fi.tiny * 16 <= m <= fi.max / 64]
@@ -171,22 +180,30 @@ def _step_outputs(fn, ref, args, kw, dtype, what):
         _close(o, r, r.double() if kw.get("thresholding") else r64, p, dtype, f"{what} output {i}")
 
 
+def _step_setup(case, data, backend):
+    """A drawn step case moved to its backend's device (float64 runs through "auto": explicit
+    kernel backends refuse float64), and a drawn schedule there:
+    ``(dtype, shape, model_output, sample, options, alphas_cumprod, backend, device)``."""
+    dtype, shape, mo, x, kw = case
+    if dtype == torch.float64:
+        backend = "auto"
+    dev = _device(backend)
+    ac = _schedule(data.draw(st.sampled_from(["linear", "cos", "zero_snr"]))).to(dev)
+    kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    return dtype, shape, mo.to(dev), x.to(dev), kw, ac, backend, dev
+
+
 @pytest.mark.parametrize("backend", KERNELS)
 @FUZZ
 @given(case=step_case(), data=st.data())
 def test_fuzz_ddpm_step(backend, case, data):
-    dtype, shape, mo, x, kw = case
-    if dtype == torch.float64:
-        backend = "auto"  # the float64 policy: explicit kernel backends refuse float64
-    dev = _device(backend)
+    dtype, shape, mo, x, kw, ac, backend, dev = _step_setup(case, data, backend)
     var = data.draw(st.sampled_from(["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"]))
-    ac = _schedule(data.draw(st.sampled_from(["linear", "cos", "zero_snr"]))).to(dev)
     per_row = st.lists(st.integers(0, 999), min_size=shape[0], max_size=shape[0])
     t = data.draw(st.one_of(st.integers(0, 999), per_row.map(lambda v: torch.tensor(v, dtype=torch.int64))))
     if isinstance(t, torch.Tensor):
         t = t.to(dev)
-    kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    _step_outputs(O.ddpm_step, RS.ddpm_step, (mo.to(dev), t, x.to(dev), ac),
+    _step_outputs(O.ddpm_step, RS.ddpm_step, (mo, t, x, ac),
                   dict(kw, variance_type=var, backend=backend), dtype, f"ddpm_step[{backend}]")
 
 
@@ -194,28 +211,20 @@ def test_fuzz_ddpm_step(backend, case, data):
 @FUZZ
 @given(case=step_case(), data=st.data())
 def test_fuzz_ddim_step(backend, case, data):
-    dtype, shape, mo, x, kw = case
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
-    ac = _schedule(data.draw(st.sampled_from(["linear", "cos", "zero_snr"]))).to(dev)
+    dtype, shape, mo, x, kw, ac, backend, dev = _step_setup(case, data, backend)
     t = data.draw(st.integers(1, 999))
     pt = data.draw(st.integers(-1, t - 1))
-    kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
     kw.update(prev_timestep=pt, eta=data.draw(st.sampled_from([0.0, 0.3, 1.0])),
               use_clipped_model_output=data.draw(st.booleans()),
               final_alpha_cumprod=data.draw(st.sampled_from([1.0, 0.9991, 1e-3])), backend=backend)
-    _step_outputs(O.ddim_step, RS.ddim_step, (mo.to(dev), t, x.to(dev), ac), kw, dtype, f"ddim_step[{backend}]")
+    _step_outputs(O.ddim_step, RS.ddim_step, (mo, t, x, ac), kw, dtype, f"ddim_step[{backend}]")
 
 
 @pytest.mark.parametrize("backend", KERNELS)
 @FUZZ
 @given(data=st.data())
 def test_fuzz_solver_step(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     shape = (data.draw(batches), data.draw(pos_sizes), data.draw(sizes))
     mo = data.draw(tensors(shape, dtype, nan=True, scale=1.0)).to(dev)
     x = data.draw(tensors(shape, dtype, nan=True, scale=1.0)).to(dev)
@@ -263,10 +272,7 @@ def test_fuzz_random(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_vq(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     n, k, d = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)
     scale = _magnitude(data.draw, dtype)
     z = data.draw(tensors((n, d), dtype, scale=scale)).to(dev)
@@ -303,10 +309,7 @@ def test_fuzz_vq(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_invconv(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     c = data.draw(pos_sizes)
     shape = (data.draw(batches), c, data.draw(sizes), data.draw(st.integers(1, 5)))
     x = data.draw(tensors(shape, dtype, nan=True, scale=data.draw(st.sampled_from([1e-3, 1.0, 1e3])))).to(dev)
@@ -341,10 +344,7 @@ def test_fuzz_invconv(backend, data):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_gibbs(backend, data):
-    dtype = data.draw(st.sampled_from(DTYPES))
-    if dtype == torch.float64:
-        backend = "auto"
-    dev = _device(backend)
+    dtype, backend, dev = _draw_dtype(data, backend)
     bsz, v, h = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)
     gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
     scale = data.draw(st.sampled_from([0.0, 0.3, 3.0, 1e3]))

@@ -16,7 +16,7 @@ import math
 
 import pytest
 import torch
-from conftest import backend_device, skip_unless_runs
+from conftest import backend_device, skip_unless_runs, spy_kwarg
 
 import genfast.ops as O
 from genfast.reference import gibbs as R
@@ -182,14 +182,7 @@ def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
     skip_unless_runs("triton")
     from genfast.triton import gibbs as TG
 
-    seen = []
-    real = TG.gibbs_triton
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["precision"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(TG, "gibbs_triton", spy)
+    seen = spy_kwarg(monkeypatch, TG, "gibbs_triton", "precision")
     v0, w, b, c = (t.to(backend_device("triton")) for t in _model(3, 5, 4, torch.float32, 1))
     O.gibbs(v0, w, b, c, seed=1, backend=backend)
     assert seen == [precision]
@@ -249,14 +242,7 @@ def test_triton_gemm_runs_one_epilogue_per_half_step(monkeypatch):
     skip_unless_runs("triton")
     from genfast.triton import gibbs as TG
 
-    seen = []
-    real = TG.gibbs_epilogue_triton
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["step_offset"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(TG, "gibbs_epilogue_triton", spy)
+    seen = spy_kwarg(monkeypatch, TG, "gibbs_epilogue_triton", "step_offset")
     monkeypatch.setattr(TG, "gibbs_triton", lambda *a, **k: pytest.fail("the chain kernel ran"))
     v0, w, b, c = (t.to(backend_device("triton")) for t in _model(3, 5, 4, torch.float32, 1))
     O.gibbs(v0, w, b, c, k=3, seed=1, backend="triton:gemm")

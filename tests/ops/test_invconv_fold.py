@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import spy_kwarg
 
 import genfast.ops as O
 from genfast.reference import invconv as R
@@ -120,14 +121,7 @@ def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
     _skip_unless("triton")
     from genfast.triton import invconv as TI
 
-    seen = []
-    real = TI.invconv1x1_triton
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["precision"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(TI, "invconv1x1_triton", spy)
+    seen = spy_kwarg(monkeypatch, TI, "invconv1x1_triton", "precision")
     device = _device_for("triton")
     O.invconv1x1(torch.randn(2, 5, 3, 3, device=device), torch.randn(5, 5, device=device), backend=backend)
     assert seen == [precision]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import spy_kwarg
 
 import genfast.ops as go
 from genfast import _backends
@@ -182,14 +183,7 @@ def test_triton_variant_reaches_the_launcher(monkeypatch, backend, precision):
         pytest.skip("triton cannot run here")
     from genfast.triton import vq as TV
 
-    seen = []
-    real = TV.vq_triton
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["precision"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(TV, "vq_triton", spy)
+    seen = spy_kwarg(monkeypatch, TV, "vq_triton", "precision")
     dev = _device("triton")
     go.vq_nearest(torch.randn(20, 8).to(dev), torch.randn(5, 8).to(dev), backend=backend)
     go.vq_quantize(torch.randn(20, 8).to(dev), torch.randn(5, 8).to(dev), backend=backend)

@@ -132,6 +132,18 @@ def step_inputs(gen: torch.Generator, shape, out_channels: int, variance_type: s
     return model_output, sample
 
 
+def guide_by_hand(cond: torch.Tensor, uncond: torch.Tensor, w: float, rescale: float) -> torch.Tensor:
+    """Classifier-free guidance as diffusers' pipelines write it: ``u + w (c - u)``, then
+    ``rescale_noise_cfg`` (Lin et al. 2024) over the dims after the batch."""
+    guided = uncond + w * (cond - uncond)
+    if rescale:
+        dims = list(range(1, cond.dim()))
+        std_c = cond.std(dim=dims, keepdim=True)
+        std_g = guided.std(dim=dims, keepdim=True)
+        guided = rescale * guided * (std_c / std_g) + (1 - rescale) * guided
+    return guided
+
+
 def assert_close_or_as_good(actual: torch.Tensor, expected: torch.Tensor, exact: torch.Tensor,
                             what: str = "") -> None:
     """Within the fp32 tolerance of diffusers' ``expected``, or, where the formula is

@@ -16,6 +16,7 @@ from ._sampler_cases import (
     assert_close,
     assert_close_or_as_good,
     ddim_case,
+    guide_by_hand,
     pick_steps,
     step_inputs,
 )
@@ -157,11 +158,7 @@ def test_classifier_free_guidance(rescale):
     cond, sample = step_inputs(data, (2, 3, 4, 4), 3)
     uncond = torch.randn(cond.shape, generator=data)
     w = 7.5
-    guided = uncond + w * (cond - uncond)
-    if rescale:
-        std_c = cond.std(dim=[1, 2, 3], keepdim=True)
-        std_g = guided.std(dim=[1, 2, 3], keepdim=True)
-        guided = rescale * guided * (std_c / std_g) + (1 - rescale) * guided
+    guided = guide_by_hand(cond, uncond, w, rescale)
     expected = ours.step(guided, 60, sample)
     got = ours.step(cond, 60, sample, model_output_uncond=uncond, guidance_scale=w, guidance_rescale=rescale)
     assert_close(got.prev_sample, expected.prev_sample, "prev_sample")

@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import genfast.samplers as gs
 
-from ._sampler_cases import as_timestep, assert_close, ddpm_case, pick_steps, step_inputs
+from ._sampler_cases import as_timestep, assert_close, ddpm_case, guide_by_hand, pick_steps, step_inputs
 
 N_CASES = 48
 
@@ -201,11 +201,7 @@ def test_classifier_free_guidance(rescale):
     uncond = torch.randn(cond.shape, generator=data)
     noise = torch.randn(sample.shape, generator=data)
     w = 4.5
-    guided = uncond + w * (cond - uncond)
-    if rescale:
-        std_c = cond.std(dim=[1, 2, 3], keepdim=True)
-        std_g = guided.std(dim=[1, 2, 3], keepdim=True)
-        guided = rescale * guided * (std_c / std_g) + (1 - rescale) * guided
+    guided = guide_by_hand(cond, uncond, w, rescale)
     expected = ours.step(guided, 60, sample, variance_noise=noise)
     got = ours.step(cond, 60, sample, variance_noise=noise, model_output_uncond=uncond, guidance_scale=w,
                     guidance_rescale=rescale)

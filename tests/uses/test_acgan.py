@@ -6,31 +6,17 @@ import torch
 from genfast.data import load_digits
 from genfast.models import ACGAN
 from genfast.models.acgan import conditional_accuracy
-
-
-class _OwnClassifier:
-    """Stand-in for the digit classifier: the AC-GAN's own auxiliary classifier head."""
-
-    num_classes = 10
-    device = torch.device("cpu")
-
-    def __init__(self, model):
-        self.model = model
-
-    @torch.no_grad()
-    def predict(self, images):
-        self.model.eval()
-        return self.model.class_logits(images).argmax(1)
+from tests.uses._stand_in import HeadClassifier
 
 
 def test_generated_digits_carry_their_class():
     x, y = load_digits("train")
     torch.manual_seed(0)
     model = ACGAN()
-    untrained = conditional_accuracy(model, _OwnClassifier(model), per_class=20)
+    untrained = conditional_accuracy(model, HeadClassifier(model, model.class_logits), per_class=20)
     info = model.fit(x, y, steps=150, seed=0)
     assert info["cls_real"] < 1.0  # log 10 = 2.3 at chance
-    trained = conditional_accuracy(model, _OwnClassifier(model), per_class=20)
+    trained = conditional_accuracy(model, HeadClassifier(model, model.class_logits), per_class=20)
     assert trained > 0.8 and untrained < 0.5
 
 

@@ -3,39 +3,21 @@
 import pytest
 import torch
 
-from genfast.data import load_digits
 from genfast.models import InfoGAN
 from genfast.models.infogan import categorical_purity
+from tests.uses._stand_in import HeadClassifier
 
 
-class _QMetric:
-    """A stand-in for the digit classifier: InfoGAN's own Q head reads the categorical code back."""
-
-    num_classes = 10
-    device = torch.device("cpu")
-
-    def __init__(self, model):
-        self.model = model
-
-    @torch.no_grad()
-    def predict(self, images):
-        self.model.eval()
-        return self.model.q_logits(images)[0].argmax(1)
-
-
-@pytest.fixture(scope="module")
-def trained():
-    torch.manual_seed(0)
-    model = InfoGAN()
-    info = model.fit(load_digits("train")[0], steps=150, seed=0)
-    return model, info
+def _q_head(model):
+    """InfoGAN's Q head reads the categorical code back: a stand-in classifier."""
+    return HeadClassifier(model, lambda x: model.q_logits(x)[0])
 
 
 def test_mutual_information_term_is_learned(trained):
     model, info = trained
     assert info["info_cat"] < 0.5  # log 10 = 2.3 at chance
     # the code is recoverable from the images: each code value is read back as its own class
-    r = categorical_purity(model, _QMetric(model), per_category=20)
+    r = categorical_purity(model, _q_head(model), per_category=20)
     assert r["purity"] > 0.8 and r["classes_covered"] == 10
 
 
@@ -43,7 +25,7 @@ def test_untrained_codes_are_not_recoverable():
     torch.manual_seed(0)
     model = InfoGAN()
     # purity alone is trivially high when every code maps to one class: coverage tells them apart
-    assert categorical_purity(model, _QMetric(model), per_category=20)["classes_covered"] < 5
+    assert categorical_purity(model, _q_head(model), per_category=20)["classes_covered"] < 5
 
 
 def test_sample_and_save_load(trained, tmp_path):

@@ -22,11 +22,6 @@ from genfast.interpolate import (
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits("train")[0], load_digits("test")[0]
-
-
-@pytest.fixture(scope="module")
 def vae(digits):
     return train_family("vae", digits[0], steps=300)
 

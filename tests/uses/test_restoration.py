@@ -19,11 +19,6 @@ from genfast.restoration import (
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits("train")[0], load_digits("test")[0]
-
-
-@pytest.fixture(scope="module")
 def tiny_ddpm(digits):
     from genfast.models import DDPM
 
