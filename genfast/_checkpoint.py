@@ -16,7 +16,7 @@ unpickled. Both files come from users and the internet, so before anything is al
 5. only then is the model built for real and the weights read; every floating tensor must be
    finite (``ValueError`` naming the file and the tensor).
 
-:func:`describe` says what a checkpoint path holds, so that a command given another family's
+:func:`describe` says what a checkpoint folder holds, so that a command given another family's
 checkpoint can name both families (``genfast sample glow --checkpoint <a VAE folder>``).
 """
 
@@ -142,6 +142,7 @@ RULES: dict[str, Rule] = {
     "d_model": Rule("int", 1, MAX_WIDTH),
     "n_visible": Rule("int", 1, MAX_WIDTH),
     "n_hidden": Rule("int", 1, MAX_WIDTH),
+    "sizes": Rule("ints", 1, MAX_WIDTH, length=tuple(range(2, 65))),
     "num_codes": Rule("int", 1, MAX_WIDTH),
     "seq_len": Rule("int", 1, MAX_WIDTH),
     "num_examples": Rule("int", 1, 1 << 31),
@@ -454,49 +455,54 @@ def load_weights_into(model, w_path, *, meta_model=None) -> dict:
     return state
 
 
+# Class name in config.json -> (command-line name, what) of the models outside the autoencoder/GAN
+# zoo (whose names come from genfast.cli.families.zoo_models.MODELS).
+_CLI_NAMES = {
+    "DDPM": ("ddpm", "a DDPM checkpoint"),
+    "Glow": ("glow", "a Glow (normalizing flow) checkpoint"),
+    "RealNVP": ("realnvp", "a RealNVP (normalizing flow) checkpoint"),
+    "NICE": ("nice", "a NICE (normalizing flow) checkpoint"),
+    "MAF": ("maf", "a MAF (normalizing flow) checkpoint"),
+    "BernoulliRBM": ("rbm", "an RBM checkpoint"),
+    "DBN": ("dbn", "a DBN checkpoint"),
+    "VQVAE": ("vqvae", "a VQ-VAE checkpoint"),
+    "CodePrior": ("vqvae-prior", "a VQ-VAE prior checkpoint"),
+}
+
+
 def describe(path) -> tuple[str, str] | None:
-    """What a checkpoint path holds, for messages: ``(command-line name, what)``, e.g.
+    """What a checkpoint folder holds, for messages: ``(command-line name, what)``, e.g.
     ``("vae", "a VAE checkpoint")``, or None when it is not recognisably a genfast checkpoint.
-    Reads only small JSON files and safetensors metadata; never raises."""
+    Reads only the small ``config.json``; never raises."""
     p = Path(path)
     try:
-        if p.is_dir():
-            if (p / "vqvae.json").is_file():
-                return "vqvae", "a VQ-VAE checkpoint"
-            if (p / "config.json").is_file():
-                rec = read_json(p / "config.json")
-                if rec.get("family") == "flows" and isinstance(rec.get("name"), str):
-                    return rec["name"], f"a {rec['name']} (normalizing flow) checkpoint"
-                model = rec.get("model")
-                if model == "DDPM":
-                    return "ddpm", "a DDPM checkpoint"
-                if isinstance(model, str):
-                    from genfast.cli.families.zoo_models import MODELS
-
-                    for name, (cls_name, _, _) in MODELS.items():
-                        if cls_name == model:
-                            return name, f"a {model} checkpoint"
-                    return model.lower(), f"a {model} checkpoint"
+        if not (p / "config.json").is_file():
             return None
-        if p.is_file() and p.suffix == ".safetensors":
-            from safetensors import safe_open
+        model = read_json(p / "config.json").get("model")
+        if not isinstance(model, str):
+            return None
+        if model in _CLI_NAMES:
+            return _CLI_NAMES[model]
+        from genfast.cli.families.zoo_models import MODELS
 
-            with safe_open(str(p), framework="pt") as f:
-                meta = f.metadata() or {}
-            cfg = json.loads(meta.get("genfast_config", "{}"))
-            fam = cfg.get("family") if isinstance(cfg, dict) else None
-            if isinstance(fam, str):
-                return fam, f"a {fam.upper()} checkpoint"
+        for name, (cls_name, _, _) in MODELS.items():
+            if cls_name == model:
+                return name, f"a {model} checkpoint"
+        return model.lower(), f"a {model} checkpoint"
     except Exception:  # describing is best effort: the loader itself reports the real problem
         return None
-    return None
 
 
-def wrong_family(path, wanted: str) -> ValueError | None:
+def wrong_family(path, wanted: str | tuple[str, ...]) -> ValueError | None:
     """A ``ValueError`` naming both families when ``path`` holds another family's checkpoint
-    than ``wanted`` (a command-line name such as "glow"), else None."""
+    than ``wanted`` (a command-line name such as "glow", or several), else None."""
     found = describe(path)
-    if found is None or found[0] == wanted:
+    names = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+    wanted = names[0]
+    if found is None or found[0] in names:
         return None
-    return ValueError(f"--checkpoint {path} holds {found[1]} (genfast sample {found[0]}), not a {wanted} "
-                      f"checkpoint: use 'genfast sample {found[0]}' or pass a {wanted} checkpoint")
+    use = f"genfast sample {found[0]}"
+    if found[0] == "vqvae-prior":  # the prior samples through its VQ-VAE, the folder above it
+        use = f"genfast sample vqvae --checkpoint {Path(path).parent}"
+    return ValueError(f"--checkpoint {path} holds {found[1]} ({use}), not a {wanted} checkpoint: use '{use}' or "
+                      f"pass a {wanted} checkpoint")

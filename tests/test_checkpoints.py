@@ -15,20 +15,20 @@ from genfast.cli import main
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    """One small, untrained checkpoint of each format: DDPM, VAE (autoencoders/GANs), Glow
-    (flows), RBM (one safetensors file), VQ-VAE."""
-    from genfast.cli.families import flows, rbm
+    """One small, untrained checkpoint of each family, all in the one layout (config.json +
+    model.safetensors): DDPM, VAE (autoencoders/GANs), Glow (flows), RBM, VQ-VAE."""
+    from genfast.cli.families import flows
     from genfast.models import DDPM, VAE, VQVAE, BernoulliRBM
+    from genfast.training import save_pretrained
 
     root = tmp_path_factory.mktemp("ckpts")
     torch.manual_seed(0)
     DDPM(image_size=8, base_channels=8, num_classes=10).save(root / "ddpm")
     VAE(image_shape=(1, 8, 8), latent_dim=4).save(root / "vae")
-    cfg = {"levels": 1, "steps_per_level": 1, "layers": 5, "hidden": 8, "backend": "auto", "data": "digits",
-           "num_bins": 17}
-    flows._save(flows._build("glow", (1, 8, 8), cfg), "glow", root / "glow", cfg)
-    rbm._save(BernoulliRBM(64, 5, seed=0), root / "rbm" / "model.safetensors", "rbm", 64, [5], (1, 8, 8), 0)
-    VQVAE().save(root / "vqvae")
+    cfg = {"levels": 1, "steps_per_level": 1, "layers": 5, "hidden": 8, "backend": "auto"}
+    save_pretrained(flows.build("glow", (1, 8, 8), cfg), root / "glow", extra={"data": "digits", "num_bins": 17})
+    save_pretrained(BernoulliRBM(64, 5, seed=0), root / "rbm", extra={"data": "digits", "image_shape": [1, 8, 8]})
+    save_pretrained(VQVAE(), root / "vqvae")
     return root
 
 
@@ -136,32 +136,40 @@ def test_weights_that_do_not_fit_the_config(ckpts, tmp_path, capsys):
     ("glow", lambda f, o: ["sample", "glow", "--checkpoint", str(f), "--n", "1", "--out", o]),
     ("vae", lambda f, o: ["sample", "vae", "--checkpoint", str(f), "--n", "1", "--out", o]),
     ("vqvae", lambda f, o: ["eval", "vqvae", "--checkpoint", str(f)]),
-    ("rbm", lambda f, o: ["sample", "rbm", "--model", str(f / "model.safetensors"), "--n", "1", "--out", o]),
+    ("rbm", lambda f, o: ["sample", "rbm", "--checkpoint", str(f), "--n", "1", "--k", "2", "--out", o]),
 ])
 def test_every_format_checks_its_config(ckpts, tmp_path, capsys, fmt, argv_of):
-    """Issue 14, item 6: every checkpoint format (zoo models, flows, RBM metadata, VQ-VAE) goes
-    through the schema: a missing or mistyped key names the file and the key."""
+    """Issue 14, item 6, and issue 16, item 5: every family's checkpoint (zoo models, flows, RBM,
+    VQ-VAE) is the one layout and goes through the one schema: a missing or mistyped key names
+    the file and the key."""
     folder = _copy(ckpts / fmt, tmp_path / "ck")
     out = str(tmp_path / "g.png")
-    if fmt == "glow":
-        _edit_config(folder, "config.json", lambda r: r.pop("levels"))  # was KeyError: 'levels'
-        key = "levels"
-    elif fmt == "vae":
-        _edit_config(folder, "config.json", lambda r: r["config"].update(latent_dim=-3))
-        key = "config.latent_dim"
-    elif fmt == "vqvae":
-        _edit_config(folder, "vqvae.json", lambda r: r["config"].update(num_codes="64"))
-        key = "config.num_codes"
-    else:
-        from safetensors.torch import load_file, save_file
-
-        f = folder / "model.safetensors"
-        save_file(load_file(str(f)), str(f), metadata={"genfast_config": json.dumps(
-            {"family": "rbm", "n_visible": 64, "hidden": [0], "image_shape": [1, 8, 8], "seed": 0})})
-        key = "hidden"
+    key = {"glow": "config.num_levels", "vae": "config.latent_dim", "vqvae": "config.num_codes",
+           "rbm": "config.n_hidden"}[fmt]
+    value = {"glow": "2", "vae": -3, "vqvae": "64", "rbm": 0}[fmt]
+    _edit_config(folder, "config.json", lambda r: r["config"].update({key.split(".")[1]: value}))
     line = _cli_error([*argv_of(folder, out), "--no-progress"], capsys)
-    assert key in line, line
+    assert "config.json" in line and key in line, line
     assert not Path(out).exists()
+    (folder / "config.json").unlink()  # a truncated checkpoint: the missing file is named
+    assert "config.json" in _cli_error([*argv_of(folder, out), "--no-progress"], capsys)
+
+
+@pytest.mark.parametrize("fmt", ["glow", "rbm", "vqvae"])
+def test_corrupt_weights_name_the_file(ckpts, tmp_path, fmt):
+    """Issue 16, item 5: a corrupt or truncated model.safetensors of a flow, an RBM or a VQ-VAE
+    is a ValueError naming the file, through the family's loader and from_pretrained alike."""
+    from genfast.cli.families import flows, rbm, vqvae
+    from genfast.training import from_pretrained
+
+    folder = _copy(ckpts / fmt, tmp_path / "ck")
+    w = folder / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: len(w.read_bytes()) // 2])
+    load = {"glow": lambda: flows.load(folder, "cpu", "glow"), "rbm": lambda: rbm.load(folder, "cpu", "rbm"),
+            "vqvae": lambda: vqvae.load(folder, "cpu")}[fmt]
+    for fn in (load, lambda: from_pretrained(folder)):
+        with pytest.raises(ValueError, match="model.safetensors"):
+            fn()
 
 
 def test_checkpoint_of_another_family_names_both(ckpts, tmp_path, capsys):
@@ -172,6 +180,9 @@ def test_checkpoint_of_another_family_names_both(ckpts, tmp_path, capsys):
     for argv, wanted in ((["sample", "glow", "--checkpoint", str(vae)], "glow"),
                          (["sample", "dcgan", "--checkpoint", str(vae)], "dcgan"),
                          (["sample", "ddpm", "--checkpoint", str(vae), "--steps", "2"], "ddpm"),
+                         (["sample", "rbm", "--checkpoint", str(vae)], "rbm"),
+                         (["eval", "rbm", "--checkpoint", str(vae)], "rbm"),
+                         (["sample", "vqvae", "--checkpoint", str(vae)], "vqvae"),
                          (["eval", "vqvae", "--checkpoint", str(vae)], "vqvae")):
         line = _cli_error([*argv, "--n", "1", "--no-progress"] if argv[0] == "sample" else [*argv, "--no-progress"],
                           capsys)
@@ -179,6 +190,8 @@ def test_checkpoint_of_another_family_names_both(ckpts, tmp_path, capsys):
     assert not any(p.suffix == ".png" for p in vae.iterdir())
     line = _cli_error(["sample", "vae", "--checkpoint", str(ckpts / "glow"), "--n", "1", "--no-progress"], capsys)
     assert "glow" in line and "vae" in line
+    line = _cli_error(["sample", "glow", "--checkpoint", str(ckpts / "rbm"), "--n", "1", "--no-progress"], capsys)
+    assert "RBM" in line and "glow" in line
 
 
 def test_size_limit_is_computed_before_allocating(ckpts, tmp_path, monkeypatch):
@@ -195,14 +208,15 @@ def test_size_limit_is_computed_before_allocating(ckpts, tmp_path, monkeypatch):
 
 def test_round_trips_still_load(ckpts):
     """The checks accept every checkpoint genfast writes."""
-    from genfast.cli.families import flows, rbm
+    from genfast.cli.families import flows, rbm, vqvae
     from genfast.models import DDPM, VAE, VQVAE
 
     DDPM.load(ckpts / "ddpm")
     VAE.load(ckpts / "vae")
     VQVAE.load(ckpts / "vqvae")
-    flows._load(ckpts / "glow", "cpu", "glow")
-    rbm._load(ckpts / "rbm" / "model.safetensors", "cpu", name="rbm")
+    assert flows.load(ckpts / "glow", "cpu", "glow")[1]["num_bins"] == 17
+    assert rbm.load(ckpts / "rbm", "cpu", "rbm")[1]["image_shape"] == (1, 8, 8)
+    assert isinstance(vqvae.load(ckpts / "vqvae", "cpu")[0], VQVAE)
 
 
 # ----------------------------------------------------------------- fault 11: new users
@@ -236,3 +250,37 @@ def test_demo_only_empty_is_an_error(tmp_path, capsys):
     line = _cli_error(["demo", "--only", "", "--out", str(tmp_path), "--no-progress"], capsys)
     assert "--only" in line
     _cli_error(["demo", "--only", " , ", "--out", str(tmp_path), "--no-progress"], capsys)
+
+
+# ----------------------------------------------------------------- issue 16, item 5: one layout
+@pytest.mark.parametrize("argv, klass", [
+    (["train", "glow", "--steps", "2", "--levels", "1", "--steps-per-level", "1", "--hidden", "8"], "Glow"),
+    (["train", "maf", "--steps", "2", "--layers", "1", "--hidden", "8"], "MAF"),
+    (["train", "rbm", "--epochs", "1", "--hidden", "8"], "BernoulliRBM"),
+    (["train", "dbn", "--epochs", "1", "--hidden", "8,4"], "DBN"),
+    (["train", "vqvae", "--steps", "2", "--hidden-channels", "8"], "VQVAE"),
+], ids=["glow", "maf", "rbm", "dbn", "vqvae"])
+def test_cli_trained_models_load_with_from_pretrained(argv, klass, tmp_path):
+    """A flow, an RBM, a DBN and a VQ-VAE (and its prior) trained by the command line are
+    config.json + model.safetensors folders that genfast.training.from_pretrained loads alone,
+    with the same weights as the command line's own loader."""
+    import genfast.models as gm
+    from genfast.training import from_pretrained
+
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    model = from_pretrained(out)
+    assert type(model) is getattr(gm, klass)
+    assert model.training_info["extra"]["name"] == argv[1]
+    if klass == "VQVAE":
+        assert main(["train", "vqvae-prior", "--checkpoint", str(out), "--steps", "2", "--d-model", "16",
+                     "--no-progress"]) == 0
+        prior = from_pretrained(out / "prior")
+        assert type(prior) is gm.CodePrior and prior.training_info["extra"]["grid"] == [4, 4]
+        return
+    from genfast.cli.families import flows, rbm
+
+    family = flows if klass in ("Glow", "MAF") else rbm
+    again, _ = family.load(out, "cpu", argv[1])
+    a, b = model.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -70,7 +70,7 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
 
         families, _ = discover()
     import genfast
-    from genfast.cli._training import add_engine_args, add_sharded_sample_args
+    from genfast.cli import _training as T
 
     parser = argparse.ArgumentParser(
         prog="genfast",
@@ -94,12 +94,19 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
             if not hasattr(mod, handler):
                 continue
             fp = vsub.add_parser(name, help=_doc_line(mod), description=f"{verb} {name}: {_doc_line(mod)}")
+            # the options every family shares come first, so that a family's set_defaults can change them
+            if verb == "train":
+                T.add_common_train_args(fp, name, getattr(mod, "DEFAULT_OUT", {}).get(name))
+            elif verb == "sample":
+                T.add_common_sample_args(fp)
+            else:
+                T.add_common_eval_args(fp)
             getattr(mod, adder)(fp)
             _common(fp)
             if verb == "train" and getattr(mod, "ENGINE_OPTIONS", True):
-                add_engine_args(fp)
+                T.add_engine_args(fp)
             elif verb == "sample" and getattr(mod, "SHARDED_SAMPLING", True):
-                add_sharded_sample_args(fp)
+                T.add_sharded_sample_args(fp)
             fp.set_defaults(func=getattr(mod, handler))
 
     dp = sub.add_parser(

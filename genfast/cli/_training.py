@@ -9,8 +9,50 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["add_engine_args", "add_sharded_sample_args", "engine_kwargs", "eval_hook", "is_main", "load_train_data",
-           "prepare_out", "setup_distributed", "sharded_sample"]
+__all__ = ["add_common_eval_args", "add_common_sample_args", "add_common_train_args", "add_engine_args",
+           "add_sharded_sample_args", "default_out", "engine_kwargs", "eval_hook", "is_main", "load_pretrained",
+           "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
+
+
+def add_common_train_args(p: argparse.ArgumentParser, name: str, out_default: str | None = None) -> None:
+    """The data and run-folder options of every ``genfast train NAME`` (a family changes a default
+    with ``p.set_defaults(batch_size=64, lr=1e-3)`` in its ``add_train_args``; ``out_default`` is
+    the default ``--out`` in the help, ``outputs/NAME`` unless given)."""
+    g = p.add_argument_group("data and run folder (every family)")
+    g.add_argument("--data", default="digits",
+                   help="'digits' (scikit-learn's 8x8 digits, train split), an MNIST IDX file or folder, a folder of "
+                        "PNG/JPEG images (class subfolders give labels) or torchvision:NAME (default %(default)s)")
+    g.add_argument("--out", default=None, metavar="FOLDER",
+                   help=f"run folder: the checkpoint (config.json + model.safetensors), metrics.csv, loss.png "
+                        f"(default {out_default or 'outputs/' + name})")
+    g.add_argument("--batch-size", type=int, default=128, help="images per step (default %(default)s)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default %(default)s: the model's own)")
+    g.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="resize images to S x S (default %(default)s: their own size)")
+    g.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="1 (grey) or 3 (RGB) for image folders (default: as stored)")
+
+
+def default_out(args) -> str:
+    """``--out``, or ``outputs/NAME`` when it was not given."""
+    return args.out or f"outputs/{args.name}"
+
+
+def add_common_sample_args(p: argparse.ArgumentParser) -> None:
+    """The options of every ``genfast sample NAME``."""
+    g = p.add_argument_group("checkpoint and output (every family)")
+    g.add_argument("--checkpoint", required=True, metavar="FOLDER", help="checkpoint folder written by 'genfast train'")
+    g.add_argument("--n", type=int, default=64, help="number of images of the grid (default %(default)s)")
+    g.add_argument("--out", default=None,
+                   help="PNG file of the grid (default: in CHECKPOINT); with --num-samples, a folder")
+    g.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+
+
+def add_common_eval_args(p: argparse.ArgumentParser) -> None:
+    """The options of every ``genfast eval NAME``."""
+    g = p.add_argument_group("checkpoint and output (every family)")
+    g.add_argument("--checkpoint", required=True, metavar="FOLDER", help="checkpoint folder written by 'genfast train'")
+    g.add_argument("--json", action="store_true", help="print the figures as one JSON object")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +81,28 @@ def add_sharded_sample_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-size", type=int, default=64, metavar="C",
                    help="samples per call; keep it fixed to get the same images (default 64)")
     g.add_argument("--overwrite", action="store_true", help="replace samples already in --out")
+
+
+def load_pretrained(path, names, expect, device):
+    """The model of the checkpoint folder ``path`` (:func:`genfast.training.from_pretrained`: the
+    same folder loads in Python without this module), which must hold the command-line family
+    ``names`` (a name or a tuple) and be an ``expect`` instance.
+
+    Raises:
+        FileNotFoundError: no such folder, or a file of the checkpoint missing.
+        ValueError: another family's checkpoint (naming both), or a corrupt one (naming the file and the key).
+    """
+    from genfast._checkpoint import wrong_family
+    from genfast.training import from_pretrained
+
+    names = (names,) if isinstance(names, str) else tuple(names)
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"--checkpoint {p}: no such folder (written by 'genfast train {names[0]}')")
+    err = wrong_family(p, names)
+    if err is not None:
+        raise err
+    return from_pretrained(p, device=device, expect=expect)
 
 
 def setup_distributed(device):
@@ -204,8 +268,12 @@ def sharded_sample(args, model, **options) -> int:
 
     if args.out is None:
         raise ValueError("--num-samples needs --out DIR (the folder of the PNGs and the .npz)")
+    import torch
+
     d, dev = setup_distributed(next(iter(model.parameters())).device)
-    model.to(dev)  # under torchrun with CUDA: this rank's GPU
+    for m in (model, *options.values()):  # under torchrun with CUDA: this rank's GPU (a VQ-VAE's prior too)
+        if isinstance(m, torch.nn.Module):
+            m.to(dev)
     images = sample_sharded(family_sampler(model, **options), args.num_samples, args.out, seed=args.seed,
                             chunk_size=args.chunk_size, overwrite=args.overwrite)
     if d.is_main:

@@ -26,7 +26,7 @@ def load_model(family: str, path, device="cpu"):
 
     Args:
         family: a command-line family name (``"vae"``, ``"realnvp"``, ``"rbm"``, ``"ddpm"``, ...).
-        path: the checkpoint folder (the RBM: its ``.safetensors`` file).
+        path: the checkpoint folder.
         device: where to put the model.
 
     Returns:
@@ -43,15 +43,15 @@ def load_model(family: str, path, device="cpu"):
     if not Path(path).exists():
         raise FileNotFoundError(f"--checkpoint: no such file or folder {path}")
     if kind == "flow":
-        from genfast.cli.families.flows import _load
+        from genfast.cli.families.flows import load
 
-        model, cfg = _load(path, device, family)
-        return model, {"num_bins": int(cfg.get("num_bins", 17)), "image_shape": tuple(cfg["image_shape"])}
+        model, info = load(path, device, family)
+        return model, {"num_bins": info["num_bins"], "image_shape": info["image_shape"]}
     if kind == "rbm":
-        from genfast.cli.families.rbm import _load
+        from genfast.cli.families.rbm import load
 
-        model, ck = _load(path, device, name=family)
-        return model, {"image_shape": tuple(ck["image_shape"])}
+        model, info = load(path, device, family)
+        return model, {"image_shape": info["image_shape"]}
     if kind == "ddpm":
         from genfast.cli.families.ddpm import _load_model
 

@@ -2,10 +2,12 @@
 
 The layout of ``huggingface_hub``'s ``PyTorchModelHubMixin`` (a JSON of constructor arguments
 beside a safetensors file of the state dict), written by :func:`save_pretrained` and read back by
-:func:`from_pretrained` for the autoencoders, GANs, DDPM, VQ-VAE and its prior, the flows and the
-RBMs. The mixin itself is not used: it would make ``huggingface_hub`` a dependency of training,
-and genfast's loader must validate the configuration and the weights as untrusted input before
-allocating anything (:mod:`genfast._checkpoint`), which the mixin's ``from_pretrained`` does not.
+:func:`from_pretrained` for the autoencoders, GANs, DDPM, VQ-VAE and its prior, the flows, the
+RBMs and the DBN. The command line (``genfast train NAME``) writes the same folders, so a model it
+trained loads in Python with ``from_pretrained(folder)`` alone. The mixin itself is not used: it
+would make ``huggingface_hub`` a dependency of training, and genfast's loader must validate the
+configuration and the weights as untrusted input before allocating anything
+(:mod:`genfast._checkpoint`), which the mixin's ``from_pretrained`` does not.
 
 ``config.json``: ``{"model": <class name>, "format_version": 1, "config": {constructor
 arguments}, ...}``; the autoencoders, GANs and DDPM keep the extra keys their own ``save`` writes
@@ -34,6 +36,7 @@ def model_classes() -> dict[str, type]:
     import genfast.models.autoencoders  # noqa: F401  (registers the zoo classes)
     import genfast.models.gans  # noqa: F401
     from genfast.models import _zoo_base
+    from genfast.models.dbn import DBN
     from genfast.models.ddpm import DDPM
     from genfast.models.flows import MAF, NICE, Glow, RealNVP
     from genfast.models.rbm import BernoulliRBM, GaussianBernoulliRBM
@@ -41,12 +44,18 @@ def model_classes() -> dict[str, type]:
     from genfast.models.vqvae import VQVAE
 
     out = dict(_zoo_base.registry())
-    for k in (DDPM, VQVAE, CodePrior, Glow, RealNVP, NICE, MAF, BernoulliRBM, GaussianBernoulliRBM):
+    for k in (DDPM, VQVAE, CodePrior, Glow, RealNVP, NICE, MAF, BernoulliRBM, GaussianBernoulliRBM, DBN):
         out[k.__name__] = k
     return out
 
 
 def _config_of(model: nn.Module) -> dict:
+    from genfast.models.dbn import DBN
+
+    if isinstance(model, DBN):  # a stack of RBMs: its constructor arguments are the layers' (layer i seeds i + seed)
+        first = model.layers[0]
+        return {"sizes": [first.n_visible, *(layer.n_hidden for layer in model.layers)],
+                "seed": int(first.config["seed"]), "backend": first.config["backend"]}
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, dict):
         raise TypeError(f"model: a {type(model).__name__} has no JSON config (not a genfast model?)")
@@ -57,7 +66,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, extra: dict 
     """Write ``directory/config.json`` and ``directory/model.safetensors`` for any genfast model.
 
     Args:
-        model: a genfast model (autoencoder, GAN, DDPM, VQVAE, CodePrior, flow, RBM).
+        model: a genfast model (autoencoder, GAN, DDPM, VQVAE, CodePrior, flow, RBM, DBN).
         directory: folder to write (created; the two files are replaced).
         extra: JSON-serialisable information to keep (returned by :func:`from_pretrained` in
             ``model.training_info["extra"]``).

@@ -41,7 +41,9 @@ def family_sampler(model, **options) -> Callable[[int, int], torch.Tensor]:
         model: an autoencoder/GAN (``sample(n, generator)``), a DDPM (``sample(n, seed=...)``;
             ``options`` go to :meth:`genfast.models.DDPM.sample`), a flow (``temperature``
             option) or a Bernoulli RBM (``k`` Gibbs steps from noise, images ``(1, s, s)`` when V
-            is a square ``s * s``).
+            is a square ``s * s``), or a VQ-VAE with its prior (``prior`` option, a
+            :class:`~genfast.models.CodePrior`; ``temperature``, ``top_k`` and ``grid`` options:
+            code grids drawn from the prior with the seed, decoded by the VQ-VAE).
         **options: family options.
 
     Raises:
@@ -51,7 +53,10 @@ def family_sampler(model, **options) -> Callable[[int, int], torch.Tensor]:
     from genfast.models.ddpm import DDPM
     from genfast.models.flows import FlowModel
     from genfast.models.rbm import BernoulliRBM
+    from genfast.models.vqvae import VQVAE
 
+    if isinstance(model, VQVAE):
+        return _vqvae_sampler(model, **options)
     if isinstance(model, DDPM):
         return lambda n, seed: model.sample(n, seed=seed, **options)
     if isinstance(model, ZooModel):
@@ -84,6 +89,37 @@ def family_sampler(model, **options) -> Callable[[int, int], torch.Tensor]:
 
         return rbm
     raise TypeError(f"model: cannot sample from a {type(model).__name__}")
+
+
+def _code_grid(vq, prior) -> tuple[int, int]:
+    """The code grid (h, w) the prior's sequences fold into: the prior's record (``extra["grid"]``),
+    else the VQ-VAE's (``training_info["grid"]``), else a square."""
+    import math
+
+    n = prior.config["seq_len"]
+    for info in (prior.training_info.get("extra", {}), vq.training_info):
+        g = info.get("grid") if isinstance(info, dict) else None
+        if isinstance(g, (list, tuple)) and len(g) == 2 and all(isinstance(v, int) for v in g) and g[0] * g[1] == n:
+            return int(g[0]), int(g[1])
+    s = math.isqrt(n)
+    if s * s != n:
+        raise ValueError(f"prior: {n} codes per sequence and no grid shape in its checkpoint")
+    return s, s
+
+
+def _vqvae_sampler(vq, prior=None, temperature: float = 1.0, top_k: int | None = None, grid=None):
+    from genfast.models.vq_prior import CodePrior
+
+    if not isinstance(prior, CodePrior):
+        raise TypeError(f"prior: a VQVAE samples through its CodePrior, got {type(prior).__name__}")
+    h, w = (int(g) for g in (grid if grid is not None else _code_grid(vq, prior)))
+
+    @torch.no_grad()
+    def sample(n, seed):
+        codes = prior.sample(n, temperature=float(temperature), top_k=top_k, seed=seed)
+        return vq.decode_indices(codes.reshape(n, h, w).to(vq.device))
+
+    return sample
 
 
 def sample_sharded(sample_fn: Callable[[int, int], torch.Tensor], num_samples: int, out_dir=None, *,

@@ -12,7 +12,7 @@ from genfast.training import from_pretrained, save_pretrained
 
 
 def _models():
-    from genfast.models import DCGAN, DDPM, MAF, NICE, VAE, VQVAE, BernoulliRBM, CodePrior, Glow, RealNVP
+    from genfast.models import DBN, DCGAN, DDPM, MAF, NICE, VAE, VQVAE, BernoulliRBM, CodePrior, Glow, RealNVP
     from genfast.models.rbm import GaussianBernoulliRBM
 
     rbm = BernoulliRBM(16, 4, seed=3)
@@ -29,6 +29,7 @@ def _models():
         "maf": MAF(num_layers=1, hidden=(8,)),
         "rbm": rbm,
         "grbm": GaussianBernoulliRBM(6, 3, sigma=0.5, seed=1),
+        "dbn": DBN([16, 6, 3], seed=2),
     }
 
 

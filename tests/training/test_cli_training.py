@@ -124,3 +124,29 @@ def test_sigterm_to_a_training_process_leaves_a_checkpoint_that_resumes(tmp_path
     assert main([*TRAIN, "--steps", str(step + 2), "--out", str(out), "--resume"]) == 0
     assert json.loads(state.read_text())["step"] == step + 2
     assert [int(r[0]) for r in _losses(out)] == list(range(1, step + 3))
+
+
+def test_sample_vqvae_is_sharded_with_the_same_images_for_1_2_3_processes(tmp_path, capsys):
+    """Issue 16, item 4, for the VQ-VAE: 'genfast sample vqvae --num-samples N' splits the code
+    grids drawn from the prior over torchrun's ranks; sample i's seed is its chunk's, so the set
+    is bit-identical for world sizes 1, 2 and 3."""
+    ck = tmp_path / "vq"
+    common = ["--no-progress", "--seed", "0"]
+    assert main(["train", "vqvae", "--steps", "2", "--hidden-channels", "8", "--num-codes", "8", "--out", str(ck),
+                 "--save-every", "0", *common]) == 0
+    assert main(["train", "vqvae-prior", "--steps", "2", "--d-model", "16", "--n-layers", "1", "--checkpoint",
+                 str(ck), "--save-every", "0", *common]) == 0
+    sample = ["sample", "vqvae", "--checkpoint", str(ck), "--num-samples", "7", "--chunk-size", "2",
+              "--temperature", "1.5", *common]
+    outs = []
+    for world in (1, 2, 3):
+        out = tmp_path / f"w{world}"
+        if world == 1:
+            assert main([*sample, "--out", str(out)]) == 0
+        else:
+            W.spawn(W.cli_torchrun, world, _free_port(), [[*sample, "--out", str(out)]])
+        data = np.load(out / "samples.npz")
+        assert data["images"].shape == (7, 8, 8, 1) and len(list((out / "samples").glob("*.png"))) == 7
+        outs.append(data["images"])
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert not np.array_equal(outs[0][0], outs[0][2])  # the chunks do get different codes

@@ -31,41 +31,16 @@ The contract (read this before adding a family; nobody needs to be told):
    :func:`genfast.cli.resolve_device`), ``--seed`` (int, default 0) and ``--no-progress``
    (``args.progress`` is then False; show tqdm bars only when it is True).
 
-3. Demo stage (optional; a family without ``demo_stage`` is not in the demo):
-
-   ``DEMO_ORDER: int``
-       Position in ``genfast demo``, ascending (ddpm is 10; leave gaps: 20, 30, ...).
-   ``DEMO_BUDGET_S: float``
-       Seconds of wall time this stage may use on the 2-core CPU machine, everything included.
-       The sum over all stages must stay within :data:`genfast.cli.demo.DEMO_TOTAL_BUDGET_S`
-       (``genfast demo`` prints it; a test checks it). The runner does not stop a stage: use
-       ``ctx.time_left()`` to size the work (e.g. train until a deadline) and leave margin.
-   ``demo_stage(ctx: genfast.cli.demo.DemoContext) -> list[dict]``
-       Does the stage's work and returns the rows of the final table, each a dict with
-       ``what`` (str, short: "DDIM 50 steps, 64 samples"), ``figure`` (str, the number a person
-       reads: "FDD 31.2 (floor 26.5, ceiling 299)"), ``time_s`` (float seconds), and optionally
-       ``ok`` (True/False when the row has a target: shown as "yes"/"NO") and ``stage`` (default
-       the family's first name). An exception becomes a "FAILED" row and makes ``genfast demo``
-       exit with status 1; the other stages still run.
-
-   The :class:`~genfast.cli.demo.DemoContext` gives: ``out_dir`` (``Path``, write files under
-   it, e.g. ``ctx.out_dir / "ddpm_samples.png"``, and print their paths with ``ctx.log``),
-   ``device`` (``torch.device``), ``seed``, ``quick`` (True under ``--quick`` and in the tests:
-   use tiny settings that finish in seconds), ``budget_s``, ``time_left()``, ``log(msg)``
-   (prints ``[stage] msg``), ``progress(iterable=None, **tqdm_kwargs)`` (a tqdm bar, silenced by
-   ``--no-progress``), ``data`` (the digits: ``ctx.data.train`` and ``ctx.data.test``, each
-   ``(images [N, 1, 8, 8] float32 in [-1, 1], labels [N] int64)``), ``metric`` (the shared
-   :class:`genfast.metrics.DigitMetric`: ``report(images)``, ``frechet_distance``,
-   ``class_coverage``, ``floor(n)``, ``ceiling(n)``, ``accuracy``) and ``backends`` (the dict
-   of :func:`genfast.ops.backends`). ``ctx.data`` and ``ctx.metric`` are built once for all
-   stages, before the first one, and are not counted in any stage's time.
+3. Demo stage (optional): a module ``genfast/cli/demo/<family>.py`` beside the demo's runner, not
+   in this package (the contract is in :mod:`genfast.cli.demo`'s docstring). Helpers the stage
+   shares with the family's commands (a metric, a sampler) stay public functions here.
 
 4. ``genfast zoo``: a module ``genfast/cli/zoo.py`` (not in this package) exposing
    ``add_args(parser)`` and ``run(args) -> int | None`` replaces the placeholder.
 
-5. Tests: ``tests/test_cli.py`` checks every family against this contract (names, demo order,
-   the sum of the budgets). Test your own commands end to end next to your model's tests, on tiny
-   settings: ``genfast.cli.main(["train", NAME, ..., "--no-progress"]) == 0`` and
+5. Tests: ``tests/test_cli.py`` checks every family against this contract (names) and every demo
+   stage against its own (order, the sum of the budgets). Test your own commands end to end next
+   to your model's tests, on tiny settings: ``genfast.cli.main(["train", NAME, ..., "--no-progress"]) == 0`` and
    ``main(["demo", "--quick", "--only", NAME, "--out", str(tmp_path), "--no-progress"]) == 0``,
    with ``GENFAST_CACHE`` pointed at a temporary folder so the metric's classifier is not written
    to the user's cache.

@@ -26,20 +26,15 @@ _ATTRIBUTES = ("thickness", "slant", "size")
 
 
 def add_train_args(p) -> None:
-    """Options of ``genfast train cyclegan``."""
-    p.add_argument("--data", default="digits",
-                   help="'digits' (scikit-learn's 8x8 digits, train split), an MNIST IDX file or folder, or a "
-                        "folder of images with class subfolders (labels are needed to measure class keeping)")
+    """Options of ``genfast train cyclegan`` (besides the common ``--data --out --batch-size --lr
+    --image-size --channels``; the data must be labelled grey images held in memory)."""
+    p.set_defaults(batch_size=64, lr=1e-3)
     p.add_argument("--attribute", default="thickness", choices=_ATTRIBUTES,
                    help="the measured attribute whose low third (A) and high third (B) are the domains")
     p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of all four networks (default 1e-3)")
     p.add_argument("--cycle-weight", type=float, default=10.0, help="lambda of the cycle loss (default 10)")
     p.add_argument("--identity-weight", type=float, default=5.0, help="weight of the identity loss (default 5)")
-    p.add_argument("--image-size", type=int, default=None, help="resize images of a folder to this side")
-    p.add_argument("--out", default=None, help="run folder (default outputs/cyclegan)")
 
 
 def _domains(args, split: str, terciles=None):
@@ -100,10 +95,10 @@ def train(args) -> int:
 
 # ----------------------------------------------------------------------------- sample
 def add_sample_args(p) -> None:
-    """Options of ``genfast sample cyclegan``."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train cyclegan'")
-    p.add_argument("--n", type=int, default=16, help="test images translated per direction (default 16)")
-    p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/translations_seedS.png)")
+    """Options of ``genfast sample cyclegan``: the common ``--checkpoint --n --out --nrow``, ``--n``
+    being the test images translated each way (default 16), ``--out`` the PNG
+    (default CHECKPOINT/translations_seedS.png)."""
+    p.set_defaults(n=16)
 
 
 def _load(args):
@@ -164,9 +159,7 @@ def sample(args) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def add_eval_args(p) -> None:
-    """Options of ``genfast eval cyclegan``."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train cyclegan'")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    """Options of ``genfast eval cyclegan``: the common ``--checkpoint --json``."""
 
 
 def evaluate(args) -> int:

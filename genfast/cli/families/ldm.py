@@ -17,18 +17,13 @@ HELP = "latent diffusion with text prompts (autoencoder latents, cross-attention
 
 
 def add_train_args(p) -> None:
-    """Options of ``genfast train ldm``."""
-    p.add_argument("--data", default="digits",
-                   help="labelled images: 'digits' (default), an MNIST IDX file or folder, or a folder with class "
-                        "subfolders (the captions name the class as a digit 0-9)")
-    p.add_argument("--image-size", type=int, default=32, help="side the images are resized to (default 32)")
+    """Options of ``genfast train ldm`` (besides the common ones; --data must be labelled: the captions name
+    the class as a digit 0-9)."""
+    p.set_defaults(batch_size=64, lr=1e-3, image_size=32)  # Adam of both stages; 8x8 digits are upsampled to 32
     p.add_argument("--steps", type=int, default=4000, help="training steps, both stages (default 4000)")
     p.add_argument("--autoencoder-steps", type=int, default=1000, help="steps of the autoencoder stage (default 1000)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both stages")
     p.add_argument("--denoiser", default="unet", choices=("unet", "dit"), help="UNet with cross-attention, or a DiT")
-    p.add_argument("--out", default=None, help="run folder (default outputs/ldm)")
 
 
 def train(args) -> int:
@@ -44,6 +39,8 @@ def train(args) -> int:
                         ("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 4)):
         if v < lo:
             raise ValueError(f"{flag} must be >= {lo}, got {v}")
+    if args.channels not in (None, 1):
+        raise ValueError(f"--channels: ldm trains on grey images (1), got {args.channels}")
     if str(args.data).startswith("torchvision:"):
         raise ValueError("--data torchvision:NAME is not supported by ldm yet (it needs labelled tensors)")
     images, labels = load_dataset(args.data, "train", size=args.image_size, channels=1)
@@ -76,15 +73,14 @@ def add_sample_args(p) -> None:
     """Options of ``genfast sample ldm``."""
     from genfast.samplers import SAMPLER_NAMES
 
-    p.add_argument("--checkpoint", required=True, help="run folder written by 'genfast train ldm'")
+    p.set_defaults(n=16)
+
     p.add_argument("--prompt", default="", help='e.g. "a thick seven" (default: the empty prompt)')
     p.add_argument("--negative-prompt", default=None, help='e.g. "slanted": replaces the unconditional branch')
     p.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance w (1: none)")
     p.add_argument("--sampler", default="dpm++", choices=SAMPLER_NAMES)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's usual number)")
     p.add_argument("--backend", default="auto", help="backend of the fused step (auto, cpu, cuda, triton, torch, ...)")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/samples_seedS.png)")
 
 
 def _load(path, device):
@@ -111,7 +107,7 @@ def sample(args) -> int:
                           seed=args.seed, backend=args.backend, progress=args.progress).cpu()
     dt = time.perf_counter() - t0
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_seed{args.seed}.png"
-    save_image_grid(images, out)
+    save_image_grid(images, out, nrow=args.nrow)
     print(f"sampled {args.n} images ({args.sampler}, guidance {args.guidance_scale}) in {dt:.2f} s")
     print(f"grid: {out.resolve()}")
     return 0

@@ -75,23 +75,16 @@ def build(name: str, image_shape, num_examples: int | None = None, num_classes: 
 
 # ----------------------------------------------------------------------------- train
 def add_train_args(p) -> None:
-    """Options of ``genfast train NAME`` for the autoencoders and GANs."""
-    p.add_argument("--data", default="digits",
-                   help="'digits' (scikit-learn's 8x8 digits, train split), an MNIST IDX file or folder, "
-                        "or a folder of PNG/JPEG images (class subfolders give labels)")
+    """Options of ``genfast train NAME`` for the autoencoders and GANs (besides the common ones)."""
+    p.set_defaults(batch_size=64)
     p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's)")
     p.add_argument("--latent-dim", type=int, default=None, help="latent size (default: the model's)")
     p.add_argument("--beta", type=float, default=None, help="beta-vae: KL weight")
     p.add_argument("--capacity-max", type=float, default=None, help="beta-vae: final capacity C (nats)")
     p.add_argument("--kernel", default=None, choices=("imq", "rbf"), help="wae: MMD kernel")
-    p.add_argument("--out", default=None, help="checkpoint folder (default outputs/NAME)")
     p.add_argument("--grid-every", type=int, default=500, metavar="K",
                    help="write a PNG grid of samples every K steps (0: never; default 500)")
-    p.add_argument("--image-size", type=int, default=None, help="resize images of a folder to this side")
-    p.add_argument("--channels", type=int, default=None, choices=(1, 3), help="1 (grey) or 3 (RGB) for folders")
 
 
 def _overrides(args) -> dict:
@@ -154,10 +147,6 @@ def train(args) -> int:
 # ----------------------------------------------------------------------------- sample
 def add_sample_args(p) -> None:
     """Options of ``genfast sample NAME``."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train NAME'")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/samples_seedS.png)")
-    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
 
 
 def _load(path, device, name: str | None = None):
@@ -200,9 +189,7 @@ def sample(args) -> int:
 # ----------------------------------------------------------------------------- eval
 def add_eval_args(p) -> None:
     """Options of ``genfast eval NAME``."""
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by 'genfast train NAME'")
     p.add_argument("--n", type=int, default=256, help="number of samples to score (default 256)")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     from genfast.cli._eval import add_metrics_arg
 
     add_metrics_arg(p)

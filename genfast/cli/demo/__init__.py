@@ -1,11 +1,38 @@
 """``genfast demo``: every model family's demo stage in turn, then one table to read at a glance.
 
-Each family module (see :mod:`genfast.cli.families`) contributes a stage with its own time
-budget; the digits data and the Frechet digit distance are built once, before the stages.
+The stages live in this package, one module each beside this runner, apart from the argparse
+modules of :mod:`genfast.cli.families`; the digits data and the Frechet digit distance are built
+once, before the stages. The contract of a stage module (every module here whose name does not
+start with ``_``; nobody needs to be told):
+
+``NAME: str``
+    The stage's name in the table and in ``--only`` (the family's first command-line name).
+``FAMILY: str``
+    The module of :mod:`genfast.cli.families` it shows: ``--only`` takes any of that family's
+    names too, and the stage is left out when that family failed to load.
+``ORDER: int``
+    Position in ``genfast demo``, ascending (ddpm is 10; leave gaps: 20, 30, ...).
+``BUDGET_S: float``
+    Seconds of wall time this stage may use on the 2-core CPU machine, everything included. The
+    sum over all stages must stay within :data:`DEMO_TOTAL_BUDGET_S` (a test checks it). The
+    runner does not stop a stage: use ``ctx.time_left()`` to size the work and leave margin.
+``run(ctx: DemoContext) -> list[dict]``
+    Does the stage's work and returns the rows of the final table, each a dict with ``what``
+    (str, short: "DDIM 50 steps, 64 samples"), ``figure`` (str, the number a person reads),
+    ``time_s`` (float seconds), and optionally ``ok`` (True/False when the row has a target) and
+    ``stage`` (default ``NAME``). An exception becomes a "FAILED" row and makes ``genfast demo``
+    exit with status 1; the other stages still run.
+
+:class:`DemoContext` documents what a stage gets (``out_dir``, ``device``, ``seed``, ``quick``,
+``budget_s``, ``time_left()``, ``log``, ``progress``, ``data``, ``metric``, ``backends``). Test a
+stage with ``genfast.cli.main(["demo", "--quick", "--only", NAME, "--out", str(tmp_path),
+"--no-progress"]) == 0``, with ``GENFAST_CACHE`` pointed at a temporary folder.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 import time
 import traceback
@@ -13,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["DEMO_TOTAL_BUDGET_S", "DemoContext", "DemoData", "format_table", "run_demo"]
+__all__ = ["DEMO_TOTAL_BUDGET_S", "DemoContext", "DemoData", "discover_stages", "format_table", "run_demo"]
 
 # `make demo` must finish within 15 min on the 2-core CPU machine, set-up and build (about
 # 3 min) included; 9 min for all stages leaves room for a slow machine.
@@ -31,7 +58,7 @@ class DemoData:
 
 @dataclass
 class DemoContext:
-    """What a demo stage gets (see :mod:`genfast.cli.families` for the contract).
+    """What a demo stage gets (the contract is in this package's docstring).
 
     Attributes:
         out_dir: folder for the stage's files (PNG grids, checkpoints).
@@ -140,22 +167,49 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([fmt(header), sep] + [fmt(b) for b in body])
 
 
-def _stages(families: dict[str, ModuleType], only: list[str] | None) -> list[tuple[str, ModuleType]]:
-    seen, out = set(), []
-    for mod in families.values():
-        if id(mod) in seen or not hasattr(mod, "demo_stage"):
+def discover_stages() -> tuple[list[ModuleType], dict[str, str]]:
+    """Imports every stage module of this package.
+
+    Returns:
+        ``(stages, errors)``: the stage modules sorted by ``(ORDER, NAME)``, and module name ->
+        why, for each module that failed to import or lacks part of the contract.
+    """
+    stages, errors = [], {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
             continue
-        seen.add(id(mod))
-        out.append((mod.NAMES[0], mod))
+        try:
+            mod = importlib.import_module(f"{__name__}.{info.name}")
+        except Exception as exc:  # one broken stage must not break the demo's other stages
+            errors[info.name] = f"import failed: {type(exc).__name__}: {exc}"
+            continue
+        missing = [a for a in ("NAME", "FAMILY", "ORDER", "BUDGET_S", "run") if not hasattr(mod, a)]
+        if missing:
+            errors[info.name] = f"missing {', '.join(missing)}"
+            continue
+        stages.append(mod)
+    return sorted(stages, key=lambda m: (m.ORDER, m.NAME)), errors
+
+
+def _stages(families: dict[str, ModuleType], family_errors: dict[str, str], only: list[str] | None):
+    stages, errors = discover_stages()
+    # a stage whose family failed to load already has its failed row
+    stages = [m for m in stages if m.FAMILY not in family_errors]
+    errors = {k: v for k, v in errors.items() if k not in family_errors}
     if only:
-        unknown = [n for n in only if n not in families]
+        def family_of(name):
+            mod = families.get(name)
+            return mod.__name__.rsplit(".", 1)[-1] if mod is not None else None
+
+        unknown = [n for n in only if n not in {m.NAME for m in stages} and family_of(n) is None]
         if unknown:
             raise ValueError(
-                f"--only: unknown stage(s) {', '.join(unknown)}; known: {', '.join(n for n, _ in out)}"
+                f"--only: unknown stage(s) {', '.join(unknown)}; known: {', '.join(m.NAME for m in stages)}"
             )
-        wanted = {id(families[n]) for n in only}
-        out = [(n, m) for n, m in out if id(m) in wanted]
-    return sorted(out, key=lambda nm: (getattr(nm[1], "DEMO_ORDER", 1000), nm[0]))
+        wanted = set(only) | {family_of(n) for n in only}
+        stages = [m for m in stages if m.NAME in wanted or m.FAMILY in wanted]
+        errors = {k: v for k, v in errors.items() if k in wanted}
+    return stages, errors
 
 
 def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> int:
@@ -165,7 +219,8 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
         args: the parsed ``genfast demo`` options (``out``, ``only``, ``quick``, ``device``,
             ``seed``, ``progress``).
         families: command-line name -> family module (:func:`genfast.cli.families.discover`).
-        errors: family modules that failed to load -> why (each becomes a failed row).
+        errors: family modules that failed to load -> why (each becomes a failed row, and their
+            stages are left out).
 
     Returns:
         Exit status: 0 when every stage ran, 1 when one failed.
@@ -185,10 +240,10 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
     device = resolve_device(args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stages = _stages(families, only)
-    total_budget = sum(float(getattr(m, "DEMO_BUDGET_S", 0.0)) for _, m in stages)
+    stages, stage_errors = _stages(families, errors, only)
+    total_budget = sum(float(m.BUDGET_S) for m in stages)
     print(
-        f"genfast demo: {len(stages)} stage(s) [{', '.join(n for n, _ in stages)}], budget "
+        f"genfast demo: {len(stages)} stage(s) [{', '.join(m.NAME for m in stages)}], budget "
         f"{total_budget:.0f} s of {DEMO_TOTAL_BUDGET_S:.0f} s; device {device}, "
         f"{torch.get_num_threads()} CPU threads; outputs in {out_dir.resolve()}"
         + ("; quick settings" if args.quick else ""),
@@ -200,6 +255,9 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
         if only is None:
             rows.append({"stage": name, "what": "family module", "figure": f"FAILED: {why}", "time_s": 0.0})
             failed = True
+    for name, why in stage_errors.items():
+        rows.append({"stage": name, "what": "demo stage module", "figure": f"FAILED: {why}", "time_s": 0.0})
+        failed = True
 
     ctx = DemoContext(
         out_dir=out_dir,
@@ -236,12 +294,12 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
         failed = True
         stages = []
 
-    for name, mod in stages:
-        budget = float(getattr(mod, "DEMO_BUDGET_S", 0.0))
+    for mod in stages:
+        name, budget = mod.NAME, float(mod.BUDGET_S)
         ctx.stage, ctx.budget_s, ctx._start = name, budget, time.perf_counter()
         print(f"\n== stage {name} (budget {budget:.0f} s) ==", flush=True)
         try:
-            stage_rows = list(mod.demo_stage(ctx) or [])
+            stage_rows = list(mod.run(ctx) or [])
         except Exception as exc:
             traceback.print_exc()  # the table keeps one line; the traceback says where
             stage_rows = [{"what": "stage", "figure": f"FAILED: {type(exc).__name__}: {exc}", "ok": False}]
