@@ -83,6 +83,9 @@ def add_train_args(p) -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--k", type=int, default=1, help="Gibbs steps per update (CD-k)")
     p.add_argument("--persistent", action="store_true", help="persistent CD (Tieleman 2008)")
+    p.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                   help="rbm: average the parameters over the updates (EMA with decay D, e.g. 0.99; the "
+                        "average is saved). Keeps PCD's samples from collapsing onto a few classes")
     p.add_argument("--backend", default="auto", choices=_backend_values())
 
 
@@ -113,6 +116,12 @@ def train(args) -> int:
         kw["progress"] = True
     if args.name == "rbm":  # the engine's run files: resumable checkpoint, metrics.csv, loss.png
         kw.update(engine_kwargs(args, out_dir))
+        if args.ema_decay is not None:
+            if not 0.0 <= args.ema_decay < 1.0:
+                raise ValueError(f"--ema-decay must lie in [0, 1), got {args.ema_decay}")
+            kw["ema_decay"] = args.ema_decay
+    elif args.ema_decay is not None:
+        raise ValueError("--ema-decay: only an rbm averages its parameters (a dbn trains layer by layer)")
     hist = model.fit(x, **kw)
     if not is_main():
         return 0
