@@ -144,7 +144,7 @@ def guide_by_hand(cond: torch.Tensor, uncond: torch.Tensor, w: float, rescale: f
     return guided
 
 
-def assert_per_row_steps(scheduler, model_output, timesteps, sample, noise, *, x0=False, **step_kwargs):
+def assert_rows(scheduler, model_output, timesteps, sample, noise, *, x0=False, **step_kwargs):
     """A step with a ``[B]`` timestep tensor (genfast extension) equals, row by row, the steps with
     each row's scalar timestep (``x0``: the predicted original samples too)."""
     out = scheduler.step(model_output, timesteps, sample, variance_noise=noise, **step_kwargs)

@@ -15,7 +15,7 @@ from ._sampler_cases import (
     as_timestep,
     assert_close,
     assert_close_or_as_good,
-    assert_per_row_steps,
+    assert_rows,
     ddim_case,
     guide_by_hand,
     pick_steps,
@@ -144,7 +144,7 @@ def test_per_row_timesteps_match_scalar_steps():
     model_output, sample = step_inputs(torch.Generator().manual_seed(0), (3, 2, 4, 4), 2)
     noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
     ts = torch.tensor([95, 0, 40])
-    assert_per_row_steps(ours, model_output, ts, sample, noise, eta=0.5)
+    assert_rows(ours, model_output, ts, sample, noise, eta=0.5)
 
 
 @pytest.mark.parametrize("rescale", [0.0, 0.7])

@@ -12,15 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import genfast.samplers as gs
 
-from ._sampler_cases import (
-    as_timestep,
-    assert_close,
-    assert_per_row_steps,
-    ddpm_case,
-    guide_by_hand,
-    pick_steps,
-    step_inputs,
-)
+from ._sampler_cases import as_timestep, assert_close, assert_rows, ddpm_case, guide_by_hand, pick_steps, step_inputs
 
 N_CASES = 48
 
@@ -177,7 +169,7 @@ def test_per_row_timesteps_match_scalar_steps():
     noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
     ts = torch.tensor([90, 0, 40])
     assert torch.equal(ours._prev_timestep(ts), torch.tensor([80, -1, 30]))
-    assert_per_row_steps(ours, model_output, ts, sample, noise, x0=True)
+    assert_rows(ours, model_output, ts, sample, noise, x0=True)
 
 
 def test_fixed_large_log_deviation():
