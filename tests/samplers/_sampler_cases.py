@@ -144,9 +144,13 @@ def guide_by_hand(cond: torch.Tensor, uncond: torch.Tensor, w: float, rescale: f
     return guided
 
 
-def assert_rows(scheduler, model_output, timesteps, sample, noise, *, x0=False, **step_kwargs):
-    """A step with a ``[B]`` timestep tensor (genfast extension) equals, row by row, the steps with
-    each row's scalar timestep (``x0``: the predicted original samples too)."""
+def assert_rows(scheduler, timesteps, *, x0=False, **step_kwargs):
+    """A step with a ``[B]`` timestep tensor (genfast extension) on seeded ``[B, 2, 4, 4]``
+    inputs equals, row by row, the steps with each row's scalar timestep (``x0``: the predicted
+    original samples too)."""
+    timesteps = torch.tensor(timesteps)
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (len(timesteps), 2, 4, 4), 2)
+    noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
     out = scheduler.step(model_output, timesteps, sample, variance_noise=noise, **step_kwargs)
     for row, t in enumerate(timesteps.tolist()):
         r = slice(row, row + 1)

@@ -141,10 +141,7 @@ def test_no_generator_uses_torch_seed():
 def test_per_row_timesteps_match_scalar_steps():
     ours = gs.DDIMScheduler(num_train_timesteps=100, prediction_type="v_prediction")
     ours.set_timesteps(20)
-    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (3, 2, 4, 4), 2)
-    noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
-    ts = torch.tensor([95, 0, 40])
-    assert_rows(ours, model_output, ts, sample, noise, eta=0.5)
+    assert_rows(ours, [95, 0, 40], eta=0.5)
 
 
 @pytest.mark.parametrize("rescale", [0.0, 0.7])
