@@ -111,8 +111,9 @@ def mmd(x: torch.Tensor, y: torch.Tensor, kernel: str = "imq", scales=None, band
     Source: Gretton et al. 2012, "A Kernel Two-Sample Test", eqs. 3 and 5; kernels of Tolstikhin
     et al. 2018, "Wasserstein Auto-Encoders", sec. 4 and Algorithm 2.
     """
-    check_tensor("x", x, floating=True, ndim=2)
-    check_tensor("y", y, floating=True, ndim=2)
+    for name, t in (("x", x), ("y", y)):
+        if check_tensor(name, t, floating=True).dim() != 2:
+            raise ValueError(f"{name} must be [N, D], got {tuple(t.shape)}")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same D, got {x.shape[1]} and {y.shape[1]}")
     n, m = x.shape[0], y.shape[0]

@@ -130,7 +130,7 @@ def perceptual_loss(features_x, features_y, weights: Sequence[float] | None = No
     if criterion not in ("mse", "l1"):
         raise ValueError(f"criterion must be 'mse' or 'l1', got {criterion!r}")
     total = 0.0
-    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
+    for i, a, b, w in _map_pairs(features_x, features_y, weights):
         check_tensor(f"features_x[{i}]", a, floating=True, ndim=(2, 3, 4, 5))
         check_tensor(f"features_y[{i}]", b, floating=True, ndim=(2, 3, 4, 5))
         if a.shape != b.shape:
@@ -185,7 +185,7 @@ def style_loss(features_x, features_y, weights: Sequence[float] | None = None) -
     et al. 2016, eqs. 4-5.
     """
     total = 0.0
-    for i, (a, b, w) in _map_pairs(features_x, features_y, weights):
+    for i, a, b, w in _map_pairs(features_x, features_y, weights):
         ga, gb = gram_matrix(a), gram_matrix(b)
         if ga.shape[1:] != gb.shape[1:] or gb.shape[0] not in (1, ga.shape[0]):
             raise ValueError(f"feature map {i}: channels or batch differ, {tuple(a.shape)} and {tuple(b.shape)}")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from genfast._checks import check_count
-from genfast.models._unet import timestep_embedding
+from genfast.models._unet import time_class_embedding, timestep_embedding
 from genfast.nn.attention import CrossAttention
 
 __all__ = ["DiT"]
@@ -112,12 +112,7 @@ class DiT(nn.Module):
                              f"got {tuple(x.shape)}")
         p = self.patch_size
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
-        timesteps = timesteps.reshape(-1).expand(b) if timesteps.numel() == 1 else timesteps
-        cond = self.t_embed(timestep_embedding(timesteps, self.dim).to(x.dtype))
-        if self.y_embed is not None:
-            if class_labels is None:
-                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
-            cond = cond + self.y_embed(class_labels)
+        cond = time_class_embedding(x, timesteps, class_labels, self.dim, self.t_embed, self.y_embed, self.num_classes)
         if self.text_pool is not None and encoder_hidden_states is not None:
             m = (torch.ones(encoder_hidden_states.shape[:2], device=x.device) if encoder_attention_mask is None
                  else encoder_attention_mask.to(x.dtype))

@@ -42,6 +42,20 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return emb
 
 
+def time_class_embedding(x, timesteps, class_labels, dim: int, time_mlp, class_emb, num_classes):
+    """The conditioning vector ``[B, *]`` of a denoiser: the sinusoidal embedding of
+    ``timesteps`` (one value, or ``[B]``) through ``time_mlp``, plus ``class_emb`` of the labels
+    when the model is class-conditional (the null class ``num_classes`` where none are given)."""
+    b = x.shape[0]
+    timesteps = timesteps.reshape(-1).expand(b) if timesteps.numel() == 1 else timesteps
+    emb = time_mlp(timestep_embedding(timesteps, dim).to(x.dtype))
+    if class_emb is not None:
+        if class_labels is None:
+            class_labels = torch.full((b,), num_classes, dtype=torch.long, device=x.device)
+        emb = emb + class_emb(class_labels)
+    return emb
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv3x3, plus the projected time (and class) embedding, GroupNorm-SiLU-
     dropout-conv3x3, with a residual connection (1x1 conv when the width changes)."""
@@ -207,13 +221,8 @@ class UNet(nn.Module):
         Returns:
             ``[B, C, H, W]`` predicted noise, x's dtype.
         """
-        b = x.shape[0]
-        timesteps = timesteps.reshape(-1).expand(b) if timesteps.numel() == 1 else timesteps
-        emb = self.time_mlp(timestep_embedding(timesteps, self.base_channels).to(x.dtype))
-        if self.class_emb is not None:
-            if class_labels is None:
-                class_labels = torch.full((b,), self.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.class_emb(class_labels)
+        emb = time_class_embedding(x, timesteps, class_labels, self.base_channels, self.time_mlp, self.class_emb,
+                                   self.num_classes)
         emb = F.silu(emb)
         h = self.conv_in(x)
         hs = [h]

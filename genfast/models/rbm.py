@@ -132,15 +132,14 @@ class BernoulliRBM(nn.Module):
             return (self.visible_bias.float() + self._sigma() * acc).to(self.weight.dtype)
         return torch.sigmoid(acc + self.visible_bias.float()).to(self.weight.dtype)
 
+    def _draw(self, fn, p):
+        """``fn`` (``O.rand`` or ``O.randn``) of ``p``'s shape from the model's Philox stream, the
+        counters advanced past it."""
+        return fn(tuple(p.shape), seed=self.seed, offset=self._counters(p.numel()), device=p.device,
+                  backend=self.backend)
+
     def _bernoulli(self, p):
-        u = O.rand(
-            tuple(p.shape),
-            seed=self.seed,
-            offset=self._counters(p.numel()),
-            device=p.device,
-            backend=self.backend,
-        )
-        return (u < p.float()).to(p.dtype)
+        return (self._draw(O.rand, p) < p.float()).to(p.dtype)
 
     def sample_hidden(self, v: torch.Tensor) -> torch.Tensor:
         """``h ~ p(h | v)``, [B, H] of 0/1 (scikit-learn's ``_sample_hiddens``)."""
@@ -150,14 +149,7 @@ class BernoulliRBM(nn.Module):
         """``v ~ p(v | h)``, [B, V] (scikit-learn's ``_sample_visibles``)."""
         p = self.visible_probs(h)
         if self.visible == "gaussian":
-            z = O.randn(
-                tuple(p.shape),
-                seed=self.seed,
-                offset=self._counters(p.numel()),
-                device=p.device,
-                backend=self.backend,
-            )
-            return (p.float() + self._sigma() * z).to(p.dtype)
+            return (p.float() + self._sigma() * self._draw(O.randn, p)).to(p.dtype)
         return self._bernoulli(p)
 
     def gibbs(self, v: torch.Tensor, k: int = 1) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from genfast import ops
-from genfast._checks import check_count
+from genfast._checks import check_count, check_tensor
 
 
 class VQLayerOutput(NamedTuple):
@@ -43,6 +43,15 @@ def _perplexity(counts: torch.Tensor) -> torch.Tensor:
     p = counts / total.clamp_min(1.0)
     return torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())
 
+
+
+def _check_input(x, dim: int, image_fmap: bool, layer: str) -> bool:
+    """Check a quantiser's input (a tensor; ``[B, dim, H, W]`` when ``image_fmap``); returns
+    ``image_fmap``."""
+    check_tensor("input", x, op=layer)
+    if image_fmap and (x.dim() != 4 or x.shape[1] != dim):
+        raise ValueError(f"{layer}: input must be a [B, {dim}, H, W] feature map, got shape {tuple(x.shape)}")
+    return image_fmap
 
 class VectorQuantizer(nn.Module):
     """Vector quantiser of the VQ-VAE (van den Oord et al. 2017), with the usual training aids.
@@ -130,14 +139,7 @@ class VectorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _flatten(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"VectorQuantizer: input must be a torch.Tensor, got {type(x).__name__}")
-        if self.accept_image_fmap:
-            if x.dim() != 4 or x.shape[1] != self.dim:
-                raise ValueError(
-                    f"VectorQuantizer: input must be a [B, {self.dim}, H, W] feature map, "
-                    f"got shape {tuple(x.shape)}"
-                )
+        if _check_input(x, self.dim, self.accept_image_fmap, "VectorQuantizer"):
             b, _, h, w = x.shape
             return x.permute(0, 2, 3, 1).reshape(-1, self.dim), (b, h, w)
         if x.dim() < 1 or x.shape[-1] != self.dim:
@@ -299,13 +301,7 @@ class ResidualVQ(nn.Module):
         Returns:
             :class:`VQLayerOutput` with indices ``[..., Q]``, summed losses and the mean perplexity.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"ResidualVQ: input must be a torch.Tensor, got {type(x).__name__}")
-        if self.accept_image_fmap:
-            if x.dim() != 4 or x.shape[1] != self.dim:
-                raise ValueError(
-                    f"ResidualVQ: input must be a [B, {self.dim}, H, W] feature map, got {tuple(x.shape)}"
-                )
+        if _check_input(x, self.dim, self.accept_image_fmap, "ResidualVQ"):
             x = x.permute(0, 2, 3, 1)
         residual = x
         quantized = torch.zeros_like(x)

@@ -108,9 +108,19 @@ class SolverStepMixin(FusedStepMixin):
                 pass  # an option diffusers rejects only in step (e.g. a prediction type): step raises it
         return out
 
+    #: the variant key of the table a class builds at ``set_timesteps`` with ``_gf_build``
+    _gf_variant = None
+
     def _gf_default_tables(self):
-        """(variant key, builder) pairs made at ``set_timesteps``; a class lists its default."""
-        return ()
+        """(variant key, builder) pairs made at ``set_timesteps``: ``_gf_variant``'s table, if any."""
+        return () if self._gf_variant is None else ((self._gf_variant, self._gf_build),)
+
+    def _gf_alpha_sigma(self):
+        """``(n, alpha_t, sigma_t, lambda_t)`` of the host schedule (float64 numpy arrays):
+        diffusers' ``_sigma_to_alpha_sigma_t`` of the sigmas and ``log alpha - log sigma``."""
+        sig = torch.from_numpy(self._gf_sigmas)
+        alpha, sigma = (v.double().numpy() for v in self._sigma_to_alpha_sigma_t(sig))
+        return len(self._gf_ts), alpha, sigma, log_alpha_sigma(alpha, sigma)
 
     def _gf_snapshot(self) -> None:
         self._gf_reset()
@@ -319,6 +329,17 @@ _solver_step = None  # genfast.ops.solver.scheduler_call, imported on first use 
 def promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:
     """The dtype diffusers' arithmetic on the two gives (torch type promotion)."""
     return torch.promote_types(a, b)
+
+
+def output_conversion(x0: bool, a0, s0, sigma) -> dict:
+    """diffusers' ``convert_model_output`` of the multistep solvers as coefficients, per
+    prediction type: the model output to an x_0 prediction (``x0``) or to a noise prediction,
+    at ``alpha_t = a0``, ``sigma_t = s0`` (``sigma``: the schedule's sigma, for flow prediction).
+    Works on numbers and on numpy arrays alike."""
+    if x0:
+        return {"epsilon": dict(c_x=1 / a0, c_g=-s0 / a0), "sample": dict(c_g=1.0),
+                "v_prediction": dict(c_x=a0, c_g=-s0), "flow_prediction": dict(c_x=1.0, c_g=-sigma)}
+    return {"epsilon": dict(c_g=1.0), "sample": dict(c_x=1 / s0, c_g=-a0 / s0), "v_prediction": dict(c_x=s0, c_g=a0)}
 
 
 def log_alpha_sigma(alpha: np.ndarray, sigma: np.ndarray) -> np.ndarray:

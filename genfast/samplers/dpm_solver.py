@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from genfast.samplers._fused import SolverStepMixin, log_alpha_sigma, promote, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, output_conversion, promote, rows, set_coef, with_backend
 
 
 @with_backend
@@ -34,16 +34,13 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
             backend (ValueError).
     """
 
-    def _gf_default_tables(self):
-        return ((("dpm",), self._gf_build),)
+    _gf_variant = ("dpm",)
 
     def _gf_build(self) -> np.ndarray:
         """Coefficient rows ``[N, 3 (order), 20]`` for every step index and solver order."""
         cfg = self.config
         sig = self._gf_sigmas
-        n = len(self._gf_ts)
-        alpha, sigma = (v.double().numpy() for v in self._sigma_to_alpha_sigma_t(torch.from_numpy(sig)))
-        lam = log_alpha_sigma(alpha, sigma)
+        n, alpha, sigma, lam = self._gf_alpha_sigma()
         i = np.arange(n)
         table = rows(n, 3)
         with np.errstate(all="ignore"):  # rows that a step never uses (order > i + 1) may hold inf/NaN
@@ -91,12 +88,10 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
             # model-output conversion at sigma_s0 (diffusers' convert_model_output)
             pred = cfg.prediction_type
             if algo in ("dpmsolver++", "sde-dpmsolver++"):  # x_0 prediction; thresholded as is
-                conv = {"epsilon": dict(c_x=1 / a0, c_g=-s0 / a0), "sample": dict(c_g=1.0),
-                        "v_prediction": dict(c_x=a0, c_g=-s0), "flow_prediction": dict(c_x=1.0, c_g=-sig[i])}
+                conv = output_conversion(True, a0, s0, sig[i])
                 view = dict(t_m=1.0, u_m=1.0)
             else:  # epsilon; thresholding acts on its x_0 view and converts back
-                conv = {"epsilon": dict(c_g=1.0), "sample": dict(c_x=1 / s0, c_g=-a0 / s0),
-                        "v_prediction": dict(c_x=s0, c_g=a0)}
+                conv = output_conversion(False, a0, s0, sig[i])
                 view = dict(t_m=-s0 / a0, t_x=1 / a0, u_m=-a0 / s0, u_x=1 / s0)
             if pred not in conv:
                 raise ValueError(
@@ -174,7 +169,7 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
         noise = self._gf_noise(generator, variance_noise, model_output.shape, torch.float32, model_output.device) \
             if sde else None
         cd = model_output.dtype if sample.dtype == model_output.dtype else promote(sample.dtype, model_output.dtype)
-        row = self._gf_row(("dpm",), model_output.device, self._gf_build, (i, order - 1))
+        row = self._gf_row(self._gf_variant, model_output.device, self._gf_build, (i, order - 1))
         outputs = self.model_outputs
         out = self._gf_run(
             model_output, sample, row, compute_dtype=cd, history=[outputs[-1 - k] for k in range(order - 1)],

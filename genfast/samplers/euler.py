@@ -152,8 +152,7 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
-    def _gf_default_tables(self):
-        return ((("euler-a",), self._gf_build),)
+    _gf_variant = ("euler-a",)
 
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: prev = x + (x - x_0) (sigma_down - sigma) / sigma + sigma_up z."""
@@ -205,7 +204,7 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
         """
         _reject_integer_timestep("EulerDiscreteScheduler", timestep)
         self._gf_begin(model_output, timestep, sample, diffusers.schedulers.scheduling_euler_ancestral_discrete.logger)
-        row = self._gf_row(("euler-a",), model_output.device, self._gf_build, self.step_index)
+        row = self._gf_row(self._gf_variant, model_output.device, self._gf_build, self.step_index)
         noise = self._gf_noise(generator, None, model_output.shape, model_output.dtype, model_output.device)
         out = self._gf_run(model_output, sample, row,
                            compute_dtype=promote(sample.dtype, model_output.dtype),

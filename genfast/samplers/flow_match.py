@@ -28,8 +28,7 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
-    def _gf_default_tables(self):
-        return ((("flow",), self._gf_build),)
+    _gf_variant = ("flow",)
 
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: prev = x + (sigma_next - sigma) v; stochastic: x_0 = x - sigma v,
@@ -94,7 +93,7 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
         noise = None
         if self._gf_c["stochastic_sampling"]:
             noise = self._gf_noise(generator, None, sample.shape, cd, sample.device)
-        row = self._gf_row(("flow",), sample.device, self._gf_build, self.step_index)
+        row = self._gf_row(self._gf_variant, sample.device, self._gf_build, self.step_index)
         out = self._gf_run(model_output, sample, row, compute_dtype=promote(cd, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, return_converted=False,

@@ -23,8 +23,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
-    def _gf_default_tables(self):
-        return ((("lcm",), self._gf_build),)
+    _gf_variant = ("lcm",)
 
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 20]``: x_0 from the prediction, denoised = c_skip x + c_out x_0, then
@@ -97,7 +96,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
         noise = None
         if i != self.num_inference_steps - 1:
             noise = self._gf_noise(generator, None, model_output.shape, cd, model_output.device)
-        row = self._gf_row(("lcm",), sample.device, self._gf_build, i)
+        row = self._gf_row(self._gf_variant, sample.device, self._gf_build, i)
         thresholding = bool(cfg["thresholding"])
         clip = float(cfg["clip_sample_range"]) if cfg["clip_sample"] and not thresholding else None
         out = self._gf_run(model_output, sample, row, compute_dtype=cd, model_output_uncond=model_output_uncond,

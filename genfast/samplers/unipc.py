@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from genfast.samplers._fused import SolverStepMixin, log_alpha_sigma, rows, set_coef, with_backend
+from genfast.samplers._fused import SolverStepMixin, output_conversion, rows, set_coef, with_backend
 
 MAX_ORDER = 3  # the op stores at most 3 earlier model outputs
 
@@ -67,16 +67,13 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
     Extra keyword argument: ``backend`` (genfast's, not saved in the config).
     """
 
-    def _gf_default_tables(self):
-        return ((("unipc",), self._gf_build),)
+    _gf_variant = ("unipc",)
 
     def _gf_build(self) -> np.ndarray:
         """Rows ``[N, 4 (corrector order, 0 = none), 3 (predictor order), 20]``."""
         cfg = self.config
         sig = self._gf_sigmas
-        n = len(self._gf_ts)
-        alpha, sigma = (v.double().numpy() for v in self._sigma_to_alpha_sigma_t(torch.from_numpy(sig)))
-        lam = log_alpha_sigma(alpha, sigma)
+        n, alpha, sigma, lam = self._gf_alpha_sigma()
         table = rows(n, MAX_ORDER + 1, MAX_ORDER)
         singular = np.zeros(table.shape[:-1], dtype=bool)
         x0 = self.predict_x0
@@ -84,12 +81,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
         with np.errstate(all="ignore"):  # rows no step uses may hold inf/NaN
             for i in range(n):
                 a0, s0 = alpha[i], sigma[i]
-                if x0:
-                    conv = {"epsilon": dict(c_x=1 / a0, c_g=-s0 / a0), "sample": dict(c_g=1.0),
-                            "v_prediction": dict(c_x=a0, c_g=-s0), "flow_prediction": dict(c_x=1.0, c_g=-sig[i])}
-                else:
-                    conv = {"epsilon": dict(c_g=1.0), "sample": dict(c_x=1 / s0, c_g=-a0 / s0),
-                            "v_prediction": dict(c_x=s0, c_g=a0)}
+                conv = output_conversion(x0, a0, s0, sig[i])
                 if pred not in conv:
                     raise ValueError(f"prediction_type given as {pred} must be one of {', '.join(sorted(conv))} "
                                      "for the UniPCMultistepScheduler.")
@@ -211,7 +203,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
         this_order = min(this_order, self.lower_order_nums + 1)
         history = [self.model_outputs[-1 - k] for k in range(max(oc, this_order - 1))]
         cd = torch.promote_types(sample.dtype, model_output.dtype)
-        row = self._gf_row(("unipc",), sample.device, self._gf_build, (i, oc, this_order - 1))
+        row = self._gf_row(self._gf_variant, sample.device, self._gf_build, (i, oc, this_order - 1))
         if (i, oc, this_order) in self._gf_singular:
             raise SingularScheduleError(
                 f"UniPCMultistepScheduler.step: the UniPC linear system of step {i} (corrector order {oc}, predictor "

@@ -43,6 +43,15 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 MAGNITUDES = (1e-30, 1e-6, 1e-3, 1.0, 7.0, 1e3, 1e6, 1e19, 1e30)
 
 
+def fuzz_kernels(**strategies):
+    """A property test run for every backend in KERNELS, on the FUZZ settings, drawing ``strategies``."""
+
+    def wrap(test):
+        return pytest.mark.parametrize("backend", KERNELS)(FUZZ(given(**strategies)(test)))
+
+    return wrap
+
+
 def _device(backend):
     from conftest import backend_device
 
@@ -193,9 +202,7 @@ def _step_setup(case, data, backend):
     return dtype, shape, mo.to(dev), x.to(dev), kw, ac, backend, dev
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(case=step_case(), data=st.data())
+@fuzz_kernels(case=step_case(), data=st.data())
 def test_fuzz_ddpm_step(backend, case, data):
     dtype, shape, mo, x, kw, ac, backend, dev = _step_setup(case, data, backend)
     var = data.draw(st.sampled_from(["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"]))
@@ -207,9 +214,7 @@ def test_fuzz_ddpm_step(backend, case, data):
                   dict(kw, variance_type=var, backend=backend), dtype, f"ddpm_step[{backend}]")
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(case=step_case(), data=st.data())
+@fuzz_kernels(case=step_case(), data=st.data())
 def test_fuzz_ddim_step(backend, case, data):
     dtype, shape, mo, x, kw, ac, backend, dev = _step_setup(case, data, backend)
     t = data.draw(st.integers(1, 999))
@@ -220,9 +225,7 @@ def test_fuzz_ddim_step(backend, case, data):
     _step_outputs(O.ddim_step, RS.ddim_step, (mo, t, x, ac), kw, dtype, f"ddim_step[{backend}]")
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(data=st.data())
+@fuzz_kernels(data=st.data())
 def test_fuzz_solver_step(backend, data):
     dtype, backend, dev = _draw_dtype(data, backend)
     shape = (data.draw(batches), data.draw(pos_sizes), data.draw(sizes))
@@ -251,9 +254,7 @@ def test_fuzz_solver_step(backend, data):
         _close(out[i], ref[i], r64, plain[i], dtype, f"solver_step[{backend}] output {i}", tol32=1e-4)
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(data=st.data())
+@fuzz_kernels(data=st.data())
 def test_fuzz_random(backend, data):
     dtype = data.draw(st.sampled_from(DTYPES))
     shape = tuple(data.draw(st.lists(st.integers(0, 7), min_size=0, max_size=3)))
@@ -268,9 +269,7 @@ def test_fuzz_random(backend, data):
     torch.testing.assert_close(out.double(), want.to(dtype).double(), rtol=tol, atol=tol * 6)
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(data=st.data())
+@fuzz_kernels(data=st.data())
 def test_fuzz_vq(backend, data):
     dtype, backend, dev = _draw_dtype(data, backend)
     n, k, d = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)
@@ -305,9 +304,7 @@ def test_fuzz_vq(backend, data):
                                    atol=float(tol.max()) * 0.1 if not cosine else 1e-4)
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(data=st.data())
+@fuzz_kernels(data=st.data())
 def test_fuzz_invconv(backend, data):
     dtype, backend, dev = _draw_dtype(data, backend)
     c = data.draw(pos_sizes)
@@ -340,9 +337,7 @@ def test_fuzz_invconv(backend, data):
     _nan_same(out, want.to(dtype), f"invconv1x1[{backend}]")
 
 
-@pytest.mark.parametrize("backend", KERNELS)
-@FUZZ
-@given(data=st.data())
+@fuzz_kernels(data=st.data())
 def test_fuzz_gibbs(backend, data):
     dtype, backend, dev = _draw_dtype(data, backend)
     bsz, v, h = data.draw(sizes), data.draw(pos_sizes), data.draw(pos_sizes)

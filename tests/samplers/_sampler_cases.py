@@ -144,6 +144,22 @@ def guide_by_hand(cond: torch.Tensor, uncond: torch.Tensor, w: float, rescale: f
     return guided
 
 
+def assert_rows(scheduler, timesteps, *, x0=False, **step_kwargs):
+    """A step with a ``[B]`` timestep tensor (genfast extension) on seeded ``[B, 2, 4, 4]``
+    inputs equals, row by row, the steps with each row's scalar timestep (``x0``: the predicted
+    original samples too)."""
+    timesteps = torch.tensor(timesteps)
+    model_output, sample = step_inputs(torch.Generator().manual_seed(0), (len(timesteps), 2, 4, 4), 2)
+    noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
+    out = scheduler.step(model_output, timesteps, sample, variance_noise=noise, **step_kwargs)
+    for row, t in enumerate(timesteps.tolist()):
+        r = slice(row, row + 1)
+        single = scheduler.step(model_output[r], t, sample[r], variance_noise=noise[r], **step_kwargs)
+        assert_close(out.prev_sample[r], single.prev_sample, f"row {row}")
+        if x0:
+            assert_close(out.pred_original_sample[r], single.pred_original_sample, f"row {row}")
+
+
 def assert_close_or_as_good(actual: torch.Tensor, expected: torch.Tensor, exact: torch.Tensor,
                             what: str = "") -> None:
     """Within the fp32 tolerance of diffusers' ``expected``, or, where the formula is

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from genfast.data import load_digits
 from genfast.models import InfoGAN
 from genfast.models.infogan import categorical_purity
 from tests.uses._stand_in import HeadClassifier
@@ -11,6 +12,14 @@ from tests.uses._stand_in import HeadClassifier
 def _q_head(model):
     """InfoGAN's Q head reads the categorical code back: a stand-in classifier."""
     return HeadClassifier(model, lambda x: model.q_logits(x)[0])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    model = InfoGAN()
+    info = model.fit(load_digits("train")[0], steps=150, seed=0)
+    return model, info
 
 
 def test_mutual_information_term_is_learned(trained):
