@@ -60,7 +60,9 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
     ) -> Union[FlowMatchEulerDiscreteSchedulerOutput, tuple]:
-        """One Euler step of the flow ODE from ``sigmas[i]`` to ``sigmas[i + 1]``, fused.
+        """One Euler step of the flow ODE from ``sigmas[i]`` to ``sigmas[i + 1]``, fused (with
+        ``backend="auto"``, the deterministic float32 step without guidance is one ``torch.add``:
+        nothing is faster for a single axpy).
 
         Args:
             model_output: the predicted velocity ``[B, ...]``.
@@ -89,6 +91,17 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
                                 per_token_timesteps, return_dict)
         self._gf_begin(model_output, timestep, sample)
         self._gf_ready()
+        if (self.backend == "auto" and model_output_uncond is None and not self._gf_c["stochastic_sampling"]
+                and sample.dtype == torch.float32 and model_output.dtype == torch.float32):
+            # The deterministic float32 step is one memory-bound axpy, prev = x + dt v: one torch.add
+            # (alpha=dt) is the fastest path, ahead of the fused op's call overhead and of diffusers'
+            # two elementwise ops (benchmarks/RESULTS.md, "Drop-in schedulers"); dt as diffusers
+            # forms it, the difference of two float32 sigmas.
+            i = self.step_index
+            dt = float(np.float32(self._gf_sigmas[i + 1]) - np.float32(self._gf_sigmas[i]))
+            prev_sample = torch.add(sample, model_output, alpha=dt)
+            self._step_index += 1
+            return self._output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
         cd = promote(sample.dtype, torch.float32)  # diffusers upcasts the sample
         noise = None
         if self._gf_c["stochastic_sampling"]:
