@@ -3,6 +3,7 @@ genfast's fused solver step."""
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Union
 
 import diffusers
@@ -92,7 +93,8 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
         self._gf_begin(model_output, timestep, sample)
         self._gf_ready()
         if (self.backend == "auto" and model_output_uncond is None and not self._gf_c["stochastic_sampling"]
-                and sample.dtype == torch.float32 and model_output.dtype == torch.float32):
+                and sample.dtype == torch.float32 and model_output.dtype == torch.float32
+                and not os.environ.get("GENFAST_BACKEND")):
             # The deterministic float32 step is one memory-bound axpy, prev = x + dt v: one torch.add
             # (alpha=dt) is the fastest path, ahead of the fused op's call overhead and of diffusers'
             # two elementwise ops (benchmarks/RESULTS.md, "Drop-in schedulers"); dt as diffusers
