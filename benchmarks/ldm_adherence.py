@@ -107,8 +107,17 @@ def main():
     s = torch.cat([model.sample(100, prompt="", guidance_scale=1.0, sampler=args.sampler, seed=300 + i, use_ema=ema)
                    for i in range(m // 100)])
     fdd = metric.frechet_distance(to8(s))
-    rows.append((f"Frechet digit distance, {m} unguided samples", f"{fdd:.2f} (floor {metric.floor(m):.2f}, "
-                 f"ceiling {metric.ceiling(m):.1f})", "<= 2x floor"))
+    rows.append((f"Frechet digit distance, {m} unguided samples, empty prompt", f"{fdd:.2f} (floor "
+                 f"{metric.floor(m):.2f}, ceiling {metric.ceiling(m):.1f})", "<= 2x floor"))
+    # without guidance but with prompts: "a <digit>", the digits in the test split's proportions
+    yt_all = load_digits("test")[1]
+    digits = yt_all[torch.randperm(len(yt_all), generator=torch.Generator().manual_seed(0))][:m].tolist()
+    digits += [d % 10 for d in range(m - len(digits))]
+    s = torch.cat([model.sample(100, prompt=[f"a {DIGIT_NAMES[d]}" for d in digits[i:i + 100]], guidance_scale=1.0,
+                                sampler=args.sampler, seed=400 + i, use_ema=ema) for i in range(0, m, 100)])
+    fdd = metric.frechet_distance(to8(s))
+    rows.append((f"Frechet digit distance, {m} samples, prompts \"a <digit>\" (test-split digit shares), "
+                 "guidance 1", f"{fdd:.2f} (floor {metric.floor(m):.2f})", "<= 2x floor"))
     # inpainting
     xt, yt = load_digits("test")
     xt32 = F.interpolate(xt[:200], size=32, mode="bilinear", align_corners=False).clamp(-1, 1)

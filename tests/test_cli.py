@@ -66,7 +66,7 @@ def test_demo_stage_contract():
     families, _ = discover()
     stages, errors = discover_stages()
     assert not errors
-    assert [m.NAME for m in stages] == ["ddpm", "vqvae", "glow", "rbm"]  # the order make demo prints
+    assert [m.NAME for m in stages] == ["ddpm", "vqvae", "glow", "rbm", "ldm"]  # the order make demo prints
     assert sum(m.BUDGET_S for m in stages) <= DEMO_TOTAL_BUDGET_S
     modules = {m.__name__.rsplit(".", 1)[-1] for m in families.values()}
     for m in stages:

@@ -52,3 +52,12 @@ def test_edit(run, tmp_path, capsys, mode):
     assert Image.open(png).size[1] > Image.open(png).size[0] * (rows - 0.5) / 3
     rc = main(["edit", "--checkpoint", str(run), "--class", "3", "--n", "1", "--no-progress"])
     assert rc == 2 and "--class needs a DDPM" in capsys.readouterr().err
+
+
+def test_demo_stage_quick(tmp_path, capsys):
+    rc = main(["demo", "--quick", "--only", "ldm", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert (tmp_path / "ldm_samples.png").is_file()
+    for what in ("asked digit shown", "slanted share", "Frechet digit distance", "inpainting"):
+        assert what in out, what
