@@ -6,7 +6,13 @@ the digit classifier and the caption attributes:
 - asked attribute: share of "a thick/thin/slanted/upright <digit>" samples showing it;
 - negative prompt: share of "a <digit>" samples that are slanted, without and with
   negative_prompt="slanted";
-- Frechet digit distance of unguided samples (empty prompt, guidance 1) with floor and ceiling;
+- Frechet digit distance of samples without guidance (the empty prompt; prompts naming the test
+  split's digits) with floor and ceiling, in the resampled domain: the model learns the digits
+  bilinearly upsampled to 32x32, and a 32x32 image scored at 8x8 is 4x4 average-pooled, which is
+  not the inverse of the upsampling (the test digits themselves, upsampled and pooled, are at
+  FDD 52.7 from the raw test digits, floor 5.8). So the reference sets (train for the floor, test
+  for the distance) pass through the same upsampling and pooling, and the classifier is the
+  standard one; the raw-domain figure is printed beside it;
 - inpainting: the classifier's accuracy on test digits whose bottom half was regenerated from the
   top half (empty prompt, and the digit's name as prompt).
 
@@ -37,6 +43,10 @@ def to8(x):
     return F.avg_pool2d(x, 4)
 
 
+def up32(x):
+    return F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(-1, 1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae-steps", type=int, default=800)
@@ -65,6 +75,8 @@ def main():
         if args.save:
             model.save(args.save)
     metric = DigitMetric.from_data()
+    (xtr, ytr), (xte, yte) = load_digits("train"), load_digits("test")
+    resampled = DigitMetric(metric.classifier, (to8(up32(xtr)), ytr), (to8(up32(xte)), yte), seed=metric.seed)
     cap = model.captioner
     g, k = args.guidance, args.per_class
     ema = not args.no_ema
@@ -106,18 +118,20 @@ def main():
     m = 500
     s = torch.cat([model.sample(100, prompt="", guidance_scale=1.0, sampler=args.sampler, seed=300 + i, use_ema=ema)
                    for i in range(m // 100)])
-    fdd = metric.frechet_distance(to8(s))
-    rows.append((f"Frechet digit distance, {m} unguided samples, empty prompt", f"{fdd:.2f} (floor "
-                 f"{metric.floor(m):.2f}, ceiling {metric.ceiling(m):.1f})", "<= 2x floor"))
+    fdd, raw = resampled.frechet_distance(to8(s)), metric.frechet_distance(to8(s))
+    rows.append((f"Frechet digit distance, {m} unguided samples, empty prompt (resampled domain)",
+                 f"{fdd:.2f} (floor {resampled.floor(m):.2f}, ceiling {resampled.ceiling(m):.1f}; raw-domain "
+                 f"{raw:.1f}, floor {metric.floor(m):.2f})", "<= 2x floor"))
     # without guidance but with prompts: "a <digit>", the digits in the test split's proportions
     yt_all = load_digits("test")[1]
     digits = yt_all[torch.randperm(len(yt_all), generator=torch.Generator().manual_seed(0))][:m].tolist()
     digits += [d % 10 for d in range(m - len(digits))]
     s = torch.cat([model.sample(100, prompt=[f"a {DIGIT_NAMES[d]}" for d in digits[i:i + 100]], guidance_scale=1.0,
                                 sampler=args.sampler, seed=400 + i, use_ema=ema) for i in range(0, m, 100)])
-    fdd = metric.frechet_distance(to8(s))
+    fdd, raw = resampled.frechet_distance(to8(s)), metric.frechet_distance(to8(s))
     rows.append((f"Frechet digit distance, {m} samples, prompts \"a <digit>\" (test-split digit shares), "
-                 "guidance 1", f"{fdd:.2f} (floor {metric.floor(m):.2f})", "<= 2x floor"))
+                 "guidance 1 (resampled domain)", f"{fdd:.2f} (floor {resampled.floor(m):.2f}; raw-domain {raw:.1f})",
+                 "<= 2x floor"))
     # inpainting
     xt, yt = load_digits("test")
     xt32 = F.interpolate(xt[:200], size=32, mode="bilinear", align_corners=False).clamp(-1, 1)
