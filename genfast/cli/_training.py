@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 __all__ = ["add_common_eval_args", "add_common_sample_args", "add_common_train_args", "add_engine_args",
-           "add_sharded_sample_args", "check_common", "default_out", "engine_kwargs", "eval_hook", "is_main", "load_pretrained",
-           "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
+           "add_sharded_sample_args", "check_common", "default_out", "engine_kwargs", "eval_hook", "is_main",
+           "load_pretrained", "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
 
 
 def add_common_train_args(p: argparse.ArgumentParser, name: str, out_default: str | None = None) -> None:
