@@ -84,13 +84,10 @@ def add_sample_args(p) -> None:
 
 
 def _load(path, device):
+    from genfast.cli._training import load_pretrained
     from genfast.models import LatentDiffusion
-    from genfast.models._zoo_base import ZooModel
 
-    model = ZooModel.load(path, device=device)
-    if not isinstance(model, LatentDiffusion):
-        raise ValueError(f"--checkpoint {path} holds a {type(model).__name__}, not a latent diffusion model")
-    return model
+    return load_pretrained(path, "ldm", LatentDiffusion, device)
 
 
 def sample(args) -> int:
