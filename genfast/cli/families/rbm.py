@@ -15,6 +15,9 @@ def _binarised(data: str, split: str, device, size=None, channels=None):
     """[N, V] 0/1 float32: pixels above the middle grey are on."""
     from genfast.data import load_dataset
 
+    if str(data).startswith("torchvision:"):
+        raise ValueError(f"--data {data}: the RBM trains on an in-memory tensor; torchvision data sets are not "
+                         "supported by rbm/dbn yet (use an MNIST IDX file or an image folder)")
     images, _ = load_dataset(data, split, size=size, channels=channels)
     return (images.flatten(1) > 0).float().to(device), tuple(images.shape[1:])
 
