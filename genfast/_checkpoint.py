@@ -467,6 +467,7 @@ _CLI_NAMES = {
     "DBN": ("dbn", "a DBN checkpoint"),
     "VQVAE": ("vqvae", "a VQ-VAE checkpoint"),
     "CodePrior": ("vqvae-prior", "a VQ-VAE prior checkpoint"),
+    "LatentDiffusion": ("ldm", "a latent diffusion checkpoint"),
 }
 
 

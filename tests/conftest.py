@@ -5,6 +5,7 @@ visible, before Triton is imported), and compiled on CUDA tensors when a GPU is 
 """
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,40 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from genfast import _backends  # noqa: E402
+
+_ROOT = Path(__file__).resolve().parents[1]
+# build outputs and tool caches that tests may create in the checkout
+_NOT_CHECKED = {".git", ".venv", "build", "build-sanitize", "build-tsan", "dist", ".pytest_cache", ".ruff_cache",
+                ".hypothesis", "__pycache__"}
+
+
+def _checkout_files() -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(_ROOT):
+        dirnames[:] = [d for d in dirnames if d not in _NOT_CHECKED and not d.endswith(".egg-info")]
+        out.update(os.path.relpath(os.path.join(dirpath, f), _ROOT) for f in filenames
+                   if not f.endswith((".pyc", ".so")))
+    return out
+
+
+def pytest_sessionstart(session):
+    session.config._genfast_checkout_files = _checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write only to temporary folders (issue 13): a file that appeared in the checkout
+    during the run (``outputs/zoo/...``) fails the session, naming it."""
+    before = getattr(session.config, "_genfast_checkout_files", None)
+    if before is None:
+        return
+    new = sorted(_checkout_files() - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: the tests wrote {len(new)} file(s) into the checkout: {new[:10]}",
+                                red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 # every backend but the oracle: the compiled kernels, Triton and the stock-PyTorch composition
 KERNEL_BACKENDS = ("cpu", "torch", "triton", "cuda")

@@ -217,3 +217,51 @@ def test_format_table():
     lines = t.splitlines()
     assert lines[0].split() == ["stage", "what", "figure", "target", "time"]
     assert "met" in lines[2] and lines[3].endswith("11.7 min")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["sample", "ddpm", "--class", "12", "--steps", "2"], "--class"),
+    (["sample", "ddpm", "--steps", "0"], "--steps"),
+    (["sample", "ddpm", "--guidance-scale", "2", "--steps", "2", "--negative-class", "11"], "--negative-class"),
+    (["sample", "ddpm", "--sampler", "ddim", "--eta", "-1", "--steps", "2"], "--eta"),
+    (["sample", "ddpm", "--nrow", "0", "--steps", "2"], "--nrow"),
+    (["sample", "ddpm", "--backend", "cuda", "--steps", "2"], "--backend"),
+], ids=["class", "steps", "negative-class", "eta", "nrow", "backend"])
+def test_sample_errors_name_the_flags(checkpoint, argv, flag, capsys):
+    """Issue 13: errors raised below the command line named Python arguments (class_labels=,
+    num_inference_steps); they name the flags now."""
+    import torch
+
+    if flag == "--backend" and torch.cuda.is_available():
+        pytest.skip("--backend cuda runs here")
+    rc = main([*argv[:2], "--checkpoint", str(checkpoint), "--n", "2", *argv[2:], "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f": {flag}" in err, err
+    assert "class_labels" not in err and "num_inference_steps" not in err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "ddpm", "--image-size", "0"], "--image-size"),
+    (["train", "vae", "--latent-dim", "0"], "--latent-dim"),
+    (["train", "rbm", "--lr", "-1"], "--lr"),
+    (["train", "ddpm", "--class-dropout", "2"], "--class-dropout"),
+    (["train", "vqvae", "--num-codes", "0"], "--num-codes"),
+    (["train", "glow", "--time-budget", "-1"], "--time-budget"),
+    (["train", "dcgan", "--batch-size", "0"], "--batch-size"),
+], ids=lambda v: v if isinstance(v, str) else v[1])
+def test_train_errors_name_the_flags(tmp_path, argv, flag, capsys):
+    rc = main([*argv, "--steps", "1", "--out", str(tmp_path / "r"), "--no-progress"] if argv[1] != "rbm" else
+              [*argv, "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and flag in err, err
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_flag_names_leaves_prose_alone():
+    from genfast.cli import flag_names
+
+    flags = {"lr": "--lr", "n": "--n", "class_label": "--class", "steps": "--steps", "image_size": "--image-size"}
+    assert flag_names("lr must be > 0", flags) == "--lr must be > 0"
+    assert flag_names("size=0: images need size >= 1 and class_labels", flags) == \
+        "--image-size=0: images need size >= 1 and --class"
+    assert flag_names("trained 3 steps, n samples", flags) == "trained 3 steps, n samples"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
-__all__ = ["build_parser", "main", "resolve_device"]
+__all__ = ["build_parser", "flag_names", "main", "resolve_device"]
 
 
 def resolve_device(name: str = "auto"):
@@ -143,7 +144,47 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     # adds its own subcommands
     for modname in _USE_COMMANDS:
         importlib.import_module(modname).add_commands(sub, _common)
+    _set_flag_maps(parser)
     return parser
+
+
+# Python argument names of the library that a command-line option sets under another name
+# (``--class`` is ``class_labels`` of DDPM.sample): errors raised below the CLI name them, and
+# :func:`flag_names` puts the flag in their place.
+_PYTHON_NAMES = {"class_labels": "class_label", "num_inference_steps": "steps", "time_budget_s": "time_budget",
+                 "size": "image_size", "num_samples": "num_samples", "image_size": "image_size"}
+
+
+def _set_flag_maps(parser: argparse.ArgumentParser) -> None:
+    """Give every leaf parser a default ``_flags``: destination -> its long option string."""
+    flags = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _set_flag_maps(sub)
+        elif action.option_strings and action.dest not in ("help", "version"):
+            flags[action.dest] = max(action.option_strings, key=len)
+    parser.set_defaults(_flags=flags)
+
+
+def flag_names(message: str, flags: dict[str, str]) -> str:
+    """``message`` with the Python argument names of the options replaced by their flags:
+    ``"class_labels must lie in [0, 9]"`` -> ``"--class must lie in [0, 9]"``.
+
+    Names with an underscore are replaced wherever they stand as a word; short ones (``eta``,
+    ``lr``, ``nrow``) only where they begin a clause (``"eta must ..."``, ``"ops.x: eta must"``),
+    so that prose is left alone."""
+    names = {**{d: d for d in flags}, **{p: d for p, d in _PYTHON_NAMES.items() if d in flags}}
+    for name in sorted(names, key=len, reverse=True):
+        flag = flags.get(names[name])
+        if flag is None:
+            continue
+        if "_" in name:
+            pattern = rf"(?<![\w.\-])(?:{name})(?![\w\-])"
+        else:
+            pattern = rf"(?:(?<=^)|(?<=: )|(?<=, )|(?<=; )){name}(?=\s*(?:must\b|!=|=|needs\b|is not\b))"
+        message = re.sub(pattern, flag, message)
+    return message
 
 
 _USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore", "genfast.cli.edit")
@@ -175,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from genfast._backends import BackendUnavailableError
+
     # Activations and weights decaying towards zero can become denormal floats, which x86 CPUs
     # handle 10-100x slower; flushing them to zero changes no result the CLI reports. The mode is
     # process-wide, so it is restored on return (main may be called in-process, e.g. by tests).
@@ -185,12 +228,16 @@ def main(argv: list[str] | None = None) -> int:
             from genfast.cli.demo import run_demo
 
             return run_demo(args, families, errors)
+        if args.command in ("train", "sample", "eval"):
+            from genfast.cli._training import check_common
+
+            check_common(args)
         rc = args.func(args)
         return 0 if rc is None else int(rc)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, OSError, BackendUnavailableError) as exc:
         if os.environ.get("GENFAST_DEBUG"):
             raise
-        print(f"genfast: error: {exc}", file=sys.stderr)
+        print(f"genfast: error: {flag_names(str(exc), getattr(args, '_flags', {}))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         # the training engine says at which step it stopped and where its checkpoint is

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 __all__ = ["add_common_eval_args", "add_common_sample_args", "add_common_train_args", "add_engine_args",
-           "add_sharded_sample_args", "default_out", "engine_kwargs", "eval_hook", "is_main", "load_pretrained",
-           "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
+           "add_sharded_sample_args", "check_common", "default_out", "engine_kwargs", "eval_hook", "is_main",
+           "load_pretrained", "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
 
 
 def add_common_train_args(p: argparse.ArgumentParser, name: str, out_default: str | None = None) -> None:
@@ -53,6 +53,25 @@ def add_common_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("checkpoint and output (every family)")
     g.add_argument("--checkpoint", required=True, metavar="FOLDER", help="checkpoint folder written by 'genfast train'")
     g.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def check_common(args) -> None:
+    """The shared options' ranges, checked before any work (an optimizer's "Invalid learning
+    rate" or a silently ignored ``--image-size 0`` would not name the flag).
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    for flag, dest, lo in (("--batch-size", "batch_size", 1), ("--n", "n", 1), ("--nrow", "nrow", 1),
+                           ("--image-size", "image_size", 1), ("--num-samples", "num_samples", 1),
+                           ("--chunk-size", "chunk_size", 1)):
+        v = getattr(args, dest, None)
+        if v is not None and v < lo:
+            raise ValueError(f"{flag} must be >= {lo}, got {v}")
+    for flag, dest in (("--lr", "lr"), ("--time-budget", "time_budget")):
+        v = getattr(args, dest, None)
+        if v is not None and not v > 0:
+            raise ValueError(f"{flag} must be > 0, got {v}")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:

@@ -53,13 +53,13 @@ def load_model(family: str, path, device="cpu"):
         model, info = load(path, device, family)
         return model, {"image_shape": info["image_shape"]}
     if kind == "ddpm":
-        from genfast.cli.families.ddpm import _load_model
+        from genfast.cli.families.ddpm import load
 
-        model = _load_model(path, device)
+        model = load(path, device)
         return model, {"image_shape": model.image_shape}
-    from genfast.cli.families.zoo_models import _load
+    from genfast.cli.families.zoo_models import load
 
-    model = _load(path, device, family)
+    model = load(path, device, family)
     return model, {"image_shape": model.image_shape}
 
 

@@ -43,7 +43,8 @@ def family_sampler(model, **options) -> Callable[[int, int], torch.Tensor]:
             option) or a Bernoulli RBM (``k`` Gibbs steps from noise, images ``(1, s, s)`` when V
             is a square ``s * s``), or a VQ-VAE with its prior (``prior`` option, a
             :class:`~genfast.models.CodePrior`; ``temperature``, ``top_k`` and ``grid`` options:
-            code grids drawn from the prior with the seed, decoded by the VQ-VAE).
+            code grids drawn from the prior with the seed, decoded by the VQ-VAE), or a latent
+            diffusion model (``options`` go to :meth:`genfast.models.LatentDiffusion.sample`).
         **options: family options.
 
     Raises:
@@ -57,6 +58,10 @@ def family_sampler(model, **options) -> Callable[[int, int], torch.Tensor]:
 
     if isinstance(model, VQVAE):
         return _vqvae_sampler(model, **options)
+    from genfast.models.ldm import LatentDiffusion
+
+    if isinstance(model, LatentDiffusion):  # the seed drives the initial noise and the sampler's
+        return lambda n, seed: model.sample(n, seed=seed, **options)
     if isinstance(model, DDPM):
         return lambda n, seed: model.sample(n, seed=seed, **options)
     if isinstance(model, ZooModel):

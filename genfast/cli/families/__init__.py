@@ -26,10 +26,29 @@ The contract (read this before adding a family; nobody needs to be told):
    ``ValueError``/``TypeError``/``FileNotFoundError``/``OSError`` into one ``genfast: error: ...``
    line and exit code 2 (set ``GENFAST_DEBUG=1`` for the traceback).
 
-   Options every ``train``/``sample``/``eval`` subcommand already has (do not add them):
-   ``--device`` (``"auto"``: CUDA when available, else CPU; resolve it with
-   :func:`genfast.cli.resolve_device`), ``--seed`` (int, default 0) and ``--no-progress``
-   (``args.progress`` is then False; show tqdm bars only when it is True).
+   Options every ``train``/``sample``/``eval`` subcommand already has (do not add them; one
+   convention for every family, range-checked before the handler runs):
+
+   - all: ``--device`` (``"auto"``: CUDA when available, else CPU; resolve it with
+     :func:`genfast.cli.resolve_device`), ``--seed`` (int, default 0) and ``--no-progress``
+     (``args.progress`` is then False; show tqdm bars only when it is True);
+   - ``train``: ``--data`` (default ``digits``), ``--out FOLDER`` (None: use
+     ``genfast.cli._training.default_out(args)``, ``outputs/NAME``), ``--batch-size``, ``--lr``
+     (None: the model's own), ``--image-size``, ``--channels``, and the run options of
+     :func:`genfast.cli._training.add_engine_args` (``--resume``, ``--overwrite``, ...). Change a
+     default with ``p.set_defaults(batch_size=64, lr=1e-3)`` in ``add_train_args``; an optional
+     ``DEFAULT_OUT = {name: text}`` shows another default folder in the help;
+   - ``sample``: ``--checkpoint FOLDER`` (required), ``--n``, ``--out`` (a PNG file), ``--nrow``,
+     and ``--num-samples``/``--chunk-size`` (hand them to
+     :func:`genfast.cli._training.sharded_sample`; ``SHARDED_SAMPLING = False`` leaves them out);
+   - ``eval``: ``--checkpoint FOLDER`` (required) and ``--json``.
+
+   A checkpoint folder is the one layout of :mod:`genfast.training.checkpoint` (``config.json``
+   + ``model.safetensors``): write it with ``save_pretrained(model, out, extra={...})`` and read
+   it with :func:`genfast.cli._training.load_pretrained`, so that ``from_pretrained(folder)``
+   loads the model in Python without this package. Errors raised below the CLI that name a
+   Python argument (``class_labels``) are shown with the flag (``--class``) when the option's
+   destination or :data:`genfast.cli._PYTHON_NAMES` maps it.
 
 3. Demo stage (optional): a module ``genfast/cli/demo/<family>.py`` beside the demo's runner, not
    in this package (the contract is in :mod:`genfast.cli.demo`'s docstring). Helpers the stage

@@ -12,14 +12,12 @@ _DEFAULT_OUT = "outputs/ddpm"
 
 
 # ----------------------------------------------------------------------------- helpers
-def _load_model(path: str, device):
-    from genfast._checkpoint import wrong_family
+def load(path, device):
+    """The DDPM of the checkpoint folder ``path`` (another family's checkpoint names both)."""
+    from genfast.cli._training import load_pretrained
     from genfast.models.ddpm import DDPM
 
-    err = wrong_family(path, "ddpm")
-    if err is not None:
-        raise err
-    return DDPM.load(path, device=device)
+    return load_pretrained(path, "ddpm", DDPM, device)
 
 
 def _split(images, labels, seed: int, test_fraction: float = 0.2):
@@ -225,7 +223,7 @@ def sample(args) -> int:
     from genfast.data import save_image_grid
 
     device = resolve_device(args.device)
-    model = _load_model(args.checkpoint, device)
+    model = load(args.checkpoint, device)
     if getattr(args, "num_samples", None) is not None:
         from genfast.cli._training import sharded_sample
 
@@ -278,7 +276,7 @@ def evaluate(args) -> int:
     from genfast.cli import resolve_device
 
     device = resolve_device(args.device)
-    model = _load_model(args.checkpoint, device)
+    model = load(args.checkpoint, device)
     extra = model.training_info.get("extra", {})
     data = args.data or extra.get("data", "digits")
     metric = _metric_for(data, extra, device, args.progress, args.seed)

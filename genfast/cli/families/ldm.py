@@ -84,13 +84,10 @@ def add_sample_args(p) -> None:
 
 
 def _load(path, device):
+    from genfast.cli._training import load_pretrained
     from genfast.models import LatentDiffusion
-    from genfast.models._zoo_base import ZooModel
 
-    model = ZooModel.load(path, device=device)
-    if not isinstance(model, LatentDiffusion):
-        raise ValueError(f"--checkpoint {path} holds a {type(model).__name__}, not a latent diffusion model")
-    return model
+    return load_pretrained(path, "ldm", LatentDiffusion, device)
 
 
 def sample(args) -> int:
@@ -101,6 +98,12 @@ def sample(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     model = _load(args.checkpoint, resolve_device(args.device))
+    if getattr(args, "num_samples", None) is not None:
+        from genfast.cli._training import sharded_sample
+
+        return sharded_sample(args, model, prompt=args.prompt, negative_prompt=args.negative_prompt,
+                              guidance_scale=args.guidance_scale, sampler=args.sampler,
+                              num_inference_steps=args.steps, backend=args.backend)
     t0 = time.perf_counter()
     images = model.sample(args.n, prompt=args.prompt, negative_prompt=args.negative_prompt,
                           guidance_scale=args.guidance_scale, sampler=args.sampler, num_inference_steps=args.steps,

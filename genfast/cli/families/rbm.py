@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -15,6 +16,9 @@ def _binarised(data: str, split: str, device, size=None, channels=None):
     """[N, V] 0/1 float32: pixels above the middle grey are on."""
     from genfast.data import load_dataset
 
+    if str(data).startswith("torchvision:"):
+        raise ValueError(f"--data {data}: the RBM trains on an in-memory tensor; torchvision data sets are not "
+                         "supported by rbm/dbn yet (use an MNIST IDX file or an image folder)")
     images, _ = load_dataset(data, split, size=size, channels=channels)
     return (images.flatten(1) > 0).float().to(device), tuple(images.shape[1:])
 
@@ -50,18 +54,11 @@ def load(path, device, name: str | None = None, backend: str | None = None):
     v = model.layers[0].n_visible if isinstance(model, DBN) else model.n_visible
     shape = extra.get("image_shape")
     if not (isinstance(shape, list) and all(isinstance(s, int) and s > 0 for s in shape)
-            and _prod(shape) == v):
+            and math.prod(shape) == v):
         side = int(round(v ** 0.5))
         shape = [1, side, side] if side * side == v else [1, 1, v]
     return model, {"name": "dbn" if isinstance(model, DBN) else "rbm", "image_shape": tuple(shape),
                    "data": str(extra.get("data", "digits"))}
-
-
-def _prod(xs) -> int:
-    out = 1
-    for x in xs:
-        out *= x
-    return out
 
 
 def _hidden_arg(text: str):

@@ -40,6 +40,8 @@ def codebook_perplexity(codes, num_codes: int) -> float:
 def _test_split(data: str, size=None, channels=None):
     from genfast.data import load_dataset
 
+    if str(data).startswith("torchvision:"):  # streamed: no in-memory test split to score here
+        return None
     try:
         return load_dataset(data, "test", size=size, channels=channels)[0]
     except FileNotFoundError:
@@ -60,9 +62,14 @@ def reconstruction_mse(model, images, batch: int = 512) -> float:
 
 
 def encode_all(model, images, batch: int = 1024):
-    """The code grids of ``images``, int64 [N, h, w] on the CPU."""
+    """The code grids of ``images`` (a tensor, or a ``Dataset`` of ``(image, label)``), int64
+    [N, h, w] on the CPU."""
     import torch
 
+    if not isinstance(images, torch.Tensor):
+        loader = torch.utils.data.DataLoader(images, batch_size=batch)
+        with torch.no_grad():
+            return torch.cat([model.encode(x.to(model.device)).cpu() for x, _ in loader])
     return torch.cat(
         [model.encode(images[s : s + batch].to(model.device)).cpu() for s in range(0, len(images), batch)]
     )
@@ -134,8 +141,7 @@ def train(args) -> int:
 def _train_vqvae(args, device) -> int:
     import torch
 
-    from genfast.cli._training import engine_kwargs, is_main, prepare_out
-    from genfast.data import load_dataset
+    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out
     from genfast.models import VQVAE
     from genfast.training import save_pretrained
 
@@ -143,9 +149,9 @@ def _train_vqvae(args, device) -> int:
     if args.overwrite and is_main() and (out / PRIOR_FOLDER).is_dir():
         shutil.rmtree(out / PRIOR_FOLDER)  # a prior of the replaced VQ-VAE's codes would be meaningless
     torch.manual_seed(args.seed)
-    images, _ = load_dataset(args.data, "train", size=args.image_size, channels=args.channels)
+    images, _, shape, _, n = load_train_data(args)
     model = VQVAE(
-        in_channels=images.shape[1],
+        in_channels=shape[0],
         hidden_channels=args.hidden_channels,
         embedding_dim=args.embedding_dim,
         num_codes=args.num_codes,
@@ -154,14 +160,14 @@ def _train_vqvae(args, device) -> int:
         backend=args.backend,
     ).to(device)
     if is_main():
-        print(f"train vqvae: {len(images)} images {tuple(images.shape[1:])} from {args.data}, "
+        print(f"train vqvae: {n} images {shape} from {args.data}, "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, device {device}", flush=True)
     info = model.fit(images, steps=args.steps, time_budget_s=args.time_budget, batch_size=args.batch_size,
                      lr=args.lr or 2e-3, seed=args.seed, progress=args.progress and is_main(),
                      **engine_kwargs(args, out))
     if not is_main():
         return 0
-    model.training_info["grid"] = list(model.grid_shape(tuple(images.shape[2:])))
+    model.training_info["grid"] = list(model.grid_shape(tuple(shape[1:])))
     save_pretrained(model, out, extra={"name": "vqvae", "data": str(args.data), "image_size": args.image_size,
                                        "channels": args.channels})
     test = _test_split(args.data, args.image_size, args.channels)
@@ -173,8 +179,9 @@ def _train_vqvae(args, device) -> int:
 
 
 def _train_prior(args, device) -> int:
-    from genfast.cli._training import engine_kwargs, is_main, prepare_out
-    from genfast.data import load_dataset
+    from types import SimpleNamespace
+
+    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out
     from genfast.models import CodePrior
     from genfast.training import save_pretrained
 
@@ -182,8 +189,10 @@ def _train_prior(args, device) -> int:
     vq, _ = load(ckpt, device)
     out = prepare_out(args.out or ckpt / PRIOR_FOLDER, args)
     extra = vq.training_info.get("extra", {})
-    data = extra.get("data", args.data)
-    images, _ = load_dataset(data, "train", size=extra.get("image_size"), channels=extra.get("channels"))
+    # the prior learns the codes of the VQ-VAE's own training data
+    src = SimpleNamespace(data=extra.get("data", args.data), image_size=extra.get("image_size"),
+                          channels=extra.get("channels"), data_root=args.data_root, download=args.download)
+    images, *_ = load_train_data(src)
     codes = encode_all(vq, images)
     prior = CodePrior(
         vq.num_codes, codes[0].numel(), d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads

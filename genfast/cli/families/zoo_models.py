@@ -149,17 +149,13 @@ def add_sample_args(p) -> None:
     """Options of ``genfast sample NAME``."""
 
 
-def _load(path, device, name: str | None = None):
-    """The checkpoint at ``path``, which must hold the model ``name`` (a key of :data:`MODELS`):
+def load(path, device, name: str | None = None):
+    """The checkpoint folder ``path``, which must hold the model ``name`` (a key of :data:`MODELS`):
     another model's checkpoint is an error naming both, never sampled in its place."""
-    from genfast._checkpoint import wrong_family
+    from genfast.cli._training import load_pretrained
     from genfast.models._zoo_base import ZooModel
 
-    if name is not None:
-        err = wrong_family(path, name)
-        if err is not None:
-            raise err
-    return ZooModel.load(path, device=device)
+    return load_pretrained(path, name or NAMES, ZooModel, device)
 
 
 def sample(args) -> int:
@@ -169,7 +165,7 @@ def sample(args) -> int:
     from genfast.cli import resolve_device
     from genfast.data import save_image_grid
 
-    model = _load(args.checkpoint, resolve_device(args.device), args.name)
+    model = load(args.checkpoint, resolve_device(args.device), args.name)
     if getattr(args, "num_samples", None) is not None:
         from genfast.cli._training import sharded_sample
 
@@ -207,7 +203,7 @@ def evaluate(args) -> int:
     if args.n < 2:
         raise ValueError(f"--n must be >= 2, got {args.n}")
     device = resolve_device(args.device)
-    model = _load(args.checkpoint, device, args.name)
+    model = load(args.checkpoint, device, args.name)
     data = model.training_info.get("extra", {}).get("data", "digits")
     if data != "digits":
         raise ValueError(f"genfast eval scores models of the bundled digits; this one was trained on {data}")
