@@ -244,7 +244,7 @@ def _legend(stages, metric, has_ok: bool) -> list[str]:
         lines.append("  target: 'met' or 'MISSED' against the target the row names")
     lines.append(f"  time: wall seconds; 'OVER' in a stage total: more than {OVER_FACTOR:g}x its budget (a busy or "
                  "slow machine: training still runs its floor of steps, and takes longer)")
-    return lines
+    return [_wrap(line, indent="      ") for line in lines]
 
 
 def discover_stages() -> tuple[list[ModuleType], dict[str, str]]:
@@ -402,13 +402,13 @@ def run_demo(args, families: dict[str, ModuleType], errors: dict[str, str]) -> i
     rows.append({"stage": "total", "what": "", "figure": f"budget {total_budget:.0f} s", "time_s": total})
     notes = _legend(stages, metric, any(r.get("ok") is not None for r in rows))
     if args.quick:
-        notes.append("  quick settings: tiny models trained a few steps, so the figures are far from their targets, "
-                     "which are not judged")
+        notes.append(_wrap("  quick settings: tiny models trained a few steps, so the figures are far from their "
+                           "targets, which are not judged", indent="      "))
     print("\n" + format_table(rows, notes), flush=True)
     return 1 if failed else 0
 
 
-def _wrap(text: str, width: int = 100) -> str:
+def _wrap(text: str, width: int = 100, indent: str = "") -> str:
     import textwrap
 
-    return textwrap.fill(text, width=width)
+    return textwrap.fill(text, width=width, subsequent_indent=indent, break_on_hyphens=False)

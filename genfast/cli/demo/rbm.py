@@ -19,7 +19,7 @@ BUDGET_S = 45.0
 EPOCHS = 60
 FIGURES = {
     "nats": "AIS (annealed importance sampling, Salakhutdinov & Murray 2008) estimate of the mean test "
-            "log-likelihood of the binarised digits, in nats per image (higher is better; 64 ln 2 = -44.4 for "
+            "log-likelihood of the binarised digits, in nats per image (higher is better; -64 ln 2 = -44.4 for "
             "coin flips); log Z is the estimated log partition function and +- its standard error",
 }
 
