@@ -219,6 +219,18 @@ def test_round_trips_still_load(ckpts):
     assert isinstance(vqvae.load(ckpts / "vqvae", "cpu")[0], VQVAE)
 
 
+def test_old_vqvae_layout_is_one_line_saying_how_to_convert(ckpts, tmp_path, capsys):
+    """Issue 16, item 5: the VQ-VAE's own format (vqvae.json + vqvae.safetensors) is gone; a
+    folder in it is refused with the file named and the conversion spelled out."""
+    old = _copy(ckpts / "vqvae", tmp_path / "old")
+    (old / "model.safetensors").rename(old / "vqvae.safetensors")
+    (old / "config.json").rename(old / "vqvae.json")
+    for argv in (["sample", "vqvae", "--checkpoint", str(old), "--n", "1", "--out", str(tmp_path / "s.png")],
+                 ["eval", "vqvae", "--checkpoint", str(old)]):
+        line = _cli_error([*argv, "--no-progress"], capsys)
+        assert str(old / "vqvae.json") in line and "old layout" in line and "model.safetensors" in line, line
+
+
 # ----------------------------------------------------------------- fault 11: new users
 def test_models_refuse_images_outside_minus_one_one():
     """Issue 14, fault 11: DDPM.fit and VAE.training_step accepted uint8 or [0, 255] images

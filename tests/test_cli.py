@@ -189,8 +189,29 @@ def test_eval(checkpoint, cache, capsys):
     assert r["n"] == 8 and r["ceiling"] > r["floor"] > 0 and len(r["coverage"]) == 10
 
 
-def test_demo_quick(cache, tmp_path, capsys):
-    rc = main(["demo", "--quick", "--only", "ddpm", "--out", str(tmp_path), "--no-progress"])
+def test_demo_quick(cache, tmp_path, capsys, monkeypatch):
+    """``genfast demo --quick``: the stages run, the Frechet digit distance is spelled out once at
+    the top (with its floor and ceiling) and named in the table's footer with every other figure's
+    meaning, and every time-budgeted training gets its floor of steps (issue 13, item 5)."""
+    import genfast.models
+    from genfast.cli.demo import ddpm as ddpm_stage
+    from genfast.cli.demo import flows as flows_stage
+    from genfast.cli.demo import vqvae as vqvae_stage
+    from genfast.models import DDPM, VQVAE, CodePrior
+
+    floors = {}
+
+    def spy(name, fit):
+        def wrapped(*args, **kwargs):
+            floors[name] = (kwargs.get("time_budget_s"), kwargs.get("min_steps"))
+            return fit(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(DDPM, "fit", spy("ddpm", DDPM.fit))
+    monkeypatch.setattr(VQVAE, "fit", spy("vqvae", VQVAE.fit))
+    monkeypatch.setattr(CodePrior, "fit", spy("prior", CodePrior.fit))
+    monkeypatch.setattr(genfast.models, "fit_flow", spy("glow", genfast.models.fit_flow))
+    rc = main(["demo", "--quick", "--only", "ddpm,vqvae,glow", "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert (tmp_path / "ddpm_samples_ddpm10.png").is_file() and (
@@ -200,6 +221,61 @@ def test_demo_quick(cache, tmp_path, capsys):
     table = out[out.rindex("stage  ") :]
     for needle in ("setup", "DDPM 10 steps", "DDIM 5 steps", "throughput, backend reference", "total"):
         assert needle in table, table
+    # the explanation, once, before the first stage
+    top = out[: out.index("== stage")]
+    assert out.count("FDD = Frechet digit distance") == 1 and "FDD = Frechet digit distance" in top
+    assert "floor" in top and "ceiling" in top and "uniform noise" in top
+    footer = table[table.index("Reading the figures") :]
+    assert "FDD: Frechet digit distance" in footer and "ceiling" in footer
+    for stage in (ddpm_stage, vqvae_stage, flows_stage):
+        for key in stage.FIGURES:
+            assert f"  {key}: " in footer, key
+    assert "MISSED" not in table  # quick settings judge no target
+    # each time-budgeted training had a budget and its floor (the quick floors are their steps)
+    assert set(floors) == {"ddpm", "vqvae", "prior", "glow"}, floors
+    assert all(budget is not None and floor >= 1 for budget, floor in floors.values()), floors
+    assert ddpm_stage.MIN_TRAIN_STEPS >= 300 and flows_stage.MIN_TRAIN_STEPS >= 100
+    assert vqvae_stage.VQ_MIN_STEPS >= 300 and vqvae_stage.PRIOR_MIN_STEPS >= 200
+
+
+def test_demo_reports_a_training_floor_over_budget(cache, tmp_path, capsys, monkeypatch):
+    """A stage whose floor of training steps outlasts its plan (a busy machine) says so in the
+    training row, in the log and in the stage's total, instead of printing figures of a model cut
+    short; a run within its plan, or past its floor, reports nothing."""
+    import types
+
+    import genfast.cli.demo as demo
+    from genfast.cli.demo import DemoContext
+
+    ctx = DemoContext(out_dir=tmp_path, device="cpu", stage="x")
+    row = ctx.training_row("train {steps} steps (batch 8)", {"steps": 50, "seconds": 30.0}, planned_s=10.0,
+                           floor=50, figure="loss 0.1")
+    assert row["what"] == "train 50 steps (batch 8)" and row["time_s"] == 30.0
+    assert "OVER plan by 20 s (floor of 50 steps)" in row["figure"] and ctx.overruns
+    assert "budget overrun" in capsys.readouterr().out
+    for steps, seconds in ((51, 30.0), (50, 10.5)):  # past the floor: the clock stopped it; within 1.1x
+        ctx = DemoContext(out_dir=tmp_path, device="cpu", stage="x")
+        row = ctx.training_row("t {steps}", {"steps": steps, "seconds": seconds}, planned_s=10.0, floor=50,
+                               figure="f")
+        assert row["figure"] == "f" and not ctx.overruns
+
+    def run(ctx):
+        import time
+
+        time.sleep(0.05)
+        return [ctx.training_row("train {steps} steps", {"steps": 7, "seconds": 0.04}, planned_s=0.01, floor=7,
+                                 figure="loss 1.0")]
+
+    fake = types.SimpleNamespace(NAME="slow", FAMILY="ddpm", ORDER=1, BUDGET_S=0.01, run=run,
+                                 FIGURES={"loss": "what the loss is"})
+    monkeypatch.setattr(demo, "_stages", lambda families, errors, only: ([fake], {}))
+    rc = main(["demo", "--only", "slow", "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    table = out[out.rindex("stage  ") :]
+    assert "OVER plan by 0 s (floor of 7 steps)" in table
+    assert "OVER by 0 s; train 7 steps: floor of 7 steps, 0 s over)" in table, table
+    assert "  loss: what the loss is" in table
 
 
 def test_demo_unknown_stage(tmp_path, capsys):

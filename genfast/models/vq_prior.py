@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genfast._checks import check_count
-from genfast.models.vqvae import _engine_fit, load_checkpoint, save_checkpoint
+from genfast.models.vqvae import _engine_fit
 from genfast.training.engine import Task
 
 
@@ -204,13 +204,25 @@ class CodePrior(nn.Module):
         return info
 
     def save(self, path, extra: dict | None = None) -> Path:
-        """Write ``path/prior.safetensors`` and ``path/prior.json``."""
-        return save_checkpoint(self, path, "prior", extra)
+        """Write ``path/config.json`` + ``path/model.safetensors`` (the one checkpoint layout,
+        ``genfast.training.save_pretrained(self, path, extra)``); returns the folder."""
+        from genfast.training.checkpoint import save_pretrained
+
+        return save_pretrained(self, path, extra=extra)
 
     @classmethod
     def load(cls, path, device="cpu") -> CodePrior:
-        """Load a prior written by :meth:`save` (FileNotFoundError if absent)."""
-        return load_checkpoint(cls, path, "prior", device)
+        """The prior of a checkpoint folder written by :meth:`save` or ``genfast train
+        vqvae-prior`` (``genfast.training.from_pretrained(path, device, expect=CodePrior)``).
+
+        Raises:
+            FileNotFoundError: no folder or no checkpoint file at ``path``.
+            ValueError: a corrupt checkpoint, another model's, or one in the old ``prior.json``
+                layout (the message says how to convert it).
+        """
+        from genfast.training.checkpoint import from_pretrained
+
+        return from_pretrained(path, device=device, expect=cls)
 
 
 class _PriorTask(Task):

@@ -6,7 +6,6 @@ autoregressive prior over the grid of codes (:class:`genfast.models.CodePrior`).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -231,62 +230,34 @@ class VQVAE(nn.Module):
         return dict(self.training_info)
 
     def save(self, path, extra: dict | None = None) -> Path:
-        """Write ``path/vqvae.safetensors`` and ``path/vqvae.json`` (config, training info, extra)."""
-        return save_checkpoint(self, path, "vqvae", extra)
+        """Write ``path/config.json`` + ``path/model.safetensors``: the one checkpoint layout,
+        the same as ``genfast.training.save_pretrained(self, path, extra)``.
+
+        Args:
+            path: folder to write (created).
+            extra: JSON-serialisable information, returned by :meth:`load` in
+                ``training_info["extra"]``.
+
+        Returns:
+            The folder.
+        """
+        from genfast.training.checkpoint import save_pretrained
+
+        return save_pretrained(self, path, extra=extra)
 
     @classmethod
     def load(cls, path, device="cpu") -> VQVAE:
-        """Load a model written by :meth:`save`.
+        """The VQ-VAE of a checkpoint folder written by :meth:`save`, ``genfast train vqvae`` or
+        ``save_pretrained`` (``genfast.training.from_pretrained(path, device, expect=VQVAE)``).
 
         Raises:
-            FileNotFoundError: no checkpoint at ``path``.
+            FileNotFoundError: no folder or no checkpoint file at ``path``.
+            ValueError: a corrupt checkpoint, another model's, or one in the old
+                ``vqvae.json`` layout (the message says how to convert it).
         """
-        return load_checkpoint(cls, path, "vqvae", device)
-
-
-def _save(model: nn.Module, path: Path, name: str, meta: dict) -> Path:
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path / f"{name}.safetensors"))
-    (path / f"{name}.json").write_text(json.dumps(meta, indent=2))
-    return path
-
-
-def save_checkpoint(model: nn.Module, path, name: str, extra: dict | None) -> Path:
-    """``path/<name>.safetensors`` + ``path/<name>.json`` ({config, training_info + extra}) of a
-    model with ``config`` and ``training_info`` attributes (VQVAE, CodePrior)."""
-    meta = {"config": model.config, "training_info": {**model.training_info, "extra": extra or {}}}
-    return _save(model, Path(path), name, meta)
-
-
-def load_checkpoint(cls, path, name: str, device):
-    """The model written by :func:`save_checkpoint`, in eval mode on ``device``.
-
-    Raises:
-        FileNotFoundError: no checkpoint named ``name`` at ``path``.
-        ValueError: a config or weights file that fails the checks of :mod:`genfast._checkpoint`
-            (the message names the file and the key).
-    """
-    from genfast._checkpoint import read_json, validate_config, validate_record
-
-    from ._zoo_base import build_and_load_weights
-
-    path = Path(path)
-    weights, cfg = path / f"{name}.safetensors", path / f"{name}.json"
-    if not cfg.exists() and (path / "config.json").is_file():  # the layout of save_pretrained
         from genfast.training.checkpoint import from_pretrained
 
         return from_pretrained(path, device=device, expect=cls)
-    if not weights.exists() or not cfg.exists():
-        raise FileNotFoundError(f"no {name} checkpoint in {path} (expected {weights.name} and {cfg.name})")
-    meta = validate_record(cfg, read_json(cfg), {}, required=("config",))
-    config = validate_config(cfg, meta["config"], cls)
-    model = build_and_load_weights(cls, config, weights, cfg)
-    info = meta.get("training_info")
-    model.training_info = dict(info) if isinstance(info, dict) else {}
-    return model.to(device).eval()
 
 
 class _VQVAETask(Task):

@@ -112,7 +112,9 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     Raises:
         FileNotFoundError: the folder or one of its files is missing.
         ValueError: a corrupt or truncated file, an unknown or unexpected model class, weights
-            that do not match the config (each message names the file and the key).
+            that do not match the config (each message names the file and the key), or a
+            VQ-VAE / prior folder in the old ``vqvae.json`` / ``prior.json`` layout (the message
+            says how to convert it).
     """
     from genfast._checkpoint import checkpoint_error, read_json, safe_build, validate_config, validate_record
     from genfast.models._zoo_base import ZooModel
@@ -124,6 +126,8 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     if not d.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {d}")
     cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    if not cfg_path.is_file():
+        _refuse_old_layout(d)
     record = read_json(cfg_path)
     name = record.get("model")
     classes = model_classes()
@@ -158,6 +162,27 @@ def from_pretrained(directory: str | os.PathLike, device: str | torch.device | N
     model.training_info["extra"] = record["extra"] if isinstance(record.get("extra"), dict) else {}
     model.eval()
     return model.to(device) if device is not None else model
+
+
+# The layout VQVAE.save / CodePrior.save wrote before the one format: <name>.json ({"config",
+# "training_info"}) + <name>.safetensors (the same state dict as model.safetensors).
+_OLD_LAYOUTS = {"vqvae": "VQVAE", "prior": "CodePrior"}
+
+
+def _refuse_old_layout(d: Path) -> None:
+    """A ``ValueError`` that says how to convert a folder in the old VQ-VAE / prior layout (no
+    ``config.json``; ``vqvae.json`` or ``prior.json``), which is no longer read."""
+    from genfast._checkpoint import checkpoint_error
+
+    for name, klass in _OLD_LAYOUTS.items():
+        old = d / f"{name}.json"
+        if old.is_file():
+            raise checkpoint_error(
+                old, None,
+                f"a {klass} checkpoint in the old layout ({name}.json + {name}.safetensors), which genfast no longer "
+                f"reads; convert it to the one layout: rename {name}.safetensors to {WEIGHTS_NAME} and write "
+                f'{CONFIG_NAME} as {{"model": "{klass}", "format_version": {_FORMAT_VERSION}, "config": <the "config" '
+                f"object of {name}.json>}}")
 
 
 def _check_maf_size(cfg_path, config: dict) -> None:

@@ -217,7 +217,9 @@ class Trainer:
         task: the family's part.
         steps: optimisation steps (None: until ``time_budget_s``).
         time_budget_s: wall-clock budget in seconds (None: until ``steps``).
-        min_steps: a floor of steps taken even when the time budget is spent.
+        min_steps: a floor of steps taken even when the time budget is spent; the schedule's
+            progress is then the fraction of the floor, so a slow machine's run still anneals
+            over the floor's steps instead of training them at a learning rate of 0.
         batch_size: the global batch size (over all ranks).
         seed: seed of the shuffling, the engine's generator and torch's global generator.
         lr_schedule: ``f(step, frac) -> factor`` of every optimiser's initial learning rate
@@ -404,6 +406,8 @@ class Trainer:
                     break
                 frac = max(self.step / self.steps if self.steps else 0.0,
                            float(flags[2]) / self.time_budget_s if self.time_budget_s else 0.0)
+                if self.min_steps:  # the run ends at the later of its budget and the floor: so does the schedule
+                    frac = min(frac, self.step / self.min_steps)
                 lr = self._set_lr(optimizers, frac)
                 batch = stream.next()
                 batch = Batch(batch.images.to(self.device, non_blocking=True),

@@ -47,12 +47,47 @@ def test_vqvae_save_load_round_trip(tmp_path):
     model = VQVAE(hidden_channels=8, embedding_dim=4, num_codes=8)
     model.fit(x, steps=2, batch_size=32)
     model.save(tmp_path / "ck", extra={"data": "digits"})
+    # the one layout of every family (issue 16, item 5): what save_pretrained writes
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
     loaded = VQVAE.load(tmp_path / "ck")
     assert torch.equal(loaded.encode(x), model.encode(x))
     assert torch.equal(loaded.reconstruct(x), model.reconstruct(x))
     assert loaded.training_info["extra"] == {"data": "digits"}
     with pytest.raises(FileNotFoundError):
         VQVAE.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", ["vqvae", "prior"])
+def test_old_layout_is_refused_with_the_way_to_convert(name, tmp_path):
+    """A folder of the layout VQVAE.save / CodePrior.save wrote before the one format
+    (``vqvae.json`` / ``prior.json`` + ``.safetensors``) is a ValueError naming the file and
+    saying how to convert; following those words gives a folder that loads with the same weights."""
+    import json
+
+    from safetensors.torch import save_file
+
+    if name == "vqvae":
+        klass, model = VQVAE, VQVAE(hidden_channels=4, embedding_dim=2, num_codes=4)
+    else:
+        klass, model = CodePrior, CodePrior(7, 4, d_model=8, n_layers=1, n_heads=2)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old / f"{name}.safetensors"))
+    (old / f"{name}.json").write_text(json.dumps({"config": model.config, "training_info": {"extra": {}}}))
+    with pytest.raises(ValueError, match=rf"{name}\.json.*old layout.*model\.safetensors") as err:
+        klass.load(old)
+    assert str(old / f"{name}.json") in str(err.value)
+    from genfast.training import from_pretrained
+
+    with pytest.raises(ValueError, match="old layout"):
+        from_pretrained(old)
+    # the conversion the message describes
+    (old / f"{name}.safetensors").rename(old / "model.safetensors")
+    cfg = json.loads((old / f"{name}.json").read_text())["config"]
+    (old / "config.json").write_text(json.dumps({"model": klass.__name__, "format_version": 1, "config": cfg}))
+    loaded = klass.load(old)
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_vqvae_bad_inputs():
@@ -89,9 +124,12 @@ def test_prior_learns_a_pattern_and_samples():
 def test_prior_save_load_and_bad_inputs(tmp_path):
     prior = CodePrior(7, 4, d_model=16, n_layers=1, n_heads=2)
     prior.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = CodePrior.load(tmp_path)
     codes = torch.randint(0, 7, (3, 4))
     assert torch.equal(loaded(codes), prior(codes))
+    with pytest.raises(ValueError, match="not a CodePrior"):  # a VQ-VAE's folder is not a prior
+        CodePrior.load(VQVAE(hidden_channels=4, embedding_dim=2, num_codes=4).save(tmp_path / "vq"))
     with pytest.raises(ValueError, match="d_model"):
         CodePrior(7, 4, d_model=15, n_heads=2)
     with pytest.raises(ValueError, match="codes"):

@@ -90,6 +90,17 @@ def test_schedules_clip_and_floor():
     # a time budget already spent still takes min_steps steps
     out = Trainer(_Linear(), time_budget_s=1e-9, min_steps=3, batch_size=8).fit(_rows())
     assert out["steps"] == 3
+    # ... and the schedule anneals over the floor's steps, not over the spent budget (a busy
+    # machine's demo trained its floor at a learning rate of 0)
+    out = Trainer(_Linear(lr=0.2), time_budget_s=1e-9, min_steps=4, batch_size=8,
+                  lr_schedule=lambda step, frac: 1.0 - frac).fit(_rows())
+    assert [h["lr"] for h in out["history"]] == pytest.approx([0.2, 0.15, 0.1, 0.05])
+    out = Trainer(_Linear(lr=0.2), steps=2, min_steps=4, batch_size=8,  # the floor outlasts steps too
+                  lr_schedule=lambda step, frac: 1.0 - frac).fit(_rows())
+    assert [h["lr"] for h in out["history"]] == pytest.approx([0.2, 0.15, 0.1, 0.05])
+    out = Trainer(_Linear(lr=0.2), steps=4, min_steps=2, batch_size=8,  # a floor below the budget changes nothing
+                  lr_schedule=lambda step, frac: 1.0 - frac).fit(_rows())
+    assert [h["lr"] for h in out["history"]] == pytest.approx([0.2, 0.15, 0.1, 0.05])
 
     norms = []
 

@@ -27,6 +27,13 @@ BUDGET_S = 110.0
 AUTOENCODER_STEPS = 400
 STEPS = 1600
 GUIDANCE = 4.0
+FIGURES = {
+    "asked digit shown": "share of samples prompted 'a <digit>' that the digit classifier reads as that digit",
+    "slanted share": "share of samples the captioner calls slanted, without and with the negative prompt",
+    "resampled": "FDD of 16x16 samples pooled to 8x8, against test digits upsampled and pooled the same way "
+                 "(its own floor and ceiling in the row)",
+    "inpainting": "classifier accuracy on test digits whose bottom half the model regenerated",
+}
 
 
 def run(ctx) -> list[dict]:

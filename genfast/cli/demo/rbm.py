@@ -17,6 +17,11 @@ BUDGET_S = 45.0
 # on the machine's load; longer training at lr 0.05 lets the weights grow until chains started from
 # noise stop mixing (benchmarks/RESULTS.md, "Iterate averaging")
 EPOCHS = 60
+FIGURES = {
+    "nats": "AIS (annealed importance sampling, Salakhutdinov & Murray 2008) estimate of the mean test "
+            "log-likelihood of the binarised digits, in nats per image (higher is better; -64 ln 2 = -44.4 for "
+            "coin flips); log Z is the estimated log partition function and +- its standard error",
+}
 
 
 def run(ctx) -> list[dict]:
