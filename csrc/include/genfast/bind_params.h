@@ -17,6 +17,7 @@
 
 #include "genfast/gibbs_math.h"
 #include "genfast/invconv_math.h"
+#include "genfast/random_math.h"
 #include "genfast/sampling_step_math.h"
 #include "genfast/solver_step_math.h"
 #include "genfast/vq_math.h"
@@ -179,6 +180,17 @@ void bind_invconv(pybind11::module_& m, Fn fn) {
               GF_FIELD(dtype));
   def_params_op(m, "invconv1x1", fn,
                 "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors (InvConvParams).");
+}
+
+template <typename Fn>
+void bind_random(pybind11::module_& m, Fn fn) {
+  using S = RandomParams;
+  ParamsClass<S>(m, "RandomParams")
+      .fields(GF_FIELD(out), GF_FIELD(philox), GF_FIELD(seed), GF_FIELD(offset), GF_FIELD(n), GF_FIELD(dtype),
+              GF_FIELD(normal));
+  def_params_op(m, "random", fn,
+                "Fill out[0:n] (dtype code) with standard normals (normal=1) or uniforms on [0, 1) (RandomParams): "
+                "element i is number offset + i of the Philox stream keyed by seed.");
 }
 
 inline void bind_gibbs_params(pybind11::module_& m) {
