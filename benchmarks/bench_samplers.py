@@ -66,9 +66,9 @@ def _op_call(run):
     captured = {}
     real = solver.scheduler_call
 
-    def spy(*args):
-        captured["args"] = args
-        return real(*args)
+    def spy(args):
+        captured["args"] = args  # a SolverArgs: its fields in the op's order
+        return real(args)
 
     old = _fused._solver_step
     _fused._solver_step = spy

@@ -233,10 +233,7 @@ int32_t fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const
 
 GENFAST_REGISTER(invconv) {
   namespace py = pybind11;
-  genfast::bind_invconv_params(m);
-  genfast::def_params_op(m, "invconv1x1", &genfast::invconv,
-                         "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors "
-                         "(InvConvParams).");
+  genfast::bind_invconv(m, &genfast::invconv);
   m.def(
       "invconv_fold_lu",
       [](uint64_t perm, uint64_t lower, uint64_t upper, uint64_t sign_s, uint64_t log_s, uint64_t act_s,

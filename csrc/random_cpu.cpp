@@ -5,8 +5,10 @@
 
 #include <math.h>
 
+#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
+#include "genfast/random_math.h"
 #include "genfast/registry.h"
 
 namespace genfast {
@@ -19,9 +21,10 @@ static_assert(kLanes <= PhiloxStream<true>::kNumbers - 3, "a request must fit in
 constexpr int64_t kGrain = 16384;
 
 template <typename T, bool kNormal>
-void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
-  T* out = reinterpret_cast<T*>(out_ptr);
-  parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {
+void fill(const RandomParams& P) {
+  T* out = reinterpret_cast<T*>(P.out);
+  const uint64_t seed = P.seed, offset = P.offset;
+  parallel_for(P.n, kGrain, [&](int64_t begin, int64_t end) {
     PhiloxStream<kNormal> stream(seed);
     for (int64_t i = begin; i < end; i += kLanes) {
       const int m = end - i < kLanes ? static_cast<int>(end - i) : kLanes;
@@ -35,13 +38,13 @@ void fill(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset) {
   });
 }
 
-void fill_dtype(uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset, bool normal) {
-  dispatch_dtype(dtype, normal ? "genfast._C.randn" : "genfast._C.rand", [&](auto t) {
+void random_cpu(const RandomParams& P) {
+  dispatch_dtype(P.dtype, P.normal ? "genfast._C.randn" : "genfast._C.rand", [&](auto t) {
     using T = tag_type<decltype(t)>;
-    if (normal) {
-      fill<T, true>(out, n, seed, offset);
+    if (P.normal) {
+      fill<T, true>(P);
     } else {
-      fill<T, false>(out, n, seed, offset);
+      fill<T, false>(P);
     }
   });
 }
@@ -71,17 +74,7 @@ void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset,
 
 GENFAST_REGISTER(random) {
   namespace py = pybind11;
-  for (const bool normal : {true, false}) {
-    m.def(
-        normal ? "randn" : "rand",
-        [normal](uint64_t out, int64_t n, int32_t dtype, uint64_t seed, uint64_t offset) {
-          py::gil_scoped_release nogil;
-          genfast::fill_dtype(out, n, dtype, seed, offset, normal);
-        },
-        py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("seed"), py::arg("offset"),
-        normal ? "Fill out[0:n] with standard normals: element i is number offset + i of the Philox stream."
-               : "Fill out[0:n] with uniforms on [0, 1): element i is number offset + i of the Philox stream.");
-  }
+  genfast::bind_random(m, &genfast::random_cpu);
   m.def(
       "random_by_helper",
       [](uint64_t out, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {

@@ -22,91 +22,61 @@ constexpr int kLanes = 16;
 // 8192 elements per task (~25 us with noise): beat 2048 (overhead) and 32768 (an idle core).
 constexpr int64_t kGrain = 8192;
 
-template <typename T, typename TN, int kSched, int kPred, int kLearned>
+template <typename V>
 void step_cpu(const StepParams& P) {
-  const T* mo = reinterpret_cast<const T*>(P.model_output);
-  const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
-  const T* xs = reinterpret_cast<const T*>(P.sample);
-  const TN* noise = reinterpret_cast<const TN*>(P.noise);
-  T* prev = reinterpret_cast<T*>(P.prev_sample);
-  T* x0o = reinterpret_cast<T*>(P.pred_original_sample);
-  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
-  const uint64_t seed = ph ? static_cast<uint64_t>(ph[0]) : 0;
-  const uint64_t offset = ph ? static_cast<uint64_t>(ph[1]) : 0;
+  using T = typename V::T;
+  using TN = typename V::TN;
+  const StepTensors<T, TN> p(P);
+  const uint64_t seed = p.philox ? static_cast<uint64_t>(p.philox[0]) : 0;
+  const uint64_t offset = p.philox ? static_cast<uint64_t>(p.philox[1]) : 0;
   const int64_t n = P.n;
   const bool use_clipped = P.use_clipped_model_output != 0;
   const float gs = P.guidance_scale;
 
-  parallel_for(P.batch * n, kGrain, [&](int64_t begin, int64_t end) {
-    PhiloxStream<true> stream(seed);
+  auto row = [&](PhiloxStream<true>& stream, int64_t b, int64_t begin, int64_t end) {
     alignas(64) float z[kLanes];
-    int64_t i = begin;
-    while (i < end) {
-      const int64_t b = i / n;
-      const int64_t seg_end = (b + 1) * n < end ? (b + 1) * n : end;
-      const RowCoeffs rc = step_row_coeffs(P, b);
-      const ClampSpec cs = clamp_spec(P, rc);
-      const bool draw = ph != nullptr && rc.noise_gate > 0.0f;
-      const float scale = rc.scale;
-      const int64_t mo_shift = b * P.mo_row_stride - b * n;  // mo index = sample index + shift
-      const T* mo_r = mo + mo_shift;
-      const T* mou_r = mou ? mou + mo_shift : nullptr;
-      // One block of m <= 16 elements starting at i; m is a compile-time 16 on the hot path.
-      auto block = [&](int64_t i0, int m) {
-        const float* zp = z;
-        if (draw) {
-          zp = stream.numbers(offset + static_cast<uint64_t>(i0), m);
-        } else if (noise) {
-          for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(noise, i0 + k);
-        } else {
-          for (int k = 0; k < kLanes; ++k) z[k] = 0.0f;
-        }
+    const RowCoeffs rc = step_row_coeffs(P, b);
+    const ClampSpec cs = clamp_spec(P, rc);
+    const bool draw = p.philox != nullptr && rc.noise_gate > 0.0f;
+    const float scale = rc.scale;
+    const int64_t mo_shift = b * P.mo_row_stride - b * n;  // mo index = sample index + shift
+    const T* mo_r = p.mo + mo_shift;
+    const T* mou_r = p.mou ? p.mou + mo_shift : nullptr;
+    // One block of m <= 16 elements starting at i0; m is a compile-time 16 on the hot path.
+    for_blocks<kLanes>(begin, end, [&](int64_t i0, int m) {
+      const float* zp = z;
+      if (draw) {
+        zp = stream.numbers(offset + static_cast<uint64_t>(i0), m);
+      } else if (p.noise) {
+        for (int k = 0; k < m; ++k) z[k] = load_f32<TN>(p.noise, i0 + k);
+      } else {
+        for (int k = 0; k < kLanes; ++k) z[k] = 0.0f;
+      }
 #pragma GCC ivdep
-        for (int k = 0; k < m; ++k) {
-          float g = load_f32<T>(mo_r, i0 + k);
-          if (mou_r) {
-            float u = load_f32<T>(mou_r, i0 + k);
-            g = u + gs * (g - u);
-          }
-          g *= scale;
-          float mv = kLearned != kNotLearned ? load_f32<T>(mo_r, i0 + k + n) : 0.0f;
-          float x = load_f32<T>(xs, i0 + k);
-          float out, x0;
-          step_element_t<kSched, kPred, kLearned>(rc, cs, use_clipped, g, mv, x, zp[k], out, x0);
-          store_f32<T>(prev, i0 + k, out);
-          store_f32<T>(x0o, i0 + k, x0);
+      for (int k = 0; k < m; ++k) {
+        float g = load_f32<T>(mo_r, i0 + k);
+        if (mou_r) {
+          float u = load_f32<T>(mou_r, i0 + k);
+          g = u + gs * (g - u);
         }
-      };
-      for (; i + kLanes <= seg_end; i += kLanes) block(i, kLanes);
-      if (i < seg_end) block(i, static_cast<int>(seg_end - i));
-      i = seg_end;
-    }
-  });
+        g *= scale;
+        float mv = V::kLearned != kNotLearned ? load_f32<T>(mo_r, i0 + k + n) : 0.0f;
+        float x = load_f32<T>(p.x, i0 + k);
+        float out, x0;
+        step_element_t<V::kSched, V::kPred, V::kLearned>(rc, cs, use_clipped, g, mv, x, zp[k], out, x0);
+        store_f32<T>(p.prev, i0 + k, out);
+        store_f32<T>(p.x0, i0 + k, x0);
+      }
+    });
+  };
+  parallel_rows(P.batch, n, kGrain, [&] { return PhiloxStream<true>(seed); }, row);
 }
 
-template <typename T, typename TN>
-struct StepLauncher {
-  const StepParams& P;
-  template <int kSched, int kPred, int kLearned>
-  void operator()() const {
-    step_cpu<T, TN, kSched, kPred, kLearned>(P);
-  }
-};
-
 void sampling_step(const StepParams& P) {
-  constexpr const char* kOp = "genfast._C.sampling_step";
-  dispatch_dtype(P.dtype, kOp, [&](auto t) {
-    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp, [&](auto tn) {
-      dispatch_step_mode(P, StepLauncher<tag_type<decltype(t)>, tag_type<decltype(tn)>>{P});
-    });
-  });
+  dispatch_step(P, "genfast._C.sampling_step", [&](auto v) { step_cpu<decltype(v)>(P); });
 }
 
 }  // namespace
 }  // namespace genfast
 
-GENFAST_REGISTER(sampling_step) {
-  genfast::bind_step_params(m);
-  genfast::def_params_op(m, "sampling_step", &genfast::sampling_step,
-                         "Fused DDPM/DDIM step over validated, contiguous tensors (StepParams).");
-}
+GENFAST_REGISTER(sampling_step) { genfast::bind_sampling_step(m, &genfast::sampling_step); }

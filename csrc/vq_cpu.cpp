@@ -289,9 +289,4 @@ void vq_quantize(const VqParams& P) {
 }  // namespace
 }  // namespace genfast
 
-GENFAST_REGISTER(vq) {
-  genfast::bind_vq_params(m);
-  genfast::def_params_op(m, "vq_quantize", &genfast::vq_quantize,
-                         "Nearest code of each row of z [n, d] in codebook [k, d] (VqParams, contiguous tensors), with "
-                         "the optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip).");
-}
+GENFAST_REGISTER(vq) { genfast::bind_vq(m, &genfast::vq_quantize); }

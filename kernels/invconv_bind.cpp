@@ -6,9 +6,4 @@
 #include "genfast/registry.h"
 #include "invconv.h"
 
-GENFAST_REGISTER(invconv_cuda) {
-  genfast::bind_invconv_params(m);
-  genfast::def_params_op(m, "invconv1x1", &genfast::invconv1x1_cuda,
-                         "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW device tensors "
-                         "(InvConvParams).");
-}
+GENFAST_REGISTER(invconv_cuda) { genfast::bind_invconv(m, &genfast::invconv1x1_cuda); }

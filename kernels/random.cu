@@ -3,6 +3,7 @@
 // philox.h).
 #include "cuda_utils.cuh"
 #include "genfast/philox.h"
+#include "genfast/random_math.h"
 #include "random.h"
 
 namespace genfast {
@@ -47,28 +48,25 @@ __global__ void random_kernel(T* __restrict__ out, int64_t n, const int64_t* __r
   }
 }
 
-template <typename T>
-void launch(uint64_t out, int64_t n, uint64_t philox, bool normal, cudaStream_t s) {
-  // up to 3 stream positions before element 0 when offset is not a multiple of 4
-  const int64_t blocks = ceil_div(n + 3, kThreads * kPerThread);
-  if (blocks > 2147483647LL) throw std::runtime_error("genfast random_cuda: tensor too large");
-  T* o = reinterpret_cast<T*>(out);
-  const int64_t* ph = reinterpret_cast<const int64_t*>(philox);
-  if (normal) {
-    random_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(o, n, ph);
-  } else {
-    random_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(o, n, ph);
-  }
-  cuda_check_launch(normal ? "randn" : "rand");
-}
-
 }  // namespace
 
-void random_cuda(uint64_t out, int64_t n, int32_t dtype, uint64_t philox, bool normal, uint64_t stream) {
-  if (n <= 0) return;
-  cudaStream_t s = as_stream(stream);
-  dispatch_dtype(dtype, "genfast random_cuda",
-                 [&](auto t) { launch<tag_type<decltype(t)>>(out, n, philox, normal, s); });
+void random_cuda(const RandomParams& P, uint64_t stream) {
+  if (P.n <= 0) return;
+  // up to 3 stream positions before element 0 when offset is not a multiple of 4
+  const int64_t blocks = ceil_div(P.n + 3, kThreads * kPerThread);
+  if (blocks > 2147483647LL) throw std::runtime_error("genfast random_cuda: tensor too large");
+  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
+  dispatch_dtype(P.dtype, "genfast random_cuda", [&](auto t) {
+    using T = tag_type<decltype(t)>;
+    T* out = reinterpret_cast<T*>(P.out);
+    const unsigned grid = static_cast<unsigned>(blocks);
+    if (P.normal) {
+      random_kernel<T, true><<<grid, kThreads, 0, as_stream(stream)>>>(out, P.n, ph);
+    } else {
+      random_kernel<T, false><<<grid, kThreads, 0, as_stream(stream)>>>(out, P.n, ph);
+    }
+  });
+  cuda_check_launch(P.normal ? "randn" : "rand");
 }
 
 }  // namespace genfast

@@ -3,10 +3,12 @@
 #pragma once
 #include <cstdint>
 
+#include "genfast/random_math.h"
+
 namespace genfast {
 
-// out[0:n] (device, dtype code) <- normals (normal = true) or uniforms; philox = device int64 [2]
-// (seed, offset): element i is number offset + i of the stream.
-void random_cuda(uint64_t out, int64_t n, int32_t dtype, uint64_t philox, bool normal, uint64_t stream);
+// out[0:n] (device, dtype code) <- normals or uniforms; element i is number offset + i of the
+// stream, the key (seed, offset) read on the device from P.philox.
+void random_cuda(const RandomParams& params, uint64_t stream);
 
 }  // namespace genfast

@@ -17,21 +17,17 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
 constexpr int kWarps = kThreads / 32;
 constexpr int kWarpSpan = 32 * kPerThread;  // elements (and stream positions) per warp
-constexpr int kMaxGridY = 65535;
 
-template <typename T, typename TN, int kSched, int kPred, int kLearned>
+template <typename V>
 __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParams P) {
+  using T = typename V::T;
+  using TN = typename V::TN;
   // In-kernel noise: lane l of a warp computes the four normals of one Philox counter
   // (philox_normal4) and the warp exchanges them through this staging area, so one Philox call
   // serves four elements while the loads stay coalesced.
   __shared__ float4 zstage[kWarps][32];
-  const T* mo = reinterpret_cast<const T*>(P.model_output);
-  const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
-  const T* xs = reinterpret_cast<const T*>(P.sample);
-  const TN* noise = reinterpret_cast<const TN*>(P.noise);
-  T* prev = reinterpret_cast<T*>(P.prev_sample);
-  T* x0o = reinterpret_cast<T*>(P.pred_original_sample);
-  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
+  const StepTensors<T, TN> p(P);
+  const int64_t* ph = p.philox;
   const int64_t n = P.n;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // first stream position (relative to the row's, rounded down to a counter) of this warp
@@ -44,7 +40,7 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
     const uint64_t seed = draw ? static_cast<uint64_t>(ph[0]) : 0;
     // Element j of row b is stream number p0 + j. Warps cover whole counters: the warp's chunk
     // k, lane l is position (p0 & ~3) + w0 + 32 k + l, element j = w0 + 32 k + l - (p0 & 3);
-    // the grid has one more block column for the shift (Launcher).
+    // the grid has one more block column for the shift (sampling_step_cuda).
     const uint64_t p0 = draw ? static_cast<uint64_t>(ph[1]) + static_cast<uint64_t>(b * n) : 0;
     const int64_t jw = w0 - static_cast<int64_t>(p0 & 3u);
     // Two phases: every load of the thread's kPerThread elements first, then the arithmetic and
@@ -58,15 +54,15 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
       if (j >= 0 && j < n) {
         const int64_t i = b * n + j;
         const int64_t im = b * P.mo_row_stride + j;
-        float g = load_f32<T>(mo, im);
-        if (mou) {
-          float u = load_f32<T>(mou, im);
+        float g = load_f32<T>(p.mo, im);
+        if (p.mou) {
+          float u = load_f32<T>(p.mou, im);
           g = u + P.guidance_scale * (g - u);
         }
         gv[k] = g * rc.scale;
-        if (kLearned != kNotLearned) mvv[k] = load_f32<T>(mo, im + n);
-        xv[k] = load_f32<T>(xs, i);
-        if (!draw && noise) zv[k] = load_f32<TN>(noise, i);
+        if (V::kLearned != kNotLearned) mvv[k] = load_f32<T>(p.mo, im + n);
+        xv[k] = load_f32<T>(p.x, i);
+        if (!draw && p.noise) zv[k] = load_f32<TN>(p.noise, i);
       }
     }
     if (draw) {  // uniform across the block: every lane takes part
@@ -86,40 +82,24 @@ __global__ void __launch_bounds__(kThreads) sampling_step_kernel(const StepParam
       if (j < 0 || j >= n) continue;
       const int64_t i = b * n + j;
       float out, x0;
-      step_element_t<kSched, kPred, kLearned>(rc, cs, P.use_clipped_model_output != 0, gv[k], mvv[k], xv[k], zv[k],
-                                              out, x0);
-      store_f32<T>(prev, i, out);
-      store_f32<T>(x0o, i, x0);
+      step_element_t<V::kSched, V::kPred, V::kLearned>(rc, cs, P.use_clipped_model_output != 0, gv[k], mvv[k], xv[k],
+                                                       zv[k], out, x0);
+      store_f32<T>(p.prev, i, out);
+      store_f32<T>(p.x0, i, x0);
     }
   }
 }
-
-template <typename T, typename TN>
-struct Launcher {
-  const StepParams& P;
-  cudaStream_t s;
-  template <int kSched, int kPred, int kLearned>
-  void operator()() const {
-    // with in-kernel noise, up to 3 stream positions before a row's first element (the kernel)
-    const int64_t bx = ceil_div(P.n + (P.philox ? 3 : 0), kThreads * kPerThread);
-    if (bx > 2147483647LL) throw std::runtime_error("genfast sampling_step_cuda: row too large");
-    dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(P.batch < kMaxGridY ? P.batch : kMaxGridY));
-    sampling_step_kernel<T, TN, kSched, kPred, kLearned><<<grid, kThreads, 0, s>>>(P);
-    cuda_check_launch(P.scheduler == kDDPM ? "ddpm_step" : "ddim_step");
-  }
-};
 
 }  // namespace
 
 void sampling_step_cuda(const StepParams& P, uint64_t stream) {
   if (P.batch <= 0 || P.n <= 0) return;
-  constexpr const char* kOp = "genfast sampling_step_cuda";
-  cudaStream_t s = as_stream(stream);
-  dispatch_dtype(P.dtype, kOp, [&](auto t) {
-    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp, [&](auto tn) {
-      dispatch_step_mode(P, Launcher<tag_type<decltype(t)>, tag_type<decltype(tn)>>{P, s});
-    });
+  // with in-kernel noise, up to 3 stream positions before a row's first element (the kernel)
+  const dim3 grid = row_grid(P.n + (P.philox ? 3 : 0), kThreads * kPerThread, P.batch, "sampling_step_cuda");
+  dispatch_step(P, "genfast sampling_step_cuda", [&](auto v) {
+    sampling_step_kernel<decltype(v)><<<grid, kThreads, 0, as_stream(stream)>>>(P);
   });
+  cuda_check_launch(P.scheduler == kDDPM ? "ddpm_step" : "ddim_step");
 }
 
 }  // namespace genfast

@@ -6,8 +6,4 @@
 #include "genfast/registry.h"
 #include "sampling_step.h"
 
-GENFAST_REGISTER(sampling_step_cuda) {
-  genfast::bind_step_params(m);
-  genfast::def_params_op(m, "sampling_step", &genfast::sampling_step_cuda,
-                         "Fused DDPM/DDIM step over validated, contiguous device tensors (StepParams).");
-}
+GENFAST_REGISTER(sampling_step_cuda) { genfast::bind_sampling_step(m, &genfast::sampling_step_cuda); }

@@ -16,19 +16,12 @@ namespace {
 // DDPM/DDIM step (kernels/sampling_step.cu), a memory-bound pass of the same kind.
 constexpr int kThreads = 256;
 constexpr int kPerThread = 4;
-constexpr int kMaxGridY = 65535;
 
 template <typename T, typename TN, int K, bool kClamp>
 __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParams P) {
-  const T* mo = reinterpret_cast<const T*>(P.model_output);
-  const T* mou = reinterpret_cast<const T*>(P.model_output_uncond);
-  const T* xs = reinterpret_cast<const T*>(P.sample);
-  const T* ls = reinterpret_cast<const T*>(P.last_sample);
+  const SolverTensors<T> p(P);
   const TN* noise = reinterpret_cast<const TN*>(P.noise);
-  T* y2o = reinterpret_cast<T*>(P.prev_sample);
-  T* m_o = reinterpret_cast<T*>(P.converted);
-  T* y1o = reinterpret_cast<T*>(P.corrected);
-  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
+  const int64_t* ph = p.philox;
   const uint64_t seed = ph ? static_cast<uint64_t>(ph[0]) : 0;
   const uint64_t offset = ph ? static_cast<uint64_t>(ph[1]) : 0;
   const bool round_m = P.round_converted != 0;
@@ -45,14 +38,14 @@ __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParam
       for (int q = 0; q < kSolverMaxHistory; ++q) hv[k][q] = 0.0f;
       if (j < n) {
         const int64_t i = b * n + j;
-        float g = load_f32<T>(mo, i);
-        if (mou) {
-          const float u = load_f32<T>(mou, i);
+        float g = load_f32<T>(p.mo, i);
+        if (p.mou) {
+          const float u = load_f32<T>(p.mou, i);
           g = u + P.guidance_scale * (g - u);
         }
         gv[k] = g * r.scale;
-        xv[k] = load_f32<T>(xs, i);
-        if (ls) sv[k] = load_f32<T>(ls, i);
+        xv[k] = load_f32<T>(p.x, i);
+        if (p.last) sv[k] = load_f32<T>(p.last, i);
 #pragma unroll
         for (int q = 0; q < K; ++q) hv[k][q] = load_f32<T>(reinterpret_cast<const T*>(P.history[q]), i);
         if (!ph && noise) zv[k] = load_f32<TN>(noise, i);
@@ -65,47 +58,26 @@ __global__ void __launch_bounds__(kThreads) solver_step_kernel(const SolverParam
       const int64_t i = b * n + j;
       const float z = ph ? philox_normal(seed, offset + static_cast<uint64_t>(i)) : zv[k];
       float y2, m, y1;
-      solver_element<T, K, kClamp>(r, round_m, y1o != nullptr, gv[k], xv[k], sv[k], hv[k][0], hv[k][1], hv[k][2], z,
+      solver_element<T, K, kClamp>(r, round_m, p.y1 != nullptr, gv[k], xv[k], sv[k], hv[k][0], hv[k][1], hv[k][2], z,
                                    y2, m, y1);
-      store_f32<T>(y2o, i, y2);
-      if (m_o) store_f32<T>(m_o, i, m);
-      if (y1o) store_f32<T>(y1o, i, y1);
+      store_f32<T>(p.y2, i, y2);
+      if (p.m) store_f32<T>(p.m, i, m);
+      if (p.y1) store_f32<T>(p.y1, i, y1);
     }
   }
-}
-
-template <typename T, typename TN, int K, bool kClamp>
-void launch(const SolverParams& P, cudaStream_t s) {
-  const int64_t bx = ceil_div(P.n, kThreads * kPerThread);
-  if (bx > 2147483647LL) throw std::runtime_error("genfast solver_step_cuda: row too large");
-  dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(P.batch < kMaxGridY ? P.batch : kMaxGridY));
-  solver_step_kernel<T, TN, K, kClamp><<<grid, kThreads, 0, s>>>(P);
-  cuda_check_launch("solver_step");
-}
-
-template <typename T, typename TN>
-void by_mode(const SolverParams& P, cudaStream_t s) {
-  const bool clamp = P.clamp_mode != kClampNone;
-#define GF_SOLVER_K(KK)                                   \
-  if (P.num_history == KK) {                              \
-    if (clamp) return launch<T, TN, KK, true>(P, s);      \
-    return launch<T, TN, KK, false>(P, s);                \
-  }
-  GF_SOLVER_K(0) GF_SOLVER_K(1) GF_SOLVER_K(2) GF_SOLVER_K(3)
-#undef GF_SOLVER_K
-  throw std::invalid_argument("genfast solver_step_cuda: num_history must be 0..3");
 }
 
 }  // namespace
 
 void solver_step_cuda(const SolverParams& P, uint64_t stream) {
   if (P.batch <= 0 || P.n <= 0) return;
-  constexpr const char* kOp = "genfast solver_step_cuda";
-  cudaStream_t s = as_stream(stream);
-  dispatch_dtype(P.dtype, kOp, [&](auto t) {
-    dispatch_dtype(P.noise ? P.noise_dtype : kFloat32, kOp,
-                   [&](auto tn) { by_mode<tag_type<decltype(t)>, tag_type<decltype(tn)>>(P, s); });
+  const dim3 grid = row_grid(P.n, kThreads * kPerThread, P.batch, "solver_step_cuda");
+  // the kernel reads the last sample and the unconditional output where given (no template flag)
+  dispatch_solver(P, "genfast solver_step_cuda", [&](auto v) {
+    using V = decltype(v);
+    solver_step_kernel<typename V::T, typename V::TN, V::K, V::kClamp><<<grid, kThreads, 0, as_stream(stream)>>>(P);
   });
+  cuda_check_launch("solver_step");
 }
 
 }  // namespace genfast

@@ -6,8 +6,4 @@
 #include "genfast/registry.h"
 #include "solver_step.h"
 
-GENFAST_REGISTER(solver_step_cuda) {
-  genfast::bind_solver_params(m);
-  genfast::def_params_op(m, "solver_step", &genfast::solver_step_cuda,
-                         "General solver step over validated, contiguous device tensors (SolverParams).");
-}
+GENFAST_REGISTER(solver_step_cuda) { genfast::bind_solver_step(m, &genfast::solver_step_cuda); }

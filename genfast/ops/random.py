@@ -43,6 +43,16 @@ def _random_torch(shape, seed, offset, dtype, device, normal):
     return torch.empty(shape, dtype=dtype, device=device).copy_(z.flatten()[start:start + n].reshape(shape))
 
 
+def _params(out: torch.Tensor, normal: bool, *, seed=0, offset=0, philox=None):
+    """``(module, RandomParams)`` for filling a non-empty contiguous ``out`` with the compiled kernel
+    of its device: the C++ kernel takes the key as integers (``seed``, ``offset``), the CUDA kernel
+    reads the int64 [2] ``philox`` key on the device (csrc/include/genfast/random_math.h)."""
+    mod = _backends.cuda_module() if out.device.type == "cuda" else _backends.cpu_module()
+    return mod, mod.RandomParams(
+        out=out.data_ptr(), philox=0 if philox is None else philox.data_ptr(), seed=seed % 2**64,
+        offset=offset % 2**64, n=out.numel(), dtype=_backends.DTYPE_CODES[out.dtype], normal=int(bool(normal)))
+
+
 def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> None:
     """Fill a contiguous float32 ``out`` with numbers ``offset .. offset + n - 1`` of the Philox
     stream (uniforms, or normals with ``normal``), keyed by the int64 [2] ``(seed, offset)``
@@ -53,12 +63,11 @@ def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> Non
     n = out.numel()
     if n == 0:
         return
-    code = _backends.DTYPE_CODES[out.dtype]
     if out.device.type == "cuda":
         avail = _backends.backends()
         if avail["cuda"]:
-            _backends.cuda_module().random(out.data_ptr(), n, code, philox.data_ptr(), bool(normal),
-                                           _backends.stream_of(out))
+            mod, p = _params(out, normal, philox=philox)
+            mod.random(p, _backends.stream_of(out))
             return
         if avail["triton"]:
             from genfast.triton.random import random_triton
@@ -67,8 +76,8 @@ def fill_philox(out: torch.Tensor, philox: torch.Tensor, *, normal: bool) -> Non
             return
     seed, offset = (int(v) for v in philox.tolist())
     if out.device.type == "cpu" and _backends.backends()["cpu"]:
-        mod = _backends.cpu_module()
-        (mod.randn if normal else mod.rand)(out.data_ptr(), n, code, seed % 2**64, offset % 2**64)
+        mod, p = _params(out, normal, seed=seed, offset=offset)
+        mod.random(p)
         return
     fn = _ref.randn if normal else _ref.rand
     out.copy_(fn(out.shape, seed=seed, offset=offset, dtype=out.dtype, device=out.device))
@@ -96,9 +105,8 @@ def _random_impl(shape, seed, offset, dtype, device, backend, normal):
         return out
     cap = _ref.UNIFORM_CAP[dtype]
     if backend == "cpu":
-        mod = _backends.cpu_module()
-        fn = mod.randn if normal else mod.rand
-        fn(out.data_ptr(), n, _backends.DTYPE_CODES[dtype], seed % 2**64, offset % 2**64)
+        mod, p = _params(out, normal, seed=seed, offset=offset)
+        mod.random(p)
         return out
     philox = torch.tensor([seed, offset], dtype=torch.int64, device=device)
     if backend == "triton":
@@ -106,9 +114,8 @@ def _random_impl(shape, seed, offset, dtype, device, backend, normal):
 
         random_triton(out, philox, normal, cap)
         return out
-    mod = _backends.cuda_module()
-    mod.random(out.data_ptr(), n, _backends.DTYPE_CODES[dtype], philox.data_ptr(), bool(normal),
-               _backends.stream_of(out))
+    mod, p = _params(out, normal, philox=philox)
+    mod.random(p, _backends.stream_of(out))
     return out
 
 

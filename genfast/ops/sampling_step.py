@@ -10,7 +10,9 @@ be captured in a CUDA graph or traced by ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
+import inspect
 import operator
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -39,45 +41,70 @@ _VAR_CODE = {name: i for i, name in enumerate(VARIANCE_TYPES)}
 _DDPM, _DDIM = 0, 1
 
 
+class StepArgs(NamedTuple):
+    """The validated arguments of one DDPM / DDIM step: what the custom ops ``genfast::ddpm_step``
+    and ``genfast::ddim_step`` take, by the same names, and what the kernels receive (the C++
+    ``StepParams``, csrc/include/genfast/sampling_step_math.h, holds them as pointers and codes).
+    The tensors are contiguous and on the sample's device; ``timestep`` and ``prev_timestep`` are
+    int64 ``[1]`` or ``[B]``. The last four fields belong to one scheduler only; their defaults
+    give the other's arithmetic."""
+
+    scheduler: int  # _DDPM or _DDIM
+    model_output: torch.Tensor
+    sample: torch.Tensor
+    timestep: torch.Tensor
+    prev_timestep: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    model_output_uncond: Optional[torch.Tensor]
+    noise: Optional[torch.Tensor]
+    philox: Optional[torch.Tensor]
+    prediction_type: str
+    clip_sample: bool
+    clip_sample_range: float
+    thresholding: bool
+    dynamic_thresholding_ratio: float
+    sample_max_value: float
+    guidance_scale: float
+    guidance_rescale: float
+    backend: str
+    variance_type: str = "fixed_small"  # DDPM only
+    final_alpha_cumprod: float = 1.0  # DDIM only
+    eta: float = 0.0  # DDIM only
+    use_clipped_model_output: bool = False  # DDIM only
+
+
 # --------------------------------------------------------------------------- kernels
-def _launch(backend, *, scheduler, mo, x, t, pt, ac, mou, noise, philox, row_scale, thr, prev, x0,
-            prediction_type, variance_type, clip_sample, clip_sample_range, final_alpha_cumprod, eta,
-            use_clipped_model_output, guidance_scale):
-    """Run one kernel pass; every tensor is contiguous and on one device, already validated."""
+def _launch(a: StepArgs, backend: str, *, row_scale, thr, prev, x0):
+    """Run one kernel pass of ``a`` on ``backend`` (resolved), writing ``prev`` and ``x0``."""
+    x, mo, t = a.sample, a.model_output, a.timestep
     b = x.shape[0]
     n = x.numel() // b
     if backend == "triton":
         from genfast.triton.sampling_step import sampling_step_triton
 
         sampling_step_triton(
-            mo, mou, x, noise, t, pt, ac, row_scale, thr, philox, prev, x0,
-            batch=b, n=n, mo_row_stride=mo.numel() // b, t_stride=0 if t.numel() == 1 else 1,
-            scheduler=scheduler, prediction_type=_PRED_CODE[prediction_type],
-            variance_type=_VAR_CODE[variance_type], clip_sample=clip_sample,
-            clip_sample_range=clip_sample_range, final_alpha_cumprod=final_alpha_cumprod, eta=eta,
-            use_clipped_model_output=use_clipped_model_output, guidance_scale=guidance_scale,
+            mo, a.model_output_uncond, x, a.noise, t, a.prev_timestep, a.alphas_cumprod, row_scale, thr, a.philox,
+            prev, x0, batch=b, n=n, mo_row_stride=mo.numel() // b, t_stride=0 if t.numel() == 1 else 1,
+            scheduler=a.scheduler, prediction_type=_PRED_CODE[a.prediction_type],
+            variance_type=_VAR_CODE[a.variance_type], clip_sample=a.clip_sample,
+            clip_sample_range=a.clip_sample_range, final_alpha_cumprod=a.final_alpha_cumprod, eta=a.eta,
+            use_clipped_model_output=a.use_clipped_model_output, guidance_scale=a.guidance_scale,
         )
         return
     mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
-    p = mod.StepParams()
     ptr = lambda v: 0 if v is None else v.data_ptr()  # noqa: E731
-    p.model_output, p.model_output_uncond, p.sample = ptr(mo), ptr(mou), ptr(x)
-    p.noise, p.timestep, p.prev_timestep = ptr(noise), ptr(t), ptr(pt)
-    p.alphas_cumprod, p.row_scale, p.threshold, p.philox = ptr(ac), ptr(row_scale), ptr(thr), ptr(philox)
-    p.prev_sample, p.pred_original_sample = ptr(prev), ptr(x0)
-    p.batch, p.n, p.mo_row_stride = b, n, mo.numel() // b
-    p.t_stride = 0 if t.numel() == 1 else 1
-    p.dtype = _backends.DTYPE_CODES[x.dtype]
-    p.noise_dtype = _backends.DTYPE_CODES[noise.dtype] if noise is not None else 0
-    p.scheduler = scheduler
-    p.prediction_type = _PRED_CODE[prediction_type]
-    p.variance_type = _VAR_CODE[variance_type]
-    p.clip_sample = int(bool(clip_sample))
-    p.use_clipped_model_output = int(bool(use_clipped_model_output))
-    p.clip_sample_range = float(clip_sample_range)
-    p.final_alpha_cumprod = float(final_alpha_cumprod)
-    p.eta = float(eta)
-    p.guidance_scale = float(guidance_scale)
+    p = mod.StepParams(
+        model_output=ptr(mo), model_output_uncond=ptr(a.model_output_uncond), sample=ptr(x), noise=ptr(a.noise),
+        timestep=ptr(t), prev_timestep=ptr(a.prev_timestep), alphas_cumprod=ptr(a.alphas_cumprod),
+        row_scale=ptr(row_scale), threshold=ptr(thr), philox=ptr(a.philox), prev_sample=ptr(prev),
+        pred_original_sample=ptr(x0), batch=b, n=n, mo_row_stride=mo.numel() // b,
+        t_stride=0 if t.numel() == 1 else 1, dtype=_backends.DTYPE_CODES[x.dtype],
+        noise_dtype=_backends.DTYPE_CODES[a.noise.dtype] if a.noise is not None else 0, scheduler=a.scheduler,
+        prediction_type=_PRED_CODE[a.prediction_type], variance_type=_VAR_CODE[a.variance_type],
+        clip_sample=int(bool(a.clip_sample)), use_clipped_model_output=int(bool(a.use_clipped_model_output)),
+        clip_sample_range=float(a.clip_sample_range), final_alpha_cumprod=float(a.final_alpha_cumprod),
+        eta=float(a.eta), guidance_scale=float(a.guidance_scale),
+    )
     if backend == "cpu":
         mod.sampling_step(p)
     else:
@@ -97,39 +124,31 @@ def _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_
     return (guidance_rescale * (cond.std(dim=1) / guided.std(dim=1)) + (1.0 - guidance_rescale)).contiguous()
 
 
-def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_cumprod,
-               model_output_uncond, noise, philox, prediction_type, variance_type, clip_sample,
-               clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
-               final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
-               backend):
+def _step_impl(a: StepArgs):
+    """The step on ``a.backend``: the oracle, or the kernels (two passes with dynamic thresholding)."""
+    backend, sample = a.backend, a.sample
     if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
-        sizes = (scheduler, sample.numel(), sample.shape[0], noise is not None, philox is not None,
-                 model_output_uncond is not None, bool(thresholding), prediction_type)
-        backend = tuned_backend(backend, "ddpm_step" if scheduler == _DDPM else "ddim_step", sample, sizes,
-                                lambda b: _step_impl(scheduler, model_output, sample, timestep, prev_timestep,
-                                                     alphas_cumprod, model_output_uncond, noise, philox,
-                                                     prediction_type, variance_type, clip_sample,
-                                                     clip_sample_range, thresholding, dynamic_thresholding_ratio,
-                                                     sample_max_value, final_alpha_cumprod, eta,
-                                                     use_clipped_model_output, guidance_scale, guidance_rescale,
-                                                     b))
+        sizes = (a.scheduler, sample.numel(), sample.shape[0], a.noise is not None, a.philox is not None,
+                 a.model_output_uncond is not None, bool(a.thresholding), a.prediction_type)
+        backend = tuned_backend(backend, "ddpm_step" if a.scheduler == _DDPM else "ddim_step", sample, sizes,
+                                lambda b: _step_impl(a._replace(backend=b)))
     backend = resolve_backend(backend, sample, "genfast.ops.sampling_step")
     if backend in ("reference", "torch"):
-        noise, seed, offset = oracle_noise(backend, sample, noise, philox)
+        noise, seed, offset = oracle_noise(backend, sample, a.noise, a.philox)
         common = dict(
-            prediction_type=prediction_type, clip_sample=clip_sample, clip_sample_range=clip_sample_range,
-            thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
-            sample_max_value=sample_max_value, noise=noise, seed=seed, offset=offset or 0,
-            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale,
+            prediction_type=a.prediction_type, clip_sample=a.clip_sample, clip_sample_range=a.clip_sample_range,
+            thresholding=a.thresholding, dynamic_thresholding_ratio=a.dynamic_thresholding_ratio,
+            sample_max_value=a.sample_max_value, noise=noise, seed=seed, offset=offset or 0,
+            model_output_uncond=a.model_output_uncond, guidance_scale=a.guidance_scale,
+            guidance_rescale=a.guidance_rescale, prev_timestep=a.prev_timestep,
         )
-        if scheduler == _DDPM:
-            out = _ref.ddpm_step(model_output, timestep, sample, alphas_cumprod, prev_timestep=prev_timestep,
-                                 variance_type=variance_type, **common)
+        if a.scheduler == _DDPM:
+            out = _ref.ddpm_step(a.model_output, a.timestep, sample, a.alphas_cumprod,
+                                 variance_type=a.variance_type, **common)
         else:
-            out = _ref.ddim_step(model_output, timestep, sample, alphas_cumprod, prev_timestep=prev_timestep,
-                                 final_alpha_cumprod=final_alpha_cumprod, eta=eta,
-                                 use_clipped_model_output=use_clipped_model_output, **common)
+            out = _ref.ddim_step(a.model_output, a.timestep, sample, a.alphas_cumprod,
+                                 final_alpha_cumprod=a.final_alpha_cumprod, eta=a.eta,
+                                 use_clipped_model_output=a.use_clipped_model_output, **common)
         # a custom op's outputs may not alias its inputs (x0 is model_output for "sample")
         return tuple(o.clone() for o in out)
 
@@ -138,61 +157,53 @@ def _step_impl(scheduler, model_output, sample, timestep, prev_timestep, alphas_
     if sample.numel() == 0:
         return prev, x0
     row_scale = None
-    if model_output_uncond is not None and guidance_rescale > 0.0:
-        row_scale = _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_rescale,
+    if a.model_output_uncond is not None and a.guidance_rescale > 0.0:
+        row_scale = _rescale_factor(a.model_output, a.model_output_uncond, a.guidance_scale, a.guidance_rescale,
                                     sample.shape[1])
-    args = dict(scheduler=scheduler, mo=model_output, x=sample, t=timestep, pt=prev_timestep,
-                ac=alphas_cumprod, mou=model_output_uncond, row_scale=row_scale,
-                prediction_type=prediction_type, variance_type=variance_type,
-                clip_sample_range=clip_sample_range, final_alpha_cumprod=final_alpha_cumprod, eta=eta,
-                use_clipped_model_output=use_clipped_model_output, guidance_scale=guidance_scale)
     thr = None
-    if thresholding:
+    if a.thresholding:
         # First pass: the unclipped x0, for the per-sample quantile (Saharia et al. 2022). In
         # float32 whatever the dtype: an fp16 x0 can overflow to inf, and a quantile over inf is NaN.
-        if sample.dtype == torch.float32:
-            pass1 = dict(args, prev=prev, x0=x0)
-        else:
+        pass1 = a._replace(noise=None, philox=None, clip_sample=False)
+        x0_1, prev_1 = x0, prev
+        if sample.dtype != torch.float32:
             f32 = lambda v: None if v is None else v.float()  # noqa: E731
-            x32 = sample.float()
-            pass1 = dict(args, mo=f32(model_output), x=x32, mou=f32(model_output_uncond),
-                         prev=torch.empty_like(x32), x0=torch.empty_like(x32))
-        _launch(backend, noise=None, philox=None, thr=None, clip_sample=False, **pass1)
-        x0_1 = pass1["x0"]
-        s = torch.quantile(x0_1.reshape(x0_1.shape[0], -1).abs(), dynamic_thresholding_ratio, dim=1)
-        thr = s.clamp(min=1.0, max=sample_max_value).contiguous()
-    _launch(backend, noise=noise, philox=philox, thr=thr, prev=prev, x0=x0, clip_sample=clip_sample, **args)
+            pass1 = pass1._replace(model_output=f32(a.model_output), sample=sample.float(),
+                                   model_output_uncond=f32(a.model_output_uncond))
+            x0_1, prev_1 = torch.empty_like(pass1.sample), torch.empty_like(pass1.sample)
+        _launch(pass1, backend, row_scale=row_scale, thr=None, prev=prev_1, x0=x0_1)
+        s = torch.quantile(x0_1.reshape(x0_1.shape[0], -1).abs(), a.dynamic_thresholding_ratio, dim=1)
+        thr = s.clamp(min=1.0, max=a.sample_max_value).contiguous()
+    _launch(a, backend, row_scale=row_scale, thr=thr, prev=prev, x0=x0)
     return prev, x0
 
 
-@torch.library.custom_op("genfast::ddpm_step", mutates_args=())
-def _ddpm_op(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
-             prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
-             model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
-             philox: torch.Tensor | None, prediction_type: str, variance_type: str, clip_sample: bool,
-             clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
-             sample_max_value: float, guidance_scale: float, guidance_rescale: float,
-             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _step_impl(_DDPM, model_output, sample, timestep, prev_timestep, alphas_cumprod,
-                      model_output_uncond, noise, philox, prediction_type, variance_type, clip_sample,
-                      clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
-                      1.0, 0.0, False, guidance_scale, guidance_rescale, backend)
+# The custom ops take StepArgs' fields by name (the last four only where they apply); the eager
+# path passes the StepArgs itself. Each op's function builds it from its parameters (locals()).
+def _ddpm(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
+          prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
+          model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
+          philox: torch.Tensor | None, prediction_type: str, variance_type: str, clip_sample: bool,
+          clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
+          sample_max_value: float, guidance_scale: float, guidance_rescale: float,
+          backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _step_impl(StepArgs(scheduler=_DDPM, **locals()))
 
 
-@torch.library.custom_op("genfast::ddim_step", mutates_args=())
-def _ddim_op(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
-             prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
-             model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
-             philox: torch.Tensor | None, prediction_type: str, clip_sample: bool,
-             clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
-             sample_max_value: float, final_alpha_cumprod: float, eta: float,
-             use_clipped_model_output: bool, guidance_scale: float, guidance_rescale: float,
-             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return _step_impl(_DDIM, model_output, sample, timestep, prev_timestep, alphas_cumprod,
-                      model_output_uncond, noise, philox, prediction_type, "fixed_small", clip_sample,
-                      clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
-                      final_alpha_cumprod, eta, use_clipped_model_output, guidance_scale, guidance_rescale,
-                      backend)
+def _ddim(model_output: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor,
+          prev_timestep: torch.Tensor, alphas_cumprod: torch.Tensor,
+          model_output_uncond: torch.Tensor | None, noise: torch.Tensor | None,
+          philox: torch.Tensor | None, prediction_type: str, clip_sample: bool,
+          clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
+          sample_max_value: float, final_alpha_cumprod: float, eta: float,
+          use_clipped_model_output: bool, guidance_scale: float, guidance_rescale: float,
+          backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _step_impl(StepArgs(scheduler=_DDIM, **locals()))
+
+
+_OP_FIELDS = {_DDPM: tuple(inspect.signature(_ddpm).parameters), _DDIM: tuple(inspect.signature(_ddim).parameters)}
+_ddpm_op = torch.library.custom_op("genfast::ddpm_step", _ddpm, mutates_args=())
+_ddim_op = torch.library.custom_op("genfast::ddim_step", _ddim, mutates_args=())
 
 
 @_ddpm_op.register_fake
@@ -269,7 +280,11 @@ def _float(name, value, op, *, lo=None, hi=None, lo_open=False):
 
 def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
              prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
-             clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend, need_noise):
+             clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value, backend,
+             need_noise, **ddim) -> StepArgs:
+    """Validate a step's arguments (``ddim``: DDIM's own, already checked) into a :class:`StepArgs`."""
+    clip_sample_range, dynamic_thresholding_ratio, sample_max_value = _active_options(
+        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
     _backends.check_backend(backend, op)
     dtypes = KERNEL_DTYPES + (torch.float64,)
     check_tensor("sample", sample, op=op, dtypes=dtypes, min_ndim=2)
@@ -363,8 +378,13 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
             philox = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=device)
         else:
             philox = philox_key(seed, offset, device, op=op)
-    return (model_output.contiguous(), sample.contiguous(), t, pt, ac, model_output_uncond, noise, philox,
-            guidance_scale, guidance_rescale, clip_sample_range, dynamic_thresholding_ratio, sample_max_value)
+    return StepArgs(
+        scheduler=scheduler, model_output=model_output.contiguous(), sample=sample.contiguous(), timestep=t,
+        prev_timestep=pt, alphas_cumprod=ac, model_output_uncond=model_output_uncond, noise=noise, philox=philox,
+        prediction_type=prediction_type, variance_type=variance_type, clip_sample=bool(clip_sample),
+        clip_sample_range=clip_sample_range, thresholding=bool(thresholding),
+        dynamic_thresholding_ratio=dynamic_thresholding_ratio, sample_max_value=sample_max_value,
+        guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, backend=backend, **ddim)
 
 
 def _active_options(clip_sample, clip_sample_range, thresholding, ratio, max_value):
@@ -449,19 +469,14 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
             host-device synchronisation), under torch.compile a RuntimeError.
         BackendUnavailableError: the requested backend cannot run here.
     """
-    op = "genfast.ops.ddpm_step"
-    clip_sample_range, dynamic_thresholding_ratio, sample_max_value = _active_options(
-        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
-    (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(
-        op, _DDPM, model_output, timestep, sample, alphas_cumprod, prev_timestep, variance_type,
-        prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
-        clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend,
-        need_noise=not (isinstance(timestep, int) and timestep == 0))
-    args = (mo, x, t, pt, ac, mou, noise, philox, prediction_type, variance_type, bool(clip_sample),
-            csr, bool(thresholding), dtr, smv, gs, gr, backend)
-    if eager_fast_path(mo, x, t, pt, ac, mou, noise, philox):
-        return _step_impl(_DDPM, *args[:10], *args[10:15], 1.0, 0.0, False, *args[15:])
-    return _ddpm_op(*args)
+    a = _prepare("genfast.ops.ddpm_step", _DDPM, model_output, timestep, sample, alphas_cumprod, prev_timestep,
+                 variance_type, prediction_type, noise, seed, offset, model_output_uncond, guidance_scale,
+                 guidance_rescale, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio,
+                 sample_max_value, backend, need_noise=not (isinstance(timestep, int) and timestep == 0))
+    if eager_fast_path(a.model_output, a.sample, a.timestep, a.prev_timestep, a.alphas_cumprod,
+                       a.model_output_uncond, a.noise, a.philox):
+        return _step_impl(a)
+    return _ddpm_op(**{k: getattr(a, k) for k in _OP_FIELDS[_DDPM]})
 
 
 def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, final_alpha_cumprod=1.0,
@@ -491,21 +506,17 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
         TypeError / ValueError / BackendUnavailableError: as :func:`ddpm_step`.
     """
     op = "genfast.ops.ddim_step"
-    clip_sample_range, dynamic_thresholding_ratio, sample_max_value = _active_options(
-        clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
     eta = _float("eta", eta, op, lo=0.0)
     final_alpha_cumprod = _float("final_alpha_cumprod", final_alpha_cumprod, op, lo=0.0, hi=1.0, lo_open=True)
-    (mo, x, t, pt, ac, mou, noise, philox, gs, gr, csr, dtr, smv) = _prepare(
-        op, _DDIM, model_output, timestep, sample, alphas_cumprod, prev_timestep, "fixed_small",
-        prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
-        clip_sample_range, dynamic_thresholding_ratio, sample_max_value, backend, need_noise=eta > 0)
-    if eager_fast_path(mo, x, t, pt, ac, mou, noise, philox):
-        return _step_impl(_DDIM, mo, x, t, pt, ac, mou, noise, philox, prediction_type, "fixed_small",
-                          bool(clip_sample), csr, bool(thresholding), dtr, smv, final_alpha_cumprod, eta,
-                          bool(use_clipped_model_output), gs, gr, backend)
-    return _ddim_op(mo, x, t, pt, ac, mou, noise, philox, prediction_type, bool(clip_sample), csr,
-                    bool(thresholding), dtr, smv, final_alpha_cumprod, eta, bool(use_clipped_model_output),
-                    gs, gr, backend)
+    a = _prepare(op, _DDIM, model_output, timestep, sample, alphas_cumprod, prev_timestep, "fixed_small",
+                 prediction_type, noise, seed, offset, model_output_uncond, guidance_scale, guidance_rescale,
+                 clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value,
+                 backend, need_noise=eta > 0, final_alpha_cumprod=final_alpha_cumprod, eta=eta,
+                 use_clipped_model_output=bool(use_clipped_model_output))
+    if eager_fast_path(a.model_output, a.sample, a.timestep, a.prev_timestep, a.alphas_cumprod,
+                       a.model_output_uncond, a.noise, a.philox):
+        return _step_impl(a)
+    return _ddim_op(**{k: getattr(a, k) for k in _OP_FIELDS[_DDIM]})
 
 
 ddpm_step.__doc__ = ddpm_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)

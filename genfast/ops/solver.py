@@ -60,6 +60,33 @@ class SolverStepOutput(NamedTuple):
     corrected: Optional[torch.Tensor]
 
 
+class SolverArgs(NamedTuple):
+    """The validated arguments of one solver step: the parameters of the custom op
+    ``genfast::solver_step``, by the same names and in the same order, and what the kernels
+    receive (the C++ ``SolverParams``, csrc/include/genfast/solver_step_math.h, holds them as
+    pointers and codes). The tensors are contiguous and like ``sample``; ``coefficients`` is a
+    float32 ``[20]``, ``[1, 20]`` or ``[B, 20]`` row table; ``clip_sample_range`` is 0 for no clip."""
+
+    model_output: torch.Tensor
+    sample: torch.Tensor
+    coefficients: torch.Tensor
+    history: list[torch.Tensor]
+    last_sample: Optional[torch.Tensor]
+    model_output_uncond: Optional[torch.Tensor]
+    noise: Optional[torch.Tensor]
+    philox: Optional[torch.Tensor]
+    guidance_scale: float
+    guidance_rescale: float
+    clip_sample_range: float
+    thresholding: bool
+    dynamic_thresholding_ratio: float
+    sample_max_value: float
+    round_converted: bool
+    return_converted: bool
+    return_corrected: bool
+    backend: str
+
+
 # --------------------------------------------------------------------------- kernels
 def _rescale_factor(cond, uncond, guidance_scale, guidance_rescale):
     """Per-row guidance-rescale factor (Lin et al. 2024, eq. (16); diffusers' ``rescale_noise_cfg``):
@@ -70,30 +97,32 @@ def _rescale_factor(cond, uncond, guidance_scale, guidance_rescale):
     return (guidance_rescale * (c.std(dim=1) / guided.std(dim=1)) + (1.0 - guidance_rescale)).contiguous()
 
 
-def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scale, thr, prev, conv, corr,
-            guidance_scale, clip_sample_range, clamp_mode, round_converted):
-    """One kernel pass over validated, contiguous tensors on one device."""
+def _launch(a: SolverArgs, backend: str, *, row_scale, thr, prev, conv, corr, clamp_mode):
+    """One kernel pass of ``a`` on ``backend`` (resolved), writing ``prev`` and, where given,
+    ``conv`` and ``corr``."""
+    x, coef, history = a.sample, a.coefficients, a.history
     b = x.shape[0]
     n = x.numel() // b
     coef_stride = NUM_COEFFICIENTS if coef.numel() > NUM_COEFFICIENTS else 0
     if backend == "triton":
         from genfast.triton.solver_step import solver_step_triton
 
-        solver_step_triton(mo, mou, x, last, history, noise, philox, coef, row_scale, thr, prev, conv, corr,
-                           batch=b, n=n, coef_stride=coef_stride, guidance_scale=guidance_scale,
-                           clip_sample_range=clip_sample_range, clamp_mode=clamp_mode,
-                           round_converted=round_converted)
+        solver_step_triton(a.model_output, a.model_output_uncond, x, a.last_sample, history, a.noise, a.philox, coef,
+                           row_scale, thr, prev, conv, corr, batch=b, n=n, coef_stride=coef_stride,
+                           guidance_scale=a.guidance_scale, clip_sample_range=a.clip_sample_range,
+                           clamp_mode=clamp_mode, round_converted=a.round_converted)
         return
     mod = _backends.cpu_module() if backend == "cpu" else _backends.cuda_module()
     ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
     p = mod.SolverParams(
-        model_output=ptr(mo), model_output_uncond=ptr(mou), sample=ptr(x), last_sample=ptr(last),
-        history=[ptr(h) for h in history], noise=ptr(noise), philox=ptr(philox), coefficients=ptr(coef),
-        row_scale=ptr(row_scale), threshold=ptr(thr), prev_sample=ptr(prev), converted=ptr(conv),
-        corrected=ptr(corr), batch=b, n=n, coef_row_stride=coef_stride, dtype=_backends.DTYPE_CODES[x.dtype],
-        noise_dtype=_backends.DTYPE_CODES[noise.dtype] if noise is not None else 0, num_history=len(history),
-        clamp_mode=clamp_mode, round_converted=int(bool(round_converted)), guidance_scale=float(guidance_scale),
-        clip_sample_range=float(clip_sample_range),
+        model_output=ptr(a.model_output), model_output_uncond=ptr(a.model_output_uncond), sample=ptr(x),
+        last_sample=ptr(a.last_sample), history=[ptr(h) for h in history], noise=ptr(a.noise), philox=ptr(a.philox),
+        coefficients=ptr(coef), row_scale=ptr(row_scale), threshold=ptr(thr), prev_sample=ptr(prev),
+        converted=ptr(conv), corrected=ptr(corr), batch=b, n=n, coef_row_stride=coef_stride,
+        dtype=_backends.DTYPE_CODES[x.dtype],
+        noise_dtype=_backends.DTYPE_CODES[a.noise.dtype] if a.noise is not None else 0, num_history=len(history),
+        clamp_mode=clamp_mode, round_converted=int(bool(a.round_converted)),
+        guidance_scale=float(a.guidance_scale), clip_sample_range=float(a.clip_sample_range),
     )
     if backend == "cpu":
         mod.solver_step(p)
@@ -101,71 +130,62 @@ def _launch(backend, *, mo, x, coef, history, last, mou, noise, philox, row_scal
         mod.solver_step(p, _backends.stream_of(x))
 
 
-def _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
-          guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
-          sample_max_value, round_converted, return_converted, return_corrected, backend):
+def _impl(a: SolverArgs):
+    """The step on ``a.backend``: the oracle, or the kernels (two passes with dynamic thresholding)."""
+    backend, sample = a.backend, a.sample
     if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
-        sizes = (sample.numel(), sample.shape[0], len(history), last_sample is not None, noise is not None,
-                 philox is not None, model_output_uncond is not None, bool(thresholding))
-        backend = tuned_backend(backend, "solver_step", sample, sizes,
-                                lambda b: _impl(model_output, sample, coefficients, history, last_sample,
-                                                model_output_uncond, noise, philox, guidance_scale, guidance_rescale,
-                                                clip_sample_range, thresholding, dynamic_thresholding_ratio,
-                                                sample_max_value, round_converted, return_converted,
-                                                return_corrected, b))
+        sizes = (sample.numel(), sample.shape[0], len(a.history), a.last_sample is not None, a.noise is not None,
+                 a.philox is not None, a.model_output_uncond is not None, bool(a.thresholding))
+        backend = tuned_backend(backend, "solver_step", sample, sizes, lambda b: _impl(a._replace(backend=b)))
     backend = _resolve(backend, sample)
     empty = lambda: sample.new_empty(0)  # noqa: E731  (a fresh one each: outputs may not alias)
     if backend in ("reference", "torch"):
-        noise, seed, offset = oracle_noise(backend, sample, noise, philox)
+        noise, seed, offset = oracle_noise(backend, sample, a.noise, a.philox)
         out = _ref.solver_step(
-            model_output, sample, coefficients, history=history, last_sample=last_sample,
-            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale, clip_sample_range=clip_sample_range if clip_sample_range > 0 else None,
-            thresholding=thresholding, dynamic_thresholding_ratio=dynamic_thresholding_ratio,
-            sample_max_value=sample_max_value, round_converted=round_converted, round_corrected=return_corrected,
-            noise=noise, seed=seed,
-            offset=offset or 0)
+            a.model_output, sample, a.coefficients, history=a.history, last_sample=a.last_sample,
+            model_output_uncond=a.model_output_uncond, guidance_scale=a.guidance_scale,
+            guidance_rescale=a.guidance_rescale,
+            clip_sample_range=a.clip_sample_range if a.clip_sample_range > 0 else None,
+            thresholding=a.thresholding, dynamic_thresholding_ratio=a.dynamic_thresholding_ratio,
+            sample_max_value=a.sample_max_value, round_converted=a.round_converted,
+            round_corrected=a.return_corrected, noise=noise, seed=seed, offset=offset or 0)
         # a custom op's outputs may not alias its inputs
-        return (out[0].clone(), out[1].clone() if return_converted else empty(),
-                out[2].clone() if return_corrected else empty())
+        return (out[0].clone(), out[1].clone() if a.return_converted else empty(),
+                out[2].clone() if a.return_corrected else empty())
 
     prev = torch.empty_like(sample)
-    conv = torch.empty_like(sample) if return_converted else None
-    corr = torch.empty_like(sample) if return_corrected else None
+    conv = torch.empty_like(sample) if a.return_converted else None
+    corr = torch.empty_like(sample) if a.return_corrected else None
     if sample.numel() > 0:
         row_scale = None
-        if model_output_uncond is not None and guidance_rescale > 0.0:
-            row_scale = _rescale_factor(model_output, model_output_uncond, guidance_scale, guidance_rescale)
-        args = dict(mo=model_output, x=sample, coef=coefficients, history=history, last=last_sample,
-                    mou=model_output_uncond, noise=noise, philox=philox, row_scale=row_scale,
-                    guidance_scale=guidance_scale)
+        if a.model_output_uncond is not None and a.guidance_rescale > 0.0:
+            row_scale = _rescale_factor(a.model_output, a.model_output_uncond, a.guidance_scale, a.guidance_rescale)
         thr = None
-        clamp_mode = _CLAMP_CLIP if clip_sample_range > 0 else _CLAMP_NONE
-        if thresholding:
-            thr = _threshold_scale(backend, args, coefficients, dynamic_thresholding_ratio, sample_max_value)
+        clamp_mode = _CLAMP_CLIP if a.clip_sample_range > 0 else _CLAMP_NONE
+        if a.thresholding:
+            thr = _threshold_scale(a, backend, row_scale)
             clamp_mode = _CLAMP_THRESHOLD
-        _launch(backend, thr=thr, prev=prev, conv=conv, corr=corr, clip_sample_range=clip_sample_range,
-                clamp_mode=clamp_mode, round_converted=round_converted, **args)
+        _launch(a, backend, row_scale=row_scale, thr=thr, prev=prev, conv=conv, corr=corr, clamp_mode=clamp_mode)
     return prev, empty() if conv is None else conv, empty() if corr is None else corr
 
 
-def _threshold_scale(backend, args, coefficients, ratio, max_value):
+def _threshold_scale(a: SolverArgs, backend, row_scale):
     """First pass of dynamic thresholding (Saharia et al. 2022): the unclamped converted output in
     float32 from the kernel itself (same noise), its x_0 view ``t_m m + t_x x``, and the per-row
     quantile of its magnitude clamped to [1, sample_max_value]."""
     f32 = lambda v: None if v is None else v.float()  # noqa: E731
-    x32 = args["x"].float()
+    x32 = a.sample.float()
     m32 = torch.empty_like(x32)
-    prev32 = torch.empty_like(x32)
-    pass1 = dict(args, mo=f32(args["mo"]), x=x32, mou=f32(args["mou"]), last=f32(args["last"]),
-                 history=[h.float() for h in args["history"]])
-    _launch(backend, thr=None, prev=prev32, conv=m32, corr=None, clip_sample_range=0.0, clamp_mode=_CLAMP_NONE,
-            round_converted=False, **pass1)
-    coef = coefficients.reshape(-1, NUM_COEFFICIENTS).float()
+    pass1 = a._replace(model_output=f32(a.model_output), sample=x32, model_output_uncond=f32(a.model_output_uncond),
+                       last_sample=f32(a.last_sample), history=[h.float() for h in a.history], clip_sample_range=0.0,
+                       round_converted=False)
+    _launch(pass1, backend, row_scale=row_scale, thr=None, prev=torch.empty_like(x32), conv=m32, corr=None,
+            clamp_mode=_CLAMP_NONE)
+    coef = a.coefficients.reshape(-1, NUM_COEFFICIENTS).float()
     shape = (-1,) + (1,) * (x32.dim() - 1)
     v = coef[:, _ref.INDEX["t_m"]].reshape(shape) * m32 + coef[:, _ref.INDEX["t_x"]].reshape(shape) * x32
-    s = torch.quantile(v.reshape(v.shape[0], -1).abs(), ratio, dim=1)
-    return s.clamp(min=1.0, max=max_value).contiguous()
+    s = torch.quantile(v.reshape(v.shape[0], -1).abs(), a.dynamic_thresholding_ratio, dim=1)
+    return s.clamp(min=1.0, max=a.sample_max_value).contiguous()
 
 
 def _resolve(backend, sample):
@@ -182,9 +202,7 @@ def _solver_step_op(model_output: torch.Tensor, sample: torch.Tensor, coefficien
                     clip_sample_range: float, thresholding: bool, dynamic_thresholding_ratio: float,
                     sample_max_value: float, round_converted: bool, return_converted: bool,
                     return_corrected: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _impl(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
-                 guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
-                 sample_max_value, round_converted, return_converted, return_corrected, backend)
+    return _impl(SolverArgs(**locals()))  # the parameters are SolverArgs' fields, by name
 
 
 @_solver_step_op.register_fake
@@ -213,6 +231,17 @@ def _same_as_sample(name, t, sample):
     if t.shape != sample.shape:
         raise ValueError(f"{_OP}: {name} must have the shape of sample {tuple(sample.shape)}, got {tuple(t.shape)}")
     return t.contiguous()
+
+
+def _checked_noise(noise, sample):
+    """``noise`` checked against ``sample``, contiguous; float64 noise of a low-precision sample
+    becomes float32 (the kernels read float32/16/bf16 noise)."""
+    check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=sample.device)
+    if noise.shape != sample.shape:
+        raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, got {tuple(noise.shape)}")
+    if noise.dtype == torch.float64 and sample.dtype != torch.float64:
+        noise = noise.to(torch.float32)
+    return noise.contiguous()
 
 
 def solver_step(
@@ -341,30 +370,26 @@ def solver_step(
     if noise is not None:
         if seed is not None:
             raise ValueError(f"{_OP}: pass either noise or seed, not both")
-        check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=device)
-        if noise.shape != sample.shape:
-            raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, "
-                             f"got {tuple(noise.shape)}")
-        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
-            noise = noise.to(torch.float32)  # the kernels read float32/16/bf16 noise
-        noise = noise.contiguous()
+        noise = _checked_noise(noise, sample)
     elif seed is not None:
         philox = philox_key(seed, offset, device, op=_OP)
     _backends.check_backend(backend, _OP)
     if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
         raise TypeError(f"{_OP}: backend={backend!r} computes in float32 and takes float32/16/bf16 tensors; "
                         "float64 runs on backend='reference' (or 'auto')")
-    args = (model_output.contiguous(), sample.contiguous(), coefficients, history, last_sample,
-            model_output_uncond, noise, philox, guidance_scale, guidance_rescale, clip, thresholding, ratio,
-            max_value, bool(round_converted), bool(return_converted), bool(return_corrected), backend)
+    a = SolverArgs(
+        model_output=model_output.contiguous(), sample=sample.contiguous(), coefficients=coefficients,
+        history=history, last_sample=last_sample, model_output_uncond=model_output_uncond, noise=noise,
+        philox=philox, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, clip_sample_range=clip,
+        thresholding=thresholding, dynamic_thresholding_ratio=ratio, sample_max_value=max_value,
+        round_converted=bool(round_converted), return_converted=bool(return_converted),
+        return_corrected=bool(return_corrected), backend=backend)
     tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, *history)
-    out = _impl(*args) if eager_fast_path(*tensors) else _solver_step_op(*args)
+    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a._asdict())
     return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
 
 
-def scheduler_call(model_output, sample, coefficients, history, last_sample, model_output_uncond, noise, philox,
-                   guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
-                   sample_max_value, round_converted, return_converted, return_corrected, backend):
+def scheduler_call(a: SolverArgs) -> SolverStepOutput:
     """The entry of ``genfast.samplers``: :func:`solver_step` minus the checks of what a scheduler
     made itself (``coefficients``: a float32 row of its device table; ``history`` and
     ``last_sample``: earlier outputs of this op; ``philox``: an int64 [2] key drawn on the device;
@@ -372,19 +397,14 @@ def scheduler_call(model_output, sample, coefficients, history, last_sample, mod
     user passes to ``step`` (``model_output``, ``sample``, ``model_output_uncond``, ``noise``,
     ``guidance_scale``, ``guidance_rescale``) are checked here as :func:`solver_step` checks them.
     Same return value."""
+    sample, model_output_uncond = a.sample, a.model_output_uncond
+    guidance_scale, guidance_rescale = a.guidance_scale, a.guidance_rescale
     if not (type(sample) is torch.Tensor and sample.dtype in KERNEL_DTYPES):
         check_tensor("sample", sample, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), min_ndim=1)
-    model_output = _same_as_sample("model_output", model_output, sample)
+    model_output = _same_as_sample("model_output", a.model_output, sample)
     if model_output_uncond is not None:
         model_output_uncond = _same_as_sample("model_output_uncond", model_output_uncond, sample)
-    if noise is not None:
-        check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=sample.device)
-        if noise.shape != sample.shape:
-            raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, "
-                             f"got {tuple(noise.shape)}")
-        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
-            noise = noise.to(torch.float32)
-        noise = noise.contiguous()
+    noise = None if a.noise is None else _checked_noise(a.noise, sample)
     if type(guidance_scale) is not float or type(guidance_rescale) is not float:
         guidance_scale = _number("guidance_scale", guidance_scale)
         guidance_rescale = _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
@@ -393,12 +413,11 @@ def scheduler_call(model_output, sample, coefficients, history, last_sample, mod
         _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
     if guidance_rescale > 0 and model_output_uncond is None:
         raise ValueError(f"{_OP}: guidance_rescale > 0 needs model_output_uncond")
-    args = (model_output, sample.contiguous(), coefficients, history, last_sample, model_output_uncond, noise, philox,
-            guidance_scale, guidance_rescale, clip_sample_range, thresholding, dynamic_thresholding_ratio,
-            sample_max_value, round_converted, return_converted, return_corrected, backend)
-    tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, philox, *history)
-    out = _impl(*args) if eager_fast_path(*tensors) else _solver_step_op(*args)
-    return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
+    a = a._replace(model_output=model_output, sample=sample.contiguous(), model_output_uncond=model_output_uncond,
+                   noise=noise, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
+    tensors = (model_output, sample, a.coefficients, a.last_sample, model_output_uncond, noise, a.philox, *a.history)
+    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a._asdict())
+    return SolverStepOutput(out[0], out[1] if a.return_converted else None, out[2] if a.return_corrected else None)
 
 
 __all__ = ["solver_step", "SolverStepOutput", "SOLVER_COEFFICIENTS"]

@@ -301,9 +301,11 @@ class SolverStepMixin(FusedStepMixin):
                 noise_args=None):
         """Call the fused op (:func:`genfast.ops.solver_step`, through its scheduler entry, which
         skips the checks of what the scheduler made itself) with every tensor in ``compute_dtype``."""
-        global _solver_step
+        global _solver_step, _SolverArgs
         if _solver_step is None:
             from genfast.ops.solver import scheduler_call as _solver_step
+        if _SolverArgs is None:
+            from genfast.ops.solver import SolverArgs as _SolverArgs
         if model_output_uncond is not None:
             self._gf_check_inputs(model_output_uncond, sample)
         if model_output.dtype != compute_dtype or sample.dtype != compute_dtype or any(
@@ -316,14 +318,18 @@ class SolverStepMixin(FusedStepMixin):
         if thresholding:
             ratio, max_value = float(self._gf_c["dynamic_thresholding_ratio"]), float(self._gf_c["sample_max_value"])
         noise_args = noise_args or {}
-        return _solver_step(
-            model_output, sample, coefficients, history, last_sample, model_output_uncond, noise_args.get("noise"),
-            noise_args.get("seed"), guidance_scale, guidance_rescale,
-            0.0 if clip_sample_range is None else float(clip_sample_range), bool(thresholding), ratio, max_value,
-            round_converted, return_converted, return_corrected, self.backend)
+        return _solver_step(_SolverArgs(
+            model_output=model_output, sample=sample, coefficients=coefficients, history=history,
+            last_sample=last_sample, model_output_uncond=model_output_uncond, noise=noise_args.get("noise"),
+            philox=noise_args.get("seed"), guidance_scale=guidance_scale, guidance_rescale=guidance_rescale,
+            clip_sample_range=0.0 if clip_sample_range is None else float(clip_sample_range),
+            thresholding=bool(thresholding), dynamic_thresholding_ratio=ratio, sample_max_value=max_value,
+            round_converted=round_converted, return_converted=return_converted, return_corrected=return_corrected,
+            backend=self.backend))
 
 
-_solver_step = None  # genfast.ops.solver.scheduler_call, imported on first use (import genfast.samplers stays light)
+# genfast.ops.solver.scheduler_call and SolverArgs, imported on first use (import genfast.samplers stays light)
+_solver_step = _SolverArgs = None
 
 
 def promote(a: torch.dtype, b: torch.dtype) -> torch.dtype:

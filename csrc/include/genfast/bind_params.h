@@ -17,11 +17,22 @@
 
 #include "genfast/gibbs_math.h"
 #include "genfast/invconv_math.h"
+#include "genfast/random_math.h"
 #include "genfast/sampling_step_math.h"
 #include "genfast/solver_step_math.h"
 #include "genfast/vq_math.h"
 
 namespace genfast {
+
+// A field's name and member pointer, as GF_FIELD(f) writes them for the struct `S` in scope.
+template <typename M>
+struct NamedField {
+  const char* name;
+  M member;
+};
+template <typename M>
+NamedField(const char*, M) -> NamedField<M>;
+#define GF_FIELD(f) ::genfast::NamedField{#f, &S::f}
 
 template <typename S>
 class ParamsClass {
@@ -82,6 +93,13 @@ class ParamsClass {
     return *this;
   }
 
+  // Several fields at once, each written GF_FIELD(name) (the name spelled once, as in the struct).
+  template <typename... F>
+  ParamsClass& fields(F... f) {
+    (field(f.name, f.member), ...);
+    return *this;
+  }
+
  private:
   using Setters = std::vector<std::pair<std::string, std::function<void(S&, pybind11::handle)>>>;
   pybind11::class_<S> cls_;
@@ -111,62 +129,68 @@ void def_params_op(pybind11::module_& m, const char* name, void (*fn)(const P&, 
       pybind11::arg("params"), pybind11::arg("stream"), doc);
 }
 
-inline void bind_step_params(pybind11::module_& m) {
-  ParamsClass<StepParams>(m, "StepParams")
-      .field("model_output", &StepParams::model_output)
-      .field("model_output_uncond", &StepParams::model_output_uncond)
-      .field("sample", &StepParams::sample)
-      .field("noise", &StepParams::noise)
-      .field("timestep", &StepParams::timestep)
-      .field("prev_timestep", &StepParams::prev_timestep)
-      .field("alphas_cumprod", &StepParams::alphas_cumprod)
-      .field("row_scale", &StepParams::row_scale)
-      .field("threshold", &StepParams::threshold)
-      .field("philox", &StepParams::philox)
-      .field("prev_sample", &StepParams::prev_sample)
-      .field("pred_original_sample", &StepParams::pred_original_sample)
-      .field("batch", &StepParams::batch)
-      .field("n", &StepParams::n)
-      .field("mo_row_stride", &StepParams::mo_row_stride)
-      .field("t_stride", &StepParams::t_stride)
-      .field("dtype", &StepParams::dtype)
-      .field("noise_dtype", &StepParams::noise_dtype)
-      .field("scheduler", &StepParams::scheduler)
-      .field("prediction_type", &StepParams::prediction_type)
-      .field("variance_type", &StepParams::variance_type)
-      .field("clip_sample", &StepParams::clip_sample)
-      .field("use_clipped_model_output", &StepParams::use_clipped_model_output)
-      .field("clip_sample_range", &StepParams::clip_sample_range)
-      .field("final_alpha_cumprod", &StepParams::final_alpha_cumprod)
-      .field("eta", &StepParams::eta)
-      .field("guidance_scale", &StepParams::guidance_scale);
+// One function per op: its parameter struct and its entry point, with the kernel `fn` of the module
+// that calls it (the CPU kernel in _C, the CUDA host wrapper in _C_cuda), so that each op's binding
+// is written once.
+template <typename Fn>
+void bind_sampling_step(pybind11::module_& m, Fn fn) {
+  using S = StepParams;
+  ParamsClass<S>(m, "StepParams")
+      .fields(GF_FIELD(model_output), GF_FIELD(model_output_uncond), GF_FIELD(sample), GF_FIELD(noise),
+              GF_FIELD(timestep), GF_FIELD(prev_timestep), GF_FIELD(alphas_cumprod), GF_FIELD(row_scale),
+              GF_FIELD(threshold), GF_FIELD(philox), GF_FIELD(prev_sample), GF_FIELD(pred_original_sample),
+              GF_FIELD(batch), GF_FIELD(n), GF_FIELD(mo_row_stride), GF_FIELD(t_stride), GF_FIELD(dtype),
+              GF_FIELD(noise_dtype), GF_FIELD(scheduler), GF_FIELD(prediction_type), GF_FIELD(variance_type),
+              GF_FIELD(clip_sample), GF_FIELD(use_clipped_model_output), GF_FIELD(clip_sample_range),
+              GF_FIELD(final_alpha_cumprod), GF_FIELD(eta), GF_FIELD(guidance_scale));
+  def_params_op(m, "sampling_step", fn, "Fused DDPM/DDIM step over validated, contiguous tensors (StepParams).");
 }
 
-inline void bind_solver_params(pybind11::module_& m) {
-  ParamsClass<SolverParams>(m, "SolverParams")
-      .field("model_output", &SolverParams::model_output)
-      .field("model_output_uncond", &SolverParams::model_output_uncond)
-      .field("sample", &SolverParams::sample)
-      .field("last_sample", &SolverParams::last_sample)
-      .field("history", &SolverParams::history)
-      .field("noise", &SolverParams::noise)
-      .field("philox", &SolverParams::philox)
-      .field("coefficients", &SolverParams::coefficients)
-      .field("row_scale", &SolverParams::row_scale)
-      .field("threshold", &SolverParams::threshold)
-      .field("prev_sample", &SolverParams::prev_sample)
-      .field("converted", &SolverParams::converted)
-      .field("corrected", &SolverParams::corrected)
-      .field("batch", &SolverParams::batch)
-      .field("n", &SolverParams::n)
-      .field("coef_row_stride", &SolverParams::coef_row_stride)
-      .field("dtype", &SolverParams::dtype)
-      .field("noise_dtype", &SolverParams::noise_dtype)
-      .field("num_history", &SolverParams::num_history)
-      .field("clamp_mode", &SolverParams::clamp_mode)
-      .field("round_converted", &SolverParams::round_converted)
-      .field("guidance_scale", &SolverParams::guidance_scale)
-      .field("clip_sample_range", &SolverParams::clip_sample_range);
+template <typename Fn>
+void bind_solver_step(pybind11::module_& m, Fn fn) {
+  using S = SolverParams;
+  ParamsClass<S>(m, "SolverParams")
+      .fields(GF_FIELD(model_output), GF_FIELD(model_output_uncond), GF_FIELD(sample), GF_FIELD(last_sample),
+              GF_FIELD(history), GF_FIELD(noise), GF_FIELD(philox), GF_FIELD(coefficients), GF_FIELD(row_scale),
+              GF_FIELD(threshold), GF_FIELD(prev_sample), GF_FIELD(converted), GF_FIELD(corrected),
+              GF_FIELD(batch), GF_FIELD(n), GF_FIELD(coef_row_stride), GF_FIELD(dtype), GF_FIELD(noise_dtype),
+              GF_FIELD(num_history), GF_FIELD(clamp_mode), GF_FIELD(round_converted), GF_FIELD(guidance_scale),
+              GF_FIELD(clip_sample_range));
+  def_params_op(m, "solver_step", fn, "General solver step over validated, contiguous tensors (SolverParams).");
+}
+
+template <typename Fn>
+void bind_vq(pybind11::module_& m, Fn fn) {
+  using S = VqParams;
+  ParamsClass<S>(m, "VqParams")
+      .fields(GF_FIELD(z), GF_FIELD(codebook), GF_FIELD(indices), GF_FIELD(distances), GF_FIELD(z_q),
+              GF_FIELD(counts), GF_FIELD(sums), GF_FIELD(scaling), GF_FIELD(workspace), GF_FIELD(n), GF_FIELD(k),
+              GF_FIELD(d), GF_FIELD(dtype), GF_FIELD(cosine));
+  def_params_op(m, "vq_quantize", fn,
+                "Nearest code of each row of z [n, d] in codebook [k, d] (VqParams, contiguous tensors), with the "
+                "optional gather z_q [n, d] and per-code counts [k] / sums [k, d] (0 = skip); workspace: float32 "
+                "[2k] (CUDA).");
+}
+
+template <typename Fn>
+void bind_invconv(pybind11::module_& m, Fn fn) {
+  using S = InvConvParams;
+  ParamsClass<S>(m, "InvConvParams")
+      .fields(GF_FIELD(x), GF_FIELD(w), GF_FIELD(bias), GF_FIELD(y), GF_FIELD(n), GF_FIELD(c), GF_FIELD(hw),
+              GF_FIELD(dtype));
+  def_params_op(m, "invconv1x1", fn,
+                "y[n] = w @ x[n] + bias[:, None] per image over validated, contiguous NCHW tensors (InvConvParams).");
+}
+
+template <typename Fn>
+void bind_random(pybind11::module_& m, Fn fn) {
+  using S = RandomParams;
+  ParamsClass<S>(m, "RandomParams")
+      .fields(GF_FIELD(out), GF_FIELD(philox), GF_FIELD(seed), GF_FIELD(offset), GF_FIELD(n), GF_FIELD(dtype),
+              GF_FIELD(normal));
+  def_params_op(m, "random", fn,
+                "Fill out[0:n] (dtype code) with standard normals (normal=1) or uniforms on [0, 1) (RandomParams): "
+                "element i is number offset + i of the Philox stream keyed by seed.");
 }
 
 inline void bind_gibbs_params(pybind11::module_& m) {
@@ -188,36 +212,6 @@ inline void bind_gibbs_params(pybind11::module_& m) {
       .field("dtype", &GibbsParams::dtype)
       .field("gaussian", &GibbsParams::gaussian)
       .field("sigma", &GibbsParams::sigma);
-}
-
-inline void bind_vq_params(pybind11::module_& m) {
-  ParamsClass<VqParams>(m, "VqParams")
-      .field("z", &VqParams::z)
-      .field("codebook", &VqParams::codebook)
-      .field("indices", &VqParams::indices)
-      .field("distances", &VqParams::distances)
-      .field("z_q", &VqParams::z_q)
-      .field("counts", &VqParams::counts)
-      .field("sums", &VqParams::sums)
-      .field("scaling", &VqParams::scaling)
-      .field("workspace", &VqParams::workspace)
-      .field("n", &VqParams::n)
-      .field("k", &VqParams::k)
-      .field("d", &VqParams::d)
-      .field("dtype", &VqParams::dtype)
-      .field("cosine", &VqParams::cosine);
-}
-
-inline void bind_invconv_params(pybind11::module_& m) {
-  ParamsClass<InvConvParams>(m, "InvConvParams")
-      .field("x", &InvConvParams::x)
-      .field("w", &InvConvParams::w)
-      .field("bias", &InvConvParams::bias)
-      .field("y", &InvConvParams::y)
-      .field("n", &InvConvParams::n)
-      .field("c", &InvConvParams::c)
-      .field("hw", &InvConvParams::hw)
-      .field("dtype", &InvConvParams::dtype);
 }
 
 }  // namespace genfast

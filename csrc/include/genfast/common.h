@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define GF_HD __host__ __device__ __forceinline__
@@ -19,25 +20,18 @@ namespace genfast {
 // Dtype codes passed from Python (genfast/_backends.py keeps the same table).
 enum DType : int32_t { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
-GF_HD uint32_t f32_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return u;
-#endif
+// The bits of one value as another type of the same size (C++20's std::bit_cast). memcpy is the
+// defined way to reinterpret bits in C++; both compilers turn it into a register move.
+template <typename To, typename From>
+GF_HD To bit_copy(From x) {
+  static_assert(sizeof(To) == sizeof(From), "bit_copy: sizes differ");
+  To y;
+  memcpy(&y, &x, sizeof(To));
+  return y;
 }
 
-GF_HD float bits_f32(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-#endif
-}
+GF_HD uint32_t f32_bits(float x) { return bit_copy<uint32_t>(x); }
+GF_HD float bits_f32(uint32_t u) { return bit_copy<float>(u); }
 
 // bfloat16: the top 16 bits of a float32; rounding to nearest even, NaN kept quiet.
 GF_HD float bf16_to_f32(uint16_t h) { return bits_f32(static_cast<uint32_t>(h) << 16); }
@@ -114,6 +108,19 @@ inline decltype(auto) dispatch_dtype(int32_t code, const char* op, Fn&& fn) {
     case kBFloat16: return fn(type_tag<bf16_t>{});
     default: throw std::invalid_argument(std::string(op) + ": unsupported dtype code " + std::to_string(code));
   }
+}
+
+// The same for two codes at once (the data and the noise of the sampling steps): fn(tag, tag2).
+template <typename Fn>
+inline decltype(auto) dispatch_dtype(int32_t code, int32_t code2, const char* op, Fn&& fn) {
+  return dispatch_dtype(code, op, [&](auto t) { return dispatch_dtype(code2, op, [&](auto t2) { return fn(t, t2); }); });
+}
+
+// fn(std::true_type{}) or fn(std::false_type{}): a runtime flag as a template argument, so that a
+// kernel's optional input costs no branch in its element loop.
+template <typename Fn>
+inline decltype(auto) dispatch_bool(bool flag, Fn&& fn) {
+  return flag ? fn(std::true_type{}) : fn(std::false_type{});
 }
 
 }  // namespace genfast

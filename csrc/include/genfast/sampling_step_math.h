@@ -55,6 +55,26 @@ struct StepParams {
   float guidance_scale = 1.0f;
 };
 
+// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike.
+template <typename T, typename TN>
+struct StepTensors {
+  const T* mo;             // [B, mo_row_stride]
+  const T* mou;            // [B, mo_row_stride] or null
+  const T* x;              // [B, n]
+  const TN* noise;         // [B, n] or null
+  T* prev;                 // out [B, n]
+  T* x0;                   // out [B, n]
+  const int64_t* philox;   // [2] (seed, offset) or null
+  GF_HD explicit StepTensors(const StepParams& P)
+      : mo(reinterpret_cast<const T*>(P.model_output)),
+        mou(reinterpret_cast<const T*>(P.model_output_uncond)),
+        x(reinterpret_cast<const T*>(P.sample)),
+        noise(reinterpret_cast<const TN*>(P.noise)),
+        prev(reinterpret_cast<T*>(P.prev_sample)),
+        x0(reinterpret_cast<T*>(P.pred_original_sample)),
+        philox(reinterpret_cast<const int64_t*>(P.philox)) {}
+};
+
 struct RowCoeffs {
   float sqrt_a;        // sqrt(alpha_prod_t)
   float sqrt_b;        // sqrt(beta_prod_t)
@@ -191,22 +211,37 @@ GF_HD void step_element_t(const RowCoeffs& rc, const ClampSpec& cs, bool use_cli
   x0_out = x0;
 }
 
-// Calls fn.template operator()<kSched, kPred, kLearned>() for the runtime mode of P: the one
-// place where runtime options become template arguments (CPU and CUDA alike).
+// One compiled variant of the step: element types and modes as template arguments, so that the
+// CPU loop has no branches and vectorises.
+template <typename T_, typename TN_, int kSched_, int kPred_, int kLearned_>
+struct StepVariant {
+  using T = T_;    // model_output, sample and the outputs
+  using TN = TN_;  // the noise tensor (float when there is none)
+  static constexpr int kSched = kSched_;
+  static constexpr int kPred = kPred_;
+  static constexpr int kLearned = kLearned_;
+};
+
+// fn(StepVariant<...>{}) for the runtime dtypes and modes of P: the one place where the step's
+// runtime options become template arguments, for the CPU and the CUDA kernel alike.
 template <typename Fn>
-inline void dispatch_step_mode(const StepParams& P, Fn&& fn) {
+inline void dispatch_step(const StepParams& P, const char* op, Fn&& fn) {
   const int32_t lm = learned_mode(P);
-#define GF_PRED_CASES(S, L)                                               \
-  switch (P.prediction_type) {                                            \
-    case kEpsilon: return fn.template operator()<S, kEpsilon, L>();       \
-    case kSample: return fn.template operator()<S, kSample, L>();         \
-    default: return fn.template operator()<S, kVPrediction, L>();         \
+  dispatch_dtype(P.dtype, P.noise ? P.noise_dtype : kFloat32, op, [&](auto t, auto tn) {
+    using T = tag_type<decltype(t)>;
+    using TN = tag_type<decltype(tn)>;
+#define GF_PRED_CASES(S, L)                                                 \
+  switch (P.prediction_type) {                                              \
+    case kEpsilon: return fn(StepVariant<T, TN, S, kEpsilon, L>{});         \
+    case kSample: return fn(StepVariant<T, TN, S, kSample, L>{});           \
+    default: return fn(StepVariant<T, TN, S, kVPrediction, L>{});           \
   }
-  if (P.scheduler == kDDIM) { GF_PRED_CASES(kDDIM, kNotLearned) }
-  if (lm == kLearnedStd) { GF_PRED_CASES(kDDPM, kLearnedStd) }
-  if (lm == kLearnedRangeStd) { GF_PRED_CASES(kDDPM, kLearnedRangeStd) }
-  GF_PRED_CASES(kDDPM, kNotLearned)
+    if (P.scheduler == kDDIM) { GF_PRED_CASES(kDDIM, kNotLearned) }
+    if (lm == kLearnedStd) { GF_PRED_CASES(kDDPM, kLearnedStd) }
+    if (lm == kLearnedRangeStd) { GF_PRED_CASES(kDDPM, kLearnedRangeStd) }
+    GF_PRED_CASES(kDDPM, kNotLearned)
 #undef GF_PRED_CASES
+  });
 }
 
 }  // namespace genfast

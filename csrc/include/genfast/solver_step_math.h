@@ -4,6 +4,9 @@
 #pragma once
 #include <math.h>
 
+#include <stdexcept>
+#include <string>
+
 #include "genfast/common.h"
 
 namespace genfast {
@@ -47,6 +50,28 @@ struct SolverParams {
   int32_t round_converted = 1;       // round m to dtype before use (diffusers stores it so)
   float guidance_scale = 1.0f;
   float clip_sample_range = 1.0f;
+};
+
+// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike.
+template <typename T>
+struct SolverTensors {
+  const T* mo;            // [B, n]
+  const T* mou;           // [B, n] or null
+  const T* x;             // [B, n]
+  const T* last;          // [B, n] or null
+  T* y2;                  // out [B, n]  prev_sample
+  T* m;                   // out [B, n]  converted, or null
+  T* y1;                  // out [B, n]  corrected, or null
+  const int64_t* philox;  // [2] (seed, offset) or null
+  GF_HD explicit SolverTensors(const SolverParams& P)
+      : mo(reinterpret_cast<const T*>(P.model_output)),
+        mou(reinterpret_cast<const T*>(P.model_output_uncond)),
+        x(reinterpret_cast<const T*>(P.sample)),
+        last(reinterpret_cast<const T*>(P.last_sample)),
+        y2(reinterpret_cast<T*>(P.prev_sample)),
+        m(reinterpret_cast<T*>(P.converted)),
+        y1(reinterpret_cast<T*>(P.corrected)),
+        philox(reinterpret_cast<const int64_t*>(P.philox)) {}
 };
 
 // The row-constant part: coefficients, clamp bounds, guidance-rescale factor.
@@ -114,6 +139,45 @@ GF_HD void solver_element(const SolverRow& r, bool round_m, bool round_y1, float
   y2_out = y2 + r.c[kBy] * y1;
   m_out = m;
   y1_out = y1;
+}
+
+// One compiled variant of the solver step. Every optional input is a template argument, so the CPU
+// element loop has no branch and no conditional load and GCC vectorises it (a runtime-optional
+// pointer left it scalar: 4x slower); the CUDA kernel takes T, TN, K and kClamp.
+template <typename T_, typename TN_, int K_, bool kUncond_, bool kLast_, bool kClamp_>
+struct SolverVariant {
+  using T = T_;    // every [B, n] input and output except the noise
+  using TN = TN_;  // the noise tensor (float when there is none)
+  static constexpr int K = K_;  // history terms, 0..3
+  static constexpr bool kUncond = kUncond_;
+  static constexpr bool kLast = kLast_;
+  static constexpr bool kClamp = kClamp_;
+};
+
+// fn(SolverVariant<...>{}) for the runtime dtypes, history length and flags of P: the one place
+// where the solver step's runtime options become template arguments, for CPU and CUDA alike.
+template <typename Fn>
+inline void dispatch_solver(const SolverParams& P, const char* op, Fn&& fn) {
+  if (P.num_history < 0 || P.num_history > kSolverMaxHistory) {
+    throw std::invalid_argument(std::string(op) + ": num_history must be 0..3");
+  }
+  dispatch_dtype(P.dtype, P.noise ? P.noise_dtype : kFloat32, op, [&](auto t, auto tn) {
+    dispatch_bool(P.model_output_uncond != 0, [&](auto u) {
+      dispatch_bool(P.last_sample != 0, [&](auto l) {
+        dispatch_bool(P.clamp_mode != kClampNone, [&](auto c) {
+          using T = tag_type<decltype(t)>;
+          using TN = tag_type<decltype(tn)>;
+          constexpr bool U = decltype(u)::value, L = decltype(l)::value, C = decltype(c)::value;
+          switch (P.num_history) {
+            case 0: return fn(SolverVariant<T, TN, 0, U, L, C>{});
+            case 1: return fn(SolverVariant<T, TN, 1, U, L, C>{});
+            case 2: return fn(SolverVariant<T, TN, 2, U, L, C>{});
+            default: return fn(SolverVariant<T, TN, 3, U, L, C>{});
+          }
+        });
+      });
+    });
+  });
 }
 
 }  // namespace genfast
