@@ -1,0 +1,321 @@
+// One epoch of PCD-k in an RBM on the CPU: every mini-batch update of genfast.sklearn's
+// BernoulliRBM.fit in one C++ call, so that a 10-row mini-batch pays no Python, dispatch or
+// allocation (about 100 us per update through the per-batch op path, against a few us of
+// arithmetic). Arithmetic and stream positions: csrc/include/genfast/pcd_epoch_math.h;
+// specification: genfast/reference/pcd_epoch.py; measurements: docs/kernels/pcd_epoch.md.
+//
+// The updates are sequential, so the epoch runs on one thread; the mini-batches are small (the
+// default is 10 rows), so every operand stays in L1/L2. The weight is held transposed, W^T
+// [V, Hp] (H padded to 16 with zeros), so that both the hidden pre-activations (sum over the
+// nonzero v_i of v_i W^T[i, :]) and the update (W^T[i, :] += a hs[r, :] for each nonzero v_ri)
+// are contiguous AXPYs over H that skip the zero entries of the data and of the binary chains
+// (the op rejects non-finite inputs, so skipping 0 * w is exact). The visible pre-activations
+// are dot products of W^T's rows with the hidden sample.
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "genfast/bind_params.h"
+#include "genfast/gibbs_math.h"
+#include "genfast/pcd_epoch_math.h"
+#include "genfast/philox_cpu.h"
+#include "genfast/registry.h"
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace genfast {
+namespace {
+
+constexpr int64_t kLane = 16;  // floats per AVX-512 vector: H is padded to a multiple of it
+
+inline int64_t pad16(int64_t n) { return (n + kLane - 1) / kLane * kLane; }
+
+// out[t] = number p + t of the stream (uniform, uncapped, or normal), t < n.
+template <bool kNormal>
+void stream_numbers(uint64_t seed, uint64_t p, int64_t n, float* out) {
+  // Numbers per request: at most PhiloxStream::kNumbers - 3, a multiple of 16.
+  constexpr int kReq = 64;
+  PhiloxStream<kNormal> stream(seed);
+  for (int64_t t = 0; t < n; t += kReq) {
+    const int m = static_cast<int>(std::min<int64_t>(kReq, n - t));
+    const float* src = stream.numbers(p + static_cast<uint64_t>(t), m);
+    for (int l = 0; l < m; ++l) out[t + l] = src[l];
+  }
+}
+
+// out[0:Hp] (+)= sum_t a[t] rows[idx[t], 0:Hp] (rows of stride ld, Hp a multiple of 16): the
+// hidden pre-activations (rows of W^T, weighted by a row's nonzero visible values) and the update
+// of a row of W^T (rows of hs, weighted by the nonzero values of a visible unit in the batch).
+// With AVX-512, 16 vectors of out (256 columns) stay in registers over the whole list.
+inline void axpy_rows(const float* rows, int64_t ld, const int32_t* idx, const float* a, int64_t nnz, int64_t Hp,
+                      float* out, bool accumulate) {
+#if defined(__AVX512F__)
+  constexpr int kVecs = 16;  // zmm accumulators per pass: H = 256 (the default) in one pass
+  for (int64_t g = 0; g < Hp; g += kLane * kVecs) {
+    const int nq = static_cast<int>(std::min<int64_t>(kVecs, (Hp - g) / kLane));
+    __m512 acc[kVecs];
+#pragma GCC unroll 16
+    for (int q = 0; q < kVecs; ++q)
+      acc[q] = (q < nq && accumulate) ? _mm512_loadu_ps(out + g + kLane * q) : _mm512_setzero_ps();
+    for (int64_t t = 0; t < nnz; ++t) {
+      const float* row = rows + idx[t] * ld + g;
+      const __m512 av = _mm512_set1_ps(a[t]);
+#pragma GCC unroll 16
+      for (int q = 0; q < kVecs; ++q)
+        if (q < nq) acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(row + kLane * q), acc[q]);
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < kVecs; ++q)
+      if (q < nq) _mm512_storeu_ps(out + g + kLane * q, acc[q]);
+  }
+#else
+  if (!accumulate)
+    for (int64_t j = 0; j < Hp; ++j) out[j] = 0.0f;
+  for (int64_t t = 0; t < nnz; ++t) {
+    const float* row = rows + idx[t] * ld;
+    const float av = a[t];
+#pragma GCC ivdep
+    for (int64_t j = 0; j < Hp; ++j) out[j] += av * row[j];
+  }
+#endif
+}
+
+#if defined(__AVX512F__)
+// The 16 sums of v[0..15] as one vector (lane l = sum of v[l]'s lanes): a transpose-and-add tree.
+inline __m512 reduce16(const __m512* v) {
+  __m512 t[8], u[4];
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k)  // lanes 0-7: 8 partial sums of v[2k], lanes 8-15: of v[2k + 1]
+    t[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
+                         _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+#pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m)  // 128-bit chunk c: 4 partial sums of v[4m + c]
+    u[m] = _mm512_add_ps(_mm512_shuffle_f32x4(t[2 * m], t[2 * m + 1], 0x88),
+                         _mm512_shuffle_f32x4(t[2 * m], t[2 * m + 1], 0xDD));
+  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(u[0], u[1]), _mm512_unpackhi_ps(u[0], u[1]));
+  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(u[2], u[3]), _mm512_unpackhi_ps(u[2], u[3]));
+  const __m512d a = _mm512_castps_pd(s01), b = _mm512_castps_pd(s23);
+  // lane 4c + m: the sum of v[4m + c]
+  const __m512 f = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), f);
+}
+#endif
+
+// out[l] = sum_j rows[l, j] h[j] over Hp (a multiple of 16), l < m <= 16 (rows of stride ld):
+// 16 visible pre-activations from the rows of W^T and a hidden sample; out[l >= m] = 0.
+inline void dots16(const float* rows, int64_t ld, int m, const float* h, int64_t Hp, float* out) {
+#if defined(__AVX512F__)
+  __m512 acc[kLane];
+#pragma GCC unroll 16
+  for (int l = 0; l < kLane; ++l) acc[l] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < Hp; j += kLane) {
+    const __m512 hv = _mm512_loadu_ps(h + j);
+#pragma GCC unroll 16
+    for (int l = 0; l < kLane; ++l)
+      if (l < m) acc[l] = _mm512_fmadd_ps(_mm512_loadu_ps(rows + l * ld + j), hv, acc[l]);
+  }
+  _mm512_storeu_ps(out, reduce16(acc));
+#else
+  for (int l = 0; l < kLane; ++l) {
+    float s[kLane] = {};
+    if (l < m) {
+      for (int64_t j = 0; j < Hp; j += kLane) {
+#pragma GCC ivdep
+        for (int q = 0; q < kLane; ++q) s[q] += rows[l * ld + j + q] * h[j + q];
+      }
+    }
+    float t = 0.0f;
+    for (int q = 0; q < kLane; ++q) t += s[q];
+    out[l] = t;
+  }
+#endif
+}
+
+// The nonzero entries of v[0:V]: their indices and values; returns their count.
+inline int64_t nonzeros(const float* v, int64_t V, int32_t* idx, float* val) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    if (v[i] != 0.0f) {
+      idx[n] = static_cast<int32_t>(i);
+      val[n++] = v[i];
+    }
+  }
+  return n;
+}
+
+// hp[0:Hp] = sigmoid(c + inv_sigma v W^T) for one row v [V], skipping its zeros.
+inline void hidden_probs_row(const float* v, const float* wt, const float* c, int64_t V, int64_t Hp, float inv_sigma,
+                             int32_t* idx, float* val, float* acc, float* hp) {
+  const int64_t nnz = nonzeros(v, V, idx, val);
+  axpy_rows(wt, Hp, idx, val, nnz, Hp, acc, false);
+#pragma GCC ivdep
+  for (int64_t j = 0; j < Hp; ++j) hp[j] = gibbs_hidden_prob(acc[j], c[j], inv_sigma);
+}
+
+template <bool kGaussian>
+void epoch(const PcdEpochParams& P) {
+  const int64_t N = P.n, V = P.n_visible, H = P.n_hidden, C = P.n_chains, bs = P.batch_size, k = P.k;
+  const int64_t Hp = pad16(H);
+  const int64_t* ph = reinterpret_cast<const int64_t*>(P.philox);
+  const uint64_t seed = static_cast<uint64_t>(ph[0]);
+  uint64_t pos = static_cast<uint64_t>(ph[1]);
+  const float* x = reinterpret_cast<const float*>(P.x);
+  float* weight = reinterpret_cast<float*>(P.weight);
+  float* bvis = reinterpret_cast<float*>(P.visible_bias);
+  float* chid = reinterpret_cast<float*>(P.hidden_bias);
+  float* chain = reinterpret_cast<float*>(P.v_chain);
+  float* h_out = reinterpret_cast<float*>(P.h_chain);
+  const float sigma = kGaussian ? P.sigma : 1.0f;
+  const float inv_sigma = 1.0f / sigma;  // float32, as the reference rounds it
+
+  std::vector<float> wt(static_cast<size_t>(V * Hp), 0.0f);  // W^T, zero-padded columns
+  for (int64_t j = 0; j < H; ++j)
+    for (int64_t i = 0; i < V; ++i) wt[i * Hp + j] = weight[j * V + i];
+  std::vector<float> c(static_cast<size_t>(Hp), 0.0f);
+  std::copy(chid, chid + H, c.begin());
+  const int64_t rows_max = std::min(bs, N) + C;
+  std::vector<float> hs(static_cast<size_t>(rows_max * Hp)), acc(static_cast<size_t>(Hp));
+  std::vector<float> hp(static_cast<size_t>(C * Hp)), h(static_cast<size_t>(C * Hp), 0.0f);
+  std::vector<float> state(static_cast<size_t>(C * V)), next(static_cast<size_t>(C * V));
+  std::vector<float> nh(static_cast<size_t>(C * H)), nv(static_cast<size_t>(C * V + kLane));
+  const int64_t lists = std::max(V, rows_max);  // longest nonzero list: a row's V or a column's rows
+  std::vector<int32_t> idx(static_cast<size_t>(lists));
+  std::vector<float> val(static_cast<size_t>(lists)), vsum(static_cast<size_t>(V));
+  std::vector<float> bpad(static_cast<size_t>(pad16(V)), 0.0f);  // b, zero-padded to whole vectors
+  std::copy(bvis, bvis + V, bpad.begin());
+  std::copy(chain, chain + C * V, state.begin());
+
+  for (int64_t start = 0; start < N; start += bs) {
+    const int64_t nb = std::min(bs, N - start);
+    const float* vpos = x + start * V;
+    // 1. hidden probabilities of the data rows and of the chains, under the current parameters
+    for (int64_t r = 0; r < nb + C; ++r) {
+      const float* v = r < nb ? vpos + r * V : state.data() + (r - nb) * V;
+      hidden_probs_row(v, wt.data(), c.data(), V, Hp, inv_sigma, idx.data(), val.data(), acc.data(),
+                       hs.data() + r * Hp);
+    }
+    // 2. the chains advance k steps into `next` (the update needs them as they were)
+    const int64_t R = pcd_call_rows(nb, C, k), shift = pcd_chain_shift(nb, k);
+    const float* cur = state.data();
+    for (int64_t s = 0; s < k && C > 0; ++s) {
+      const float* probs = hs.data() + nb * Hp;
+      if (s > 0) {
+        for (int64_t r = 0; r < C; ++r)
+          hidden_probs_row(cur + r * V, wt.data(), c.data(), V, Hp, inv_sigma, idx.data(), val.data(), acc.data(),
+                           hp.data() + r * Hp);
+        probs = hp.data();
+      }
+      stream_numbers<false>(seed, pcd_hidden_start(pos, s, R, shift, V, H), C * H, nh.data());
+      for (int64_t r = 0; r < C; ++r) {
+#pragma GCC ivdep
+        for (int64_t j = 0; j < H; ++j) h[r * Hp + j] = gibbs_draw<false>(nh[r * H + j], probs[r * Hp + j], 1.0f);
+      }
+      stream_numbers<kGaussian>(seed, pcd_visible_start(pos, s, R, shift, V, H), C * V, nv.data());
+      for (int64_t r = 0; r < C; ++r) {
+        for (int64_t i0 = 0; i0 < V; i0 += kLane) {
+          const int m = static_cast<int>(std::min<int64_t>(kLane, V - i0));
+          alignas(64) float pre[kLane], smp[kLane];
+          dots16(wt.data() + i0 * Hp, Hp, m, h.data() + r * Hp, Hp, pre);
+          const float* bi = bpad.data() + i0;
+          const float* ri = nv.data() + r * V + i0;  // nv is padded by kLane numbers
+#pragma GCC ivdep
+          for (int l = 0; l < kLane; ++l)
+            smp[l] = gibbs_draw<kGaussian>(ri[l], gibbs_visible_mean<kGaussian>(pre[l], bi[l], sigma), sigma);
+          for (int l = 0; l < m; ++l) next[r * V + i0 + l] = smp[l];
+        }
+      }
+      cur = next.data();
+    }
+    pos += pcd_batch_counters(nb, C, k, V, H);
+    // 3. the update, with the chains before this mini-batch's steps
+    const float lr = static_cast<float>(P.learning_rate / static_cast<double>(nb));
+    const float coef_w = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_sigma);
+    const float coef_b = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_sigma * inv_sigma);
+    // W^T[i, :] += sum_r (+-coef_w v[r, i]) hs[r, :] over the rows where v[r, i] != 0
+    for (int64_t i = 0; i < V; ++i) {
+      int64_t nnz = 0;
+      for (int64_t r = 0; r < nb + C; ++r) {
+        const float v = r < nb ? vpos[r * V + i] : state[(r - nb) * V + i];
+        if (v == 0.0f) continue;
+        idx[nnz] = static_cast<int32_t>(r);
+        val[nnz++] = (r < nb ? coef_w : -coef_w) * v;
+      }
+      axpy_rows(hs.data(), Hp, idx.data(), val.data(), nnz, Hp, wt.data() + i * Hp, true);
+    }
+    for (int64_t j = 0; j < Hp; ++j) acc[j] = 0.0f;
+    for (int64_t r = 0; r < nb + C; ++r) {
+      const float sg = r < nb ? 1.0f : -1.0f;
+      const float* hr = hs.data() + r * Hp;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < Hp; ++j) acc[j] += sg * hr[j];
+    }
+#pragma GCC ivdep
+    for (int64_t j = 0; j < H; ++j) c[j] += lr * acc[j];
+    for (int64_t i = 0; i < V; ++i) vsum[i] = 0.0f;
+    for (int64_t r = 0; r < nb + C; ++r) {
+      const float sg = r < nb ? 1.0f : -1.0f;
+      const float* vr = r < nb ? vpos + r * V : state.data() + (r - nb) * V;
+#pragma GCC ivdep
+      for (int64_t i = 0; i < V; ++i) vsum[i] += sg * vr[i];
+    }
+    for (int64_t i = 0; i < V; ++i) {
+      bvis[i] += coef_b * vsum[i];
+      bpad[i] = bvis[i];
+    }
+    // 4. the chains move on
+    if (C > 0) state.swap(next);
+  }
+
+  for (int64_t j = 0; j < H; ++j)
+    for (int64_t i = 0; i < V; ++i) weight[j * V + i] = wt[i * Hp + j];
+  std::copy(c.begin(), c.begin() + H, chid);
+  std::copy(state.begin(), state.end(), chain);
+  for (int64_t r = 0; r < C; ++r)
+    for (int64_t j = 0; j < H; ++j) h_out[r * H + j] = N > 0 ? h[r * Hp + j] : 0.0f;
+}
+
+// True when no value of p[0:n] is NaN or inf (exponent bits all ones), in one vectorised pass.
+bool all_finite(const float* p, int64_t n) {
+  uint32_t bad = 0;
+#pragma GCC ivdep
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((f32_bits(p[i]) & 0x7f800000u) == 0x7f800000u);
+  return bad == 0;
+}
+
+// 0, or 1 + the position of the first input with a non-finite value in (x, weight, visible_bias,
+// hidden_bias, v_chain), in which case nothing is computed: the op's non-finite policy, checked
+// here in one single-threaded pass rather than by torch.isfinite (whose 2-thread pool stalled
+// for milliseconds per call on the loaded 2-core machine, more than the epoch itself).
+int pcd_epoch(const PcdEpochParams& P) {
+  const uint64_t ptrs[5] = {P.x, P.weight, P.visible_bias, P.hidden_bias, P.v_chain};
+  const int64_t sizes[5] = {P.n * P.n_visible, P.n_hidden * P.n_visible, P.n_visible, P.n_hidden,
+                            P.n_chains * P.n_visible};
+  for (int a = 0; a < 5; ++a)
+    if (!all_finite(reinterpret_cast<const float*>(ptrs[a]), sizes[a])) return a + 1;
+  if (P.gaussian) {
+    epoch<true>(P);
+  } else {
+    epoch<false>(P);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace genfast
+
+GENFAST_REGISTER(pcd_epoch) {
+  genfast::bind_pcd_epoch_params(m);
+  m.def(
+      "pcd_epoch",
+      [](const genfast::PcdEpochParams& p) {
+        pybind11::gil_scoped_release nogil;
+        return genfast::pcd_epoch(p);
+      },
+      pybind11::arg("params"),
+      "One epoch of mini-batch PCD-k over validated, contiguous float32 CPU tensors (PcdEpochParams); "
+      "updates weight, biases and chains in place, writes h_chain. Returns 0, or 1 + the position of the "
+      "first input holding NaN or inf in (x, weight, visible_bias, hidden_bias, v_chain), computing nothing.");
+}
