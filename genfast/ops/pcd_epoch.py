@@ -28,7 +28,7 @@ from genfast.ops._common import (
     philox_key,
     resolve_backend,
 )
-from genfast.ops.gibbs_sampling import MAX_K, _SIGMA_MIN, _i64
+from genfast.ops.gibbs_sampling import _SIGMA_MIN, MAX_K, _i64
 from genfast.reference import pcd_epoch as _ref
 
 _OP = "genfast.ops.pcd_epoch"
@@ -92,7 +92,8 @@ def _epoch_composed(x, w, b, c, chain, philox, batch_size, learning_rate, k, gau
         b.addmv_(signed.T, w.new_ones(nb + n_chains), alpha=lr * inv_s * inv_s)
         chain = new_chain
     # copies: the last chains are views into the last Gibbs call's outputs (a storage offset)
-    return w, b, c, chain.clone(memory_format=torch.contiguous_format), h_chain.clone(memory_format=torch.contiguous_format)
+    keep = torch.contiguous_format
+    return w, b, c, chain.clone(memory_format=keep), h_chain.clone(memory_format=keep)
 
 
 def _pcd_epoch_impl(x, weight, visible_bias, hidden_bias, v_chain, philox, batch_size, learning_rate, k,
