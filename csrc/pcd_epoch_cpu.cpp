@@ -183,7 +183,7 @@ void epoch(const PcdEpochParams& P) {
   float* chain = reinterpret_cast<float*>(P.v_chain);
   float* h_out = reinterpret_cast<float*>(P.h_chain);
   const float sigma = kGaussian ? P.sigma : 1.0f;
-  const float inv_sigma = 1.0f / sigma;  // float32, as the reference rounds it
+  const float inv_sigma = 1.0f / sigma;  // of the hidden probabilities: float32, as gibbs rounds it
 
   std::vector<float> wt(static_cast<size_t>(V * Hp), 0.0f);  // W^T, zero-padded columns
   for (int64_t j = 0; j < H; ++j)
@@ -251,8 +251,9 @@ void epoch(const PcdEpochParams& P) {
     pos += pcd_batch_counters(nb, C, k, V, H);
     // 3. the update, with the chains before this mini-batch's steps
     const float lr = static_cast<float>(P.learning_rate / static_cast<double>(nb));
-    const float coef_w = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_sigma);
-    const float coef_b = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_sigma * inv_sigma);
+    const double inv_s = 1.0 / static_cast<double>(sigma);  // the update's 1 / sigma (the reference's)
+    const float coef_w = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_s);
+    const float coef_b = static_cast<float>(P.learning_rate / static_cast<double>(nb) * inv_s * inv_s);
     // W^T[i, :] += sum_r (+-coef_w v[r, i]) hs[r, :] over the rows where v[r, i] != 0
     for (int64_t i = 0; i < V; ++i) {
       int64_t nnz = 0;

@@ -64,7 +64,7 @@ def _epoch_composed(x, w, b, c, chain, philox, batch_size, learning_rate, k, gau
     n_hidden, n_visible = w.shape
     n_chains = chain.shape[0]
     sig = float(sigma) if gaussian else 1.0
-    inv_s = float(torch.tensor(1.0, dtype=torch.float32) / torch.tensor(sig, dtype=torch.float32))
+    inv_s = 1.0 / sig
     visible = "gaussian" if gaussian else "bernoulli"
     h_chain = torch.zeros(n_chains, n_hidden, dtype=w.dtype, device=w.device)
     seed, pos = (int(t) for t in philox.tolist())  # one host read per epoch

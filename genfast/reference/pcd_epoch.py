@@ -9,10 +9,10 @@ One epoch is the mini-batch loop of :class:`genfast.sklearn.BernoulliRBM` (sciki
 The data ``x [N, V]`` is cut into consecutive mini-batches of ``batch_size`` rows (the last may
 be shorter: scikit-learn's ``gen_even_slices`` over ``ceil(N / batch_size) * batch_size``); the
 ``C`` chains ``v_chain [C, V]`` persist across them. For a mini-batch ``v_pos [nb, V]``, with
-``inv_sigma = 1 / sigma`` rounded to float32 (sigma = 1 for Bernoulli visible units) and
-``lr = learning_rate / nb``:
+``inv_sigma = 1 / sigma`` (sigma = 1 for Bernoulli visible units) and ``lr = learning_rate / nb``:
 
-1. ``hs = sigmoid(c + [v_pos; v_chain] W^T * inv_sigma)``  ([nb + C, H], the current parameters);
+1. ``hs = sigmoid(c + [v_pos; v_chain] W^T * inv_sigma)``  ([nb + C, H], the current parameters,
+   :func:`genfast.reference.gibbs.hidden_probs`, which rounds ``inv_sigma`` to float32);
 2. the chains advance ``k`` Gibbs steps under the same parameters (their first hidden draw uses
    the rows ``hs[nb:]``), giving ``v_chain'`` and the hidden sample ``h_chain`` it was drawn from;
 3. ``W += lr * inv_sigma * (hs[:nb]^T v_pos - hs[nb:]^T v_chain)``,
@@ -75,8 +75,7 @@ def pcd_epoch(x: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor,
     n_hidden, n_visible = weight.shape
     n_chains = v_chain.shape[0]
     sigma = float(sigma) if visible == "gaussian" else 1.0
-    one = torch.tensor(1.0, dtype=torch.float32)
-    inv_sigma = float((one / torch.tensor(sigma, dtype=torch.float32)).to(cd))
+    inv_sigma = 1.0 / sigma  # of the update; the hidden probabilities round it to float32 (gibbs')
     w = weight.to(cd).clone()
     b = visible_bias.to(cd).clone()
     c = hidden_bias.to(cd).clone()
