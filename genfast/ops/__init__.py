@@ -26,7 +26,7 @@ from genfast.ops.invconv import (
     invconv_lu_inverse_weight,
     invconv_lu_weight,
 )
-from genfast.ops.pcd_epoch import PcdEpochResult, pcd_epoch, pcd_epoch_num_counters
+from genfast.ops.pcd import PcdEpochResult, pcd_epoch, pcd_epoch_num_counters
 from genfast.ops.random import rand, randn
 from genfast.ops.sampling_step import ddim_step, ddpm_step
 from genfast.ops.solver import SOLVER_COEFFICIENTS, SolverStepOutput, solver_step

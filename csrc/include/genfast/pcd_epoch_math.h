@@ -16,7 +16,7 @@
 
 namespace genfast {
 
-// The arguments of one epoch, from genfast/ops/pcd_epoch.py, which validated the tensors and made
+// The arguments of one epoch, from genfast/ops/pcd.py, which validated the tensors and made
 // float32 working copies of the state: the kernel updates weight, the biases and v_chain in place.
 struct PcdEpochParams {
   uint64_t x = 0;             // [N, V] float32: the data, in mini-batch order

@@ -1,5 +1,7 @@
 """One epoch of persistent contrastive divergence in an RBM: ``genfast.ops.pcd_epoch``.
 
+(The module is ``genfast.ops.pcd``: ``genfast.ops.pcd_epoch`` is the function.)
+
 Every mini-batch update of an epoch of PCD-k (Tieleman 2008; the loop of
 :class:`genfast.sklearn.BernoulliRBM`, scikit-learn's ``BernoulliRBM._fit``) in one call. On
 the CPU the whole epoch runs in C++ (csrc/pcd_epoch_cpu.cpp): at scikit-learn's default of 10
