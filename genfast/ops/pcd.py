@@ -98,12 +98,28 @@ def _epoch_composed(x, w, b, c, chain, philox, batch_size, learning_rate, k, gau
     return w, b, c, chain.clone(memory_format=keep), h_chain.clone(memory_format=keep)
 
 
+def _resolve(backend, weight):
+    """The backend that runs: "cpu" (the C++ epoch), "reference", "composed" (auto off the CPU:
+    the Gibbs op's own "auto" per mini-batch) or a Gibbs backend value for the composed epoch.
+
+    float64: the C++ epoch computes in float64 (the same formulas, the double exp), so float64
+    runs there on "auto" (CPU tensors) and "cpu"; the oracle elsewhere on "auto"; every other
+    backend computes in float32 and refuses float64 (the project's float64 policy)."""
+    env = os.environ.get("GENFAST_BACKEND")
+    if weight.dtype == torch.float64:
+        if backend == "cpu" or (backend == "auto" and not env and weight.device.type == "cpu"
+                                and _backends.backends()["cpu"]):
+            _backends.resolve("cpu", weight.device, _OP, _FAMILY)  # raises off the CPU or without _C
+            return "cpu"
+        return "reference" if backend == "auto" else resolve_backend(backend, weight, _OP, _FAMILY)
+    if backend == "auto" and weight.device.type != "cpu" and not env:
+        return "composed"
+    return resolve_backend(backend, weight, _OP, _FAMILY)
+
+
 def _pcd_epoch_impl(x, weight, visible_bias, hidden_bias, v_chain, philox, batch_size, learning_rate, k,
                     gaussian, sigma, backend):
-    if backend == "auto" and weight.device.type != "cpu" and not os.environ.get("GENFAST_BACKEND"):
-        resolved = "reference" if weight.dtype == torch.float64 else "composed"
-    else:
-        resolved = resolve_backend(backend, weight, _OP, _FAMILY)
+    resolved = _resolve(backend, weight)
     if _backends.split_backend(resolved)[0] != "cpu":  # the C++ epoch checks its inputs itself
         _check_finite(x, weight, visible_bias, hidden_bias, v_chain)
     if resolved == "reference":
@@ -113,20 +129,21 @@ def _pcd_epoch_impl(x, weight, visible_bias, hidden_bias, v_chain, philox, batch
                              visible="gaussian" if gaussian else "bernoulli", sigma=sigma)
         return tuple(t.contiguous() for t in out)
     dt = weight.dtype
-    # float32 working copies of the state (the epoch's arithmetic is float32 for every dtype)
-    w = weight.to(torch.float32, copy=True).contiguous()
-    b = visible_bias.to(torch.float32, copy=True).contiguous()
-    c = hidden_bias.to(torch.float32, copy=True).contiguous()
-    chain = v_chain.to(torch.float32, copy=True).contiguous()
-    xf = x.to(torch.float32).contiguous()
+    # working copies of the state in the compute dtype: float32, float64 for float64 (C++ only)
+    cd = torch.float64 if dt == torch.float64 else torch.float32
+    w = weight.to(cd, copy=True).contiguous()
+    b = visible_bias.to(cd, copy=True).contiguous()
+    c = hidden_bias.to(cd, copy=True).contiguous()
+    chain = v_chain.to(cd, copy=True).contiguous()
+    xf = x.to(cd).contiguous()
     if _backends.split_backend(resolved)[0] == "cpu":
-        h_chain = torch.zeros(v_chain.shape[0], weight.shape[0], dtype=torch.float32)
+        h_chain = torch.zeros(v_chain.shape[0], weight.shape[0], dtype=cd)
         mod = _backends.cpu_module()
         p = mod.PcdEpochParams(
             x=xf.data_ptr(), weight=w.data_ptr(), visible_bias=b.data_ptr(), hidden_bias=c.data_ptr(),
             v_chain=chain.data_ptr(), h_chain=h_chain.data_ptr(), philox=philox.data_ptr(), n=x.shape[0],
             n_visible=weight.shape[1], n_hidden=weight.shape[0], n_chains=v_chain.shape[0], batch_size=batch_size,
-            k=k, learning_rate=float(learning_rate), gaussian=gaussian, sigma=float(sigma))
+            k=k, learning_rate=float(learning_rate), gaussian=gaussian, sigma=float(sigma), float64=cd == torch.float64)
         bad = mod.pcd_epoch(p)
         if bad:
             raise ValueError(f"{_OP}: {_INPUT_NAMES[bad - 1]} must be finite (no NaN or inf)")
@@ -186,7 +203,7 @@ def _validate(x, weight, visible_bias, hidden_bias, v_chain, batch_size, learnin
     if not _SIGMA_MIN <= sigma <= 3.4028234663852886e38:
         raise ValueError(f"{op}: sigma must be a positive normal float32 number (>= 1.2e-38), got {sigma}")
     _backends.check_backend(backend, op, _FAMILY)
-    if weight.dtype == torch.float64 and backend not in ("auto", "reference"):
+    if weight.dtype == torch.float64 and backend not in ("auto", "reference", "cpu"):
         resolve_backend(backend, weight, op, _FAMILY)  # raises the TypeError of the float64 policy
     return learning_rate, sigma
 
@@ -228,7 +245,8 @@ def pcd_epoch(x: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor,
 
     Args:
         x: [N, V] data (values in [0, 1] for Bernoulli visible units), float32, float16, bfloat16
-            (float64: reference only). N may be 0 (nothing changes).
+            or float64 (float64 runs on "auto", "cpu" and "reference"). N may be 0 (nothing
+            changes).
         weight: [H, V] weights W, same dtype and device as x.
         visible_bias: [V] b. hidden_bias: [H] c. Same dtype.
         v_chain: [C, V] visible state of the C persistent chains (C may be 0: no negative phase).
@@ -245,9 +263,9 @@ def pcd_epoch(x: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor,
         backend: a :func:`genfast.ops.gibbs` backend value. "cpu": the whole epoch in C++;
             "reference": the oracle; any other value: the epoch composed in Python from one
             :func:`genfast.ops.gibbs` call per mini-batch on that backend and in-place ``torch``
-            products ("torch": stock PyTorch throughout). "auto": "cpu" for CPU tensors, the
-            composed epoch with the Gibbs op's "auto" on other devices, the reference for float64;
-            ``GENFAST_BACKEND`` overrides it.
+            products ("torch": stock PyTorch throughout). "auto": "cpu" for CPU tensors (float64
+            included), the composed epoch with the Gibbs op's "auto" on other devices (the
+            reference for float64 there); ``GENFAST_BACKEND`` overrides it.
 
     Non-finite values: every input tensor must be finite (ValueError); the results match the
     reference while the weights stay finite (a learning rate that overflows them is not
@@ -256,11 +274,14 @@ def pcd_epoch(x: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor,
     Returns:
         PcdEpochResult ``(weight, visible_bias, hidden_bias, v_chain, h_chain)``: [H, V], [V], [H],
         [C, V], [C, H] in weight's dtype, new tensors (the inputs are not modified). The state is
-        float32 throughout the epoch and rounded to the input dtype at the end.
+        float32 throughout the epoch (float64 for float64 inputs) and rounded to the input dtype
+        at the end. float64 on "cpu" matches the float64 oracle to ~1e-12 for Bernoulli visible
+        units; Gaussian ones draw the oracle's normals to float32 accuracy (the kernels' normals
+        are float32, the oracle evaluates Box-Muller in float64).
 
     Raises:
         TypeError: a non-tensor, an unsupported or mixed dtype, a non-int batch_size, k or seed,
-            float64 with an explicit kernel backend.
+            float64 with an explicit backend other than "cpu" and "reference".
         ValueError: wrong ranks, mismatched sizes, devices differ, batch_size or k < 1, a
             learning rate that is not a finite float > 0, unknown ``visible``, sigma not a positive
             normal float32, unknown backend, non-finite input values.

@@ -238,7 +238,8 @@ inline void bind_pcd_epoch_params(pybind11::module_& m) {
       .field("k", &PcdEpochParams::k)
       .field("learning_rate", &PcdEpochParams::learning_rate)
       .field("gaussian", &PcdEpochParams::gaussian)
-      .field("sigma", &PcdEpochParams::sigma);
+      .field("sigma", &PcdEpochParams::sigma)
+      .field("float64", &PcdEpochParams::float64);
 }
 
 }  // namespace genfast

@@ -17,14 +17,15 @@
 namespace genfast {
 
 // The arguments of one epoch, from genfast/ops/pcd.py, which validated the tensors and made
-// float32 working copies of the state: the kernel updates weight, the biases and v_chain in place.
+// working copies of the state in the compute type (float32, or float64 for float64 inputs): the
+// kernel updates weight, the biases and v_chain in place.
 struct PcdEpochParams {
-  uint64_t x = 0;             // [N, V] float32: the data, in mini-batch order
-  uint64_t weight = 0;        // [H, V] float32, updated in place
-  uint64_t visible_bias = 0;  // [V] float32, updated in place
-  uint64_t hidden_bias = 0;   // [H] float32, updated in place
-  uint64_t v_chain = 0;       // [C, V] float32: the persistent chains, advanced in place
-  uint64_t h_chain = 0;       // out [C, H] float32: the hidden sample v_chain was last drawn from
+  uint64_t x = 0;             // [N, V] compute type: the data, in mini-batch order
+  uint64_t weight = 0;        // [H, V] compute type, updated in place
+  uint64_t visible_bias = 0;  // [V] compute type, updated in place
+  uint64_t hidden_bias = 0;   // [H] compute type, updated in place
+  uint64_t v_chain = 0;       // [C, V] compute type: the persistent chains, advanced in place
+  uint64_t h_chain = 0;       // out [C, H] compute type: the hidden sample v_chain was last drawn from
   uint64_t philox = 0;        // int64 [2] = (seed, offset of the epoch's first mini-batch)
   int64_t n = 0;              // N rows of data
   int64_t n_visible = 0;      // V
@@ -34,7 +35,8 @@ struct PcdEpochParams {
   int64_t k = 1;              // Gibbs steps per mini-batch
   double learning_rate = 0.0;
   bool gaussian = false;      // Gaussian visible units of standard deviation sigma
-  float sigma = 1.0f;
+  double sigma = 1.0;         // the half-steps round it to float32 (as gibbs); the update does not
+  bool float64 = false;       // compute type: float64 (else float32)
 };
 
 // Rows of the Gibbs call that advances the chains for a mini-batch of nb rows, and the first
