@@ -1,5 +1,6 @@
 """Benchmark of genfast.sklearn.BernoulliRBM.fit against scikit-learn's BernoulliRBM.fit on the
-digits (1797 x 64, scaled to [0, 1]), float32 data for both (both then train in float32), with
+digits (1797 x 64, scaled to [0, 1]), float32 data for both (both then train in float32) and
+float64 data (load_digits' dtype; both train in float64) at the default batch size, with
 scikit-learn's default settings (256 hidden units, learning rate 0.1, 10 passes) at several batch
 sizes (10 is scikit-learn's default and issue 19's target: >= 4x), measured in the same run with
 the same thread count (torch's threads and NumPy's BLAS threads, via threadpoolctl). Each row is
@@ -30,7 +31,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import report  # noqa: E402
 
-BATCH_SIZES = (10, 100, 500)
+# (dtype of the digits, batch size): float32 at three batch sizes; float64 (load_digits' own dtype,
+# which both libraries then train in) at the default batch size
+CASES = ((np.float32, 10), (np.float32, 100), (np.float32, 500), (np.float64, 10))
 REPEATS = 5
 SETTINGS = dict(n_components=256, learning_rate=0.1, n_iter=10)  # scikit-learn's defaults
 
@@ -58,16 +61,20 @@ def main():
     from genfast.sklearn import BernoulliRBM
 
     threads = torch.get_num_threads()
-    X = (load_digits().data / 16.0).astype(np.float32)
+    digits = load_digits().data / 16.0
     rows = []
-    # the estimator on backend="torch" (the per-mini-batch composition) as a third row
+    # the estimator on backend="torch" (the per-mini-batch composition) as a third row (float32
+    # only: that backend computes in float32)
     torch_rbm = functools.partial(BernoulliRBM, backend="torch")
-    estimators = (("genfast", BernoulliRBM), ("genfast torch", torch_rbm), ("sklearn", SkRBM))
     load_start = _loadavg()
     with threadpool_limits(limits=threads):
-        for _, cls in estimators:  # warm-up: loads the C++ module, first-call costs
-            _fit_seconds(cls, X, 10)
-        for bs in BATCH_SIZES:
+        for cls in (BernoulliRBM, torch_rbm, SkRBM):  # warm-up: loads the C++ module, first-call costs
+            _fit_seconds(cls, digits.astype(np.float32), 10)
+        for dtype, bs in CASES:
+            X = digits.astype(dtype)
+            estimators = [("genfast", BernoulliRBM), ("sklearn", SkRBM)]
+            if dtype == np.float32:
+                estimators.insert(1, ("genfast torch", torch_rbm))
             wall = {name: [] for name, _ in estimators}
             cpu = {name: [] for name, _ in estimators}
             pl = {}
@@ -78,13 +85,15 @@ def main():
                     cpu[name].append(c)
             med = {name: statistics.median(v) for name, v in wall.items()}
             cmed = {name: statistics.median(v) for name, v in cpu.items()}
-            rows.append({"batch_size": bs, "updates": 10 * int(np.ceil(len(X) / bs)),
-                         "genfast fit (ms)": 1e3 * med["genfast"], "genfast torch fit (ms)": 1e3 * med["genfast torch"],
+            rows.append({"dtype": np.dtype(dtype).name, "batch_size": bs, "updates": 10 * int(np.ceil(len(X) / bs)),
+                         "genfast fit (ms)": 1e3 * med["genfast"],
+                         "genfast torch fit (ms)": 1e3 * med["genfast torch"] if "genfast torch" in med else "n/a",
                          "sklearn fit (ms)": 1e3 * med["sklearn"], "speed-up": med["sklearn"] / med["genfast"],
                          "speed-up CPU time": cmed["sklearn"] / cmed["genfast"],
                          "pseudo-LL genfast": pl["genfast"], "pseudo-LL sklearn": pl["sklearn"]})
     load_end = _loadavg()
-    notes = (f"Digits 1797 x 64 float32, {SETTINGS} (scikit-learn's defaults), {threads} threads for both "
+    notes = (f"Digits 1797 x 64 (float32 rows: both train in float32; float64 rows: both in float64), "
+             f"{SETTINGS} (scikit-learn's defaults), {threads} threads for both "
              f"libraries; medians of {REPEATS} interleaved fits. `cat /proc/loadavg` at the start: {load_start}; "
              f"at the end: {load_end}. 'speed-up' = sklearn / genfast wall time, 'speed-up CPU time' = the same "
              "ratio of process CPU times. Pseudo-likelihood: score_samples(X).mean() of the last fit (one seed; "
