@@ -79,6 +79,27 @@ inline void axpy_rows(const T* rows, int64_t ld, const int32_t* idx, const T* a,
   }
     return;
   }
+  if constexpr (std::is_same<T, double>::value) {  // float64 inputs: 8 lanes, 128 columns per pass
+    constexpr int kVecs = 16;
+    for (int64_t g = 0; g < ncols; g += 8 * kVecs) {
+      const int nq = static_cast<int>(std::min<int64_t>(kVecs, (ncols - g) / 8));
+      __m512d acc[kVecs];
+#pragma GCC unroll 16
+      for (int q = 0; q < kVecs; ++q)
+        acc[q] = (q < nq && accumulate) ? _mm512_loadu_pd(out + g + 8 * q) : _mm512_setzero_pd();
+      for (int64_t t = 0; t < nnz; ++t) {
+        const double* row = rows + idx[t] * ld + g;
+        const __m512d av = _mm512_set1_pd(a[t]);
+#pragma GCC unroll 16
+        for (int q = 0; q < kVecs; ++q)
+          if (q < nq) acc[q] = _mm512_fmadd_pd(av, _mm512_loadu_pd(row + 8 * q), acc[q]);
+      }
+#pragma GCC unroll 16
+      for (int q = 0; q < kVecs; ++q)
+        if (q < nq) _mm512_storeu_pd(out + g + 8 * q, acc[q]);
+    }
+    return;
+  }
 #endif
   if (!accumulate)
     for (int64_t j = 0; j < ncols; ++j) out[j] = T(0);
@@ -127,6 +148,20 @@ inline void dots16(const T* rows, int64_t ld, int m, const T* h, int64_t Hp, T* 
       if (l < m) acc[l] = _mm512_fmadd_ps(_mm512_loadu_ps(rows + l * ld + j), hv, acc[l]);
   }
   _mm512_storeu_ps(out, reduce16(acc));
+    return;
+  }
+  if constexpr (std::is_same<T, double>::value) {
+    __m512d acc[kLane];
+#pragma GCC unroll 16
+    for (int l = 0; l < kLane; ++l) acc[l] = _mm512_setzero_pd();
+    for (int64_t j = 0; j < Hp; j += 8) {
+      const __m512d hv = _mm512_loadu_pd(h + j);
+#pragma GCC unroll 16
+      for (int l = 0; l < kLane; ++l)
+        if (l < m) acc[l] = _mm512_fmadd_pd(_mm512_loadu_pd(rows + l * ld + j), hv, acc[l]);
+    }
+#pragma GCC unroll 16
+    for (int l = 0; l < kLane; ++l) out[l] = _mm512_reduce_add_pd(acc[l]);
     return;
   }
 #endif
