@@ -2,8 +2,10 @@
 
 :class:`BernoulliRBM` is a drop-in for ``sklearn.neural_network.BernoulliRBM``: the same
 constructor arguments, fitted attributes and methods, NumPy in and out, usable in a
-``Pipeline`` and in ``GridSearchCV``, with every Gibbs chain run by the fused op
-:func:`genfast.ops.gibbs` and the parameter updates as in-place matrix products on torch tensors.
+``Pipeline`` and in ``GridSearchCV``. ``fit`` runs each epoch of PCD-k in one call of the
+fused op :func:`genfast.ops.pcd_epoch` (all mini-batch updates in C++ on the CPU: at the default
+10 rows per mini-batch, Python and dispatch would otherwise cost more than the arithmetic);
+CD-k and ``gibbs`` run :func:`genfast.ops.gibbs` with in-place torch products.
 
 Differences from scikit-learn, on purpose:
 
@@ -301,8 +303,11 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         xt = self._tensor(X)
         begin = time.time()
         for it in range(1, self.n_iter + 1):
-            for sl in slices:
-                self._fit_batch(xt[sl], state)
+            if self.persistent:  # the whole epoch in one op call (C++ on the CPU)
+                self._fit_epoch(xt, state, self.batch_size)
+            else:
+                for sl in slices:
+                    self._fit_batch(xt[sl], state)
             if self.verbose:
                 self._store(state)
                 end = time.time()
@@ -332,7 +337,10 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             self._initialize(X.shape[1], np.float32 if kernel_only else np.float64, self.random_state_)
         dtype = self.components_.dtype
         state = self._state(dtype)
-        self._fit_batch(self._tensor(X, dtype), state)
+        if self.persistent:  # one mini-batch of all the rows of X
+            self._fit_epoch(self._tensor(X, dtype), state, X.shape[0])
+        else:
+            self._fit_batch(self._tensor(X, dtype), state)
         self._store(state)
         return self
 
@@ -356,32 +364,34 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             self.h_samples_ = s["h"].cpu().numpy()
 
     @torch.no_grad()
+    def _fit_epoch(self, x, s, batch_size):
+        """One pass of PCD-k over the rows of x in mini-batches of ``batch_size``, in one
+        :func:`genfast.ops.pcd_epoch` call (the updates of :meth:`_fit_batch`, same draws)."""
+        import genfast.ops as O
+
+        if s["v"] is None:
+            s["v"] = self._initial_chains(s["b"])
+        w = s["w"]
+        off = self._next_offset(O.pcd_epoch_num_counters(x.shape[0], batch_size, s["v"].shape[0], w.shape[1],
+                                                         w.shape[0], self.k))
+        out = O.pcd_epoch(x, w, s["b"], s["c"], s["v"], batch_size=batch_size, learning_rate=self.learning_rate,
+                          k=self.k, seed=self._seed, offset=off, visible=self._visible, sigma=self._sigma(),
+                          backend=self.backend)
+        s["w"], s["b"], s["c"], s["v"], s["h"] = out
+
+    @torch.no_grad()
     def _fit_batch(self, v_pos, s):
-        """One update. PCD: the negative statistics are those of the chains' current visible
-        sample ``v_neg`` under the current parameters, ``(v_neg, p(h | v_neg))``, and the chains
-        then advance k steps; with k = 1 one Gibbs call on the stacked batch ``[v_pos; v_neg]``
-        yields both phases' hidden probabilities (``h_prob``) and the chains' next state."""
+        """One CD-k update (``persistent=False``): the chains start at the data, and the negative
+        statistics are those of their k-th visible sample ``(v_neg, p(h | v_neg))``. (PCD runs
+        whole epochs in :meth:`_fit_epoch`.)"""
         w, b, c = s["w"], s["b"], s["c"]
         nb = v_pos.shape[0]
         lr = float(self.learning_rate) / nb
         inv_s = 1.0 / self._sigma()  # Gaussian visible units: the statistics are v / sigma (Hinton 2010, 13.2)
-        if not self.persistent:  # CD-k: the chain starts at the data
-            out = self._gibbs_chain(v_pos, w, b, c, self.k)
-            stacked = torch.cat([v_pos, out.v])
-            hs = torch.addmm(c, stacked, w.T, alpha=inv_s).sigmoid_()
-            s["h"] = out.h
-        else:
-            if s["v"] is None:
-                s["v"] = self._initial_chains(b)
-            stacked = torch.cat([v_pos, s["v"]])
-            if self.k == 1:
-                out = self._gibbs_chain(stacked, w, b, c, 1)
-                hs = out.h_prob
-                s["v"], s["h"] = out.v[nb:], out.h[nb:]
-            else:
-                hs = torch.addmm(c, stacked, w.T, alpha=inv_s).sigmoid_()
-                out = self._gibbs_chain(s["v"], w, b, c, self.k)
-                s["v"], s["h"] = out.v, out.h
+        out = self._gibbs_chain(v_pos, w, b, c, self.k)
+        stacked = torch.cat([v_pos, out.v])
+        hs = torch.addmm(c, stacked, w.T, alpha=inv_s).sigmoid_()
+        s["h"] = out.h
         # +1 for the data rows, -1 for the chains: one product updates W, two vector products the biases
         n = stacked.shape[0]
         if n not in s["sign"]:

@@ -142,6 +142,25 @@ def test_partial_fit_update_rule(digits, backend, dtype):
     assert est.components_.dtype == dtype
 
 
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_fused_epoch_equals_per_batch_fit(digits, k, gaussian):
+    """fit's one genfast.ops.pcd_epoch call per epoch (backend "cpu": the C++ epoch) gives the
+    estimator the per-mini-batch loop gives (backend "torch": a Gibbs call and three torch
+    products per mini-batch, what fit ran before the fused epoch), to float32 rounding: 53 rows in
+    batches of 10 (a ragged last batch), two passes."""
+    from genfast.sklearn import GaussianBernoulliRBM
+
+    X = digits[0][:53]
+    cls, kw = (GaussianBernoulliRBM, dict(sigma=0.9)) if gaussian else (BernoulliRBM, {})
+    fits = [cls(n_components=20, batch_size=10, n_iter=2, learning_rate=0.05, k=k, random_state=3,
+                backend=backend, **kw).fit(X) for backend in ("cpu", "torch")]
+    for attr in ("components_", "intercept_visible_", "intercept_hidden_", "h_samples_", "_v_chain"):
+        np.testing.assert_allclose(getattr(fits[0], attr), getattr(fits[1], attr), rtol=1e-5, atol=1e-6,
+                                   err_msg=attr)
+    assert fits[0]._offset == fits[1]._offset
+
+
 def test_pseudo_likelihood_matches_sklearn_within_noise(digits):
     """Same settings (scikit-learn's example: 100 hidden units, learning rate 0.06, 10 passes,
     batches of 10) on the binarised digits: genfast's mean pseudo-likelihood lies within the spread

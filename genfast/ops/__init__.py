@@ -26,6 +26,7 @@ from genfast.ops.invconv import (
     invconv_lu_inverse_weight,
     invconv_lu_weight,
 )
+from genfast.ops.pcd import PcdEpochResult, pcd_epoch, pcd_epoch_num_counters
 from genfast.ops.random import rand, randn
 from genfast.ops.sampling_step import ddim_step, ddpm_step
 from genfast.ops.solver import SOLVER_COEFFICIENTS, SolverStepOutput, solver_step
@@ -34,6 +35,7 @@ from genfast.ops.vq import VQOutput, vq_nearest, vq_quantize
 __all__ = [
     "BackendUnavailableError",
     "GibbsResult",
+    "PcdEpochResult",
     "SOLVER_COEFFICIENTS",
     "SolverStepOutput",
     "VQOutput",
@@ -48,6 +50,8 @@ __all__ = [
     "invconv_logdet",
     "invconv_lu_inverse_weight",
     "invconv_lu_weight",
+    "pcd_epoch",
+    "pcd_epoch_num_counters",
     "rand",
     "randn",
     "solver_step",

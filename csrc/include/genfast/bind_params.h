@@ -17,6 +17,7 @@
 
 #include "genfast/gibbs_math.h"
 #include "genfast/invconv_math.h"
+#include "genfast/pcd_epoch_math.h"
 #include "genfast/random_math.h"
 #include "genfast/sampling_step_math.h"
 #include "genfast/solver_step_math.h"
@@ -212,6 +213,27 @@ inline void bind_gibbs_params(pybind11::module_& m) {
       .field("dtype", &GibbsParams::dtype)
       .field("gaussian", &GibbsParams::gaussian)
       .field("sigma", &GibbsParams::sigma);
+}
+
+inline void bind_pcd_epoch_params(pybind11::module_& m) {
+  ParamsClass<PcdEpochParams>(m, "PcdEpochParams")
+      .field("x", &PcdEpochParams::x)
+      .field("weight", &PcdEpochParams::weight)
+      .field("visible_bias", &PcdEpochParams::visible_bias)
+      .field("hidden_bias", &PcdEpochParams::hidden_bias)
+      .field("v_chain", &PcdEpochParams::v_chain)
+      .field("h_chain", &PcdEpochParams::h_chain)
+      .field("philox", &PcdEpochParams::philox)
+      .field("n", &PcdEpochParams::n)
+      .field("n_visible", &PcdEpochParams::n_visible)
+      .field("n_hidden", &PcdEpochParams::n_hidden)
+      .field("n_chains", &PcdEpochParams::n_chains)
+      .field("batch_size", &PcdEpochParams::batch_size)
+      .field("k", &PcdEpochParams::k)
+      .field("learning_rate", &PcdEpochParams::learning_rate)
+      .field("gaussian", &PcdEpochParams::gaussian)
+      .field("sigma", &PcdEpochParams::sigma)
+      .field("float64", &PcdEpochParams::float64);
 }
 
 }  // namespace genfast
