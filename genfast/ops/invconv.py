@@ -26,6 +26,8 @@ backend is the C++ kernel.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from genfast import _backends
@@ -121,6 +123,13 @@ def _invconv_impl(x, weight, bias, backend):
     if backend == "auto" and tuning_on():
         backend = tuned_backend(backend, _FAMILY, x, tuple(x.shape) + (bias is not None,),
                                 lambda b: _invconv_impl(x, weight, bias, b))
+    if (backend == "auto" and x.dtype == torch.float32 and x.device.type == "cpu"
+            and not os.environ.get("GENFAST_BACKEND")):
+        # the fixed rule on the CPU in float32: the batched BLAS product beat the C++ kernel at
+        # both benchmark shapes on the idle Xeon (0.353 vs 0.376 ms at 64x48x16x16, 1.07 vs
+        # 1.21-1.30 ms at 16x96x32x32; benchmarks/RESULTS.md); half inputs keep the C++ kernel,
+        # which reads them without a float32 copy
+        backend = "torch"
     backend = resolve_backend(backend, x, "genfast.ops.invconv1x1", _FAMILY)
     if backend == "reference":
         return _ref.invconv1x1(x, weight, bias).contiguous(memory_format=torch.contiguous_format)
@@ -317,8 +326,9 @@ def invconv1x1(
             "reference". "triton" (= "triton:tf32x3") multiplies float32 as three TF32
             tensor-core products, "triton:ieee" with float32 FMAs; "torch" is one batched
             ``torch.matmul`` / ``baddbmm`` in float32 (stock PyTorch). "auto": the tuner's
-            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else the C++
-            kernel on CPU tensors and the CUDA kernel on CUDA tensors; ``GENFAST_BACKEND``
+            measured choice when ``GENFAST_TUNE`` is on (:mod:`genfast.tune`), else "torch" for
+            float32 CPU tensors (the batched BLAS product was the faster), the C++ kernel for
+            half-precision CPU tensors and the CUDA kernel on CUDA tensors; ``GENFAST_BACKEND``
             overrides it.
 
     Non-finite values: ``weight`` and ``bias`` are parameters and must be finite (rejected up
