@@ -33,16 +33,11 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state, gen_even_slices
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from genfast._checks import check_int
+
 __all__ = ["BernoulliRBM", "GaussianBernoulliRBM"]
 
 _NP_TO_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
-
-def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"BernoulliRBM: {name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"BernoulliRBM: {name} must be >= {lo}, got {value}")
 
 
 def _as_array(X):
@@ -124,10 +119,10 @@ class BernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     # ------------------------------------------------------------------ helpers
     def _validate_params(self):
-        _check_int("n_components", self.n_components, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("n_iter", self.n_iter, 0)
-        _check_int("k", self.k, 1)
+        check_int("n_components", self.n_components, op="BernoulliRBM", lo=1, numpy=True)
+        check_int("batch_size", self.batch_size, op="BernoulliRBM", lo=1, numpy=True)
+        check_int("n_iter", self.n_iter, op="BernoulliRBM", lo=0, numpy=True)
+        check_int("k", self.k, op="BernoulliRBM", lo=1, numpy=True)
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
             raise TypeError(f"BernoulliRBM: learning_rate must be a float, got {type(lr).__name__}")

@@ -233,11 +233,18 @@ def main(argv: list[str] | None = None) -> int:
 
             check_common(args)
         rc = args.func(args)
-        return 0 if rc is None else int(rc)
+        rc = 0 if rc is None else int(rc)
+        from genfast.training.distributed import shutdown
+
+        shutdown(ok=rc == 0)  # under torchrun: every rank done, then the group torn down together
+        return rc
     except (ValueError, TypeError, FileNotFoundError, OSError, BackendUnavailableError) as exc:
         if os.environ.get("GENFAST_DEBUG"):
             raise
         print(f"genfast: error: {flag_names(str(exc), getattr(args, '_flags', {}))}", file=sys.stderr)
+        from genfast.training.distributed import shutdown
+
+        shutdown(ok=False)
         return 2
     except KeyboardInterrupt as exc:
         # the training engine says at which step it stopped and where its checkpoint is

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genfast import ops
+from genfast._checks import check_int, check_number
 
 __all__ = ["VectorQuantize", "ResidualVQ", "LossBreakdown"]
 
@@ -227,41 +228,25 @@ class _Codebook(nn.Module):
         return quantize, indices, commit
 
 
-def _check_int(name, value, lo, op):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__}")
-    if value < lo:
-        raise ValueError(f"{op}: {name} must be >= {lo}, got {value}")
-
-
-def _check_float(name, value, op, lo=None, hi=None, lo_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__}")
-    v = float(value)
-    if v != v or (lo is not None and (v < lo or (lo_open and v == lo))) or (hi is not None and v > hi):
-        raise ValueError(f"{op}: {name} out of range, got {value}")
-    return v
-
-
 def _dead_code_ratios(op, codebook_size, ratio, reset_ratio, threshold, reset_size):
     """vector-quantize-pytorch 1.34's dead-code arguments: the ratios, or the deprecated absolute
     ``threshold_ema_dead_code`` / ``reset_cluster_size`` converted to ratios (value / K when >= 1)."""
     if threshold is not None:
-        threshold = _check_float("threshold_ema_dead_code", threshold, op, 0.0)
+        threshold = check_number("threshold_ema_dead_code", threshold, op=op, lo=0.0, float32=False)
         _log.warning("%s: threshold_ema_dead_code is deprecated (as in vector-quantize-pytorch 1.34); "
                      "use dead_code_threshold_ratio, a fraction in [0, 1) of the mean code count", op)
         ratio = threshold / codebook_size if threshold >= 1.0 else threshold
     if reset_size is not None:
-        reset_size = _check_float("reset_cluster_size", reset_size, op, 0.0)
+        reset_size = check_number("reset_cluster_size", reset_size, op=op, lo=0.0, float32=False)
         _log.warning("%s: reset_cluster_size is deprecated; use reset_cluster_size_ratio", op)
         reset_ratio = reset_size / codebook_size if reset_size >= 1.0 else reset_size
-    ratio = _check_float("dead_code_threshold_ratio", ratio, op, 0.0)
+    ratio = check_number("dead_code_threshold_ratio", ratio, op=op, lo=0.0, float32=False)
     if ratio >= 1.0:
         raise ValueError(f"{op}: dead_code_threshold_ratio must be in [0, 1), got {ratio}"
                          + (f" (from threshold_ema_dead_code={threshold} with codebook_size={codebook_size})"
                             if threshold is not None else ""))
     if reset_ratio is not None:
-        reset_ratio = _check_float("reset_cluster_size_ratio", reset_ratio, op, 0.0)
+        reset_ratio = check_number("reset_cluster_size_ratio", reset_ratio, op=op, lo=0.0, float32=False)
     return ratio, reset_ratio
 
 
@@ -322,16 +307,17 @@ class VectorQuantize(nn.Module):
                  manual_ema_update=False, backend="auto"):
         super().__init__()
         op = "VectorQuantize"
-        _check_int("dim", dim, 1, op)
-        _check_int("codebook_size", codebook_size, 1, op)
-        _check_int("heads", heads, 1, op)
-        _check_int("kmeans_iters", kmeans_iters, 0, op)
+        check_int("dim", dim, op=op, lo=1)
+        check_int("codebook_size", codebook_size, op=op, lo=1)
+        check_int("heads", heads, op=op, lo=1)
+        check_int("kmeans_iters", kmeans_iters, op=op, lo=0)
         if codebook_dim is not None:
-            _check_int("codebook_dim", codebook_dim, 1, op)
-        decay = _check_float("decay", decay, op, 0.0, 1.0)
-        eps = _check_float("eps", eps, op, 0.0, lo_open=True)
-        commitment_weight = _check_float("commitment_weight", commitment_weight, op, 0.0)
-        orthogonal_reg_weight = _check_float("orthogonal_reg_weight", orthogonal_reg_weight, op, 0.0)
+            check_int("codebook_dim", codebook_dim, op=op, lo=1)
+        decay = check_number("decay", decay, op=op, lo=0.0, hi=1.0, float32=False)
+        eps = check_number("eps", eps, op=op, lo=0.0, lo_open=True, float32=False)
+        commitment_weight = check_number("commitment_weight", commitment_weight, op=op, lo=0.0, float32=False)
+        orthogonal_reg_weight = check_number("orthogonal_reg_weight", orthogonal_reg_weight, op=op, lo=0.0,
+                                             float32=False)
         dead_code_threshold_ratio, reset_cluster_size_ratio = _dead_code_ratios(
             op, codebook_size, dead_code_threshold_ratio, reset_cluster_size_ratio, threshold_ema_dead_code,
             reset_cluster_size)
@@ -537,10 +523,10 @@ class ResidualVQ(nn.Module):
         op = "ResidualVQ"
         if heads != 1:
             raise ValueError(f"{op}: heads must be 1 (residual VQ is not multi-headed), got {heads}")
-        _check_int("dim", dim, 1, op)
-        _check_int("num_quantizers", num_quantizers, 1, op)
-        _check_int("quantize_dropout_cutoff_index", quantize_dropout_cutoff_index, 0, op)
-        _check_int("quantize_dropout_multiple_of", quantize_dropout_multiple_of, 1, op)
+        check_int("dim", dim, op=op, lo=1)
+        check_int("num_quantizers", num_quantizers, op=op, lo=1)
+        check_int("quantize_dropout_cutoff_index", quantize_dropout_cutoff_index, op=op, lo=0)
+        check_int("quantize_dropout_multiple_of", quantize_dropout_multiple_of, op=op, lo=1)
         codebook_dim = dim if codebook_dim is None else codebook_dim
         self.codebook_dim = codebook_dim
         requires_projection = codebook_dim != dim

@@ -23,7 +23,10 @@ import torch.distributed as dist
 from torch import nn
 
 __all__ = ["DistInfo", "all_reduce_max", "all_reduce_mean", "all_reduce_sum", "broadcast_module", "info",
-           "init_from_env", "sync_batch_norm", "unsync_batch_norm"]
+           "init_from_env", "shutdown", "sync_batch_norm", "unsync_batch_norm"]
+
+# whether init_from_env created the default process group (shutdown tears down only that one)
+_OWNED = {"group": False}
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,26 @@ def init_from_env(device: torch.device | None = None) -> DistInfo:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    _OWNED["group"] = True
     return info()
+
+
+def shutdown(ok: bool = True) -> None:
+    """Tear down the process group :func:`init_from_env` created (nothing otherwise).
+
+    With ``ok`` (every rank finished its command) the ranks meet at a barrier first, so that no
+    rank destroys the group while another still uses it; a group left to the interpreter's exit
+    made a gloo rank abort at times ("terminate called without an active exception"). After an
+    error on this rank, no barrier (the others may never reach it).
+    """
+    if not (_OWNED["group"] and dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        _OWNED["group"] = False
 
 
 def _comm_device() -> torch.device:

@@ -185,6 +185,7 @@ for step in range(3):
     vq(x[step].chunk(world)[rank])
 if rank == 0:
     torch.save({k: v for k, v in vq.state_dict().items()}, out)
+dist.barrier()  # neither rank tears gloo down while the other still uses it (else, at times, SIGABRT)
 dist.destroy_process_group()
 '''
 

@@ -56,6 +56,7 @@ def ddp_train(rank: int, world: int, init_file: str, result: str) -> None:
         if rank == 0:
             with open(result, "w") as f:
                 json.dump(out, f)
+        torch.distributed.barrier()  # no rank tears gloo down while another still uses it
     finally:
         torch.distributed.destroy_process_group()
 
@@ -75,6 +76,7 @@ def ddp_sample(rank: int, world: int, init_file: str, out_dir: str, n: int) -> N
     _init(rank, world, init_file)
     try:
         sample_alone(out_dir, n)
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
