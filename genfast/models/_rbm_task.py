@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from genfast.training.engine import Task
+from genfast.training.engine import Task, ema_decay_at
 
 
 class _RBMTask(Task):
@@ -37,8 +37,7 @@ class _RBMTask(Task):
     def _update_average(self):
         if self.avg is None:
             return
-        n = self.avg_updates
-        d = min(self.ema_decay, (1 + n) / (10 + n))
+        d = ema_decay_at(self.ema_decay, self.avg_updates)
         for name, p in self.model._params().items():
             self.avg[name].lerp_(p.float(), 1.0 - d)
         self.avg_updates += 1

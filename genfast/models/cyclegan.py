@@ -23,7 +23,7 @@ from genfast._checks import check_int, check_number
 from ._zoo_base import ZooModel
 from .gans import DCGANDiscriminator
 
-__all__ = ["CycleGAN", "split_by_attribute", "translation_report"]
+__all__ = ["CycleGAN", "split_by_attribute", "translate_across", "translation_report"]
 
 
 def _generator(c: int, ch: int) -> nn.Sequential:
@@ -162,6 +162,19 @@ def split_by_attribute(images: torch.Tensor, labels: torch.Tensor, attribute: st
 
 
 @torch.no_grad()
+def translate_across(model: CycleGAN, images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+    """Each image translated to the other domain: those of A (``domains == 0``) by ``G``, those of
+    B by ``F``; ``[N, C, H, W]`` in [-1, 1] on the model's device, in the images' order."""
+    out = torch.empty(images.shape, device=model.device)
+    a = (domains == 0).to(images.device)
+    if a.any():
+        out[a.to(out.device)] = model.translate(images[a], "a2b")
+    if (~a).any():
+        out[(~a).to(out.device)] = model.translate(images[~a], "b2a")
+    return out
+
+
+@torch.no_grad()
 def translation_report(model: CycleGAN, images: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor,
                        terciles: torch.Tensor, attribute: str = "thickness", metric=None) -> dict:
     """What the translation keeps and what it moves, for test images of both domains.
@@ -188,10 +201,8 @@ def translation_report(model: CycleGAN, images: torch.Tensor, labels: torch.Tens
     if metric is None:
         metric = DigitMetric.from_data()
     k = ATTRIBUTES.index(attribute)
-    out = torch.empty_like(images)
+    out = translate_across(model, images, domains).cpu()
     a = domains == 0
-    out[a] = model.translate(images[a], "a2b").cpu()
-    out[~a] = model.translate(images[~a], "b2a").cpu()
     kept = metric.predict(out.to(metric.device)).cpu() == labels
     att = digit_attributes(out)[:, k]
     lo, hi = float(terciles[k, 0]), float(terciles[k, 1])

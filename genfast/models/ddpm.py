@@ -292,13 +292,9 @@ class DDPM(nn.Module):
         """One EMA step of the sampling weights: ``ema <- d ema + (1 - d) theta``, with the decay
         warmed up as ``d = min(ema_decay, (1 + n) / (10 + n))`` after n updates (as in
         ``diffusers.training_utils.EMAModel``)."""
-        n = self.ema_updates
-        d = min(self.config["ema_decay"], (1 + n) / (10 + n))
-        ema_p = [p for p in self.ema.parameters()]
-        src_p = [p.detach() for p in self.unet.parameters()]
-        torch._foreach_lerp_(ema_p, src_p, 1.0 - d)
-        for eb, b in zip(self.ema.buffers(), self.unet.buffers()):
-            eb.copy_(b)
+        from genfast.training.engine import ema_step_
+
+        ema_step_(self.ema, self.unet, self.config["ema_decay"], self.ema_updates)
         self.ema_updates += 1
 
     def fit(

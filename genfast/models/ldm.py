@@ -211,12 +211,11 @@ class LatentDiffusion(ZooModel):
     @torch.no_grad()
     def update_ema(self) -> None:
         """One EMA step of the sampling weights (``ema <- d ema + (1 - d) theta``, warmed-up d)."""
+        from genfast.training.engine import ema_step_
+
         n = int(self.ema_updates)
-        d = min(self.config["ema_decay"], (1 + n) / (10 + n))
         for ema, net in ((self.ema_denoiser, self.denoiser), (self.ema_text_encoder, self.text_encoder)):
-            torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1.0 - d)
-            for eb, b in zip(ema.buffers(), net.buffers()):
-                eb.copy_(b)
+            ema_step_(ema, net, self.config["ema_decay"], n)
         self.ema_updates += 1
 
     # ------------------------------------------------------------------ latents

@@ -56,6 +56,22 @@ def warmup_cosine(warmup_steps: int) -> Callable[[int, float], float]:
 
 
 # ----------------------------------------------------------------------------- EMA
+def ema_decay_at(decay: float, num_updates: int) -> float:
+    """The decay of EMA update number ``num_updates`` (0-based): ``min(decay, (1 + n) / (10 + n))``,
+    the warm-up of ``diffusers.training_utils.EMAModel``."""
+    return min(decay, (1 + num_updates) / (10 + num_updates))
+
+
+@torch.no_grad()
+def ema_step_(target: nn.Module, source: nn.Module, decay: float, num_updates: int) -> None:
+    """One EMA step of ``target``'s parameters towards ``source``'s (same architecture), with the
+    warmed-up decay of :func:`ema_decay_at`; buffers are copied."""
+    d = ema_decay_at(decay, num_updates)
+    torch._foreach_lerp_(list(target.parameters()), [p.detach() for p in source.parameters()], 1.0 - d)
+    for eb, b in zip(target.buffers(), source.buffers()):
+        eb.copy_(b)
+
+
 class EMA:
     """Exponential moving average of ``source``'s parameters in ``target`` (same architecture).
 
@@ -83,11 +99,7 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         """One EMA step."""
-        n = self.num_updates
-        d = min(self.decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(list(self.target.parameters()), [p.detach() for p in self.source.parameters()], 1.0 - d)
-        for eb, b in zip(self.target.buffers(), self.source.buffers()):
-            eb.copy_(b)
+        ema_step_(self.target, self.source, self.decay, self.num_updates)
         self.num_updates += 1
 
 

@@ -104,14 +104,11 @@ def add_sample_args(p) -> None:
 def _load(args):
     import torch
 
-    from genfast._checkpoint import wrong_family
     from genfast.cli import resolve_device
+    from genfast.cli._training import load_pretrained
     from genfast.models import CycleGAN
 
-    err = wrong_family(args.checkpoint, "cyclegan")
-    if err is not None:
-        raise err
-    model = CycleGAN.load(args.checkpoint, device=resolve_device(args.device))
+    model = load_pretrained(args.checkpoint, "cyclegan", CycleGAN, resolve_device(args.device))
     extra = model.training_info.get("extra", {})
     args.data = extra.get("data", "digits")
     args.image_size = extra.get("image_size")
@@ -192,7 +189,7 @@ def zoo_entries(ctx) -> list[dict]:
     import torch
 
     from genfast.models import CycleGAN
-    from genfast.models.cyclegan import split_by_attribute, translation_report
+    from genfast.models.cyclegan import split_by_attribute, translate_across, translation_report
 
     x, y = ctx.train
     xa, _, da, terc = split_by_attribute(x, y, "thickness")
@@ -210,14 +207,7 @@ def zoo_entries(ctx) -> list[dict]:
     def sample(n, seed):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(0, len(xt), (n,), generator=g)
-        src, dom = xt[idx].to(ctx.device), dt[idx]
-        out = torch.empty_like(src)
-        a = dom == 0
-        if a.any():
-            out[a] = model.translate(src[a], "a2b")
-        if (~a).any():
-            out[~a] = model.translate(src[~a], "b2a")
-        return out
+        return translate_across(model, xt[idx], dt[idx])
 
     figures = f"class kept {100 * r['class_kept']:.0f}%, thickness moved {100 * r['attribute_moved']:.0f}%"
     return [{"model": "cyclegan (thin <-> thick, translations)", "params": model.num_parameters(), "train_s": train_s,
