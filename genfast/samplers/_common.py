@@ -13,6 +13,7 @@ This module does not import diffusers (the scheduler modules do).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 from collections import OrderedDict
@@ -24,6 +25,98 @@ from genfast._backends import check_backend
 from genfast._checks import check_count
 
 _od_setitem = OrderedDict.__setitem__  # diffusers' BaseOutput is an OrderedDict
+
+
+#: Docstring text every fused scheduler shares, put in by :func:`fill_doc` where a docstring has
+#: a line holding only ``{name}`` (indented as the text should be).
+DOC_FRAGMENTS = {
+    # the keyword-only tail of every ``step`` (checked by ``fused_docs``)
+    "guidance_args": """\
+model_output_uncond: genfast extension, keyword-only: the unconditional model
+    output for classifier-free guidance (Ho & Salimans 2022) fused into the step,
+    shape of ``model_output`` (which is then the conditional one); None: none.
+guidance_scale: genfast extension, keyword-only: w in ``eps_u + w (eps_c - eps_u)``;
+    1.0 is none.
+guidance_rescale: genfast extension, keyword-only: phi in [0, 1] (Lin et al. 2024,
+    eq. (16)); 0.0 is none.""",
+    # the DDPM / DDIM classes (hand-written constructors, ``init_checked``); {name}: the class's
+    "drop_in": """\
+A subclass of ``diffusers.{name}`` (so of ``SchedulerMixin`` and ``ConfigMixin``): the
+constructor arguments, defaults, config file (``scheduler_config.json``, ``_class_name``
+``"{name}"``), ``from_config`` / ``from_pretrained`` / ``save_pretrained``, ``compatibles``,
+``add_noise``, ``get_velocity``, ``_get_variance`` and every attribute are diffusers' own.
+``step`` never reads a tensor's value on the host (no device synchronisation; traceable by
+``torch.compile(fullgraph=True)``). Swap it into a pipeline with
+``pipe.scheduler = genfast.samplers.{name}.from_config(pipe.scheduler.config)``.""",
+    "backend_arg": """\
+backend: genfast extension, keyword-only, not saved in the config: the backend of the
+    fused op (``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"``, ``"reference"``). Also
+    accepted by ``from_config`` / ``from_pretrained``, and assignable
+    (``scheduler.backend = "cpu"``).""",
+    "option_errors": """\
+UnsupportedBetaScheduleError: an unknown ``beta_schedule`` (a ``ValueError`` and the
+    ``NotImplementedError`` diffusers raises).
+ValueError: ``backend`` unknown; ``num_train_timesteps < 1``; with ``thresholding``, a
+    ``dynamic_thresholding_ratio`` outside [0, 1] or ``sample_max_value <= 0``; with
+    ``clip_sample``, ``clip_sample_range <= 0``; betas that make ``alphas_cumprod``
+    leave [0, 1] (diffusers accepts all of these and returns NaN or garbage in ``step``).
+TypeError: an unknown argument name (as diffusers).""",
+    "philox_noise": """\
+* ``step`` without ``generator`` and ``variance_noise`` draws the noise inside the op
+  from genfast's Philox generator, seeded from torch's default generator: repeatable
+  under ``torch.manual_seed``, but not diffusers' numbers.""",
+    "step_inputs_args": """\
+timestep: the current t: an int, a 0-dim integer tensor, or an integer tensor ``[B]``
+    with one timestep per row (genfast extension), on any device.
+sample: ``x_t``, ``[B, C, ...]``; a dtype other than ``model_output``'s computes in
+    the promoted dtype (as diffusers).""",
+}
+
+
+def fill_doc(obj):
+    """Decorator: put the shared :data:`DOC_FRAGMENTS` into ``obj.__doc__`` (a class or function),
+    each at a line that holds only ``{key}``, indented as that line; ``{name}`` in a fragment
+    becomes ``obj.__name__``. Returns ``obj``.
+
+    Raises:
+        KeyError: a placeholder with no fragment (at import, so a typo cannot ship).
+    """
+    doc = obj.__doc__
+    if doc:  # None under ``python -OO``
+        lines = []
+        for line in doc.split("\n"):
+            key = line.strip()
+            if key.startswith("{") and key.endswith("}") and key[1:-1].isidentifier():
+                indent = line[: len(line) - len(line.lstrip())]
+                text = DOC_FRAGMENTS[key[1:-1]].replace("{name}", obj.__name__)
+                lines.extend(indent + part if part else part for part in text.split("\n"))
+            else:
+                lines.append(line)
+        obj.__doc__ = "\n".join(lines)
+    return obj
+
+
+_GUIDANCE_TAIL = [("model_output_uncond", None), ("guidance_scale", 1.0), ("guidance_rescale", 0.0)]
+
+
+def fused_docs(cls):
+    """Class decorator of every genfast scheduler: :func:`fill_doc` on the class and on its
+    ``step``, whose Args take the shared text of the keyword-only guidance tail
+    (``model_output_uncond``, ``guidance_scale``, ``guidance_rescale``) at their
+    ``{guidance_args}`` line, after checking, at import, that the signature (written out in full:
+    diffusers pipelines read it with ``inspect.signature``) ends in exactly that tail. Returns
+    ``cls`` itself.
+
+    Raises:
+        TypeError: ``step``'s keyword-only parameters are not that tail, with its defaults, in order.
+    """
+    step = cls.__dict__["step"]
+    tail = [(p.name, p.default) for p in inspect.signature(step).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if tail != _GUIDANCE_TAIL:
+        raise TypeError(f"{step.__qualname__}: the keyword-only parameters must be {_GUIDANCE_TAIL}, got {tail}")
+    fill_doc(step)
+    return fill_doc(cls)
 
 
 class UnsupportedBetaScheduleError(ValueError, NotImplementedError):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genfast._backends import check_backend
-from genfast.samplers._common import FusedStepMixin
+from genfast.samplers._common import FusedStepMixin, fused_docs
 
 NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
 IDX = {name: i for i, name in enumerate((
@@ -43,7 +43,9 @@ def with_backend(cls):
     """Give the diffusers subclass ``cls`` a keyword-only ``backend="auto"`` constructor argument
     that is not part of its config: diffusers' own (decorated) ``__init__`` records the config
     from its own signature, so ``save_config`` writes diffusers' keys only; ``from_config(cfg,
-    backend=...)`` passes it through because ``__signature__`` lists it."""
+    backend=...)`` passes it through because ``__signature__`` lists it. The shared docstring
+    text goes in with :func:`~genfast.samplers._common.fused_docs`."""
+    fused_docs(cls)
     parent_init = super(cls, cls).__init__
     diffusers_module = next(c.__module__ for c in cls.__mro__ if c.__module__.startswith("diffusers."))
     sig = inspect.signature(parent_init)
@@ -294,6 +296,23 @@ class SolverStepMixin(FusedStepMixin):
                            "denoising. See `StableDiffusionPipeline` for a usage example.")
         if self.step_index is None:
             self._init_step_index(timestep)
+
+    def _gf_check_schedule(self) -> None:
+        """The opening of a multistep solver's step: ``set_timesteps`` must have run (diffusers'
+        check and message)."""
+        if self.num_inference_steps is None:
+            raise ValueError(
+                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
+
+    def _gf_output(self, output_cls, return_dict: bool, prev_sample: torch.Tensor,
+                   dtype: Optional[torch.dtype] = None, **fields):
+        """The end of every step: the step index advanced, ``prev_sample`` cast to ``dtype`` (the
+        dtype diffusers returns it in; None: as it is), then the output (``prev_sample`` first,
+        then ``fields``, in diffusers' order) as :meth:`FusedStepMixin._output` builds it."""
+        if dtype is not None and prev_sample.dtype != dtype:
+            prev_sample = prev_sample.to(dtype)
+        self._step_index += 1
+        return self._output(output_cls, return_dict, prev_sample=prev_sample, **fields)
 
     def _gf_run(self, model_output, sample, coefficients, *, compute_dtype, history=(), last_sample=None,
                 model_output_uncond=None, guidance_scale=1.0, guidance_rescale=0.0, clip_sample_range=None,

@@ -15,31 +15,26 @@ from genfast.ops.sampling_step import ddim_step
 from genfast.samplers._common import (
     FusedStepMixin,
     finish_schedule,
+    fused_docs,
     init_checked,
     schedule_checks,
 )
 
 
+@fused_docs
 class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
     """Denoising diffusion implicit model sampler (Song et al. 2021): diffusers'
     ``DDIMScheduler`` with a fused ``step``.
 
-    A subclass of ``diffusers.DDIMScheduler`` (so of ``SchedulerMixin`` and ``ConfigMixin``):
-    constructor arguments, defaults, config file, ``from_config`` / ``from_pretrained`` /
-    ``save_pretrained``, ``compatibles``, ``add_noise``, ``get_velocity``, ``_get_variance`` and
-    every attribute are diffusers' own. ``step`` runs on :func:`genfast.ops.ddim_step` and never
-    reads a tensor's value on the host (no device synchronisation; traceable by
-    ``torch.compile(fullgraph=True)``). Swap it into a pipeline with
-    ``pipe.scheduler = genfast.samplers.DDIMScheduler.from_config(pipe.scheduler.config)``.
+    ``step`` runs on :func:`genfast.ops.ddim_step`.
+    {drop_in}
 
     Args:
         num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample,
             set_alpha_to_one, steps_offset, prediction_type, thresholding,
             dynamic_thresholding_ratio, clip_sample_range, sample_max_value, timestep_spacing,
             rescale_betas_zero_snr: as ``diffusers.DDIMScheduler`` (same defaults).
-        backend: genfast extension, keyword-only, not saved in the config: the backend of the
-            fused op (``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"``, ``"reference"``). Also
-            accepted by ``from_config`` / ``from_pretrained``, and assignable.
+        {backend_arg}
 
     Attributes:
         final_alpha_cumprod: 0-dim tensor, the alpha_bar the last step goes to (diffusers'). Its
@@ -47,13 +42,7 @@ class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
             tensor rather than editing this one in place.
 
     Raises:
-        UnsupportedBetaScheduleError: an unknown ``beta_schedule`` (a ``ValueError`` and the
-            ``NotImplementedError`` diffusers raises).
-        ValueError: ``backend`` unknown; ``num_train_timesteps < 1``; with ``thresholding``, a
-            ``dynamic_thresholding_ratio`` outside [0, 1] or ``sample_max_value <= 0``; with
-            ``clip_sample``, ``clip_sample_range <= 0``; betas that make ``alphas_cumprod``
-            leave [0, 1] (diffusers accepts these and returns NaN or garbage in ``step``).
-        TypeError: an unknown argument name (as diffusers).
+        {option_errors}
 
     Deviations from diffusers, each where diffusers fails or returns NaN, or where matching it
     would need a host read of a device value:
@@ -162,19 +151,13 @@ class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
         Args:
             model_output: ``[B, C, ...]`` float32 / float16 / bfloat16 (float64 runs the
                 reference).
-            timestep: the current t: an int, a 0-dim integer tensor, or an integer tensor ``[B]``
-                with one timestep per row (genfast extension), on any device.
-            sample: ``x_t``, ``[B, C, ...]``; a dtype other than ``model_output``'s computes in
-                the promoted dtype (as diffusers).
+            {step_inputs_args}
             eta: a Python float >= 0: the weight of the noise (0: DDIM, 1: DDPM-like).
             use_clipped_model_output: re-derive eps from the clipped x_0 (as GLIDE).
             generator: a ``torch.Generator`` or a list with one per batch row.
             variance_noise: standard normal noise, shape of ``sample`` (or broadcastable).
             return_dict: return a ``DDIMSchedulerOutput`` (True) or a tuple.
-            model_output_uncond: genfast extension: the unconditional model output for fused
-                classifier-free guidance (Ho & Salimans 2022), shape of ``model_output``.
-            guidance_scale: genfast extension: w in ``eps_u + w (eps_c - eps_u)``; 1.0 is none.
-            guidance_rescale: genfast extension: phi in [0, 1] (Lin et al. 2024, eq. (16)).
+            {guidance_args}
 
         Returns:
             ``DDIMSchedulerOutput(prev_sample, pred_original_sample)`` (diffusers' class), each

@@ -15,6 +15,7 @@ from genfast.ops.sampling_step import VARIANCE_TYPES, ddpm_step
 from genfast.samplers._common import (
     FusedStepMixin,
     finish_schedule,
+    fused_docs,
     init_checked,
     schedule_checks,
 )
@@ -31,37 +32,23 @@ def _previous_table(timesteps: np.ndarray, num_train_timesteps: int) -> np.ndarr
     return np.where(pos >= 0, valid[np.clip(pos, 0, None)], -1).astype(np.int64)
 
 
+@fused_docs
 class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
     """Denoising diffusion probabilistic model sampler (Ho et al. 2020): diffusers'
     ``DDPMScheduler`` with a fused ``step``.
 
-    A subclass of ``diffusers.DDPMScheduler`` (so of ``SchedulerMixin`` and ``ConfigMixin``):
-    the constructor arguments, defaults, config file (``scheduler_config.json``, ``_class_name``
-    ``"DDPMScheduler"``), ``from_config`` / ``from_pretrained`` / ``save_pretrained``,
-    ``compatibles``, ``add_noise``, ``get_velocity``, ``previous_timestep``, ``_get_variance`` and
-    every attribute are diffusers' own. ``step`` runs on :func:`genfast.ops.ddpm_step` and never
-    reads a tensor's value on the host (no device synchronisation; traceable by
-    ``torch.compile(fullgraph=True)``). Swap it into a pipeline with
-    ``pipe.scheduler = genfast.samplers.DDPMScheduler.from_config(pipe.scheduler.config)``.
+    ``step`` runs on :func:`genfast.ops.ddpm_step`; ``previous_timestep`` is diffusers' too.
+    {drop_in}
 
     Args:
         num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, variance_type,
             clip_sample, prediction_type, thresholding, dynamic_thresholding_ratio,
             clip_sample_range, sample_max_value, timestep_spacing, steps_offset,
             rescale_betas_zero_snr: as ``diffusers.DDPMScheduler`` (same defaults).
-        backend: genfast extension, keyword-only, not saved in the config: the backend of the
-            fused op (``"auto"``, ``"cuda"``, ``"triton"``, ``"cpu"``, ``"reference"``). Also
-            accepted by ``from_config`` / ``from_pretrained``, and assignable
-            (``scheduler.backend = "cpu"``).
+        {backend_arg}
 
     Raises:
-        UnsupportedBetaScheduleError: an unknown ``beta_schedule`` (a ``ValueError`` and the
-            ``NotImplementedError`` diffusers raises).
-        ValueError: ``backend`` unknown; ``num_train_timesteps < 1``; with ``thresholding``, a
-            ``dynamic_thresholding_ratio`` outside [0, 1] or ``sample_max_value <= 0``; with
-            ``clip_sample``, ``clip_sample_range <= 0``; betas that make ``alphas_cumprod``
-            leave [0, 1] (diffusers accepts all of these and returns NaN or garbage in ``step``).
-        TypeError: an unknown argument name (as diffusers).
+        {option_errors}
 
     Deviations from diffusers, each where diffusers fails or returns NaN, or where matching it
     would need a host read of a device value:
@@ -77,9 +64,7 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
           also at ``t = 0`` where diffusers draws none (knowing ``t > 0`` would need reading the
           tensor): the images are the same, but after a ``t = 0`` step the generator has
           advanced by one draw more. With an ``int`` timestep the draws are diffusers'.
-        * ``step`` without ``generator`` and ``variance_noise`` draws the noise inside the op
-          from genfast's Philox generator, seeded from torch's default generator: repeatable
-          under ``torch.manual_seed``, but not diffusers' numbers.
+        {philox_noise}
         * ``step`` at a timestep that is not in the schedule goes to the largest scheduled
           timestep below it (diffusers raises ``IndexError``).
 
@@ -208,18 +193,12 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
             model_output: ``[B, C, ...]`` float32 / float16 / bfloat16 (float64 runs the
                 reference); ``[B, 2C, ...]`` for ``variance_type`` ``"learned"`` /
                 ``"learned_range"`` (prediction and variance channels).
-            timestep: the current t: an int, a 0-dim integer tensor, or an integer tensor ``[B]``
-                with one timestep per row (genfast extension), on any device.
-            sample: ``x_t``, ``[B, C, ...]``; a dtype other than ``model_output``'s computes in
-                the promoted dtype (as diffusers).
+            {step_inputs_args}
             generator: a ``torch.Generator`` or a list with one per batch row.
             return_dict: return a ``DDPMSchedulerOutput`` (True) or a tuple.
             variance_noise: genfast extension: standard normal noise, shape of ``sample`` (or
                 broadcastable to it).
-            model_output_uncond: genfast extension: the unconditional model output for fused
-                classifier-free guidance (Ho & Salimans 2022), shape of ``model_output``.
-            guidance_scale: genfast extension: w in ``eps_u + w (eps_c - eps_u)``; 1.0 is none.
-            guidance_rescale: genfast extension: phi in [0, 1] (Lin et al. 2024, eq. (16)).
+            {guidance_args}
 
         Returns:
             ``DDPMSchedulerOutput(prev_sample, pred_original_sample)`` (diffusers' class), each

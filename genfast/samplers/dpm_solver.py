@@ -127,10 +127,7 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
                 in the kernel, seeded from torch's default generator of the device.
             variance_noise: explicit noise for the SDE variants (as diffusers).
             return_dict: return a ``SchedulerOutput`` (True) or a tuple.
-            model_output_uncond: genfast extension: the unconditional output for classifier-free
-                guidance, fused into the step (``model_output`` is then the conditional one).
-            guidance_scale: genfast extension: CFG weight w (1.0: none).
-            guidance_rescale: genfast extension: CFG rescale (Lin et al. 2024, eq. (16)).
+            {guidance_args}
 
         Returns:
             ``SchedulerOutput(prev_sample)`` in ``model_output``'s dtype, or ``(prev_sample,)``.
@@ -142,9 +139,7 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
 
         Mirrors ``diffusers.DPMSolverMultistepScheduler.step``.
         """
-        if self.num_inference_steps is None:
-            raise ValueError(
-                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
+        self._gf_check_schedule()
         self._gf_ready()
         cfg = self._gf_c
         if cfg["prediction_type"] == "epsilon" and cfg["variance_type"] in ("learned", "learned_range"):
@@ -179,11 +174,7 @@ class DPMSolverMultistepScheduler(SolverStepMixin, diffusers.DPMSolverMultistepS
         outputs[-1] = out.converted
         if self.lower_order_nums < solver_order:
             self.lower_order_nums += 1
-        prev_sample = out.prev_sample
-        if prev_sample.dtype != model_output.dtype:
-            prev_sample = prev_sample.to(model_output.dtype)
-        self._step_index += 1
-        return self._output(SchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._gf_output(SchedulerOutput, return_dict, out.prev_sample, model_output.dtype)
 
 
 __all__ = ["DPMSolverMultistepScheduler"]

@@ -15,15 +15,13 @@ from genfast.samplers._fused import SolverStepMixin, promote, rows, set_coef, wi
 
 
 def _euler_output(scheduler, output_class, return_dict, out, dtype):
-    """A step's output as diffusers' Euler schedulers give it: ``prev_sample`` in ``dtype`` (the
+    """The end of a step as diffusers' Euler schedulers give it: ``prev_sample`` in ``dtype`` (the
     model output's), ``pred_original_sample`` in float32."""
-    prev_sample, pred_original_sample = out.prev_sample, out.converted
-    if prev_sample.dtype != dtype:
-        prev_sample = prev_sample.to(dtype)
+    pred_original_sample = out.converted
     if pred_original_sample.dtype != torch.float32:
         pred_original_sample = pred_original_sample.float()
-    return scheduler._output(output_class, return_dict, prev_sample=prev_sample,
-                             pred_original_sample=pred_original_sample)
+    return scheduler._gf_output(output_class, return_dict, out.prev_sample, dtype,
+                                pred_original_sample=pred_original_sample)
 
 
 def _reject_integer_timestep(owner: str, timestep) -> None:
@@ -107,8 +105,7 @@ class EulerDiscreteScheduler(SolverStepMixin, diffusers.EulerDiscreteScheduler):
             generator: for the churn noise, drawn as diffusers draws it; without it, genfast's
                 Philox generator in the kernel.
             return_dict: return an ``EulerDiscreteSchedulerOutput`` (True) or a tuple.
-            model_output_uncond, guidance_scale, guidance_rescale: genfast extension: fused
-                classifier-free guidance (see :class:`DPMSolverMultistepScheduler`).
+            {guidance_args}
 
         Returns:
             ``EulerDiscreteSchedulerOutput(prev_sample, pred_original_sample)``: ``prev_sample``
@@ -138,7 +135,6 @@ class EulerDiscreteScheduler(SolverStepMixin, diffusers.EulerDiscreteScheduler):
         out = self._gf_run(model_output, sample, row, compute_dtype=promote(sample.dtype, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
-        self._step_index += 1
         return _euler_output(self, EulerDiscreteSchedulerOutput, return_dict, out, model_output.dtype)
 
 
@@ -190,7 +186,7 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
             model_output, timestep, sample, return_dict: as :meth:`EulerDiscreteScheduler.step`.
             generator: the noise, drawn as diffusers draws it (every step); without it, genfast's
                 Philox generator in the kernel.
-            model_output_uncond, guidance_scale, guidance_rescale: genfast extension (fused CFG).
+            {guidance_args}
 
         Returns:
             ``EulerAncestralDiscreteSchedulerOutput(prev_sample, pred_original_sample)``;
@@ -210,7 +206,6 @@ class EulerAncestralDiscreteScheduler(SolverStepMixin, diffusers.EulerAncestralD
                            compute_dtype=promote(sample.dtype, model_output.dtype),
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, noise_args=noise)
-        self._step_index += 1
         return _euler_output(self, EulerAncestralDiscreteSchedulerOutput, return_dict, out, model_output.dtype)
 
 

@@ -74,7 +74,7 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
                 it, genfast's Philox generator in the kernel.
             per_token_timesteps: diffusers' per-token schedule; runs diffusers' own step.
             return_dict: return a ``FlowMatchEulerDiscreteSchedulerOutput`` (True) or a tuple.
-            model_output_uncond, guidance_scale, guidance_rescale: genfast extension (fused CFG).
+            {guidance_args}
 
         Returns:
             ``FlowMatchEulerDiscreteSchedulerOutput(prev_sample)`` in ``model_output``'s dtype.
@@ -101,9 +101,8 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
             # forms it, the difference of two float32 sigmas.
             i = self.step_index
             dt = float(np.float32(self._gf_sigmas[i + 1]) - np.float32(self._gf_sigmas[i]))
-            prev_sample = torch.add(sample, model_output, alpha=dt)
-            self._step_index += 1
-            return self._output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
+            return self._gf_output(FlowMatchEulerDiscreteSchedulerOutput, return_dict,
+                                   torch.add(sample, model_output, alpha=dt))
         cd = promote(sample.dtype, torch.float32)  # diffusers upcasts the sample
         noise = None
         if self._gf_c["stochastic_sampling"]:
@@ -113,11 +112,8 @@ class FlowMatchEulerDiscreteScheduler(SolverStepMixin, diffusers.FlowMatchEulerD
                            model_output_uncond=model_output_uncond, guidance_scale=guidance_scale,
                            guidance_rescale=guidance_rescale, round_converted=False, return_converted=False,
                            noise_args=noise)
-        self._step_index += 1
-        prev_sample = out.prev_sample
-        if prev_sample.dtype != model_output.dtype:
-            prev_sample = prev_sample.to(model_output.dtype)
-        return self._output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._gf_output(FlowMatchEulerDiscreteSchedulerOutput, return_dict, out.prev_sample,
+                               model_output.dtype)
 
 
 __all__ = ["FlowMatchEulerDiscreteScheduler"]

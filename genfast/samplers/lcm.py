@@ -75,7 +75,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
             generator: the re-noising noise, drawn as diffusers draws it (every step but the last);
                 without it, genfast's Philox generator in the kernel.
             return_dict: return an ``LCMSchedulerOutput`` (True) or a tuple.
-            model_output_uncond, guidance_scale, guidance_rescale: genfast extension (fused CFG).
+            {guidance_args}
 
         Returns:
             ``LCMSchedulerOutput(prev_sample, denoised)``, both in ``sample``'s dtype.
@@ -85,9 +85,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
 
         Mirrors ``diffusers.LCMScheduler.step``.
         """
-        if self.num_inference_steps is None:
-            raise ValueError(
-                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
+        self._gf_check_schedule()
         self._gf_begin(model_output, timestep, sample)
         self._gf_ready()
         cfg = self._gf_c
@@ -103,8 +101,7 @@ class LCMScheduler(SolverStepMixin, diffusers.LCMScheduler):
                            guidance_scale=guidance_scale, guidance_rescale=guidance_rescale, clip_sample_range=clip,
                            thresholding=thresholding, return_converted=False, return_corrected=True,
                            noise_args=noise)
-        self._step_index += 1
-        return self._output(LCMSchedulerOutput, return_dict, prev_sample=out.prev_sample, denoised=out.corrected)
+        return self._gf_output(LCMSchedulerOutput, return_dict, out.prev_sample, denoised=out.corrected)
 
 
 __all__ = ["LCMScheduler"]

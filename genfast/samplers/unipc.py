@@ -169,7 +169,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
             timestep: the current timestep (int or tensor); only the first call reads it.
             sample: ``x_t`` from the previous predictor, ``[B, C, ...]``.
             return_dict: return a ``SchedulerOutput`` (True) or a tuple.
-            model_output_uncond, guidance_scale, guidance_rescale: genfast extension (fused CFG).
+            {guidance_args}
 
         Returns:
             ``SchedulerOutput(prev_sample)`` in ``sample``'s dtype, or ``(prev_sample,)``.
@@ -179,9 +179,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
 
         Mirrors ``diffusers.UniPCMultistepScheduler.step``.
         """
-        if self.num_inference_steps is None:
-            raise ValueError(
-                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler")
+        self._gf_check_schedule()
         self._gf_ready()
         cfg = self._gf_c
         solver_order = cfg["solver_order"]
@@ -223,11 +221,7 @@ class UniPCMultistepScheduler(SolverStepMixin, diffusers.UniPCMultistepScheduler
         self.last_sample = out.corrected if use_corrector else sample
         if self.lower_order_nums < solver_order:
             self.lower_order_nums += 1
-        self._step_index += 1
-        prev_sample = out.prev_sample
-        if prev_sample.dtype != sample.dtype:
-            prev_sample = prev_sample.to(sample.dtype)
-        return self._output(SchedulerOutput, return_dict, prev_sample=prev_sample)
+        return self._gf_output(SchedulerOutput, return_dict, out.prev_sample, sample.dtype)
 
 
 __all__ = ["UniPCMultistepScheduler", "SingularScheduleError"]
