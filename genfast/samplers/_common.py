@@ -17,6 +17,7 @@ import inspect
 import math
 import numbers
 from collections import OrderedDict
+from typing import Optional
 
 import numpy as np
 import torch
@@ -157,15 +158,23 @@ def beta_schedule_errors(owner: str, beta_schedule):
         ) from exc
 
 
-def init_checked(self, base, backend, beta_schedule, *args) -> None:
+def init_checked(self, base, arguments: dict) -> None:
     """The constructor of a fused DDPM / DDIM scheduler: diffusers' undecorated ``base.__init__``
-    with ``args`` (its positional parameters, in order) between genfast's checks (the options at
-    construction, the beta schedule's name, the resulting ``alphas_cumprod``)."""
+    between genfast's checks (the options at construction, the beta schedule's name, the
+    resulting ``alphas_cumprod``).
+
+    Args:
+        self: the scheduler being built (its config already registered by ``register_to_config``).
+        base: the diffusers class (``diffusers.DDPMScheduler`` / ``diffusers.DDIMScheduler``).
+        arguments: the constructor's ``locals()``: diffusers' parameters, by name, plus ``self``
+            and genfast's keyword-only ``backend``.
+    """
     owner = type(self).__name__
-    self.backend = backend
+    kwargs = {name: value for name, value in arguments.items() if name not in ("self", "backend")}
+    self.backend = arguments["backend"]
     check_step_options(owner, self.config)
-    with beta_schedule_errors(owner, beta_schedule):
-        base.__init__.__wrapped__(self, *args)
+    with beta_schedule_errors(owner, kwargs["beta_schedule"]):
+        base.__init__.__wrapped__(self, **kwargs)
     check_alphas_cumprod(owner, self.alphas_cumprod)
     # Pipelines record a component's library from ``component.__module__`` (model_index.json):
     # naming diffusers' module on the instance (the class keeps its own, so pickling is
@@ -222,6 +231,13 @@ def finish_schedule(owner: str, timesteps: torch.Tensor, num_train_timesteps: in
             f"{num_train_timesteps}) (check steps_offset and timestep_spacing)"
         )
     return timesteps
+
+
+def randn_like_diffusers(shape, generator, device, dtype):
+    """Noise exactly as the diffusers scheduler draws it (same numbers, same generator state)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
 class FusedStepMixin:
@@ -341,6 +357,26 @@ class FusedStepMixin:
             _od_setitem(out, name, value)
         out.__dict__.update(fields)
         return out
+
+    @staticmethod
+    def _one_noise_source(owner: str, generator, variance_noise) -> None:
+        """diffusers' refusal of both ``generator`` and ``variance_noise`` (a ``ValueError``)."""
+        if generator is not None and variance_noise is not None:
+            raise ValueError(
+                f"{owner}: cannot pass both generator and variance_noise; make sure that either generator "
+                "or variance_noise stays None"
+            )
+
+    def _step_noise(self, owner: str, generator, variance_noise, model_output: torch.Tensor,
+                    sample: torch.Tensor, shape) -> Optional[torch.Tensor]:
+        """The noise of a DDPM / DDIM step: ``variance_noise`` broadcast to the sample's shape;
+        else drawn from ``generator`` as diffusers draws it (``shape``, ``model_output``'s device
+        and dtype); else None (the op draws it from genfast's Philox generator)."""
+        if variance_noise is not None:
+            return self._given_noise(owner, variance_noise, sample)
+        if generator is not None:
+            return randn_like_diffusers(shape, generator, model_output.device, model_output.dtype)
+        return None
 
     @staticmethod
     def _given_noise(owner: str, variance_noise, sample: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genfast._backends import check_backend
-from genfast.samplers._common import FusedStepMixin, fused_docs
+from genfast.samplers._common import FusedStepMixin, fused_docs, randn_like_diffusers
 
 NC = 20  # coefficient slots, genfast.reference.solver_step.COEFFICIENTS
 IDX = {name: i for i, name in enumerate((
@@ -66,13 +66,6 @@ def with_backend(cls):
     __init__.__doc__ = cls.__doc__
     cls.__init__ = __init__
     return cls
-
-
-def randn_like_diffusers(shape, generator, device, dtype):
-    """Noise exactly as the diffusers scheduler draws it (same numbers, same generator state)."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
 class SolverStepMixin(FusedStepMixin):

@@ -9,7 +9,6 @@ import diffusers
 import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from genfast.ops.sampling_step import ddim_step
 from genfast.samplers._common import (
@@ -86,10 +85,7 @@ class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
         *,
         backend: str = "auto",
     ):
-        init_checked(self, diffusers.DDIMScheduler, backend, beta_schedule,
-                     num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, clip_sample,
-                     set_alpha_to_one, steps_offset, prediction_type, thresholding, dynamic_thresholding_ratio,
-                     clip_sample_range, sample_max_value, timestep_spacing, rescale_betas_zero_snr)
+        init_checked(self, diffusers.DDIMScheduler, locals())
 
     @property
     def final_alpha_cumprod(self) -> torch.Tensor:
@@ -184,16 +180,8 @@ class DDIMScheduler(FusedStepMixin, diffusers.DDIMScheduler):
         prev_t = t - self.config.num_train_timesteps // self.num_inference_steps
         noise = None
         if eta > 0:
-            if variance_noise is not None and generator is not None:
-                raise ValueError(
-                    f"{owner}: cannot pass both generator and variance_noise; make sure that either "
-                    "generator or variance_noise stays None"
-                )
-            if variance_noise is not None:
-                noise = self._given_noise(owner, variance_noise, sample)
-            elif generator is not None:
-                noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
-                                     dtype=model_output.dtype)
+            self._one_noise_source(owner, generator, variance_noise)
+            noise = self._step_noise(owner, generator, variance_noise, model_output, sample, model_output.shape)
         prev_sample, pred_original_sample = ddim_step(
             model_output, t, sample, alphas_cumprod, prev_timestep=prev_t,
             final_alpha_cumprod=self._final_alpha_cumprod_value, eta=eta,

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from genfast.ops.sampling_step import VARIANCE_TYPES, ddpm_step
 from genfast.samplers._common import (
@@ -97,10 +96,7 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
         *,
         backend: str = "auto",
     ):
-        init_checked(self, diffusers.DDPMScheduler, backend, beta_schedule,
-                     num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, variance_type,
-                     clip_sample, prediction_type, thresholding, dynamic_thresholding_ratio, clip_sample_range,
-                     sample_max_value, timestep_spacing, steps_offset, rescale_betas_zero_snr)
+        init_checked(self, diffusers.DDPMScheduler, locals())
 
     # ------------------------------------------------------------------ schedule
     @property
@@ -213,20 +209,14 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
         Mirrors ``diffusers.DDPMScheduler.step``.
         """
         owner = f"{type(self).__name__}.step"
-        if generator is not None and variance_noise is not None:
-            raise ValueError(
-                f"{owner}: cannot pass both generator and variance_noise; make sure that either generator "
-                "or variance_noise stays None"
-            )
+        self._one_noise_source(owner, generator, variance_noise)
         model_output, t, sample, alphas_cumprod = self._step_inputs(owner, model_output, timestep, sample)
         prev_t = self._prev_timestep(t)
         noise = None
-        if variance_noise is not None:
-            noise = self._given_noise(owner, variance_noise, sample)
-        elif generator is not None and (not isinstance(t, int) or t > 0):
+        if variance_noise is not None or not isinstance(t, int) or t > 0:  # diffusers draws none at t = 0
             # diffusers draws model_output's shape after the learned-variance split
             shape = (model_output.shape[0], sample.shape[1], *model_output.shape[2:])
-            noise = randn_tensor(shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
+            noise = self._step_noise(owner, generator, variance_noise, model_output, sample, shape)
         # diffusers treats an unknown variance_type as "fixed_small" (its _get_variance falls through)
         variance_type = self.variance_type if self.variance_type in VARIANCE_TYPES else "fixed_small"
         prev_sample, pred_original_sample = ddpm_step(
