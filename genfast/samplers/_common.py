@@ -35,12 +35,12 @@ DOC_FRAGMENTS = {
     "guidance_args": """\
 model_output_uncond: genfast extension, keyword-only: the unconditional model
     output for classifier-free guidance (Ho & Salimans 2022) fused into the step,
-    shape of ``model_output`` (which is then the conditional one); None: none.
+    shape of ``model_output`` (which is then the conditional one); None: no guidance.
 guidance_scale: genfast extension, keyword-only: w in ``eps_u + w (eps_c - eps_u)``;
     1.0 is none.
 guidance_rescale: genfast extension, keyword-only: phi in [0, 1] (Lin et al. 2024,
     eq. (16)); 0.0 is none.""",
-    # the DDPM / DDIM classes (hand-written constructors, ``init_checked``); {name}: the class's
+    # the DDPM / DDIM classes (hand-written constructors, ``init_checked``); {name}: the class name
     "drop_in": """\
 A subclass of ``diffusers.{name}`` (so of ``SchedulerMixin`` and ``ConfigMixin``): the
 constructor arguments, defaults, config file (``scheduler_config.json``, ``_class_name``
@@ -62,10 +62,6 @@ ValueError: ``backend`` unknown; ``num_train_timesteps < 1``; with ``thresholdin
     ``clip_sample``, ``clip_sample_range <= 0``; betas that make ``alphas_cumprod``
     leave [0, 1] (diffusers accepts all of these and returns NaN or garbage in ``step``).
 TypeError: an unknown argument name (as diffusers).""",
-    "philox_noise": """\
-* ``step`` without ``generator`` and ``variance_noise`` draws the noise inside the op
-  from genfast's Philox generator, seeded from torch's default generator: repeatable
-  under ``torch.manual_seed``, but not diffusers' numbers.""",
     "step_inputs_args": """\
 timestep: the current t: an int, a 0-dim integer tensor, or an integer tensor ``[B]``
     with one timestep per row (genfast extension), on any device.

@@ -63,7 +63,9 @@ class DDPMScheduler(FusedStepMixin, diffusers.DDPMScheduler):
           also at ``t = 0`` where diffusers draws none (knowing ``t > 0`` would need reading the
           tensor): the images are the same, but after a ``t = 0`` step the generator has
           advanced by one draw more. With an ``int`` timestep the draws are diffusers'.
-        {philox_noise}
+        * ``step`` without ``generator`` and ``variance_noise`` draws the noise inside the op
+          from genfast's Philox generator, seeded from torch's default generator: repeatable
+          under ``torch.manual_seed``, but not diffusers' numbers.
         * ``step`` at a timestep that is not in the schedule goes to the largest scheduled
           timestep below it (diffusers raises ``IndexError``).
 

@@ -5,6 +5,7 @@ so. diffusers' own test suite runs against them in ``test_diffusers_suite.py``."
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import pickle
@@ -205,3 +206,32 @@ def test_step_output_is_diffusers_output(cls):
     assert type(torch.utils._pytree.tree_unflatten(leaves, spec)) is output_cls
     out.prev_sample = x  # BaseOutput keeps the attribute and the item in step
     assert out["prev_sample"] is x
+
+
+ALL_SCHEDULERS = [getattr(gs, n) for n in gs.__all__ if n.endswith("Scheduler")]
+
+
+@pytest.mark.parametrize("cls", ALL_SCHEDULERS, ids=lambda c: c.__name__)
+def test_step_docstring_documents_every_argument(cls):
+    """The shared docstring text (genfast.samplers._common.DOC_FRAGMENTS) is in place: ``step``'s
+    Args name every parameter of its signature, and no placeholder is left."""
+    doc = cls.step.__doc__
+    for name in inspect.signature(cls.step).parameters:
+        if name != "self":
+            assert f"\n            {name}" in doc or f" {name}:" in doc or f"{name}," in doc, (cls.__name__, name)
+    for text in (doc, cls.__doc__):
+        assert not any(line.strip().startswith("{") and line.strip().endswith("}") for line in text.splitlines())
+
+
+def test_fused_docs_checks_the_guidance_tail():
+    """A step whose keyword-only tail is not genfast's guidance keywords is refused at import."""
+    from genfast.samplers._common import fused_docs
+
+    class Bad:
+        def step(self, model_output, timestep, sample, *, guidance_scale=1.0):
+            """Args:
+                {guidance_args}
+            """
+
+    with pytest.raises(TypeError, match="keyword-only parameters"):
+        fused_docs(Bad)
