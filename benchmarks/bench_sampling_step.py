@@ -63,33 +63,25 @@ def main():
             t_copy = time_ms(lambda: big.clone(), device)
             copy_gbs = 2 * big.numel() * 4 / t_copy / 1e6
         entries = []
-        for b in backends:
-            entries.append((f"genfast ddpm_step [{b}]", "ddpm", lambda b=b: O.ddpm_step(mo, 500, x, ac, backend=b)))
-        entries.append(("genfast ddpm_step [reference]", "ddpm",
-                        lambda: RS.ddpm_step(mo, 500, x, ac, seed=1)))
-        # clip_sample=False in the scheduler rows, as in the op rows: the class-minus-op difference
-        # is then the class's own work (diffusers' default, clip_sample=True, adds a clamp)
-        g_ddpm = DDPMScheduler(clip_sample=False)
-        g_ddpm.set_timesteps(1000, device=device)
-        entries.append(("genfast.samplers.DDPMScheduler.step", "ddpm", lambda: g_ddpm.step(mo, 500, x)))
-        if diffusers is not None:
-            d_ddpm = DDDPM(clip_sample=False)
-            d_ddpm.set_timesteps(1000, device=device)
-            entries.append((f"diffusers {diffusers.__version__} DDPMScheduler.step", "ddpm",
-                            lambda: d_ddpm.step(mo, 500, x)))
-        for b in backends:
-            entries.append((f"genfast ddim_step [{b}]", "ddim",
-                            lambda b=b: O.ddim_step(mo, 501, x, ac, prev_timestep=481, backend=b)))
-        entries.append(("genfast ddim_step [reference]", "ddim",
-                        lambda: RS.ddim_step(mo, 501, x, ac, prev_timestep=481)))
-        g_ddim = DDIMScheduler(clip_sample=False)
-        g_ddim.set_timesteps(50, device=device)
-        entries.append(("genfast.samplers.DDIMScheduler.step", "ddim", lambda: g_ddim.step(mo, 501, x)))
-        if diffusers is not None:
-            d_ddim = DDDIM(clip_sample=False)
-            d_ddim.set_timesteps(50, device=device)
-            entries.append((f"diffusers {diffusers.__version__} DDIMScheduler.step", "ddim",
-                            lambda: d_ddim.step(mo, 501, x)))
+        # per scheduler: the op's call, the oracle's, the drop-in class and diffusers' class with
+        # (inference steps, timestep); clip_sample=False in the scheduler rows, as in the op rows:
+        # the class-minus-op difference is then the class's own work (diffusers' default adds a clamp)
+        cases = [
+            ("ddpm", lambda b: O.ddpm_step(mo, 500, x, ac, backend=b), lambda: RS.ddpm_step(mo, 500, x, ac, seed=1),
+             DDPMScheduler, diffusers and DDDPM, 1000, 500),
+            ("ddim", lambda b: O.ddim_step(mo, 501, x, ac, prev_timestep=481, backend=b),
+             lambda: RS.ddim_step(mo, 501, x, ac, prev_timestep=481), DDIMScheduler, diffusers and DDDIM, 50, 501),
+        ]
+        for kind, op, oracle, ours, theirs, n_steps, t in cases:
+            for b in backends:
+                entries.append((f"genfast {kind}_step [{b}]", kind, lambda b=b, op=op: op(b)))
+            entries.append((f"genfast {kind}_step [reference]", kind, oracle))
+            for cls, label in ((ours, f"genfast.samplers.{ours.__name__}.step"),
+                               (theirs, f"diffusers {getattr(diffusers, '__version__', '')} {ours.__name__}.step")):
+                if cls:
+                    sched = cls(clip_sample=False)
+                    sched.set_timesteps(n_steps, device=device)
+                    entries.append((label, kind, lambda sched=sched, t=t: sched.step(mo, t, x)))
         # interleave: two passes, keep the faster median of each (shared machines drift)
         times = {}
         for name, _, fn in list(entries):  # a backend that fails is reported and left out

@@ -23,12 +23,24 @@ from .manifold import precision_recall
 __all__ = ["DigitFeatureExtractor", "FrechetDigitDistance", "DigitClassCoverage", "DigitPrecisionRecall"]
 
 
-def _digit_metric(metric):
-    if metric is None:
-        return DigitMetric.from_data()
-    if not isinstance(metric, DigitMetric):
-        raise TypeError(f"metric must be a genfast.metrics.DigitMetric, got {type(metric).__name__}")
-    return metric
+class _DigitMetricBase(Metric):
+    """What the streamed digit metrics share: torchmetrics' flags and the ``DigitMetric`` they
+    score with (``metric``, default ``DigitMetric.from_data()``).
+
+    Raises:
+        TypeError: ``metric`` is not a DigitMetric.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, metric: DigitMetric | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if metric is None:
+            metric = DigitMetric.from_data()
+        elif not isinstance(metric, DigitMetric):
+            raise TypeError(f"metric must be a genfast.metrics.DigitMetric, got {type(metric).__name__}")
+        self.digit_metric = metric
 
 
 class DigitFeatureExtractor(nn.Module):
@@ -73,7 +85,7 @@ class DigitFeatureExtractor(nn.Module):
         return self.classifier.features(x.to(p.device))
 
 
-class FrechetDigitDistance(Metric):
+class FrechetDigitDistance(_DigitMetricBase):
     """Frechet digit distance (FID's recipe, Heusel et al. 2017, with genfast's digit classifier)
     of generated images to a data set's test split, streamed.
 
@@ -91,13 +103,10 @@ class FrechetDigitDistance(Metric):
         TypeError: ``metric`` is not a DigitMetric.
     """
 
-    is_differentiable = False
     higher_is_better = False
-    full_state_update = False
 
     def __init__(self, metric: DigitMetric | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.digit_metric = _digit_metric(metric)
+        super().__init__(metric, **kwargs)
         d = self.digit_metric.classifier.config["feature_dim"]
         self.add_state("features_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("features_outer_sum", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
@@ -128,7 +137,7 @@ class FrechetDigitDistance(Metric):
         return torch.tensor(frechet_distance(mu, cov, *self.digit_metric._test_stats), dtype=torch.float64)
 
 
-class DigitClassCoverage(Metric):
+class DigitClassCoverage(_DigitMetricBase):
     """Fraction of the generated images the digit classifier assigns to each class, streamed
     (``DigitMetric.class_coverage``; mode coverage, Srivastava et al. 2017).
 
@@ -137,13 +146,10 @@ class DigitClassCoverage(Metric):
         **kwargs: torchmetrics' ``Metric`` options.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
 
     def __init__(self, metric: DigitMetric | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.digit_metric = _digit_metric(metric)
+        super().__init__(metric, **kwargs)
         self.add_state("counts", torch.zeros(self.digit_metric.num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, images: torch.Tensor) -> None:
@@ -163,7 +169,7 @@ class DigitClassCoverage(Metric):
         return self.counts.double() / total
 
 
-class DigitPrecisionRecall(Metric):
+class DigitPrecisionRecall(_DigitMetricBase):
     """Improved precision and recall (Kynkaanniemi et al. 2019) on digit-classifier features,
     streamed: ``update(images, real=...)`` as torchmetrics' FID; ``compute()`` returns
     ``(precision, recall)`` from :func:`~genfast.metrics.precision_recall`.
@@ -178,15 +184,12 @@ class DigitPrecisionRecall(Metric):
         **kwargs: torchmetrics' ``Metric`` options.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
 
     def __init__(self, metric: DigitMetric | None = None, k: int = 3, real_from_test: bool = True, **kwargs):
-        super().__init__(**kwargs)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise TypeError(f"DigitPrecisionRecall: k must be an int >= 1, got {k!r}")
-        self.digit_metric = _digit_metric(metric)
+        super().__init__(metric, **kwargs)
         self.k, self.real_from_test = k, bool(real_from_test)
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")

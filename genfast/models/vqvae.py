@@ -91,20 +91,13 @@ class VQVAE(nn.Module):
         check_count("num_codes", num_codes, op="VQVAE")
         check_count("num_downsamples", num_downsamples, op="VQVAE", lo=0)
         check_count("num_res_blocks", num_res_blocks, op="VQVAE", lo=0)
-        self.config = dict(
-            in_channels=in_channels,
-            hidden_channels=hidden_channels,
-            embedding_dim=embedding_dim,
-            num_codes=num_codes,
-            num_downsamples=num_downsamples,
-            num_res_blocks=num_res_blocks,
-            beta=float(beta),
-            ema=bool(ema),
-            decay=float(decay),
-            dead_code_threshold=float(dead_code_threshold),
-            kmeans_init=bool(kmeans_init),
-            use_cosine_sim=bool(use_cosine_sim),
-        )
+        # the quantizer's options, saved in the config as given to VectorQuantizer
+        quantizer = dict(beta=float(beta), ema=bool(ema), decay=float(decay),
+                         dead_code_threshold=float(dead_code_threshold), kmeans_init=bool(kmeans_init),
+                         use_cosine_sim=bool(use_cosine_sim))
+        self.config = dict(in_channels=in_channels, hidden_channels=hidden_channels, embedding_dim=embedding_dim,
+                           num_codes=num_codes, num_downsamples=num_downsamples, num_res_blocks=num_res_blocks,
+                           **quantizer)
         h = hidden_channels
         enc = [nn.Conv2d(in_channels, h, 3, padding=1)]
         for _ in range(num_downsamples):
@@ -118,18 +111,8 @@ class VQVAE(nn.Module):
             dec += [nn.ReLU(), nn.ConvTranspose2d(h, h, 4, stride=2, padding=1)]
         dec += [nn.ReLU(), nn.Conv2d(h, in_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
-        self.quantizer = VectorQuantizer(
-            num_codes,
-            embedding_dim,
-            beta=beta,
-            ema=ema,
-            decay=decay,
-            dead_code_threshold=dead_code_threshold,
-            kmeans_init=kmeans_init,
-            use_cosine_sim=use_cosine_sim,
-            accept_image_fmap=True,
-            backend=backend,
-        )
+        self.quantizer = VectorQuantizer(num_codes, embedding_dim, **quantizer, accept_image_fmap=True,
+                                         backend=backend)
         self.training_info: dict = {}
 
     @property

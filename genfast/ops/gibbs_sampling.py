@@ -220,29 +220,45 @@ MAX_K = 2**31 - 1
 _SIGMA_MIN = 1.1754943508222875e-38
 
 
-def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, op=_OP):
+def check_rbm_tensors(op, weight, visible_bias, hidden_bias, states) -> tuple[int, int]:
+    """The checks every RBM op makes of its parameters and of its ``[rows, n_visible]`` state
+    tensors (``states``: name -> tensor): floating dtypes the kernels take (or float64), one
+    device, one dtype, matching sizes. Returns ``(n_hidden, n_visible)``.
+
+    Raises:
+        TypeError: a non-tensor, an unsupported dtype, or tensors of different dtypes.
+        ValueError: a wrong rank or size, an empty weight, or tensors on different devices.
+    """
     dtypes = KERNEL_DTYPES + (torch.float64,)
     check_tensor("weight", weight, op=op, dtypes=dtypes, ndim=2)
     dev = weight.device
-    check_tensor("v", v, op=op, dtypes=dtypes, device=dev, ndim=2)
+    for name, t in states.items():
+        check_tensor(name, t, op=op, dtypes=dtypes, device=dev, ndim=2)
     check_tensor("visible_bias", visible_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
     check_tensor("hidden_bias", hidden_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
     n_hidden, n_visible = weight.shape
     if n_hidden == 0 or n_visible == 0:
         raise ValueError(f"{op}: weight must be [n_hidden, n_visible] with both >= 1, "
                          f"got {tuple(weight.shape)}")
-    for name, t in (("v", v), ("visible_bias", visible_bias), ("hidden_bias", hidden_bias)):
+    for name, t in (*states.items(), ("visible_bias", visible_bias), ("hidden_bias", hidden_bias)):
         if t.dtype != weight.dtype:
             raise TypeError(f"{op}: {name} has dtype {t.dtype} but weight has {weight.dtype}; "
                             "pass every tensor in one dtype")
-    if v.shape[1] != n_visible:
-        raise ValueError(f"{op}: v must be [B, n_visible={n_visible}] to match weight {tuple(weight.shape)}, "
-                         f"got {tuple(v.shape)}")
+    for name, t in states.items():
+        if t.shape[1] != n_visible:
+            raise ValueError(f"{op}: {name} must be [rows, n_visible={n_visible}] to match weight "
+                             f"{tuple(weight.shape)}, got {tuple(t.shape)}")
     if visible_bias.shape[0] != n_visible:
         raise ValueError(f"{op}: visible_bias must have {n_visible} elements, "
                          f"got {tuple(visible_bias.shape)}")
     if hidden_bias.shape[0] != n_hidden:
         raise ValueError(f"{op}: hidden_bias must have {n_hidden} elements, got {tuple(hidden_bias.shape)}")
+    return n_hidden, n_visible
+
+
+def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, op=_OP):
+    n_hidden, _ = check_rbm_tensors(op, weight, visible_bias, hidden_bias, {"v": v})
+    dev = weight.device
     check_int("k", k, op=op, lo=1, hi=MAX_K, numpy=True)
     check_choice("visible", visible, VISIBLE_TYPES, op=op)
     sigma = check_number("sigma", sigma, op=op)

@@ -21,16 +21,14 @@ import torch
 
 from genfast import _backends
 from genfast.ops._common import (
-    KERNEL_DTYPES,
     check_choice,
     check_int,
     check_number,
-    check_tensor,
     eager_fast_path,
     philox_key,
     resolve_backend,
 )
-from genfast.ops.gibbs_sampling import _SIGMA_MIN, MAX_K, _i64
+from genfast.ops.gibbs_sampling import _SIGMA_MIN, MAX_K, _i64, check_rbm_tensors
 from genfast.reference import pcd_epoch as _ref
 
 _OP = "genfast.ops.pcd_epoch"
@@ -173,28 +171,7 @@ def _pcd_epoch_fake(x, weight, visible_bias, hidden_bias, v_chain, philox, batch
 def _validate(x, weight, visible_bias, hidden_bias, v_chain, batch_size, learning_rate, k, visible, sigma,
               backend):
     op = _OP
-    dtypes = KERNEL_DTYPES + (torch.float64,)
-    check_tensor("weight", weight, op=op, dtypes=dtypes, ndim=2)
-    dev = weight.device
-    check_tensor("x", x, op=op, dtypes=dtypes, device=dev, ndim=2)
-    check_tensor("visible_bias", visible_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
-    check_tensor("hidden_bias", hidden_bias, op=op, dtypes=dtypes, device=dev, ndim=1)
-    check_tensor("v_chain", v_chain, op=op, dtypes=dtypes, device=dev, ndim=2)
-    n_hidden, n_visible = weight.shape
-    if n_hidden == 0 or n_visible == 0:
-        raise ValueError(f"{op}: weight must be [n_hidden, n_visible] with both >= 1, got {tuple(weight.shape)}")
-    for name, t in (("x", x), ("visible_bias", visible_bias), ("hidden_bias", hidden_bias), ("v_chain", v_chain)):
-        if t.dtype != weight.dtype:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype} but weight has {weight.dtype}; "
-                            "pass every tensor in one dtype")
-    for name, t in (("x", x), ("v_chain", v_chain)):
-        if t.shape[1] != n_visible:
-            raise ValueError(f"{op}: {name} must be [rows, n_visible={n_visible}] to match weight "
-                             f"{tuple(weight.shape)}, got {tuple(t.shape)}")
-    if visible_bias.shape[0] != n_visible:
-        raise ValueError(f"{op}: visible_bias must have {n_visible} elements, got {tuple(visible_bias.shape)}")
-    if hidden_bias.shape[0] != n_hidden:
-        raise ValueError(f"{op}: hidden_bias must have {n_hidden} elements, got {tuple(hidden_bias.shape)}")
+    check_rbm_tensors(op, weight, visible_bias, hidden_bias, {"x": x, "v_chain": v_chain})
     check_int("batch_size", batch_size, op=op, lo=1, hi=2**31 - 1)
     check_int("k", k, op=op, lo=1, hi=MAX_K)
     learning_rate = check_number("learning_rate", learning_rate, op=op, lo=0.0, lo_open=True)
