@@ -96,6 +96,24 @@ def _clip(x0, clip_sample, clip_sample_range, thresholding, ratio, max_value):
     return x0
 
 
+def _prologue(model_output, model_output_uncond, sample, timestep, prev_timestep, alphas_cumprod, final_alpha,
+              guidance_scale, guidance_rescale, compute_dtype):
+    """What both steps start with: the compute dtype, the per-row timesteps and levels ``abar_t``,
+    ``abar_prev`` (``final_alpha`` where prev < 0; prev defaults to t - 1), the guided model output
+    and the sample in that dtype, and ``R`` that shapes a per-row vector to broadcast over
+    ``sample``."""
+    cd = compute_dtype or (torch.float64 if sample.dtype == torch.float64 else torch.float32)
+    b, c, nd = sample.shape[0], sample.shape[1], sample.dim()
+    t = _per_row_timesteps(timestep, b, sample.device)
+    pt = t - 1 if prev_timestep is None else _per_row_timesteps(prev_timestep, b, sample.device)
+    ac = alphas_cumprod.to(sample.device, cd)
+    a_t = ac[t]
+    a_prev = torch.where(pt >= 0, ac[pt.clamp(min=0)], torch.full_like(a_t, float(final_alpha)))
+    mo, _ = guided_model_output(model_output.to(cd), None if model_output_uncond is None
+                                else model_output_uncond.to(cd), guidance_scale, guidance_rescale, c)
+    return cd, t, a_t, a_prev, mo.to(cd), sample.to(cd), lambda v: _rows(v, nd)
+
+
 def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=None,
               prediction_type="epsilon", variance_type="fixed_small", clip_sample=False,
               clip_sample_range=1.0, thresholding=False, dynamic_thresholding_ratio=0.995,
@@ -109,24 +127,13 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
     Returns:
         (prev_sample, pred_original_sample), both shaped and typed like ``sample``.
     """
-    cd = compute_dtype or (torch.float64 if sample.dtype == torch.float64 else torch.float32)
-    b, c = sample.shape[0], sample.shape[1]
-    nd = sample.dim()
-    t = _per_row_timesteps(timestep, b, sample.device)
-    pt = t - 1 if prev_timestep is None else _per_row_timesteps(prev_timestep, b, sample.device)
-    ac = alphas_cumprod.to(sample.device, cd)
-    a_t = ac[t]
-    a_prev = torch.where(pt >= 0, ac[pt.clamp(min=0)], torch.ones_like(a_t))
+    cd, t, a_t, a_prev, mo, x, R = _prologue(model_output, model_output_uncond, sample, timestep, prev_timestep,
+                                             alphas_cumprod, 1.0, guidance_scale, guidance_rescale, compute_dtype)
+    c = sample.shape[1]
     beta_t, beta_prev = 1 - a_t, 1 - a_prev
     cur_alpha = a_t / a_prev
     cur_beta = 1 - cur_alpha
-
     learned = variance_type in ("learned", "learned_range") and model_output.shape[1] == 2 * c
-    mo, _ = guided_model_output(model_output.to(cd), None if model_output_uncond is None
-                                else model_output_uncond.to(cd), guidance_scale, guidance_rescale, c)
-    mo = mo.to(cd)
-    x = sample.to(cd)
-    R = lambda v: _rows(v, nd)  # noqa: E731
     x0, _ = _x0_and_eps(prediction_type, mo, x, R(a_t.sqrt()), R(beta_t.sqrt()))
     x0 = _clip(x0, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
 
@@ -178,21 +185,12 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
     Returns:
         (prev_sample, pred_original_sample), both shaped and typed like ``sample``.
     """
-    cd = compute_dtype or (torch.float64 if sample.dtype == torch.float64 else torch.float32)
-    b, c = sample.shape[0], sample.shape[1]
-    nd = sample.dim()
-    t = _per_row_timesteps(timestep, b, sample.device)
-    pt = _per_row_timesteps(prev_timestep, b, sample.device)
-    ac = alphas_cumprod.to(sample.device, cd)
-    a_t = ac[t]
-    a_prev = torch.where(pt >= 0, ac[pt.clamp(min=0)], torch.full_like(a_t, float(final_alpha_cumprod)))
+    if prev_timestep is None:
+        raise TypeError("ddim_step: prev_timestep is required")
+    cd, t, a_t, a_prev, mo, x, R = _prologue(model_output, model_output_uncond, sample, timestep, prev_timestep,
+                                             alphas_cumprod, final_alpha_cumprod, guidance_scale, guidance_rescale,
+                                             compute_dtype)
     beta_t, beta_prev = 1 - a_t, 1 - a_prev
-    R = lambda v: _rows(v, nd)  # noqa: E731
-
-    mo, _ = guided_model_output(model_output.to(cd), None if model_output_uncond is None
-                                else model_output_uncond.to(cd), guidance_scale, guidance_rescale, c)
-    mo = mo.to(cd)
-    x = sample.to(cd)
     sqrt_a, sqrt_b = R(a_t.sqrt()), R(beta_t.sqrt())
     x0, eps = _x0_and_eps(prediction_type, mo, x, sqrt_a, sqrt_b)
     x0 = _clip(x0, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value)
