@@ -5,16 +5,16 @@ the pixel-space :class:`~genfast.models.DDPM` (conditioned on a class) and the t
 - **img2img** (Meng et al. 2022, "SDEdit"): the image is noised to the level of ``strength``
   (0: unchanged, 1: pure noise, the image ignored) and denoised from there with the condition.
 - **inpainting**: the unknown region is generated while the known one is replaced after every
-  step by the original re-noised to the next level (RePaint's replacement, Lugmayr et al. 2022,
-  without resampling; diffusers' inpainting with a non-inpainting model). The result equals the
-  input on the known region.
+  step by the original re-noised to the next level (RePaint's replacement, Lugmayr et al. 2022;
+  diffusers' inpainting with a non-inpainting model), with RePaint's resampling as an option
+  (``jump_length``, ``jump_n_sample``). The result equals the input on the known region.
 """
 
 from __future__ import annotations
 
 import torch
 
-from genfast.models._guided import denoise, start_index
+from genfast.models._guided import check_resampling, denoise, start_index
 
 __all__ = ["img2img", "inpaint"]
 
@@ -111,25 +111,32 @@ def img2img(model, images: torch.Tensor, condition=None, *, strength: float = 0.
 @torch.no_grad()
 def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, guidance_scale: float = 1.0,
             negative=None, sampler: str = "ddim", num_inference_steps: int | None = None, seed: int = 0,
-            backend: str = "auto") -> torch.Tensor:
+            backend: str = "auto", jump_length: int = 1, jump_n_sample: int = 1) -> torch.Tensor:
     """Regenerate the region of ``images`` where ``mask`` is 0, keeping the rest.
 
     Args:
         model, images, condition, guidance_scale, negative, sampler, num_inference_steps, seed,
             backend: as :func:`img2img`.
         mask: ``[B or 1, 1, H, W]``, 1 on the known pixels, 0 on those to regenerate.
+        jump_length, jump_n_sample: RePaint's resampling (Lugmayr et al. 2022; diffusers'
+            ``RePaintScheduler`` names): each block of ``jump_length`` steps runs
+            ``jump_n_sample`` times, re-noised back to the block's first level between runs;
+            1 (default): none. Needs ``sampler`` "ddim" or "ddpm".
 
     Returns:
         ``[B, C, H, W]`` float32 in [-1, 1], equal to ``images`` where ``mask`` is 1.
 
     Raises:
         TypeError: another model, a mask that is not float or bool. ValueError: a mask of the
-            wrong shape or with values other than 0 and 1, bad images or conditions.
+            wrong shape or with values other than 0 and 1, bad images or conditions, ``jump_length``
+            or ``jump_n_sample`` not an int >= 1, resampling with another sampler.
     """
     _check_model(model)
     if _is_ldm(model):
         return model.inpaint(images, mask, condition, negative_prompt=negative, guidance_scale=guidance_scale,
-                             sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, backend=backend)
+                             sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, backend=backend,
+                             jump_length=jump_length, jump_n_sample=jump_n_sample)
+    jump_length, jump_n_sample = check_resampling(sampler, jump_length, jump_n_sample)
     from genfast.models.ldm import _check_mask
 
     x = _check_images(model, images)
@@ -138,7 +145,7 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
                                 x.shape[0], backend)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(seed))).to(x.device)
     out = denoise(eps_fn, sched, noise * sched.init_noise_sigma, guidance_scale=float(guidance_scale), seed=seed,
-                  known=x, mask=m, noise=noise)
+                  known=x, mask=m, noise=noise, jump_length=jump_length, jump_n_sample=jump_n_sample)
     return m * x + (1 - m) * out.clamp(-1, 1)
 
 

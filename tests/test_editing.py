@@ -56,3 +56,63 @@ def test_bad_input(model, images):
         img2img(model, images * 3)
     with pytest.raises(ValueError, match="mask must"):
         inpaint(model, images, torch.ones(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_resampling_keeps_the_known_region_and_calls_the_model_r_times(model, images, sampler):
+    mask = torch.ones(1, 1, 8, 8)
+    mask[..., 4:, :] = 0
+    calls = []
+    real = model.ema.forward
+    model.ema.forward = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        out = inpaint(model, images, mask, 7, sampler=sampler, num_inference_steps=6, jump_length=2,
+                      jump_n_sample=3, seed=2)
+    finally:
+        del model.ema.forward
+    assert len(calls) == 6 * 3
+    assert torch.equal(out[..., :4, :], images[..., :4, :])
+    assert out.abs().max() <= 1 and torch.isfinite(out).all()
+    plain = inpaint(model, images, mask, 7, sampler=sampler, num_inference_steps=6, seed=2)
+    assert not torch.equal(plain, out)
+    assert torch.equal(plain, inpaint(model, images, mask, 7, sampler=sampler, num_inference_steps=6, seed=2,
+                                      jump_length=4, jump_n_sample=1))
+
+
+def test_resampling_jumps_back_with_the_forward_process():
+    """The jump from the end of a block back to its first level is q(x_first | x_last): with a
+    model that predicts x_0 = 0 the chain ends at 0, so the re-run starts from pure noise of
+    std sqrt(1 - abar_first)."""
+    from genfast.models._guided import denoise
+    from genfast.samplers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(10)
+    seen = []
+
+    def eps_fn(x, t):  # eps = x / sqrt(1 - abar_t): the x_0 it implies is 0
+        seen.append((int(t), float(x.std())))
+        return x / (1 - sched.alphas_cumprod[int(t)]).sqrt(), None
+
+    x = torch.randn(1, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    denoise(eps_fn, sched, x, jump_length=5, jump_n_sample=2)
+    assert len(seen) == 20
+    first = int(sched.timesteps[5])
+    # the re-run of the second block (calls 15..19) starts at timesteps[5], from the clean 0
+    t, std = seen[15]
+    assert t == first
+    expected = float((1 - sched.alphas_cumprod[first]).sqrt())
+    assert abs(std - expected) < 0.03 * expected, (std, expected)
+    # the re-run of the first block starts at timesteps[0] from the chain at timesteps[5]
+    t0, std0 = seen[5]
+    assert t0 == int(sched.timesteps[0]) and abs(std0 - float((1 - sched.alphas_cumprod[t0]).sqrt())) < 0.03
+
+
+def test_resampling_bad_input(model, images):
+    mask = torch.ones(1, 1, 8, 8)
+    for name, kw in (("jump_length", {"jump_length": 0}), ("jump_n_sample", {"jump_n_sample": 1.5}),
+                     ("jump_n_sample", {"jump_n_sample": True})):
+        with pytest.raises(ValueError, match=name):
+            inpaint(model, images, mask, **kw)
+    with pytest.raises(ValueError, match="sampler 'ddim' or 'ddpm'"):
+        inpaint(model, images, mask, sampler="dpm++", jump_n_sample=2)

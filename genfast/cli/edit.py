@@ -84,7 +84,7 @@ def run(args) -> int:
     else:
         m = _mask(args.mask, h, w).to(x.device)
         rows.append((x * m + (1 - m) * -1.0).cpu())  # the unknown region shown black
-        out = inpaint(model, x, m, cond, **kw)
+        out = inpaint(model, x, m, cond, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, **kw)
     rows.append(out.cpu())
     dest = Path(args.out) if args.out else Path(args.checkpoint) / f"edit_{args.mode}.png"
     save_image_grid(torch.cat(rows), dest, nrow=args.n)
@@ -106,6 +106,11 @@ def add_commands(sub, common) -> None:
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--strength", type=float, default=0.6, help="img2img: noise level in [0, 1] (default 0.6)")
     p.add_argument("--mask", default="bottom", choices=MASKS, help="inpaint: the region to regenerate")
+    p.add_argument("--jump-length", type=int, default=1,
+                   help="inpaint: RePaint's resampling, steps per block (default 1)")
+    p.add_argument("--jump-n-sample", type=int, default=1,
+                   help="inpaint: RePaint's resampling, runs of each block (default 1: none; "
+                        "needs --sampler ddim or ddpm)")
     p.add_argument("--sampler", default="ddim", choices=SAMPLER_NAMES)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's usual number)")
     p.add_argument("--n", type=int, default=8, help="test digits to edit (default 8)")

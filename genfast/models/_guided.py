@@ -1,12 +1,17 @@
 """The denoising loop shared by the diffusion models' sampling and editing: any genfast scheduler,
 classifier-free guidance fused into the step, SDEdit's partial schedule (img2img) and inpainting
-by replacing the known region with the original re-noised to the next level."""
+by replacing the known region with the original re-noised to the next level, with RePaint's
+resampling as an option."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["denoise", "start_index"]
+__all__ = ["denoise", "start_index", "check_resampling"]
+
+#: samplers whose step is a function of (model output, timestep, sample) alone, on the
+#: variance-preserving schedule ``alphas_cumprod``: the ones RePaint's resampling can re-run
+RESAMPLING_SAMPLERS = ("ddim", "ddpm")
 
 
 def start_index(num_steps: int, strength: float) -> int:
@@ -16,9 +21,30 @@ def start_index(num_steps: int, strength: float) -> int:
     return num_steps - min(int(round(strength * num_steps)), num_steps)
 
 
+def check_resampling(sampler, jump_length, jump_n_sample) -> tuple[int, int]:
+    """Checks RePaint's resampling options (names of diffusers' ``RePaintPipeline``) and returns
+    them as ints.
+
+    Raises:
+        ValueError: ``jump_length`` or ``jump_n_sample`` not an int >= 1, or ``jump_n_sample > 1``
+            with a sampler other than ``"ddim"`` / ``"ddpm"`` (the multistep solvers keep a
+            history that re-running steps would corrupt; the sigma-space samplers are not on the
+            ``alphas_cumprod`` schedule the jump back re-noises with).
+    """
+    from genfast._checks import check_count
+
+    jump_length = check_count("jump_length", jump_length)
+    jump_n_sample = check_count("jump_n_sample", jump_n_sample)
+    if jump_n_sample > 1 and sampler not in RESAMPLING_SAMPLERS:
+        raise ValueError(f"jump_n_sample > 1 (RePaint's resampling) needs sampler 'ddim' or 'ddpm', "
+                         f"got sampler={sampler!r}")
+    return jump_length, jump_n_sample
+
+
 def denoise(eps_fn, scheduler, x, *, start: int = 0, guidance_scale: float = 1.0, seed: int = 0,
             known: torch.Tensor | None = None, mask: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-            step_kwargs: dict | None = None, progress: bool = False) -> torch.Tensor:
+            step_kwargs: dict | None = None, progress: bool = False, jump_length: int = 1,
+            jump_n_sample: int = 1) -> torch.Tensor:
     """Run ``scheduler.timesteps[start:]`` from ``x``.
 
     Args:
@@ -34,11 +60,20 @@ def denoise(eps_fn, scheduler, x, *, start: int = 0, guidance_scale: float = 1.0
         known, mask, noise: inpainting: ``known`` ``[B, C, H, W]`` clean values, ``mask``
             ``[B or 1, 1 or C, H, W]`` with 1 on the known region, ``noise`` the fixed noise used
             to re-noise ``known``; after every step the known region is replaced by
-            ``add_noise(known, noise, next t)`` (RePaint's replacement, Lugmayr et al. 2022,
-            without resampling; as diffusers' inpainting with a non-inpainting model), and by
-            ``known`` itself after the last step.
+            ``add_noise(known, noise, next t)`` (RePaint's replacement, Lugmayr et al. 2022; as
+            diffusers' inpainting with a non-inpainting model), and by ``known`` itself after the
+            last step.
         step_kwargs: extra arguments of ``scheduler.step`` (e.g. DDIM's ``eta``).
         progress: a tqdm bar over the steps.
+        jump_length, jump_n_sample: RePaint's resampling (Lugmayr et al. 2022, Alg. 1, with jumps
+            of ``jump_length`` steps; diffusers' ``RePaintScheduler`` names): the steps run in
+            blocks of ``jump_length``; each block runs ``jump_n_sample`` times, the sample
+            re-noised from the block's last level back to its first, ``x <- sqrt(r) x +
+            sqrt(1 - r) z`` with ``r = abar_first / abar_last`` (q of the forward process),
+            between runs, so the generated region harmonises with the known one. Costs
+            ``jump_n_sample`` times the model calls; 1: no resampling. Only for schedulers
+            on ``alphas_cumprod`` whose step keeps no history (DDPM, DDIM: see
+            :func:`check_resampling`).
 
     Returns:
         The final sample, x's shape.
@@ -59,19 +94,36 @@ def denoise(eps_fn, scheduler, x, *, start: int = 0, guidance_scale: float = 1.0
         with torch.random.fork_rng(devices=devices):
             # the fused ops draw their Philox seed from the default generator when given no noise
             torch.manual_seed(int(seed) + 1)
-            for i, t in enumerate(timesteps):
-                e_c, e_u = eps_fn(scheduler.scale_model_input(x, t), t)
-                guide = {} if e_u is None else {"model_output_uncond": e_u, "guidance_scale": float(guidance_scale)}
-                x = scheduler.step(e_c, t, x, **guide, **kw).prev_sample
-                if known is not None:
-                    if i + 1 < len(timesteps):
-                        level = scheduler.add_noise(known, noise, timesteps[i + 1: i + 2])
-                    else:
-                        level = known
-                    x = mask * level + (1 - mask) * x
-                if bar is not None:
-                    bar.update(1)
+            n = len(timesteps)
+            for b0 in range(0, n, jump_length):
+                b1 = min(b0 + jump_length, n)
+                for r in range(jump_n_sample):
+                    for i in range(b0, b1):
+                        x = _one_step(eps_fn, scheduler, x, timesteps, i, guidance_scale, kw, known, mask, noise)
+                        if bar is not None:
+                            bar.update(1 if r == 0 else 0)
+                    if r + 1 < jump_n_sample:  # jump back: q(x_first | x_last) of the forward process
+                        ratio = _level(scheduler, timesteps, b0) / _level(scheduler, timesteps, b1)
+                        x = ratio.sqrt().to(x.dtype) * x + (1 - ratio).sqrt().to(x.dtype) * torch.randn_like(x)
     finally:
         if bar is not None:
             bar.close()
+    return x
+
+
+def _level(scheduler, timesteps, i) -> torch.Tensor:
+    """``abar`` at the input of step ``i`` (after the last step: the scheduler's final level)."""
+    if i < len(timesteps):
+        return scheduler.alphas_cumprod[int(timesteps[i])].double()
+    return torch.tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), dtype=torch.float64)
+
+
+def _one_step(eps_fn, scheduler, x, timesteps, i, guidance_scale, kw, known, mask, noise):
+    t = timesteps[i]
+    e_c, e_u = eps_fn(scheduler.scale_model_input(x, t), t)
+    guide = {} if e_u is None else {"model_output_uncond": e_u, "guidance_scale": float(guidance_scale)}
+    x = scheduler.step(e_c, t, x, **guide, **kw).prev_sample
+    if known is not None:
+        level = scheduler.add_noise(known, noise, timesteps[i + 1: i + 2]) if i + 1 < len(timesteps) else known
+        x = mask * level + (1 - mask) * x
     return x

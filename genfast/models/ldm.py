@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from genfast._checks import check_choice, check_int, check_number
 from genfast.models._dit import DiT
-from genfast.models._guided import denoise, start_index
+from genfast.models._guided import check_resampling, denoise, start_index
 from genfast.models._schedule import _alphas_cumprod
 from genfast.models._unet import UNet
 from genfast.models._zoo_base import ZooModel
@@ -417,27 +417,39 @@ class LatentDiffusion(ZooModel):
     @torch.no_grad()
     def inpaint(self, images: torch.Tensor, mask: torch.Tensor, prompt=None, *, negative_prompt=None,
                 guidance_scale: float = 3.0, sampler: str = "ddim", num_inference_steps: int | None = None,
-                seed: int = 0, backend: str = "auto", use_ema: bool = True) -> torch.Tensor:
+                seed: int = 0, backend: str = "auto", use_ema: bool = True, jump_length: int = 1,
+                jump_n_sample: int = 1) -> torch.Tensor:
         """Regenerate the unknown region of images, keeping the known one.
 
         The latent of the known region is re-noised from the original to each step's level and
-        pasted in after the step (RePaint's replacement without resampling, Lugmayr et al. 2022,
-        as diffusers' inpainting with a text-to-image model); the mask is downsampled to the
-        latent by max-pooling the unknown region (a latent cell is regenerated if any of its
-        pixels is). The decoded result keeps the original pixels wherever ``mask`` is 1.
+        pasted in after the step (RePaint's replacement, Lugmayr et al. 2022, as diffusers'
+        inpainting with a text-to-image model), optionally with RePaint's resampling; the mask
+        is downsampled to the latent by max-pooling the unknown region (a latent cell is
+        regenerated if any of its pixels is). The decoded result keeps the original pixels
+        wherever ``mask`` is 1.
 
         Args:
             images: ``[B, C, H, W]`` in [-1, 1]. mask: ``[B or 1, 1, H, W]`` with 1 on the known
-                pixels, 0 on those to regenerate. Other arguments: as :meth:`sample`.
+                pixels, 0 on those to regenerate.
+            jump_length, jump_n_sample: RePaint's resampling (diffusers' ``RePaintScheduler``
+                names): each block of ``jump_length`` steps runs ``jump_n_sample`` times, the
+                latent re-noised back to the block's first level between runs
+                (:func:`genfast.models._guided.denoise`); 1 (default): none. ``jump_n_sample``
+                times the model calls; it makes the regenerated region agree with the kept one
+                (on the digits, bottom halves regenerated from the top halves with the empty
+                prompt: see RESULTS.md). Needs ``sampler`` "ddim" or "ddpm".
+            Other arguments: as :meth:`sample`.
 
         Returns:
             ``[B, C, H, W]`` float32 in [-1, 1], equal to ``images`` where ``mask`` is 1.
 
         Raises:
-            ValueError: a mask of the wrong shape or with values outside {0, 1}.
+            ValueError: a mask of the wrong shape or with values outside {0, 1}; ``jump_length`` or
+                ``jump_n_sample`` not an int >= 1, or resampling with another sampler.
         """
         x = self._check_images(images, in_range=True)
         m = _check_mask(mask, x)
+        jump_length, jump_n_sample = check_resampling(sampler, jump_length, jump_n_sample)
         self.eval()
         sched = self._setup(sampler, num_inference_steps, guidance_scale, backend)
         known = self.encode_images(x)
@@ -447,7 +459,7 @@ class LatentDiffusion(ZooModel):
         z = noise * sched.init_noise_sigma
         eps_fn = self._eps_fn(prompt, negative_prompt, float(guidance_scale), x.shape[0], bool(use_ema))
         z = denoise(eps_fn, sched, z, guidance_scale=float(guidance_scale), seed=seed, known=known, mask=lm,
-                    noise=noise)
+                    noise=noise, jump_length=jump_length, jump_n_sample=jump_n_sample)
         out = self.decode_latents(z)
         return m * x + (1 - m) * out
 

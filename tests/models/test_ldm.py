@@ -115,6 +115,10 @@ def test_inpaint_keeps_the_known_region(trained, data):
     out = trained.inpaint(x, mask, "a seven", num_inference_steps=4)
     assert torch.equal(out[..., :8, :], x[..., :8, :])
     assert not torch.equal(out[..., 8:, :], x[..., 8:, :])
+    resampled = trained.inpaint(x, mask, "a seven", num_inference_steps=4, jump_length=2, jump_n_sample=2)
+    assert torch.equal(resampled[..., :8, :], x[..., :8, :]) and not torch.equal(resampled, out)
+    with pytest.raises(ValueError, match="jump_n_sample"):
+        trained.inpaint(x, mask, sampler="euler", jump_n_sample=2)
     with pytest.raises(ValueError, match="mask must hold only"):
         trained.inpaint(x, mask * 0.5)
     with pytest.raises(ValueError, match="mask must be"):
