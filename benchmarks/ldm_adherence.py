@@ -3,7 +3,8 @@ model (fixed step counts, so machine load changes the time, not the figures), th
 the digit classifier and the caption attributes:
 
 - asked digit: share of guided samples ("a <digit>") the classifier reads as that digit;
-- asked attribute: share of "a thick/thin/slanted/upright <digit>" samples showing it;
+- asked attribute: share of "a thick/thin/slanted/upright <digit>" samples showing it ("upright"
+  also with negative_prompt="slanted", the way the slides use a negative prompt);
 - negative prompt: share of "a <digit>" samples that are slanted, without and with
   negative_prompt="slanted";
 - Frechet digit distance of samples without guidance (the empty prompt; prompts naming the test
@@ -14,12 +15,14 @@ the digit classifier and the caption attributes:
   for the distance) pass through the same upsampling and pooling, and the classifier is the
   standard one; the raw-domain figure is printed beside it;
 - inpainting: the classifier's accuracy on test digits whose bottom half was regenerated from the
-  top half (empty prompt, and the digit's name as prompt).
+  top half (empty prompt, without and with RePaint's resampling, --jump-n-sample; the digit's name
+  as prompt).
 
 Samples are 32x32 and scored at 8x8 (4x4 average pooling, the classifier's input). Prints a
 Markdown table; with --write, replaces the "Latent diffusion" section of benchmarks/RESULTS.md.
 
-Usage: python benchmarks/ldm_adherence.py [--ae-steps 800] [--steps 2800] [--guidance 4] [--write]
+Usage: python benchmarks/ldm_adherence.py [--ae-steps 800] [--steps 2800] [--guidance 4]
+[--prompt-dropout 0.1] [--jump-n-sample 20] [--write]
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--sampler", default="dpm++")
+    ap.add_argument("--prompt-dropout", type=float, default=0.1, help="training: share of empty prompts")
+    ap.add_argument("--jump-n-sample", type=int, default=20, help="inpainting: RePaint's resampling runs per step")
     ap.add_argument("--model", default=None, help="reuse a saved model folder (skips training)")
     ap.add_argument("--save", default=None)
     ap.add_argument("--threads", type=int, default=1)
@@ -69,7 +74,7 @@ def main():
         model = ZooModel.load(args.model)
         train_s = float("nan")
     else:
-        model = LatentDiffusion(base_channels=32, autoencoder_steps=args.ae_steps)
+        model = LatentDiffusion(base_channels=32, autoencoder_steps=args.ae_steps, prompt_dropout=args.prompt_dropout)
         model.fit(x32, y, steps=args.steps, batch_size=64, seed=0, progress=True)
         train_s = time.perf_counter() - t0
         if args.save:
@@ -105,6 +110,11 @@ def main():
             tot += k
         rows.append((f"asked attribute \"{word}\" (without the word)", f"{hit / tot:.3f} ({base / tot:.3f})",
                      ">= 0.70"))
+    hit = 0
+    for d in range(10):
+        s = gen(f"a upright {DIGIT_NAMES[d]}", "slanted", seed=100 + d)
+        hit += int(cap.has(s, torch.full((k,), d), "upright").sum())
+    rows.append(("asked attribute \"upright\", negative prompt \"slanted\"", f"{hit / (10 * k):.3f}", ">= 0.70"))
     # negative prompt
     without, with_neg = 0, 0
     for d in range(10):
@@ -138,14 +148,19 @@ def main():
     yt = yt[:200]
     mask = torch.ones(1, 1, 32, 32)
     mask[..., 16:, :] = 0
-    for label, prompt in (("empty prompt", None), ("prompt \"a <digit>\"", [f"a {DIGIT_NAMES[int(v)]}" for v in yt])):
-        out = model.inpaint(xt32, mask, prompt, guidance_scale=1.0 if prompt is None else g, seed=7, use_ema=ema)
+    r = args.jump_n_sample
+    for label, prompt, jumps in (("empty prompt", None, 1),
+                                 (f"empty prompt, RePaint resampling {r}x, ddim 50 steps", None, r),
+                                 ("prompt \"a <digit>\"", [f"a {DIGIT_NAMES[int(v)]}" for v in yt], 1)):
+        out = model.inpaint(xt32, mask, prompt, guidance_scale=1.0 if prompt is None else g, seed=7, use_ema=ema,
+                            jump_n_sample=jumps)
         acc = float((metric.predict(to8(out)) == yt).float().mean())
         rows.append((f"inpainting accuracy, bottom half regenerated ({label})", f"{acc:.3f}", ">= 0.85"))
     total_s = time.perf_counter() - t0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = (f"Latent diffusion adherence (benchmarks/ldm_adherence.py; UNet base 32, autoencoder {args.ae_steps} "
-            f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, {args.sampler} 25 steps, guidance {g}, "
+            f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, prompt dropout "
+            f"{model.config['prompt_dropout']}, {args.sampler} 25 steps, guidance {g}, "
             f"{k} samples per digit and prompt; {'EMA' if ema else 'trained (not EMA)'} weights; "
             f"training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
             f"thread(s) on the 2-core CPU, commit {commit})")

@@ -123,16 +123,22 @@ def check_feature_sets(real_features, fake_features, *, op: str, min_rows: int =
     return real, fake
 
 
-def check_image_batch(x, name: str = "images") -> torch.Tensor:
-    """A non-empty floating ``[N, C, H, W]`` tensor with finite values (images in [-1, 1] are
-    expected; the range itself is not checked here), else TypeError/ValueError naming it."""
+def check_image_batch(x, name: str = "images", *, image_shape=None, finite: bool = True) -> torch.Tensor:
+    """A non-empty floating ``[N, C, H, W]`` tensor (``image_shape``: with ``(C, H, W)`` equal to
+    it) with finite values (``finite=False``: not checked), else TypeError/ValueError naming it.
+    Images in [-1, 1] are expected; the range itself is :func:`check_image_range`'s."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
-    if x.dim() != 4 or x.shape[0] == 0:
+    if image_shape is not None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+            raise ValueError(f"{name} must be [B, {', '.join(map(str, image_shape))}], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty")
+    elif x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty [N, C, H, W] tensor, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if finite and not torch.isfinite(x).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     return x
 

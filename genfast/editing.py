@@ -152,8 +152,6 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
 def _check_images(model, images):
     from genfast._checks import check_image_batch, check_image_range
 
-    check_image_batch(images)
-    if tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ValueError(f"images must be [B, {', '.join(map(str, model.image_shape))}], got {tuple(images.shape)}")
+    check_image_batch(images, image_shape=model.image_shape)
     check_image_range(images)
     return images.to(model.device, torch.float32)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genfast._checks import check_image_range, check_int
+from genfast._checks import check_image_batch, check_image_range, check_int
 from genfast.training.engine import Task
 
 CONFIG_NAME = "config.json"
@@ -126,14 +126,7 @@ class ZooModel(nn.Module):
 
     # ---------------------------------------------------------------- batches
     def _check_images(self, x, name: str = "images", move: bool = True, in_range: bool = False) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor in [-1, 1], got {x.dtype}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"{name} must be [B, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} is empty")
+        check_image_batch(x, name, image_shape=self.image_shape, finite=False)
         if in_range:
             check_image_range(x, name)
         return x.to(self.device, torch.float32) if move else x
