@@ -18,25 +18,20 @@ def cache(tmp_path_factory):
         yield path
 
 
+def train_tiny_ddpm(out, *argv) -> int:
+    """``genfast train ddpm`` of a UNet of width 8 into ``out``, with the options ``argv``."""
+    return main(["train", "ddpm", *argv, "--base-channels", "8", "--out", str(out), "--no-progress"])
+
+
+def ddpm_from(verb, checkpoint, *argv) -> int:
+    """``genfast VERB ddpm --checkpoint CHECKPOINT`` (sample, eval) with the options ``argv``."""
+    return main([verb, "ddpm", "--checkpoint", str(checkpoint), *argv, "--no-progress"])
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ck") / "ddpm"
-    rc = main(
-        [
-            "train",
-            "ddpm",
-            "--steps",
-            "2",
-            "--batch-size",
-            "16",
-            "--base-channels",
-            "8",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    assert train_tiny_ddpm(out, "--steps", "2", "--batch-size", "16") == 0
     return out
 
 
@@ -84,48 +79,12 @@ def test_train_writes_checkpoint(checkpoint, capsys):
 
 def test_sample(checkpoint, tmp_path, capsys):
     png = tmp_path / "g.png"
-    rc = main(
-        [
-            "sample",
-            "ddpm",
-            "--checkpoint",
-            str(checkpoint),
-            "--n",
-            "4",
-            "--sampler",
-            "ddim",
-            "--steps",
-            "3",
-            "--class",
-            "3",
-            "--guidance-scale",
-            "2",
-            "--out",
-            str(png),
-            "--no-progress",
-        ]
-    )
+    rc = ddpm_from("sample", checkpoint, "--n", "4", "--sampler", "ddim", "--steps", "3", "--class", "3",
+                   "--guidance-scale", "2", "--out", str(png))
     assert rc == 0 and png.is_file()
     assert str(png) in capsys.readouterr().out
-    rc = main(
-        [
-            "sample",
-            "ddpm",
-            "--checkpoint",
-            str(checkpoint),
-            "--n",
-            "2",
-            "--steps",
-            "2",
-            "--negative-class",
-            "1",
-            "--guidance-scale",
-            "3",
-            "--backend",
-            "reference",
-            "--no-progress",
-        ]
-    )
+    rc = ddpm_from("sample", checkpoint, "--n", "2", "--steps", "2", "--negative-class", "1", "--guidance-scale", "3",
+                   "--backend", "reference")
     assert rc == 0 and (checkpoint / "samples_ddpm.png").is_file()
 
 
@@ -148,42 +107,12 @@ def test_train_on_idx_files(tmp_path):
         bytes([0, 0, 8, 3]) + struct.pack(">3I", 12, 8, 8) + imgs.tobytes()
     )
     out = tmp_path / "ck"
-    rc = main(
-        [
-            "train",
-            "ddpm",
-            "--data",
-            str(tmp_path),
-            "--steps",
-            "1",
-            "--batch-size",
-            "4",
-            "--base-channels",
-            "8",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    assert train_tiny_ddpm(out, "--data", str(tmp_path), "--steps", "1", "--batch-size", "4") == 0
     assert json.loads((out / "config.json").read_text())["config"]["num_classes"] is None  # no labels
 
 
 def test_eval(checkpoint, cache, capsys):
-    rc = main(
-        [
-            "eval",
-            "ddpm",
-            "--checkpoint",
-            str(checkpoint),
-            "--n",
-            "8",
-            "--steps",
-            "2",
-            "--json",
-            "--no-progress",
-        ]
-    )
+    rc = ddpm_from("eval", checkpoint, "--n", "8", "--steps", "2", "--json")
     assert rc == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["n"] == 8 and r["ceiling"] > r["floor"] > 0 and len(r["coverage"]) == 10
@@ -310,7 +239,7 @@ def test_sample_errors_name_the_flags(checkpoint, argv, flag, capsys):
 
     if flag == "--backend" and torch.cuda.is_available():
         pytest.skip("--backend cuda runs here")
-    rc = main([*argv[:2], "--checkpoint", str(checkpoint), "--n", "2", *argv[2:], "--no-progress"])
+    rc = ddpm_from(argv[0], checkpoint, "--n", "2", *argv[2:])
     err = capsys.readouterr().err
     assert rc == 2 and f": {flag}" in err, err
     assert "class_labels" not in err and "num_inference_steps" not in err

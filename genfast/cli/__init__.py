@@ -140,10 +140,9 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
     else:
         zp.set_defaults(func=lambda args: print("genfast zoo: not yet available") or 0)
     importlib.import_module("genfast.cli.tune").register(sub)
-    # the uses of the trained models (anomaly detection, interpolation, restoration): each module
-    # adds its own subcommands
     for modname in _USE_COMMANDS:
-        importlib.import_module(modname).add_commands(sub, _common)
+        for add in importlib.import_module(modname).COMMANDS:
+            add(sub, _common)
     _set_flag_maps(parser)
     return parser
 
@@ -187,6 +186,10 @@ def flag_names(message: str, flags: dict[str, str]) -> str:
     return message
 
 
+# The uses of the trained models (anomaly detection, interpolation, restoration, editing): each
+# module's ``COMMANDS`` lists the functions adding its subcommands, each called as ``add(sub, common)``
+# with the subparsers of :func:`build_parser` and the function adding ``--device``, ``--seed`` and
+# ``--no-progress`` to a parser.
 _USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore", "genfast.cli.edit")
 
 

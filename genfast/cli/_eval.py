@@ -3,7 +3,9 @@ can print beyond its own (the Frechet digit distance is always printed)."""
 
 from __future__ import annotations
 
-__all__ = ["METRIC_NAMES", "add_metrics_arg", "extra_figures", "print_extra"]
+import json
+
+__all__ = ["METRIC_NAMES", "add_metrics_arg", "extra_figures", "extra_lines", "print_figures"]
 
 METRIC_NAMES = ("fdd", "kid", "precision-recall")
 
@@ -32,9 +34,26 @@ def extra_figures(args, metric, images) -> dict:
     return metric.scores(images, names, seed=getattr(args, "seed", 0))
 
 
-def print_extra(r: dict) -> None:
+def extra_lines(r: dict) -> list[str]:
     """The lines of :func:`extra_figures`' figures."""
+    lines = []
     if "kid" in r:
-        print(f"  kernel inception distance (digit features)  {r['kid']:.4f} +- {r['kid_std']:.4f}")
+        lines.append(f"  kernel inception distance (digit features)  {r['kid']:.4f} +- {r['kid_std']:.4f}")
     if "precision" in r:
-        print(f"  precision {r['precision']:.3f}  recall {r['recall']:.3f}  (k = 3 neighbours)")
+        lines.append(f"  precision {r['precision']:.3f}  recall {r['recall']:.3f}  (k = 3 neighbours)")
+    return lines
+
+
+def print_figures(args, r: dict, lines) -> int:
+    """Prints the figures of a ``genfast eval NAME``: ``r`` as one JSON object with ``--json``,
+    else ``lines`` (strings), one a line.
+
+    Returns:
+        0, the exit status.
+    """
+    if args.json:
+        print(json.dumps(r))
+    else:
+        for line in lines:
+            print(line)
+    return 0

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 __all__ = ["add_common_eval_args", "add_common_sample_args", "add_common_train_args", "add_engine_args",
-           "add_sharded_sample_args", "check_common", "default_out", "engine_kwargs", "eval_hook", "is_main",
-           "load_pretrained", "load_train_data", "prepare_out", "setup_distributed", "sharded_sample"]
+           "add_sharded_sample_args", "add_time_budget_arg", "check_common", "default_out", "engine_kwargs",
+           "eval_hook", "fit_options", "is_main", "load_pretrained", "load_train_data", "prepare_out", "print_start",
+           "print_trained", "sample_grid", "setup_distributed", "sharded_sample", "start_train"]
 
 
 def add_common_train_args(p: argparse.ArgumentParser, name: str, out_default: str | None = None) -> None:
@@ -31,6 +32,12 @@ def add_common_train_args(p: argparse.ArgumentParser, name: str, out_default: st
                    help="resize images to S x S (default %(default)s: their own size)")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="1 (grey) or 3 (RGB) for image folders (default: as stored)")
+
+
+def add_time_budget_arg(p: argparse.ArgumentParser, detail: str = "") -> None:
+    """``--time-budget S`` of a ``genfast train NAME`` whose model trains by steps (``detail``
+    ends its help: what happens then)."""
+    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds" + detail)
 
 
 def default_out(args) -> str:
@@ -169,6 +176,54 @@ def engine_kwargs(args, out: Path) -> dict:
             "eval_every": int(args.eval_every)}
 
 
+def start_train(args, out_default):
+    """The first steps of a ``genfast train NAME`` on ``--data``, in this order: join torchrun's
+    process group on ``--device`` (:func:`setup_distributed`), load the data
+    (:func:`load_train_data`) and check the run folder, ``--out`` or ``out_default``
+    (:func:`prepare_out`).
+
+    Returns:
+        ``(device, (data, labels, image_shape, num_classes, n), out)``.
+    """
+    from genfast.cli import resolve_device
+
+    _, device = setup_distributed(resolve_device(args.device))
+    data = load_train_data(args)
+    return device, data, prepare_out(args.out or out_default, args)
+
+
+def fit_options(args, out: Path, **options) -> dict:
+    """The keyword arguments of a model's ``fit`` that the common options give: ``steps``,
+    ``time_budget_s``, ``batch_size``, ``seed``, ``progress`` (a bar on rank 0 only) and the run
+    folder's (:func:`engine_kwargs`); ``options`` add others (``lr``, ``eval_fn``) or replace them."""
+    return {"steps": args.steps, "time_budget_s": args.time_budget, "batch_size": args.batch_size, "seed": args.seed,
+            "progress": args.progress and is_main(), **engine_kwargs(args, out), **options}
+
+
+def print_start(args, n: int, shape, n_params: int, device, detail: str = "") -> None:
+    """Rank 0's first line of a ``genfast train NAME``: ``train NAME: N images CxHxW from DATA,
+    [detail, ]P M parameters, device D`` (``shape`` a tuple, or its text)."""
+    if is_main():
+        shape = shape if isinstance(shape, str) else "x".join(map(str, shape))
+        print(f"train {args.name}: {n} images {shape} from {args.data}, {detail + ', ' if detail else ''}"
+              f"{n_params / 1e6:.2f} M parameters, device {device}", flush=True)
+
+
+def print_trained(info: dict, out: Path, figures: str | None = None, note: str = "") -> int:
+    """The last lines of a ``genfast train NAME``: ``trained S steps in T s`` and ``figures`` (None:
+    ``; `` and every other figure of ``info``, what ``fit`` returned), then ``checkpoint: OUT`` and
+    ``note``.
+
+    Returns:
+        0, the exit status.
+    """
+    if figures is None:
+        figures = "; " + ", ".join(f"{k} {v:.4g}" for k, v in info.items() if k not in ("steps", "seconds"))
+    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s{figures}")
+    print(f"checkpoint: {Path(out).resolve()}{note}")
+    return 0
+
+
 def eval_hook(args, model, num_bins: int = 256):
     """The ``eval_fn(step) -> dict`` of ``--eval-every`` for ``model`` (None when it has none here):
     the Frechet digit distance and classes present of 256 samples on the digits, a flow's bits/dim
@@ -298,4 +353,28 @@ def sharded_sample(args, model, **options) -> int:
     if d.is_main:
         print(f"{len(images)} samples from {d.world_size} process(es): {Path(args.out).resolve()}/samples/*.png "
               "and samples.npz")
+    return 0
+
+
+def sample_grid(args, model, draw, grid_name: str, describe, **options) -> int:
+    """The body of a ``genfast sample NAME``: with ``--num-samples``, :func:`sharded_sample` of
+    ``model`` with ``options``; otherwise ``draw()`` (the images, timed) written as a PNG grid to
+    ``--out`` (default ``CHECKPOINT/grid_name``), then ``describe(seconds)`` and the grid's path.
+
+    Returns:
+        0, the exit status.
+    """
+    if getattr(args, "num_samples", None) is not None:
+        return sharded_sample(args, model, **options)
+    import time
+
+    from genfast.data import save_image_grid
+
+    t0 = time.perf_counter()
+    images = draw()
+    dt = time.perf_counter() - t0
+    out = Path(args.out) if args.out else Path(args.checkpoint) / grid_name
+    save_image_grid(images, out, nrow=args.nrow)
+    print(describe(dt))
+    print(f"grid: {out.resolve()}")
     return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-__all__ = ["add_commands", "load_model", "write_results_section"]
+from genfast.cli._tables import write_results_section
+
+__all__ = ["COMMANDS", "load_model", "write_results_section"]
 
 #: command-line family -> the kind of checkpoint it reads
 _KINDS = {**{n: "flow" for n in ("glow", "realnvp", "nice", "maf")}, "rbm": "rbm", "ddpm": "ddpm",
@@ -137,32 +139,6 @@ def _add_table(sub, common) -> None:
     p.set_defaults(func=table, command="anomaly-table")
 
 
-def write_results_section(path, title: str, body: str) -> Path:
-    """Writes ``## title`` + ``body`` into a Markdown file, replacing that section if present.
-
-    Args:
-        path: the Markdown file (created if missing).
-        title: the section's heading text (without ``## ``).
-        body: the section's text.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    head = f"## {title}\n"
-    section = head + "\n" + body.rstrip() + "\n"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
 def table(args) -> int:
     """``genfast anomaly-table``: runs :func:`genfast.anomaly.anomaly_table` and prints/writes it."""
     import datetime
@@ -173,6 +149,7 @@ def table(args) -> int:
 
     from genfast.anomaly import FAMILIES, TABLE_FAMILIES, TABLE_STEPS, anomaly_table, format_anomaly_table
     from genfast.cli import resolve_device
+    from genfast.cli._tables import print_table
 
     fams = list(TABLE_FAMILIES) if args.families is None else [f.strip() for f in args.families.split(",")
                                                                  if f.strip()]
@@ -192,16 +169,10 @@ def table(args) -> int:
                                 timeout=10).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    t0 = time.perf_counter()
-    rows = anomaly_table(fams, classes, steps=steps, seed=args.seed, device=device,
-                         log=(lambda m: print(m, flush=True)) if args.progress else None)
-    md = format_anomaly_table(rows)
-    total = time.perf_counter() - t0
-    print(md)
-    print(f"total {total:.0f} s")
-    if args.out:
+
+    def describe(total):
         threads = torch.get_num_threads()
-        body = (f"`genfast anomaly-table --families {','.join(fams)} --classes {','.join(map(str, classes))} "
+        return (f"`genfast anomaly-table --families {','.join(fams)} --classes {','.join(map(str, classes))} "
                 f"--steps-scale {args.steps_scale:g} --seed {args.seed}`: "
                 f"{platform.processor() or platform.machine()}, "
                 f"{threads} thread{'s' if threads != 1 else ''}, {device}, {datetime.date.today()}, commit {commit} "
@@ -214,19 +185,12 @@ def table(args) -> int:
                 "free energy, DDPM denoising error over 8 timesteps, GAN minus the discriminator's logit. The "
                 "last columns: AUROC of corrupted test digits (Gaussian noise std 0.5, a 4x4 ink square, "
                 "inverted grey levels) against the clean ones, for a model trained on all classes. Training "
-                "steps per model in the `steps` column (RBM: epochs); settings in `genfast.anomaly.train_family`."
-                "\n\n" + md)
-        out = write_results_section(args.out, "Anomaly detection (genfast anomaly-table)", body)
-        print(f"table: {out.resolve()}")
-    return 0
+                "steps per model in the `steps` column (RBM: epochs); settings in `genfast.anomaly.train_family`.")
+
+    return print_table(args, lambda log: anomaly_table(fams, classes, steps=steps, seed=args.seed, device=device,
+                                                       log=log),
+                       format_anomaly_table, "Anomaly detection (genfast anomaly-table)", describe)
 
 
-def add_commands(sub, common) -> None:
-    """Adds ``detect`` and ``anomaly-table`` to the ``genfast`` subcommands.
-
-    Args:
-        sub: the ``argparse`` subparsers object of :func:`genfast.cli.build_parser`.
-        common: the function adding ``--device``, ``--seed`` and ``--no-progress``.
-    """
-    _add_detect(sub, common)
-    _add_table(sub, common)
+#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
+COMMANDS = (_add_detect, _add_table)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["add_commands", "run"]
+__all__ = ["COMMANDS", "run"]
 
 MASKS = ("bottom", "top", "left", "right", "center")
 
@@ -92,8 +92,7 @@ def run(args) -> int:
     return 0
 
 
-def add_commands(sub, common) -> None:
-    """Adds ``edit`` to the ``genfast`` subcommands (``common`` adds --device, --seed, --no-progress)."""
+def _add_edit(sub, common) -> None:
     from genfast.samplers import SAMPLER_NAMES
 
     p = sub.add_parser("edit", description=__doc__.splitlines()[0],
@@ -117,3 +116,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/edit_MODE.png)")
     common(p)
     p.set_defaults(func=run)
+
+
+#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
+COMMANDS = (_add_edit,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["add_commands"]
+__all__ = ["COMMANDS"]
 
 _FAMILIES = ("glow", "realnvp", "nice", "maf", "vae", "beta-vae", "wae", "wae-gan", "ae", "dae", "cae", "glo",
              "ddpm")
@@ -94,12 +94,5 @@ def traverse_cmd(args) -> int:
     return 0
 
 
-def add_commands(sub, common) -> None:
-    """Adds ``interpolate`` and ``traverse`` to the ``genfast`` subcommands.
-
-    Args:
-        sub: the ``argparse`` subparsers object of :func:`genfast.cli.build_parser`.
-        common: the function adding ``--device``, ``--seed`` and ``--no-progress``.
-    """
-    _add_interpolate(sub, common)
-    _add_traverse(sub, common)
+#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
+COMMANDS = (_add_interpolate, _add_traverse)

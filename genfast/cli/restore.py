@@ -3,9 +3,7 @@ restoration tasks of the digits (PSNR, SSIM, classifier accuracy), as Markdown."
 
 from __future__ import annotations
 
-import time
-
-__all__ = ["add_commands"]
+__all__ = ["COMMANDS"]
 
 
 def _add_table(sub, common) -> None:
@@ -37,7 +35,8 @@ def table(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.cli.anomaly import load_model, write_results_section
+    from genfast.cli._tables import print_table
+    from genfast.cli.anomaly import load_model
     from genfast.restoration import TASKS, format_restoration_table, restoration_table
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -48,23 +47,15 @@ def table(args) -> int:
         raise ValueError("--steps, --ddpm-steps and --ddpm-samples must be >= 1")
     device = resolve_device(args.device)
     ddpm = False if args.no_ddpm else (load_model("ddpm", args.ddpm, device)[0] if args.ddpm else None)
-    t0 = time.perf_counter()
-    rows = restoration_table(tasks, steps=args.steps, ddpm=ddpm, ddpm_steps=args.ddpm_steps,
-                             ddpm_grid=args.ddpm_grid, n_test=args.n_test, seed=args.seed, device=device,
-                             ddpm_samples=args.ddpm_samples,
-                             log=(lambda m: print(m, flush=True)) if args.progress else None)
-    md = format_restoration_table(rows)
-    total = time.perf_counter() - t0
-    print(md)
-    print(f"total {total:.0f} s")
-    if args.out:
+
+    def describe(total):
         if args.ddpm:
             tr = ddpm.training_info
             prior = (f"--ddpm {args.ddpm}` (a DDPM of width {ddpm.config['base_channels']}, trained "
                      f"{tr.get('steps', '?')} steps of batch {tr.get('batch_size', '?')})")
         else:
             prior = f"--ddpm-steps {args.ddpm_steps}`"
-        body = (f"`genfast restoration-table --tasks {','.join(tasks)} --steps {args.steps} --ddpm-grid "
+        return (f"`genfast restoration-table --tasks {','.join(tasks)} --steps {args.steps} --ddpm-grid "
                 f"{args.ddpm_grid} --ddpm-samples {args.ddpm_samples} --seed {args.seed} {prior}"
                 f"{', --n-test ' + str(args.n_test) if args.n_test else ''}: "
                 f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), {device}, "
@@ -78,17 +69,14 @@ def table(args) -> int:
                 "super-resolution and deblurring (blur pseudo-inverse truncated at 0.1 of the top singular "
                 "value), the chain started at the noise level for denoising; each DDPM row averages --ddpm-samples "
                 "restorations per image (the posterior mean's Monte Carlo estimate). Accuracy: the digit classifier "
-                "of genfast.metrics on the restored images.\n\n" + md)
-        out = write_results_section(args.out, "Restoration (genfast restoration-table)", body)
-        print(f"table: {out.resolve()}")
-    return 0
+                "of genfast.metrics on the restored images.")
+
+    return print_table(args, lambda log: restoration_table(tasks, steps=args.steps, ddpm=ddpm,
+                                                           ddpm_steps=args.ddpm_steps, ddpm_grid=args.ddpm_grid,
+                                                           n_test=args.n_test, seed=args.seed, device=device,
+                                                           ddpm_samples=args.ddpm_samples, log=log),
+                       format_restoration_table, "Restoration (genfast restoration-table)", describe)
 
 
-def add_commands(sub, common) -> None:
-    """Adds ``restoration-table`` to the ``genfast`` subcommands.
-
-    Args:
-        sub: the ``argparse`` subparsers object of :func:`genfast.cli.build_parser`.
-        common: the function adding ``--device``, ``--seed`` and ``--no-progress``.
-    """
-    _add_table(sub, common)
+#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
+COMMANDS = (_add_table,)

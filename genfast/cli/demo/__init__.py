@@ -133,6 +133,13 @@ class DemoContext:
         """Seconds left of this stage's budget (negative once over)."""
         return self.budget_s - (time.perf_counter() - self._start)
 
+    def fit_budget(self, planned_s: float, floor: int, quick_steps: int = 3) -> dict:
+        """The ``fit`` keywords of a time-budgeted training of this stage: ``planned_s`` seconds and at
+        least ``floor`` steps (the engine's ``min_steps``; ``quick_steps`` steps under :attr:`quick`),
+        batches of 128, the stage's seed and progress bars (report it with :meth:`training_row`)."""
+        return {"steps": quick_steps if self.quick else None, "time_budget_s": planned_s, "min_steps": floor,
+                "batch_size": 128, "seed": self.seed, "progress": self.show_progress}
+
     def training_row(self, what: str, info: dict, *, planned_s: float, floor: int, figure: str) -> dict:
         """The table row of a training run that had ``planned_s`` seconds and a floor of ``floor``
         steps (``info``: what ``fit`` returned, with ``steps`` and ``seconds``; ``what``: the row's

@@ -120,16 +120,7 @@ def run(ctx) -> list[dict]:
             "this CPU is busy or slow (an idle 2-core machine takes about 20 ms per forward): training "
             f"still takes at least {floor} steps, so expect the stage to run over its budget"
         )
-    info = model.fit(
-        x,
-        y,
-        steps=3 if quick else None,
-        time_budget_s=train_budget,
-        min_steps=floor,
-        batch_size=128,
-        seed=ctx.seed,
-        progress=ctx.show_progress,
-    )
+    info = model.fit(x, y, **ctx.fit_budget(train_budget, floor))
     ckpt = model.save(ctx.out_dir / "ddpm_digits", extra={"data": "digits"})
     ctx.log(f"trained {info['steps']} steps (floor {floor}), loss {info['loss']:.4f}; checkpoint {ckpt.resolve()}")
     rows.append(ctx.training_row("train {steps} steps (batch 128)", info, planned_s=train_budget, floor=floor,

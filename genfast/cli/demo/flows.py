@@ -53,18 +53,7 @@ def run(ctx) -> list[dict]:
         f"training for {budget:.0f} s"
     )
     floor = 5 if quick else MIN_TRAIN_STEPS
-    info = fit_flow(
-        model,
-        x,
-        num_bins=17,
-        steps=5 if quick else None,
-        time_budget_s=budget,
-        min_steps=floor,
-        batch_size=128,
-        lr=2e-3,
-        seed=ctx.seed,
-        progress=ctx.show_progress,
-    )
+    info = fit_flow(model, x, num_bins=17, lr=2e-3, **ctx.fit_budget(budget, floor, quick_steps=5))
     ckpt = save_pretrained(model, ctx.out_dir / "glow_digits", extra={"name": "glow", "data": "digits", "num_bins": 17})
     ctx.log(
         f"trained {info['steps']} steps (floor {floor}), train {info['bits_per_dim']:.3f} bits/dim; "

@@ -69,15 +69,7 @@ def _demo(ctx, threads: int) -> list[dict]:
     vq = VQVAE(hidden_channels=8 if quick else 32, embedding_dim=16, num_codes=64).to(ctx.device)
     budget_vq = 1.0 if quick else max(10.0, min(32.0, 0.45 * ctx.time_left()))
     floor_vq = 3 if quick else VQ_MIN_STEPS
-    info = vq.fit(
-        x,
-        steps=3 if quick else None,
-        time_budget_s=budget_vq,
-        min_steps=floor_vq,
-        batch_size=128,
-        seed=ctx.seed,
-        progress=ctx.show_progress,
-    )
+    info = vq.fit(x, **ctx.fit_budget(budget_vq, floor_vq))
     vq.training_info["grid"] = list(vq.grid_shape(tuple(x.shape[2:])))
     ckpt = save_pretrained(vq, ctx.out_dir / "vqvae_digits", extra={"name": "vqvae", "data": "digits"})
     ctx.log(
@@ -119,15 +111,7 @@ def _demo(ctx, threads: int) -> list[dict]:
     prior = prior.to(ctx.device)
     budget_prior = 1.0 if quick else max(8.0, min(22.0, ctx.time_left() - 12.0))
     floor_prior = 3 if quick else PRIOR_MIN_STEPS
-    pinfo = prior.fit(
-        codes,
-        steps=3 if quick else None,
-        time_budget_s=budget_prior,
-        min_steps=floor_prior,
-        batch_size=128,
-        seed=ctx.seed,
-        progress=ctx.show_progress,
-    )
+    pinfo = prior.fit(codes, **ctx.fit_budget(budget_prior, floor_prior))
     save_pretrained(prior, ckpt / PRIOR_FOLDER, extra={"name": "vqvae-prior", "grid": list(codes.shape[1:])})
     rows.append(ctx.training_row("train prior {steps} steps", pinfo, planned_s=budget_prior, floor=floor_prior,
                                  figure=f"NLL {pinfo['loss']:.3f} nats/code"))

@@ -50,6 +50,13 @@ The contract (read this before adding a family; nobody needs to be told):
    Python argument (``class_labels``) are shown with the flag (``--class``) when the option's
    destination or :data:`genfast.cli._PYTHON_NAMES` maps it.
 
+   The steps every family takes have one copy each; call them rather than writing them again:
+   in :mod:`genfast.cli._training`, ``add_time_budget_arg`` (``--time-budget``), ``start_train``
+   (process group, ``--data``, run folder), ``fit_options`` (``fit``'s keywords from the common
+   options), ``print_start`` / ``print_trained`` (the first and last lines of a run) and
+   ``sample_grid`` (``--num-samples``, else the timed PNG grid); in :mod:`genfast.cli._eval`,
+   ``print_figures`` (``--json`` or the report's lines).
+
 3. Demo stage (optional): a module ``genfast/cli/demo/<family>.py`` beside the demo's runner, not
    in this package (the contract is in :mod:`genfast.cli.demo`'s docstring). Helpers the stage
    shares with the family's commands (a metric, a sampler) stay public functions here.

@@ -13,7 +13,6 @@ moved past the target domain's tercile cut (Zhu et al. 2017; issue 18's targets:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,11 +27,13 @@ _ATTRIBUTES = ("thickness", "slant", "size")
 def add_train_args(p) -> None:
     """Options of ``genfast train cyclegan`` (besides the common ``--data --out --batch-size --lr
     --image-size --channels``; the data must be labelled grey images held in memory)."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.set_defaults(batch_size=64, lr=1e-3)
     p.add_argument("--attribute", default="thickness", choices=_ATTRIBUTES,
                    help="the measured attribute whose low third (A) and high third (B) are the domains")
     p.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    add_time_budget_arg(p)
     p.add_argument("--cycle-weight", type=float, default=10.0, help="lambda of the cycle loss (default 10)")
     p.add_argument("--identity-weight", type=float, default=5.0, help="weight of the identity loss (default 5)")
 
@@ -58,7 +59,7 @@ def train(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.cli._training import engine_kwargs, is_main, prepare_out, setup_distributed
+    from genfast.cli._training import fit_options, is_main, prepare_out, print_trained, setup_distributed
     from genfast.models import CycleGAN
 
     _, device = setup_distributed(resolve_device(args.device))
@@ -79,18 +80,13 @@ def train(args) -> int:
         print(f"train cyclegan: {n_a} images in A (low {args.attribute}), {n_b} in B (high {args.attribute}), "
               f"{'x'.join(map(str, images.shape[1:]))} from {args.data}, "
               f"{model.num_parameters() / 1e6:.2f} M parameters, device {device}", flush=True)
-    info = model.fit(images, domains, steps=args.steps if args.steps >= 1 else None, time_budget_s=args.time_budget,
-                     batch_size=args.batch_size, seed=args.seed, progress=args.progress and is_main(),
-                     **engine_kwargs(args, out))
+    info = model.fit(images, domains, **fit_options(args, out, steps=args.steps if args.steps >= 1 else None))
     if not is_main():
         return 0
     model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "name": "cyclegan",
                            "attribute": args.attribute, "terciles": terciles.tolist()})
     _grid(model, args, out / "translations.png")
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in info.items() if k not in ("steps", "seconds"))
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s; {losses}")
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, out)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -161,6 +157,7 @@ def add_eval_args(p) -> None:
 
 def evaluate(args) -> int:
     """``genfast eval cyclegan``: class kept and attribute moved over every test image of both domains."""
+    from genfast.cli._eval import print_figures
     from genfast.metrics import DigitMetric
     from genfast.models.cyclegan import translation_report
 
@@ -171,14 +168,12 @@ def evaluate(args) -> int:
     metric = DigitMetric.from_data(device=next(model.parameters()).device, progress=args.progress)
     r = translation_report(model, images, labels, domains, terciles, attribute=args.attribute, metric=metric)
     r["attribute"] = args.attribute
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"eval cyclegan: {r['n']} test digits of both domains ({args.attribute}), each translated across")
-    print(f"  class kept (digit classifier)             {100 * r['class_kept']:.1f}%  (target >= 85%)")
-    print(f"  {args.attribute} moved past the target cut      {100 * r['attribute_moved']:.1f}%  (target >= 80%)")
-    print(f"  {args.attribute} past the midpoint of the cuts  {100 * r['attribute_beyond_median']:.1f}%")
-    return 0
+    return print_figures(args, r, [
+        f"eval cyclegan: {r['n']} test digits of both domains ({args.attribute}), each translated across",
+        f"  class kept (digit classifier)             {100 * r['class_kept']:.1f}%  (target >= 85%)",
+        f"  {args.attribute} moved past the target cut      {100 * r['attribute_moved']:.1f}%  (target >= 80%)",
+        f"  {args.attribute} past the midpoint of the cuts  {100 * r['attribute_beyond_median']:.1f}%",
+    ])
 
 
 # ----------------------------------------------------------------------------- zoo

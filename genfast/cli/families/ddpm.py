@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -82,15 +81,11 @@ def coverage_line(r: dict) -> str:
 # ----------------------------------------------------------------------------- train
 def add_train_args(p) -> None:
     """Options of ``genfast train ddpm`` (besides the common ones of genfast.cli._training)."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.set_defaults(lr=2e-3)  # the peak learning rate of AdamW
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
-    p.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="S",
-        help="also stop after S seconds of training (the learning rate anneals to fit)",
-    )
+    add_time_budget_arg(p, " of training (the learning rate anneals to fit)")
     p.add_argument("--base-channels", type=int, default=32, help="UNet width (default 32)")
     p.add_argument("--channel-mult", default="1,2", help="UNet width multipliers per level (default 1,2)")
     p.add_argument(
@@ -122,20 +117,10 @@ def train(args) -> int:
     """``genfast train ddpm``: trains on --data and writes a checkpoint folder (safetensors + JSON)."""
     import torch
 
-    from genfast.cli import resolve_device
-    from genfast.cli._training import (
-        engine_kwargs,
-        eval_hook,
-        is_main,
-        load_train_data,
-        prepare_out,
-        setup_distributed,
-    )
+    from genfast.cli._training import eval_hook, fit_options, is_main, print_start, print_trained, start_train
     from genfast.models.ddpm import DDPM
 
-    _, device = setup_distributed(resolve_device(args.device))
-    images, labels, (c, h, w), k, n = load_train_data(args)
-    out_dir = prepare_out(args.out or _DEFAULT_OUT, args)
+    device, (images, labels, (c, h, w), k, n), out_dir = start_train(args, _DEFAULT_OUT)
     mult = _parse_mult(args.channel_mult)
     f = 2 ** (len(mult) - 1)
     if h % f or w % f:
@@ -155,33 +140,14 @@ def train(args) -> int:
         beta_schedule=args.beta_schedule,
         ema_decay=args.ema_decay,
     ).to(device)
-    n_params = sum(p.numel() for p in model.unet.parameters())
-    if is_main():
-        print(
-            f"train ddpm: {n} images {c}x{h}x{w} from {args.data}, "
-            f"{'conditional on ' + str(num_classes) + ' classes' if num_classes else 'unconditional'}, "
-            f"{n_params / 1e6:.2f} M parameters, device {device}",
-            flush=True,
-        )
-    info = model.fit(
-        images,
-        labels if num_classes else None,
-        steps=args.steps,
-        time_budget_s=args.time_budget,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        progress=args.progress and is_main(),
-        eval_fn=eval_hook(args, model),
-        **engine_kwargs(args, out_dir),
-    )
+    print_start(args, n, (c, h, w), sum(p.numel() for p in model.unet.parameters()), device,
+                f"conditional on {num_classes} classes" if num_classes else "unconditional")
+    info = model.fit(images, labels if num_classes else None,
+                     **fit_options(args, out_dir, lr=args.lr, eval_fn=eval_hook(args, model)))
     if not is_main():
         return 0
     extra = {"data": str(args.data), "image_size": args.image_size, "channels": args.channels}
-    out = model.save(out_dir, extra=extra)
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s, loss {info['loss']:.4f}")
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, model.save(out_dir, extra=extra), f", loss {info['loss']:.4f}")
 
 
 # ----------------------------------------------------------------------------- sample
@@ -220,38 +186,16 @@ def add_sample_args(p) -> None:
 def sample(args) -> int:
     """``genfast sample ddpm``: writes a PNG grid of samples and prints its path."""
     from genfast.cli import resolve_device
-    from genfast.data import save_image_grid
+    from genfast.cli._training import sample_grid
 
-    device = resolve_device(args.device)
-    model = load(args.checkpoint, device)
-    if getattr(args, "num_samples", None) is not None:
-        from genfast.cli._training import sharded_sample
-
-        return sharded_sample(args, model, sampler=args.sampler, num_inference_steps=args.steps,
-                              class_labels=args.class_label, guidance_scale=args.guidance_scale,
-                              negative_class=args.negative_class, eta=args.eta, backend=args.backend)
-    t0 = time.perf_counter()
-    images = model.sample(
-        args.n,
-        sampler=args.sampler,
-        num_inference_steps=args.steps,
-        class_labels=args.class_label,
-        guidance_scale=args.guidance_scale,
-        negative_class=args.negative_class,
-        seed=args.seed,
-        eta=args.eta,
-        backend=args.backend,
-        progress=args.progress,
-    )
-    dt = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_{args.sampler}.png"
-    save_image_grid(images, out, nrow=args.nrow)
-    print(
-        f"sampled {args.n} images with {args.sampler} in {dt:.2f} s ({args.n / dt:.1f} images/s, "
-        f"backend {args.backend})"
-    )
-    print(f"grid: {out.resolve()}")
-    return 0
+    model = load(args.checkpoint, resolve_device(args.device))
+    options = dict(sampler=args.sampler, num_inference_steps=args.steps, class_labels=args.class_label,
+                   guidance_scale=args.guidance_scale, negative_class=args.negative_class, eta=args.eta,
+                   backend=args.backend)
+    return sample_grid(args, model, lambda: model.sample(args.n, seed=args.seed, progress=args.progress, **options),
+                       f"samples_{args.sampler}.png",
+                       lambda dt: f"sampled {args.n} images with {args.sampler} in {dt:.2f} s ({args.n / dt:.1f} "
+                                  f"images/s, backend {args.backend})", **options)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -297,21 +241,19 @@ def evaluate(args) -> int:
     )
     dt = time.perf_counter() - t0
     r = metric.report(images)
-    from genfast.cli._eval import extra_figures, print_extra
+    from genfast.cli._eval import extra_figures, extra_lines, print_figures
 
     r.update(extra_figures(args, metric, images))
     r.update({"sampler": args.sampler, "steps": args.steps, "data": data, "sample_seconds": dt})
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"eval ddpm: {args.n} samples ({args.sampler}) against the test split of {data}")
-    print(f"  Frechet digit distance  {r['fdd']:.2f}")
-    print(f"  floor (real train images, n={r['n']})  {r['floor']:.2f}   ratio {r['ratio']:.2f}x")
-    print(f"  ceiling (uniform noise, n={r['n']})  {r['ceiling']:.2f}")
-    print(f"  classifier test accuracy  {100 * r['accuracy']:.1f}%")
-    print(f"  {coverage_line(r)}  ({r['classes_present']}/{len(r['coverage'])} present)")
-    print_extra(r)
-    return 0
+    return print_figures(args, r, [
+        f"eval ddpm: {args.n} samples ({args.sampler}) against the test split of {data}",
+        f"  Frechet digit distance  {r['fdd']:.2f}",
+        f"  floor (real train images, n={r['n']})  {r['floor']:.2f}   ratio {r['ratio']:.2f}x",
+        f"  ceiling (uniform noise, n={r['n']})  {r['ceiling']:.2f}",
+        f"  classifier test accuracy  {100 * r['accuracy']:.1f}%",
+        f"  {coverage_line(r)}  ({r['classes_present']}/{len(r['coverage'])} present)",
+        *extra_lines(r),
+    ])
 
 
 def _backend_values():

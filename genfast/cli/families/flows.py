@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 NAMES = ("glow", "realnvp", "nice", "maf")
 HELP = "normalizing flows (Glow, RealNVP, NICE, MAF): exact log-likelihood, bits/dim, temperature sampling"
 
@@ -76,9 +72,11 @@ def _model_cfg(args) -> dict:
 # ----------------------------------------------------------------------------- train
 def add_train_args(p) -> None:
     """Options of ``genfast train glow|realnvp|nice|maf`` (besides the common ones)."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.set_defaults(lr=1e-3)  # the peak learning rate of Adam
     p.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    add_time_budget_arg(p)
     p.add_argument(
         "--levels",
         type=int,
@@ -102,51 +100,23 @@ def train(args) -> int:
     """``genfast train <flow>``: maximum-likelihood training; writes safetensors + config.json."""
     import torch
 
-    from genfast.cli import resolve_device
-    from genfast.cli._training import (
-        engine_kwargs,
-        eval_hook,
-        is_main,
-        load_train_data,
-        prepare_out,
-        setup_distributed,
-    )
+    from genfast.cli._training import eval_hook, fit_options, is_main, print_start, print_trained, start_train
     from genfast.models import fit_flow
 
-    _, device = setup_distributed(resolve_device(args.device))
-    images, _, shape, _, n = load_train_data(args)
-    out_dir = prepare_out(args.out or f"outputs/{args.name}", args)
+    device, (images, _, shape, _, n), out_dir = start_train(args, f"outputs/{args.name}")
     cfg = _model_cfg(args)
     num_bins = _num_bins(args.data) if isinstance(images, torch.Tensor) else 256
     torch.manual_seed(args.seed)
     model = build(args.name, shape, cfg).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
-    if is_main():
-        print(f"train {args.name}: {n} images {'x'.join(map(str, shape))} from {args.data}, "
-              f"{n_params / 1e6:.2f} M parameters, device {device}", flush=True)
-    info = fit_flow(
-        model,
-        images,
-        num_bins=num_bins,
-        steps=args.steps,
-        time_budget_s=args.time_budget,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        progress=args.progress and is_main(),
-        eval_fn=eval_hook(args, model, num_bins),
-        **engine_kwargs(args, out_dir),
-    )
+    print_start(args, n, shape, sum(p.numel() for p in model.parameters()), device)
+    info = fit_flow(model, images, num_bins=num_bins,
+                    **fit_options(args, out_dir, lr=args.lr, eval_fn=eval_hook(args, model, num_bins)))
     if not is_main():
         return 0
     from genfast.training import save_pretrained
 
     out = save_pretrained(model, out_dir, extra={"name": args.name, "data": str(args.data), "num_bins": num_bins})
-    print(
-        f"trained {info['steps']} steps in {info['seconds']:.1f} s, train {info['bits_per_dim']:.3f} bits/dim"
-    )
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, out, f", train {info['bits_per_dim']:.3f} bits/dim")
 
 
 # ----------------------------------------------------------------------------- sample
@@ -165,7 +135,7 @@ def sample(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.data import save_image_grid
+    from genfast.cli._training import sample_grid
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -173,19 +143,11 @@ def sample(args) -> int:
         raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     device = resolve_device(args.device)
     model, info = load(args.checkpoint, device, args.name)
-    if getattr(args, "num_samples", None) is not None:
-        from genfast.cli._training import sharded_sample
-
-        return sharded_sample(args, model, temperature=args.temperature)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    t0 = time.perf_counter()
-    images = model.sample(args.n, temperature=args.temperature, generator=gen)
-    dt = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_T{args.temperature:g}.png"
-    save_image_grid(images.float().cpu(), out, nrow=args.nrow)
-    print(f"sampled {args.n} images from {info['name']} at T={args.temperature:g} in {dt:.2f} s")
-    print(f"grid: {out.resolve()}")
-    return 0
+    return sample_grid(args, model, lambda: model.sample(args.n, temperature=args.temperature, generator=gen),
+                       f"samples_T{args.temperature:g}.png",
+                       lambda dt: f"sampled {args.n} images from {info['name']} at T={args.temperature:g} in "
+                                  f"{dt:.2f} s", temperature=args.temperature)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -214,12 +176,10 @@ def evaluate(args) -> int:
             f"--data {data}: images are {tuple(images.shape[1:])}, the model takes {model.image_shape}"
         )
     bpd = test_bits_per_dim(model, images, info["num_bins"] if data == info["data"] else _num_bins(data), args.seed)
+    from genfast.cli._eval import print_figures
+
     r = {"model": info["name"], "data": data, "n": len(images), "bits_per_dim": bpd}
-    if args.json:
-        print(json.dumps(r))
-    else:
-        print(f"eval {info['name']}: {bpd:.4f} bits/dim on {len(images)} test images of {data}")
-    return 0
+    return print_figures(args, r, [f"eval {info['name']}: {bpd:.4f} bits/dim on {len(images)} test images of {data}"])
 
 
 def test_bits_per_dim(model, images, num_bins: int, seed: int) -> float:

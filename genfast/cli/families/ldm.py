@@ -9,9 +9,6 @@ with captions made from the labels and measured attributes (:mod:`genfast.data.c
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 NAMES = ("ldm",)
 HELP = "latent diffusion with text prompts (autoencoder latents, cross-attention, negative prompts)"
 
@@ -19,17 +16,19 @@ HELP = "latent diffusion with text prompts (autoencoder latents, cross-attention
 def add_train_args(p) -> None:
     """Options of ``genfast train ldm`` (besides the common ones; --data must be labelled: the captions name
     the class as a digit 0-9)."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.set_defaults(batch_size=64, lr=1e-3, image_size=32)  # Adam of both stages; 8x8 digits are upsampled to 32
     p.add_argument("--steps", type=int, default=4000, help="training steps, both stages (default 4000)")
     p.add_argument("--autoencoder-steps", type=int, default=1000, help="steps of the autoencoder stage (default 1000)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    add_time_budget_arg(p)
     p.add_argument("--denoiser", default="unet", choices=("unet", "dit"), help="UNet with cross-attention, or a DiT")
 
 
 def train(args) -> int:
     """``genfast train ldm``: trains, writes the checkpoint and a grid of prompted samples."""
     from genfast.cli import resolve_device
-    from genfast.cli._training import engine_kwargs, is_main, prepare_out, setup_distributed
+    from genfast.cli._training import fit_options, is_main, prepare_out, print_trained, setup_distributed
     from genfast.data import load_dataset, save_image_grid
     from genfast.data.captions import DIGIT_NAMES
     from genfast.models import LatentDiffusion
@@ -56,17 +55,15 @@ def train(args) -> int:
     if is_main():
         print(f"train ldm: {len(images)} images {'x'.join(map(str, images.shape[1:]))}, "
               f"{model.num_parameters() / 1e6:.2f} M parameters ({args.denoiser}), device {device}", flush=True)
-    info = model.fit(images, labels, steps=args.steps, time_budget_s=args.time_budget, batch_size=args.batch_size,
-                     seed=args.seed, progress=args.progress and is_main(), **engine_kwargs(args, out))
+    info = model.fit(images, labels, **fit_options(args, out))
     if not is_main():
         return 0
     model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "name": "ldm"})
     prompts = [f"a {DIGIT_NAMES[k]}" for k in range(10) for _ in range(4)]
     grid = model.sample(prompt=prompts, guidance_scale=3.0, sampler="dpm++", seed=args.seed).cpu()
     save_image_grid(grid, out / "samples.png", nrow=8)
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s; final loss {info.get('loss', float('nan')):.4g}")
-    print(f"checkpoint: {out.resolve()}  (samples.png: four of each digit, guidance 3)")
-    return 0
+    return print_trained(info, out, f"; final loss {info.get('loss', float('nan')):.4g}",
+                         "  (samples.png: four of each digit, guidance 3)")
 
 
 def add_sample_args(p) -> None:
@@ -93,24 +90,15 @@ def _load(path, device):
 def sample(args) -> int:
     """``genfast sample ldm``: a PNG grid of prompted samples."""
     from genfast.cli import resolve_device
-    from genfast.data import save_image_grid
+    from genfast.cli._training import sample_grid
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     model = _load(args.checkpoint, resolve_device(args.device))
-    if getattr(args, "num_samples", None) is not None:
-        from genfast.cli._training import sharded_sample
-
-        return sharded_sample(args, model, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                              guidance_scale=args.guidance_scale, sampler=args.sampler,
-                              num_inference_steps=args.steps, backend=args.backend)
-    t0 = time.perf_counter()
-    images = model.sample(args.n, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                          guidance_scale=args.guidance_scale, sampler=args.sampler, num_inference_steps=args.steps,
-                          seed=args.seed, backend=args.backend, progress=args.progress).cpu()
-    dt = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_seed{args.seed}.png"
-    save_image_grid(images, out, nrow=args.nrow)
-    print(f"sampled {args.n} images ({args.sampler}, guidance {args.guidance_scale}) in {dt:.2f} s")
-    print(f"grid: {out.resolve()}")
-    return 0
+    options = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale,
+                   sampler=args.sampler, num_inference_steps=args.steps, backend=args.backend)
+    return sample_grid(args, model, lambda: model.sample(args.n, seed=args.seed, progress=args.progress,
+                                                        **options).cpu(),
+                       f"samples_seed{args.seed}.png",
+                       lambda dt: f"sampled {args.n} images ({args.sampler}, guidance {args.guidance_scale}) in "
+                                  f"{dt:.2f} s", **options)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-from pathlib import Path
 
 NAMES = ("rbm", "dbn")
 HELP = "Bernoulli RBM (CD-k / PCD) and deep belief network on binarised digits, fused Gibbs sampling"
@@ -151,7 +149,7 @@ def fantasies(model, n: int, k: int):
 def sample(args) -> int:
     """``genfast sample rbm|dbn``: writes a PNG grid of fantasy particles."""
     from genfast.cli import resolve_device
-    from genfast.data.images import save_image_grid
+    from genfast.cli._training import sample_grid
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -159,18 +157,15 @@ def sample(args) -> int:
         raise ValueError(f"--k must be >= 1, got {args.k}")
     device = resolve_device(args.device)
     model, info = load(args.checkpoint, device, args.name, args.backend)
-    if getattr(args, "num_samples", None) is not None:
-        if info["name"] == "dbn":
-            raise ValueError("--num-samples: sharded sampling is not available for a DBN; use --n")
-        from genfast.cli._training import sharded_sample
+    if getattr(args, "num_samples", None) is not None and info["name"] == "dbn":
+        raise ValueError("--num-samples: sharded sampling is not available for a DBN; use --n")
 
-        return sharded_sample(args, model, k=args.k)
-    probs = fantasies(model, args.n, args.k)
-    img = (probs.float().cpu() * 2 - 1).reshape(args.n, *info["image_shape"])
-    out = save_image_grid(img, args.out or Path(args.checkpoint) / "samples.png", nrow=args.nrow)
-    print(f"wrote {args.n} fantasy particles after {args.k} Gibbs steps")
-    print(f"grid: {Path(out).resolve()}")
-    return 0
+    def draw():
+        probs = fantasies(model, args.n, args.k)
+        return (probs.float().cpu() * 2 - 1).reshape(args.n, *info["image_shape"])
+
+    return sample_grid(args, model, draw, "samples.png",
+                       lambda dt: f"wrote {args.n} fantasy particles after {args.k} Gibbs steps", k=args.k)
 
 
 def add_eval_args(p) -> None:
@@ -213,12 +208,10 @@ def evaluate(args) -> int:
         raise ValueError(f"--data {data}: images of {x_test.shape[1]} pixels, the model has {model.n_visible} "
                          "visible units")
     ll, log_z, err = ais_log_likelihood(model, x_train, x_test, args.chains, args.betas)
-    if args.json:
-        print(json.dumps({"model": "rbm", "data": data, "n": len(x_test), "log_likelihood": ll, "log_z": log_z,
-                          "log_z_error": err}))
-    else:
-        print(f"test log-likelihood {ll:.2f} nats (AIS log Z {log_z:.2f} +- {err:.2f})")
-    return 0
+    from genfast.cli._eval import print_figures
+
+    r = {"model": "rbm", "data": data, "n": len(x_test), "log_likelihood": ll, "log_z": log_z, "log_z_error": err}
+    return print_figures(args, r, [f"test log-likelihood {ll:.2f} nats (AIS log Z {log_z:.2f} +- {err:.2f})"])
 
 
 def _backend_values():

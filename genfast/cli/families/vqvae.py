@@ -8,9 +8,7 @@ A trained pair is two checkpoint folders of the one layout (``config.json`` +
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
 from pathlib import Path
 
 NAMES = ("vqvae", "vqvae-prior")
@@ -106,13 +104,15 @@ def load(path, device, prior: str | None | bool = False):
 # ----------------------------------------------------------------------------- train
 def add_train_args(p) -> None:
     """Options of ``genfast train vqvae`` and ``genfast train vqvae-prior``."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.add_argument(
         "--checkpoint",
         default=None,
         help=f"vqvae-prior: the VQ-VAE folder written by 'genfast train vqvae' (default {_DEFAULT_OUT})",
     )
     p.add_argument("--steps", type=int, default=1500, help="optimisation steps (default 1500)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    add_time_budget_arg(p)
     p.add_argument("--hidden-channels", type=int, default=32, help="VQ-VAE conv width (default 32)")
     p.add_argument("--embedding-dim", type=int, default=16, help="code dimension D (default 16)")
     p.add_argument("--num-codes", type=int, default=64, help="codebook size K (default 64)")
@@ -141,7 +141,7 @@ def train(args) -> int:
 def _train_vqvae(args, device) -> int:
     import torch
 
-    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out
+    from genfast.cli._training import fit_options, is_main, load_train_data, prepare_out, print_start, print_trained
     from genfast.models import VQVAE
     from genfast.training import save_pretrained
 
@@ -159,12 +159,8 @@ def _train_vqvae(args, device) -> int:
         ema=not args.learned_codebook,
         backend=args.backend,
     ).to(device)
-    if is_main():
-        print(f"train vqvae: {n} images {shape} from {args.data}, "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, device {device}", flush=True)
-    info = model.fit(images, steps=args.steps, time_budget_s=args.time_budget, batch_size=args.batch_size,
-                     lr=args.lr or 2e-3, seed=args.seed, progress=args.progress and is_main(),
-                     **engine_kwargs(args, out))
+    print_start(args, n, str(shape), sum(p.numel() for p in model.parameters()), device)
+    info = model.fit(images, **fit_options(args, out, lr=args.lr or 2e-3))
     if not is_main():
         return 0
     model.training_info["grid"] = list(model.grid_shape(tuple(shape[1:])))
@@ -172,16 +168,13 @@ def _train_vqvae(args, device) -> int:
                                        "channels": args.channels})
     test = _test_split(args.data, args.image_size, args.channels)
     mse = f", test reconstruction MSE {reconstruction_mse(model, test):.4f}" if test is not None else ""
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s, loss {info['loss']:.4f}, "
-          f"perplexity {info['perplexity']:.1f}{mse}")
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, out, f", loss {info['loss']:.4f}, perplexity {info['perplexity']:.1f}{mse}")
 
 
 def _train_prior(args, device) -> int:
     from types import SimpleNamespace
 
-    from genfast.cli._training import engine_kwargs, is_main, load_train_data, prepare_out
+    from genfast.cli._training import fit_options, is_main, load_train_data, prepare_out, print_trained
     from genfast.models import CodePrior
     from genfast.training import save_pretrained
 
@@ -200,15 +193,11 @@ def _train_prior(args, device) -> int:
     if is_main():
         print(f"train vqvae-prior: {len(codes)} code grids {tuple(codes.shape[1:])} of {vq.num_codes} codes, "
               f"{sum(p.numel() for p in prior.parameters()) / 1e6:.2f} M parameters", flush=True)
-    info = prior.fit(codes, steps=args.steps, time_budget_s=args.time_budget, batch_size=args.batch_size,
-                     lr=args.lr or 1e-3, seed=args.seed, progress=args.progress and is_main(),
-                     **engine_kwargs(args, out))
+    info = prior.fit(codes, **fit_options(args, out, lr=args.lr or 1e-3))
     if not is_main():
         return 0
     save_pretrained(prior, out, extra={"name": "vqvae-prior", "grid": list(codes.shape[1:])})
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s, NLL {info['loss']:.3f} nats per code")
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, out, f", NLL {info['loss']:.3f} nats per code")
 
 
 # ----------------------------------------------------------------------------- sample
@@ -223,7 +212,7 @@ def sample(args) -> int:
     """``genfast sample vqvae``: new images from the prior, decoded by the VQ-VAE, as a PNG grid
     (or, with ``--num-samples``, a folder of PNGs and an ``.npz``, sharded over torchrun's ranks)."""
     from genfast.cli import resolve_device
-    from genfast.data import save_image_grid
+    from genfast.cli._training import sample_grid
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -232,18 +221,9 @@ def sample(args) -> int:
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     vq, prior = load(args.checkpoint, resolve_device(args.device), prior=args.prior)
-    if getattr(args, "num_samples", None) is not None:
-        from genfast.cli._training import sharded_sample
-
-        return sharded_sample(args, vq, prior=prior, temperature=args.temperature, top_k=args.top_k)
-    t0 = time.perf_counter()
-    images = sample_images(vq, prior, args.n, args.seed, args.temperature, args.top_k)
-    dt = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.checkpoint) / "samples_prior.png"
-    save_image_grid(images, out, nrow=args.nrow)
-    print(f"sampled {args.n} images in {dt:.2f} s")
-    print(f"grid: {out.resolve()}")
-    return 0
+    return sample_grid(args, vq, lambda: sample_images(vq, prior, args.n, args.seed, args.temperature, args.top_k),
+                       "samples_prior.png", lambda dt: f"sampled {args.n} images in {dt:.2f} s",
+                       prior=prior, temperature=args.temperature, top_k=args.top_k)
 
 
 # ----------------------------------------------------------------------------- eval
@@ -280,12 +260,10 @@ def evaluate(args) -> int:
         rep = metric.report(images)
         r.update({k: rep[k] for k in ("fdd", "floor", "ceiling", "ratio", "classes_present")})
         r.update(extra_figures(args, metric, images))
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    for k, v in r.items():
-        print(f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}")
-    return 0
+    from genfast.cli._eval import print_figures
+
+    return print_figures(args, r, [f"  {k:28s} {v:.4f}" if isinstance(v, float) else f"  {k:28s} {v}"
+                                   for k, v in r.items()])
 
 
 def _backend_values():

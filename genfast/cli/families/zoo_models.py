@@ -8,10 +8,6 @@ is scored with ``genfast eval NAME``; the classes live in :mod:`genfast.models.a
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 # command-line name -> (class in genfast.models, constructor overrides, one-line description)
 MODELS: dict[str, tuple[str, dict, str]] = {
     "ae": ("AE", {}, "autoencoder, samples from a Gaussian fitted to its codes"),
@@ -76,9 +72,11 @@ def build(name: str, image_shape, num_examples: int | None = None, num_classes: 
 # ----------------------------------------------------------------------------- train
 def add_train_args(p) -> None:
     """Options of ``genfast train NAME`` for the autoencoders and GANs (besides the common ones)."""
+    from genfast.cli._training import add_time_budget_arg
+
     p.set_defaults(batch_size=64)
     p.add_argument("--steps", type=int, default=3000, help="training steps (default 3000)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S", help="also stop after S seconds")
+    add_time_budget_arg(p)
     p.add_argument("--latent-dim", type=int, default=None, help="latent size (default: the model's)")
     p.add_argument("--beta", type=float, default=None, help="beta-vae: KL weight")
     p.add_argument("--capacity-max", type=float, default=None, help="beta-vae: final capacity C (nats)")
@@ -100,29 +98,15 @@ def train(args) -> int:
     """``genfast train NAME``: trains on --data, writes PNG grids and a checkpoint (safetensors + JSON)."""
     import torch
 
-    from genfast.cli import resolve_device
-    from genfast.cli._training import (
-        engine_kwargs,
-        eval_hook,
-        is_main,
-        load_train_data,
-        prepare_out,
-        setup_distributed,
-    )
+    from genfast.cli._training import eval_hook, fit_options, is_main, print_start, print_trained, start_train
     from genfast.data import save_image_grid
 
-    _, device = setup_distributed(resolve_device(args.device))
     if args.steps < 1 and args.time_budget is None:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    images, labels, shape, num_classes, n = load_train_data(args)
-    out = prepare_out(args.out or f"outputs/{args.name}", args)
+    device, (images, labels, shape, num_classes, n), out = start_train(args, f"outputs/{args.name}")
     torch.manual_seed(args.seed)
     model = build(args.name, shape, num_examples=n, num_classes=num_classes, **_overrides(args)).to(device)
-    if is_main():
-        print(f"train {args.name}: {n} images {'x'.join(map(str, shape))} from {args.data}, "
-              f"{model.num_parameters() / 1e6:.2f} M parameters, device {device}", flush=True)
+    print_start(args, n, shape, model.num_parameters(), device)
 
     def grid(step, _losses):
         if args.grid_every and step % args.grid_every == 0 and model.can_sample and is_main():
@@ -130,18 +114,15 @@ def train(args) -> int:
                             out / f"samples_step{step:06d}.png")
             model.train()
 
-    info = model.fit(images, labels, steps=args.steps if args.steps >= 1 else None, time_budget_s=args.time_budget,
-                     batch_size=args.batch_size, seed=args.seed, progress=args.progress and is_main(), callback=grid,
-                     eval_fn=eval_hook(args, model), **engine_kwargs(args, out))
+    info = model.fit(images, labels, callback=grid,
+                     **fit_options(args, out, steps=args.steps if args.steps >= 1 else None,
+                                   eval_fn=eval_hook(args, model)))
     if not is_main():
         return 0
     model.save(out, extra={"data": str(args.data), "image_size": args.image_size, "channels": args.channels,
                            "name": args.name})
     save_image_grid(model.sample(64, generator=torch.Generator().manual_seed(args.seed)).cpu(), out / "samples.png")
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in info.items() if k not in ("steps", "seconds"))
-    print(f"trained {info['steps']} steps in {info['seconds']:.1f} s; {losses}")
-    print(f"checkpoint: {out.resolve()}")
-    return 0
+    return print_trained(info, out)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -163,23 +144,15 @@ def sample(args) -> int:
     import torch
 
     from genfast.cli import resolve_device
-    from genfast.data import save_image_grid
+    from genfast.cli._training import sample_grid
 
-    model = load(args.checkpoint, resolve_device(args.device), args.name)
-    if getattr(args, "num_samples", None) is not None:
-        from genfast.cli._training import sharded_sample
-
-        return sharded_sample(args, model)
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    t0 = time.perf_counter()
-    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
-    dt = time.perf_counter() - t0
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"samples_seed{args.seed}.png"
-    save_image_grid(images, out, nrow=args.nrow)
-    print(f"sampled {args.n} images in {dt:.2f} s ({args.n / max(dt, 1e-9):.0f} images/s)")
-    print(f"grid: {out.resolve()}")
-    return 0
+    model = load(args.checkpoint, resolve_device(args.device), args.name)
+    return sample_grid(args, model,
+                       lambda: model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu(),
+                       f"samples_seed{args.seed}.png",
+                       lambda dt: f"sampled {args.n} images in {dt:.2f} s ({args.n / max(dt, 1e-9):.0f} images/s)")
 
 
 # ----------------------------------------------------------------------------- eval
@@ -210,20 +183,17 @@ def evaluate(args) -> int:
     metric = DigitMetric.from_data(device=device, progress=args.progress)
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).cpu()
     r = metric.report(images)
-    from genfast.cli._eval import extra_figures, print_extra
+    from genfast.cli._eval import extra_figures, extra_lines, print_figures
 
     r.update(extra_figures(args, metric, images))
     if model.likelihood_name:
         xt, _ = load_digits("test")
         r["likelihood"] = float(model.likelihood(xt.to(device)).mean())
         r["likelihood_name"] = model.likelihood_name
-    if args.json:
-        print(json.dumps(r))
-        return 0
-    print(f"eval {args.name}: {args.n} samples against the digits' test split")
-    print(f"  Frechet digit distance  {r['fdd']:.2f}  (floor {r['floor']:.2f}, ceiling {r['ceiling']:.1f})")
-    print(f"  classes present  {r['classes_present']}/{len(r['coverage'])}")
-    print_extra(r)
-    if "likelihood" in r:
-        print(f"  {r['likelihood_name']} on the test split  {r['likelihood']:.2f}")
-    return 0
+    return print_figures(args, r, [
+        f"eval {args.name}: {args.n} samples against the digits' test split",
+        f"  Frechet digit distance  {r['fdd']:.2f}  (floor {r['floor']:.2f}, ceiling {r['ceiling']:.1f})",
+        f"  classes present  {r['classes_present']}/{len(r['coverage'])}",
+        *extra_lines(r),
+        *([f"  {r['likelihood_name']} on the test split  {r['likelihood']:.2f}"] if "likelihood" in r else []),
+    ])
