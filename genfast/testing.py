@@ -59,6 +59,7 @@ __all__ = [
     "assert_close_to_reference",
     "elementwise_tolerance",
     "stable_seed",
+    "perturb_parameters",
     "LAYOUTS",
     "float_dtypes",
     "shapes",
@@ -272,6 +273,24 @@ def stable_seed(*parts) -> int:
 # ----------------------------------------------------------------------------- input strategies
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 LAYOUTS = ("contiguous", "transposed", "strided", "expanded")
+
+
+def perturb_parameters(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> torch.nn.Module:
+    """Adds ``scale`` times standard normal noise (a seeded CPU generator, so the same on every
+    machine) to every parameter of ``module``, in place, and returns it: layers whose
+    initialisation is special (zero-initialised conditioners make a coupling the identity, an
+    identity 1x1 convolution has log-determinant 0) then exercise their general case in a test.
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module``.
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_((torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale).to(p.device))
+    return module
 
 
 def _st():

@@ -11,6 +11,7 @@ import torch
 
 from genfast.models import MAF, NICE, Glow, RealNVP
 from genfast.nn.flows import Split
+from genfast.testing import perturb_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,12 +24,8 @@ MODELS = {
 }
 
 
-def _perturb(model, scale=0.05, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
-    return model
+def _perturb(module, scale=0.05, seed=0):
+    return perturb_parameters(module, scale, seed)
 
 
 def _images(n, shape=(1, 8, 8), levels=17, seed=0):

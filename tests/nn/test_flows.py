@@ -8,6 +8,7 @@ import torch
 
 import genfast.ops as O
 from genfast.nn import flows as F
+from genfast.testing import perturb_parameters
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -16,12 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb(module, scale=0.3, seed=0):
-    """Non-trivial parameters (zero-initialised conditioners would make couplings the identity)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
-    return module
+    return perturb_parameters(module, scale, seed)
 
 
 def _layers():
