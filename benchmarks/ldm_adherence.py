@@ -22,7 +22,7 @@ Samples are 32x32 and scored at 8x8 (4x4 average pooling, the classifier's input
 Markdown table; with --write, replaces the "Latent diffusion" section of benchmarks/RESULTS.md.
 
 Usage: python benchmarks/ldm_adherence.py [--ae-steps 800] [--steps 2800] [--guidance 4]
-[--prompt-dropout 0.1] [--jump-n-sample 20] [--write]
+[--prompt-dropout 0.2] [--jump-n-sample 20] [--write]
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def main():
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--sampler", default="dpm++")
-    ap.add_argument("--prompt-dropout", type=float, default=0.1, help="training: share of empty prompts")
+    ap.add_argument("--prompt-dropout", type=float, default=0.2, help="training: share of empty prompts")
+    ap.add_argument("--attribute-keep", type=float, default=0.7, help="training: keep rate of attribute words")
     ap.add_argument("--jump-n-sample", type=int, default=20, help="inpainting: RePaint's resampling runs per step")
     ap.add_argument("--model", default=None, help="reuse a saved model folder (skips training)")
     ap.add_argument("--save", default=None)
@@ -74,7 +75,8 @@ def main():
         model = ZooModel.load(args.model)
         train_s = float("nan")
     else:
-        model = LatentDiffusion(base_channels=32, autoencoder_steps=args.ae_steps, prompt_dropout=args.prompt_dropout)
+        model = LatentDiffusion(base_channels=32, autoencoder_steps=args.ae_steps, prompt_dropout=args.prompt_dropout,
+                                attribute_keep=args.attribute_keep)
         model.fit(x32, y, steps=args.steps, batch_size=64, seed=0, progress=True)
         train_s = time.perf_counter() - t0
         if args.save:
@@ -160,7 +162,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     head = (f"Latent diffusion adherence (benchmarks/ldm_adherence.py; UNet base 32, autoencoder {args.ae_steps} "
             f"steps + diffusion {args.steps - args.ae_steps} steps, batch 64, prompt dropout "
-            f"{model.config['prompt_dropout']}, {args.sampler} 25 steps, guidance {g}, "
+            f"{model.config['prompt_dropout']}, attribute keep {model.config['attribute_keep']}, "
+            f"{args.sampler} 25 steps, guidance {g}, "
             f"{k} samples per digit and prompt; {'EMA' if ema else 'trained (not EMA)'} weights; "
             f"training {train_s:.0f} s, total {total_s:.0f} s at {args.threads} "
             f"thread(s) on the 2-core CPU, commit {commit})")
