@@ -21,6 +21,7 @@
 #include "genfast/invconv_math.h"
 #include "genfast/parallel.h"
 #include "genfast/registry.h"
+#include "genfast/simd16.h"
 
 namespace genfast {
 namespace {
@@ -48,25 +49,19 @@ constexpr int64_t kGrainMacs = 300000;
 constexpr int64_t kGroup = 8;
 constexpr int64_t kGroupPanelFloats = 65536;
 
-// Row conversions between the data type and the float32 panel / accumulators. The generic
-// versions use the bit-exact conversions of common.h; for float16 with F16C the hardware
-// conversion gives the same values (exact widening; round-to-nearest-even narrowing), 7x faster.
+// Row conversions between the data type and the float32 panel / accumulators, as kNR / 16 rows of
+// simd16.h (the bit-exact conversions of common.h, in AVX-512 for fp16 / bf16); for float16 with
+// F16C the hardware conversion gives the same values (exact widening; round-to-nearest-even
+// narrowing), 7x faster.
+static_assert(kNR % kSimd16 == 0, "a row is whole 16-value rows of simd16.h");
 template <typename T>
 inline void load_row(const T* src, float* dst, int valid) {
-  if (valid == kNR) {
-    for (int j = 0; j < kNR; ++j) dst[j] = load_f32<T>(src, j);
-  } else {
-    for (int j = 0; j < kNR; ++j) dst[j] = j < valid ? load_f32<T>(src, j) : 0.0f;
-  }
+  for (int j = 0; j < kNR; j += kSimd16) load16(dst + j, src + j, std::max(0, std::min(kSimd16, valid - j)));
 }
 
 template <typename T>
 inline void store_row(T* dst, const float* v, int valid) {
-  if (valid == kNR) {
-    for (int j = 0; j < kNR; ++j) store_f32<T>(dst, j, v[j]);
-  } else {
-    for (int j = 0; j < valid; ++j) store_f32<T>(dst, j, v[j]);
-  }
+  for (int j = 0; j < kNR; j += kSimd16) store16(dst + j, v + j, std::max(0, std::min(kSimd16, valid - j)));
 }
 
 #if defined(__F16C__)
