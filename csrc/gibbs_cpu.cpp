@@ -23,11 +23,10 @@
 #include <immintrin.h>
 #endif
 
-#include "genfast/bind_params.h"
 #include "genfast/gibbs_math.h"
 #include "genfast/philox_cpu.h"
-#include "genfast/registry.h"
 #include "genfast/simd16.h"
+#include "gibbs_cpu.h"
 #include "gibbs/binary_operand.h"
 #include "gibbs/micro_kernel.h"
 #include "gibbs/packed_weight.h"
@@ -350,6 +349,8 @@ void gibbs_typed(const Plan& P, const GibbsParams& G) {
   }
 }
 
+}  // namespace
+
 void gibbs(const GibbsParams& G) {
   if (G.batch <= 0 || G.k <= 0) return;
   if (G.n_visible <= 0 || G.n_hidden <= 0) {
@@ -362,24 +363,9 @@ void gibbs(const GibbsParams& G) {
   dispatch_dtype(G.dtype, "genfast._C.gibbs", [&](auto t) { gibbs_typed<tag_type<decltype(t)>>(P, G); });
 }
 
-}  // namespace
-}  // namespace genfast
-
-GENFAST_REGISTER(gibbs) {
-  namespace py = pybind11;
-  genfast::bind_gibbs_params(m);
-  genfast::def_params_op(m, "gibbs", &genfast::gibbs,
-                         "k block-Gibbs steps of an RBM over validated, contiguous CPU tensors (GibbsParams); "
-                         "writes the last samples and probabilities.");
-  m.def(
-      "gibbs_pack_stats",
-      []() {
-        const genfast::PackedWeight& p = genfast::packed_weight();
-        py::dict d;
-        d["hits"] = p.hits;
-        d["misses"] = p.misses;
-        return d;
-      },
-      "Calls of gibbs on this thread that reused the packed weights of its previous call (hits: W held "
-      "the same values) or packed W again (misses); for tests.");
+GibbsPackStats gibbs_pack_stats() {
+  const PackedWeight& p = packed_weight();
+  return {p.hits, p.misses};
 }
+
+}  // namespace genfast
