@@ -23,11 +23,10 @@
 #include <immintrin.h>
 #endif
 
-#include "genfast/bind_params.h"
 #include "genfast/gibbs_math.h"
 #include "genfast/philox_cpu.h"
-#include "genfast/registry.h"
 #include "genfast/simd16.h"
+#include "gibbs_cpu.h"
 #include "gibbs/binary_operand.h"
 #include "gibbs/micro_kernel.h"
 #include "gibbs/packed_weight.h"
@@ -253,6 +252,28 @@ void dense_half_step(const Plan& P, int64_t row0, int64_t R, const float* A, int
   }
 }
 
+// One half-step of the R rows of a task from the states of one layer (hidden: v, K = V; visible: h,
+// K = H), binary (in the bits of its BinaryOperand, sparse_in) or dense (its packed panel), to the
+// other (N units), drawn into its bits (sparse_out) or its packed panel and, on the last step, into
+// the outputs (sample non-null).
+template <typename T, bool kHidden, bool kGaussian>
+inline void half_step(const Plan& P, int64_t row0, int64_t R, Scratch& s, bool sparse_in, bool sparse_out,
+                      const float* M, T* sample, T* prob, const float* bias, uint64_t step_base) {
+  const int64_t K = kHidden ? P.V : P.H, N = kHidden ? P.H : P.V;
+  BinaryOperand& in_bits = kHidden ? s.lv : s.lh;
+  BinaryOperand& out_bits = kHidden ? s.lh : s.lv;
+  float* in_dense = (kHidden ? s.av : s.ah).data();
+  float* out_dense = (kHidden ? s.ah : s.av).data();
+  if (sparse_out) out_bits.reset(R, N);
+  const HalfOut<T> out{sparse_out ? &out_bits : nullptr, sparse_out ? nullptr : out_dense, sample, prob, bias};
+  if (sparse_in) {
+    in_bits.prepare(R);
+    sparse_half_step<T, kHidden, kGaussian>(P, row0, R, in_bits, K, N, M, s.x.data(), s.tab.data(), out, step_base);
+  } else {
+    dense_half_step<T, kHidden, kGaussian>(P, row0, R, in_dense, K, N, M, s.x.data(), out, step_base);
+  }
+}
+
 template <typename T, bool kGaussian>
 void gibbs_rows(const Plan& P, bool w_finite, const T* v_in, const float* vbias, const float* hbias, const float* Mh,
                 const float* Mv, T* v_out, T* h_out, T* v_prob, T* h_prob, int64_t row0, int64_t R) {
@@ -279,25 +300,11 @@ void gibbs_rows(const Plan& P, bool w_finite, const T* v_in, const float* vbias,
   for (int64_t step = 0; step < P.k; ++step) {
     const bool last = step + 1 == P.k;
     const uint64_t base = gibbs_step_base(P.offset, step, P.B, V, H);
-    if (sparse_h) s.lh.reset(R, H);
-    HalfOut<T> ho{sparse_h ? &s.lh : nullptr, sparse_h ? nullptr : s.ah.data(), last ? h_out : nullptr, h_prob,
-                  hbias};
-    if (sparse_v) {
-      s.lv.prepare(R);
-      sparse_half_step<T, true, kGaussian>(P, row0, R, s.lv, V, H, Mh, s.x.data(), s.tab.data(), ho, base);
-    } else {
-      dense_half_step<T, true, kGaussian>(P, row0, R, s.av.data(), V, H, Mh, s.x.data(), ho, base);
-    }
+    half_step<T, true, kGaussian>(P, row0, R, s, sparse_v, sparse_h, Mh, last ? h_out : nullptr, h_prob, hbias,
+                                  base);
     sparse_v = sparse_v_drawn;
-    if (sparse_v) s.lv.reset(R, V);
-    HalfOut<T> vo{sparse_v ? &s.lv : nullptr, sparse_v ? nullptr : s.av.data(), last ? v_out : nullptr, v_prob,
-                  vbias};
-    if (sparse_h) {
-      s.lh.prepare(R);
-      sparse_half_step<T, false, kGaussian>(P, row0, R, s.lh, H, V, Mv, s.x.data(), s.tab.data(), vo, base);
-    } else {
-      dense_half_step<T, false, kGaussian>(P, row0, R, s.ah.data(), H, V, Mv, s.x.data(), vo, base);
-    }
+    half_step<T, false, kGaussian>(P, row0, R, s, sparse_h, sparse_v, Mv, last ? v_out : nullptr, v_prob, vbias,
+                                   base);
   }
 #if defined(__AVX512F__)
   _mm_sfence();  // the outputs' streaming stores (store16_streaming) before the caller reads them
@@ -342,6 +349,8 @@ void gibbs_typed(const Plan& P, const GibbsParams& G) {
   }
 }
 
+}  // namespace
+
 void gibbs(const GibbsParams& G) {
   if (G.batch <= 0 || G.k <= 0) return;
   if (G.n_visible <= 0 || G.n_hidden <= 0) {
@@ -354,24 +363,9 @@ void gibbs(const GibbsParams& G) {
   dispatch_dtype(G.dtype, "genfast._C.gibbs", [&](auto t) { gibbs_typed<tag_type<decltype(t)>>(P, G); });
 }
 
-}  // namespace
-}  // namespace genfast
-
-GENFAST_REGISTER(gibbs) {
-  namespace py = pybind11;
-  genfast::bind_gibbs_params(m);
-  genfast::def_params_op(m, "gibbs", &genfast::gibbs,
-                         "k block-Gibbs steps of an RBM over validated, contiguous CPU tensors (GibbsParams); "
-                         "writes the last samples and probabilities.");
-  m.def(
-      "gibbs_pack_stats",
-      []() {
-        const genfast::PackedWeight& p = genfast::packed_weight();
-        py::dict d;
-        d["hits"] = p.hits;
-        d["misses"] = p.misses;
-        return d;
-      },
-      "Calls of gibbs on this thread that reused the packed weights of its previous call (hits: W held "
-      "the same values) or packed W again (misses); for tests.");
+GibbsPackStats gibbs_pack_stats() {
+  const PackedWeight& p = packed_weight();
+  return {p.hits, p.misses};
 }
+
+}  // namespace genfast

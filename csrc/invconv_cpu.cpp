@@ -7,8 +7,6 @@
 // packed into a float32 panel (converting fp16 / bf16 there, zero-padding the last strip), which
 // stays in L1 (C = 512: 64 KiB, then L2) while every block of kMR output channels streams its
 // packed weight past it. The kMR x kNR accumulators live in registers.
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -17,10 +15,10 @@
 #include <immintrin.h>
 #endif
 
-#include "genfast/bind_params.h"
 #include "genfast/invconv_math.h"
 #include "genfast/parallel.h"
-#include "genfast/registry.h"
+#include "genfast/simd16.h"
+#include "invconv_cpu.h"
 
 namespace genfast {
 namespace {
@@ -48,25 +46,19 @@ constexpr int64_t kGrainMacs = 300000;
 constexpr int64_t kGroup = 8;
 constexpr int64_t kGroupPanelFloats = 65536;
 
-// Row conversions between the data type and the float32 panel / accumulators. The generic
-// versions use the bit-exact conversions of common.h; for float16 with F16C the hardware
-// conversion gives the same values (exact widening; round-to-nearest-even narrowing), 7x faster.
+// Row conversions between the data type and the float32 panel / accumulators, as kNR / 16 rows of
+// simd16.h (the bit-exact conversions of common.h, in AVX-512 for fp16 / bf16); for float16 with
+// F16C the hardware conversion gives the same values (exact widening; round-to-nearest-even
+// narrowing), 7x faster.
+static_assert(kNR % kSimd16 == 0, "a row is whole 16-value rows of simd16.h");
 template <typename T>
 inline void load_row(const T* src, float* dst, int valid) {
-  if (valid == kNR) {
-    for (int j = 0; j < kNR; ++j) dst[j] = load_f32<T>(src, j);
-  } else {
-    for (int j = 0; j < kNR; ++j) dst[j] = j < valid ? load_f32<T>(src, j) : 0.0f;
-  }
+  for (int j = 0; j < kNR; j += kSimd16) load16(dst + j, src + j, std::max(0, std::min(kSimd16, valid - j)));
 }
 
 template <typename T>
 inline void store_row(T* dst, const float* v, int valid) {
-  if (valid == kNR) {
-    for (int j = 0; j < kNR; ++j) store_f32<T>(dst, j, v[j]);
-  } else {
-    for (int j = 0; j < valid; ++j) store_f32<T>(dst, j, v[j]);
-  }
+  for (int j = 0; j < kNR; j += kSimd16) store16(dst + j, v + j, std::max(0, std::min(kSimd16, valid - j)));
 }
 
 #if defined(__F16C__)
@@ -164,22 +156,16 @@ void invconv_cpu(const InvConvParams& P) {
   });
 }
 
+}  // namespace
+
 void invconv(const InvConvParams& P) {
   if (P.n <= 0 || P.c <= 0 || P.hw <= 0) return;
   dispatch_dtype(P.dtype, "genfast._C.invconv1x1", [&](auto t) { invconv_cpu<tag_type<decltype(t)>>(P); });
 }
 
-}  // namespace
-}  // namespace genfast
-
 namespace {
 
-// genfast::invconv_fold_lu behind a per-thread memo: a call whose inputs hold the same bits as the
-// previous call's (same C, direction and actnorm presence) copies that call's results instead of
-// folding again. The key is the content itself, compared in full, so a parameter changed in
-// place by any means (an optimiser step, .data, a NumPy view) is always seen; what it saves is
-// the O(C^3) fold in float64, most of a small forward call, for inference that runs the same
-// step of flow again and again. ~2 (C^2 + 4C) floats per thread.
+// The memo of invconv_fold_lu_cached (invconv_cpu.h): ~2 (C^2 + 4C) floats per thread.
 struct FoldMemo {
   int64_t c = -1;
   bool reverse = false, has_s = false, has_b = false;
@@ -194,9 +180,11 @@ bool same_floats(const float* a, const float* b, int64_t n) {
   return n == 0 || std::memcmp(a, b, static_cast<size_t>(n) * sizeof(float)) == 0;
 }
 
-int32_t fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const float* upper,
-                       const float* sign_s, const float* log_s, const float* act_s, const float* act_b,
-                       bool reverse, float* w, float* bias, double* log_abs_det) {
+}  // namespace
+
+int32_t invconv_fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const float* upper,
+                               const float* sign_s, const float* log_s, const float* act_s, const float* act_b,
+                               bool reverse, float* w, float* bias, double* log_abs_det) {
   thread_local FoldMemo memo;
   const bool has_s = act_s != nullptr, has_b = act_b != nullptr;
   const int64_t cc = c * c;
@@ -212,9 +200,8 @@ int32_t fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const
     std::vector<unsigned char> seen(static_cast<size_t>(c));
     memo.w.resize(static_cast<size_t>(cc));
     memo.bias.resize(static_cast<size_t>(c));
-    memo.status = genfast::invconv_fold_lu(c, perm, lower, upper, sign_s, log_s, act_s, act_b, reverse,
-                                           memo.w.data(), memo.bias.data(), scratch.data(), seen.data(),
-                                           &memo.log_abs_det);
+    memo.status = invconv_fold_lu(c, perm, lower, upper, sign_s, log_s, act_s, act_b, reverse, memo.w.data(),
+                                  memo.bias.data(), scratch.data(), seen.data(), &memo.log_abs_det);
     memo.perm.assign(perm, perm + c);
     memo.in.clear();
     for (int i = 0; i < 6; ++i) memo.in.insert(memo.in.end(), parts[i], parts[i] + sizes[i]);
@@ -229,29 +216,4 @@ int32_t fold_lu_cached(int64_t c, const int64_t* perm, const float* lower, const
   return memo.status;
 }
 
-}  // namespace
-
-GENFAST_REGISTER(invconv) {
-  namespace py = pybind11;
-  genfast::bind_invconv(m, &genfast::invconv);
-  m.def(
-      "invconv_fold_lu",
-      [](uint64_t perm, uint64_t lower, uint64_t upper, uint64_t sign_s, uint64_t log_s, uint64_t act_s,
-         uint64_t act_b, uint64_t w, uint64_t bias, int64_t c, bool reverse) {
-        double log_abs_det = 0.0;
-        int32_t status;
-        {
-          py::gil_scoped_release nogil;
-          auto f = [](uint64_t p) { return reinterpret_cast<const float*>(p); };
-          status = fold_lu_cached(c, reinterpret_cast<const int64_t*>(perm), f(lower), f(upper), f(sign_s),
-                                  f(log_s), f(act_s), f(act_b), reverse, reinterpret_cast<float*>(w),
-                                  reinterpret_cast<float*>(bias), &log_abs_det);
-        }
-        return py::make_tuple(status, log_abs_det);
-      },
-      py::arg("perm"), py::arg("lower"), py::arg("upper"), py::arg("sign_s"), py::arg("log_s"),
-      py::arg("act_s"), py::arg("act_b"), py::arg("w"), py::arg("bias"), py::arg("c"), py::arg("reverse"),
-      "Fold P, L, U, sign_s, log_s and actnorm (s, b; 0 for none) into w [C, C] and bias [C] "
-      "(float32, contiguous; perm int64), forward or inverse; returns (status, sum log|det| per "
-      "pixel). Status: 0 valid, 1 perm not a permutation, 2 sign_s not +-1, 3 zero s, 4 non-finite s.");
-}
+}  // namespace genfast

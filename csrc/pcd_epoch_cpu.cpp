@@ -11,8 +11,6 @@
 // are contiguous AXPYs over H that skip the zero entries of the data and of the binary chains
 // (the op rejects non-finite inputs, so skipping 0 * w is exact). The visible pre-activations
 // are dot products of W^T's rows with the hidden sample.
-#include <pybind11/pybind11.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -21,11 +19,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "genfast/bind_params.h"
 #include "genfast/gibbs_math.h"
 #include "genfast/pcd_epoch_math.h"
 #include "genfast/philox_cpu.h"
-#include "genfast/registry.h"
+#include "pcd_epoch_cpu.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -433,25 +430,12 @@ int checked_epoch(const PcdEpochParams& P) {
   return 0;
 }
 
+}  // namespace
+
 // 0, or 1 + the position of the first input with a non-finite value in (x, weight, visible_bias,
 // hidden_bias, v_chain), in which case nothing is computed: the op's non-finite policy, checked
 // here in one single-threaded pass rather than by torch.isfinite (whose 2-thread pool stalled
 // for milliseconds per call on the loaded 2-core machine, more than the epoch itself).
 int pcd_epoch(const PcdEpochParams& P) { return P.float64 ? checked_epoch<double>(P) : checked_epoch<float>(P); }
 
-}  // namespace
 }  // namespace genfast
-
-GENFAST_REGISTER(pcd_epoch) {
-  genfast::bind_pcd_epoch_params(m);
-  m.def(
-      "pcd_epoch",
-      [](const genfast::PcdEpochParams& p) {
-        pybind11::gil_scoped_release nogil;
-        return genfast::pcd_epoch(p);
-      },
-      pybind11::arg("params"),
-      "One epoch of mini-batch PCD-k over validated, contiguous float32 CPU tensors (PcdEpochParams); "
-      "updates weight, biases and chains in place, writes h_chain. Returns 0, or 1 + the position of the "
-      "first input holding NaN or inf in (x, weight, visible_bias, hidden_bias, v_chain), computing nothing.");
-}

@@ -1,15 +1,12 @@
 // genfast::randn / genfast::rand on the CPU: counter-based Philox4x32-10 (csrc/include/genfast/
 // philox.h), four numbers per call, vectorised in blocks of counters (PhiloxStream) and parallel
 // over chunks.
-#include <pybind11/pybind11.h>
-
 #include <math.h>
 
-#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
 #include "genfast/random_math.h"
-#include "genfast/registry.h"
+#include "random_cpu.h"
 
 namespace genfast {
 namespace {
@@ -38,6 +35,8 @@ void fill(const RandomParams& P) {
   });
 }
 
+}  // namespace
+
 void random_cpu(const RandomParams& P) {
   dispatch_dtype(P.dtype, P.normal ? "genfast._C.randn" : "genfast._C.rand", [&](auto t) {
     using T = tag_type<decltype(t)>;
@@ -49,8 +48,6 @@ void random_cpu(const RandomParams& P) {
   });
 }
 
-// out[0:n] (float32) from the helpers that other kernels call: philox_normal / philox_uniform
-// per number, or normal_block16 / uniform_block16 at offset + 16 k.
 void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
   float* out = reinterpret_cast<float*>(out_ptr);
   for (int64_t i = 0; i < n; i += block16 ? kPhiloxBlock : 1) {
@@ -69,19 +66,4 @@ void fill_by_helper(uint64_t out_ptr, int64_t n, uint64_t seed, uint64_t offset,
   }
 }
 
-}  // namespace
 }  // namespace genfast
-
-GENFAST_REGISTER(random) {
-  namespace py = pybind11;
-  genfast::bind_random(m, &genfast::random_cpu);
-  m.def(
-      "random_by_helper",
-      [](uint64_t out, int64_t n, uint64_t seed, uint64_t offset, bool normal, bool block16) {
-        py::gil_scoped_release nogil;
-        genfast::fill_by_helper(out, n, seed, offset, normal, block16);
-      },
-      py::arg("out"), py::arg("n"), py::arg("seed"), py::arg("offset"), py::arg("normal"), py::arg("block16"),
-      "For tests: fill float32 out[0:n] with numbers offset + i by the per-number helpers philox_normal / "
-      "philox_uniform (block16=False) or by normal_block16 / uniform_block16 (block16=True).");
-}

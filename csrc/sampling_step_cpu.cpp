@@ -2,15 +2,12 @@
 // thresholding, posterior mean and noise (counter-based Philox, generated in the same pass) in
 // one pass over the tensor. Arithmetic: csrc/include/genfast/sampling_step_math.h, shared with
 // kernels/sampling_step.cu.
-#include <pybind11/pybind11.h>
-
 #include <math.h>
 
-#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
-#include "genfast/registry.h"
 #include "genfast/sampling_step_math.h"
+#include "sampling_step_cpu.h"
 
 namespace genfast {
 namespace {
@@ -72,11 +69,10 @@ void step_cpu(const StepParams& P) {
   parallel_rows(P.batch, n, kGrain, [&] { return PhiloxStream<true>(seed); }, row);
 }
 
+}  // namespace
+
 void sampling_step(const StepParams& P) {
   dispatch_step(P, "genfast._C.sampling_step", [&](auto v) { step_cpu<decltype(v)>(P); });
 }
 
-}  // namespace
 }  // namespace genfast
-
-GENFAST_REGISTER(sampling_step) { genfast::bind_sampling_step(m, &genfast::sampling_step); }

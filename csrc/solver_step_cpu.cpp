@@ -2,13 +2,10 @@
 // conversion, clipping or dynamic thresholding, and the two linear combinations, with the noise
 // drawn in the same pass. Arithmetic: csrc/include/genfast/solver_step_math.h, shared with
 // kernels/solver_step.cu.
-#include <pybind11/pybind11.h>
-
-#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
 #include "genfast/philox_cpu.h"
-#include "genfast/registry.h"
 #include "genfast/solver_step_math.h"
+#include "solver_step_cpu.h"
 
 namespace genfast {
 namespace {
@@ -80,6 +77,8 @@ void solver_cpu(const SolverParams& P) {
   parallel_rows(P.batch, P.n, kGrain, [&] { return PhiloxStream<true>(seed); }, row);
 }
 
+}  // namespace
+
 void solver_step(const SolverParams& P) {
   if (P.batch <= 0 || P.n <= 0) return;
   // dispatch_solver also checks the noise dtype: block_noise reads it inside the parallel region,
@@ -90,7 +89,4 @@ void solver_step(const SolverParams& P) {
   });
 }
 
-}  // namespace
 }  // namespace genfast
-
-GENFAST_REGISTER(solver_step) { genfast::bind_solver_step(m, &genfast::solver_step); }

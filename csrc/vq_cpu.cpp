@@ -27,10 +27,9 @@
 #include <immintrin.h>
 #endif
 
-#include "genfast/bind_params.h"
 #include "genfast/parallel.h"
-#include "genfast/registry.h"
 #include "genfast/vq_math.h"
+#include "vq_cpu.h"
 
 namespace genfast {
 namespace {
@@ -269,6 +268,8 @@ void vq_cpu(const VqParams& P) {
   }
 }
 
+}  // namespace
+
 void vq_quantize(const VqParams& P) {
   constexpr const char* kOp = "genfast._C.vq_quantize";
   if (P.n <= 0) {
@@ -286,7 +287,4 @@ void vq_quantize(const VqParams& P) {
   dispatch_dtype(P.dtype, kOp, [&](auto t) { vq_cpu<tag_type<decltype(t)>>(P); });
 }
 
-}  // namespace
 }  // namespace genfast
-
-GENFAST_REGISTER(vq) { genfast::bind_vq(m, &genfast::vq_quantize); }

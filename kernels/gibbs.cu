@@ -103,16 +103,53 @@ __device__ __forceinline__ void tile_product(const GibbsArgs& P, int64_t row0, i
   }
 }
 
+// The epilogue of one half-step's column tile n0 (hidden: N = H; visible: N = V): each in-range
+// unit of acc (rows row0 + 2 rg + r, columns n0 + lane + 64 q) gets its probability (Gaussian:
+// mean) and its draw, written to the chain state and, on the last step, to the outputs.
+template <typename T, bool kHidden, bool kGaussian>
+__device__ __forceinline__ void tile_epilogue(const GibbsArgs& P, int64_t row0, int64_t n0, uint64_t seed,
+                                              uint64_t base, bool last,
+                                              const float acc[kRowsPerThread][kColsPerThread]) {
+  const int t = threadIdx.x;
+  const int rg = t / kLanes, lane = t % kLanes;
+  const int64_t N = kHidden ? P.H : P.V;
+  const int64_t ld = P.V + P.H;
+  const int64_t col0 = kHidden ? P.V : 0;  // where this layer starts in a state row
+  const T* bias = static_cast<const T*>(kHidden ? P.hbias : P.vbias);
+  T* out = static_cast<T*>(kHidden ? P.h_out : P.v_out);
+  T* prob = static_cast<T*>(kHidden ? P.h_prob : P.v_prob);
+#pragma unroll
+  for (int r = 0; r < kRowsPerThread; ++r) {
+    const int64_t row = row0 + rg * kRowsPerThread + r;
+#pragma unroll
+    for (int q = 0; q < kColsPerThread; ++q) {
+      const int64_t j = n0 + lane + kLanes * q;
+      if (row >= P.B || j >= N) continue;
+      float p, x;
+      if constexpr (kHidden) {
+        p = gibbs_hidden_prob(acc[r][q], load_f32<T>(bias, j), P.inv_sigma);
+        x = gibbs_draw<false>(gibbs_random<false>(seed, gibbs_hidden_counter(base, P.H, row, j)), p, 1.0f);
+      } else {
+        p = gibbs_visible_mean<kGaussian>(acc[r][q], load_f32<T>(bias, j), P.sigma);
+        x = gibbs_draw<kGaussian>(gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, j)),
+                                  p, P.sigma);
+      }
+      P.state[row * ld + col0 + j] = x;
+      if (last) {
+        store_f32<T>(out, row * N + j, x);
+        store_f32<T>(prob, row * N + j, p);
+      }
+    }
+  }
+}
+
 template <typename T, bool kGaussian>
 __global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
   __shared__ float As[kBM][kBK];
   __shared__ float Ws[kBK][kBN + 1];  // +1: the transposed (hidden) fill is conflict-free
-  const int t = threadIdx.x;
-  const int rg = t / kLanes, lane = t % kLanes;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const uint64_t seed = static_cast<uint64_t>(P.philox[0]);
   const uint64_t offset = static_cast<uint64_t>(P.philox[1]);
-  const int64_t ld = P.V + P.H;
   float acc[kRowsPerThread][kColsPerThread];
   for (int64_t s = 0; s < P.k; ++s) {
     const bool last = s + 1 == P.k;
@@ -120,46 +157,13 @@ __global__ void __launch_bounds__(kThreads) gibbs_kernel(const GibbsArgs P) {
     // hidden half-step
     for (int64_t n0 = 0; n0 < P.H; n0 += kBN) {
       tile_product<T, true>(P, row0, n0, s == 0, As, Ws, acc);
-#pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int64_t row = row0 + rg * kRowsPerThread + r;
-#pragma unroll
-        for (int q = 0; q < kColsPerThread; ++q) {
-          const int64_t j = n0 + lane + kLanes * q;
-          if (row >= P.B || j >= P.H) continue;
-          const float p = gibbs_hidden_prob(acc[r][q], load_f32<T>(static_cast<const T*>(P.hbias), j), P.inv_sigma);
-          const float u = gibbs_random<false>(seed, gibbs_hidden_counter(base, P.H, row, j));
-          const float h = gibbs_draw<false>(u, p, 1.0f);
-          P.state[row * ld + P.V + j] = h;
-          if (last) {
-            store_f32<T>(static_cast<T*>(P.h_out), row * P.H + j, h);
-            store_f32<T>(static_cast<T*>(P.h_prob), row * P.H + j, p);
-          }
-        }
-      }
+      tile_epilogue<T, true, kGaussian>(P, row0, n0, seed, base, last, acc);
     }
     __syncthreads();  // h complete before the visible half-step reads it
     // visible half-step
     for (int64_t n0 = 0; n0 < P.V; n0 += kBN) {
       tile_product<T, false>(P, row0, n0, false, As, Ws, acc);
-#pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const int64_t row = row0 + rg * kRowsPerThread + r;
-#pragma unroll
-        for (int q = 0; q < kColsPerThread; ++q) {
-          const int64_t i = n0 + lane + kLanes * q;
-          if (row >= P.B || i >= P.V) continue;
-          const float m = gibbs_visible_mean<kGaussian>(acc[r][q], load_f32<T>(static_cast<const T*>(P.vbias), i),
-                                                        P.sigma);
-          const float r = gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, i));
-          const float v = gibbs_draw<kGaussian>(r, m, P.sigma);
-          P.state[row * ld + i] = v;
-          if (last) {
-            store_f32<T>(static_cast<T*>(P.v_out), row * P.V + i, v);
-            store_f32<T>(static_cast<T*>(P.v_prob), row * P.V + i, m);
-          }
-        }
-      }
+      tile_epilogue<T, false, kGaussian>(P, row0, n0, seed, base, last, acc);
     }
     __syncthreads();  // v complete before the next hidden half-step reads it
   }

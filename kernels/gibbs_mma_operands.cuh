@@ -199,6 +199,34 @@ struct WTile {
   }
 };
 
+// One W value as a 32-bit word of a WTile: a float's bits, or a 16-bit value zero-extended.
+template <typename T>
+__device__ __forceinline__ uint32_t ldg_word(const T* p) {
+  if constexpr (sizeof(T) == 4) {
+    return __float_as_uint(__ldg(reinterpret_cast<const float*>(p)));
+  } else {
+    return static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(p)));
+  }
+}
+
+// The 4 consecutive W values at p by one vector load (16 bytes of floats, or 8 of 16-bit values)
+// into the words of a WTile: float value m into w[f + m kStride]; 16-bit values as their two
+// packed pairs, w[2 s] and w[2 s + 1].
+template <typename T, int kStride>
+__device__ __forceinline__ void ldg_vec4(const T* p, uint32_t* w, int f, int s) {
+  if constexpr (sizeof(T) == 4) {
+    const float4 x = __ldg(reinterpret_cast<const float4*>(p));
+    w[f + 0 * kStride] = __float_as_uint(x.x);
+    w[f + 1 * kStride] = __float_as_uint(x.y);
+    w[f + 2 * kStride] = __float_as_uint(x.z);
+    w[f + 3 * kStride] = __float_as_uint(x.w);
+  } else {
+    const uint2 x = __ldg(reinterpret_cast<const uint2*>(p));
+    w[2 * s] = x.x;
+    w[2 * s + 1] = x.y;
+  }
+}
+
 // The W loads of one lane for one sub-item and K chunk [kbeg, kbeg + klen):
 //   hidden (M = W^T): E(i, j) = W[n0 + 8j + g][kbeg + 16 ks + 4q + i], p[j] = &W[row j][kbeg + 4q]
 //   visible (M = W):  E(i, j) = W[kbeg + 16 ks + 4q + i][col j],        p[i] = &W[kbeg + 4q + i][col 0]
@@ -245,34 +273,17 @@ struct WSrc {
 
   template <bool kClamp>
   __device__ __forceinline__ void load(WTile<T, kHidden, NT, kVec>& t, int ks) const {
-    using U16 = unsigned short;
     if constexpr (kHidden) {
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         if constexpr (kVec) {
           const int k = 16 * ks + 4 * q;
-          const T* r = p[j] + ((kClamp && k > kmax ? kmax : k) - 4 * q);
-          if constexpr (sizeof(T) == 4) {
-            const float4 x = __ldg(reinterpret_cast<const float4*>(r));
-            t.w[0 * NT + j] = __float_as_uint(x.x);
-            t.w[1 * NT + j] = __float_as_uint(x.y);
-            t.w[2 * NT + j] = __float_as_uint(x.z);
-            t.w[3 * NT + j] = __float_as_uint(x.w);
-          } else {
-            const uint2 x = __ldg(reinterpret_cast<const uint2*>(r));
-            t.w[2 * j] = x.x;
-            t.w[2 * j + 1] = x.y;
-          }
+          ldg_vec4<T, NT>(p[j] + ((kClamp && k > kmax ? kmax : k) - 4 * q), t.w, j, j);
         } else {
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             const int k = 16 * ks + 4 * q + i;
-            const T* r = p[j] + ((kClamp && k > kmax ? kmax : k) - 4 * q);
-            if constexpr (sizeof(T) == 4) {
-              t.w[i * NT + j] = __float_as_uint(__ldg(reinterpret_cast<const float*>(r)));
-            } else {
-              t.w[i * NT + j] = static_cast<uint32_t>(__ldg(reinterpret_cast<const U16*>(r)));
-            }
+            t.w[i * NT + j] = ldg_word(p[j] + ((kClamp && k > kmax ? kmax : k) - 4 * q));
           }
         }
       }
@@ -282,26 +293,10 @@ struct WSrc {
         const int k = 16 * ks + 4 * q + i;
         const T* r = p[i] + static_cast<int64_t>((kClamp && k > kmax ? kmax : k) - 4 * q - i) * V;
         if constexpr (kVecRow) {
-          if constexpr (sizeof(T) == 4) {
-            const float4 x = __ldg(reinterpret_cast<const float4*>(r));
-            t.w[4 * i + 0] = __float_as_uint(x.x);
-            t.w[4 * i + 1] = __float_as_uint(x.y);
-            t.w[4 * i + 2] = __float_as_uint(x.z);
-            t.w[4 * i + 3] = __float_as_uint(x.w);
-          } else {
-            const uint2 x = __ldg(reinterpret_cast<const uint2*>(r));
-            t.w[2 * i] = x.x;
-            t.w[2 * i + 1] = x.y;
-          }
+          ldg_vec4<T, 1>(r, t.w, 4 * i, i);
         } else {
 #pragma unroll
-          for (int j = 0; j < NT; ++j) {
-            if constexpr (sizeof(T) == 4) {
-              t.w[i * NT + j] = __float_as_uint(__ldg(reinterpret_cast<const float*>(r) + cj[j]));
-            } else {
-              t.w[i * NT + j] = static_cast<uint32_t>(__ldg(reinterpret_cast<const U16*>(r) + cj[j]));
-            }
-          }
+          for (int j = 0; j < NT; ++j) t.w[i * NT + j] = ldg_word(r + cj[j]);
         }
       }
     }

@@ -108,6 +108,35 @@ def _tile_product(acc, a, w, BINARY_A: tl.constexpr, NW: tl.constexpr, PREC: tl.
 
 
 @triton.jit
+def _half_product(a_ptrs, w_ptrs, w_step, K, rmask, cmask, BINARY_A: tl.constexpr, NW: tl.constexpr,
+                  PREC: tl.constexpr, INTERP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                  BK: tl.constexpr):
+    """The product acc[BM, BN] of one half-step over K units in BK-deep slices: a_ptrs the state
+    tile [BM, BK] (rows rmask), w_ptrs the weight tile [BK, BN] (columns cmask), advanced by BK
+    and w_step elements per slice."""
+    k32 = tl.arange(0, BK)
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        kmask = k32 < K - k0
+        a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        acc = _tile_product(acc, a, w, BINARY_A, NW, PREC, INTERP)
+        a_ptrs += BK
+        w_ptrs += w_step
+    return acc
+
+
+@triton.jit
+def _store_half(state_ptr, out_ptr, prob_ptr, idx, x, p, m, last):
+    """The samples x [BM, BN] into the chain state at idx (mask m) and, where ``last`` (the last
+    step), x and their probabilities (or Gaussian means) p into the outputs."""
+    ml = m & last
+    tl.store(state_ptr + idx, x, mask=m)
+    tl.store(out_ptr + idx, x.to(out_ptr.dtype.element_ty), mask=ml)
+    tl.store(prob_ptr + idx, p.to(prob_ptr.dtype.element_ty), mask=ml)
+
+
+@triton.jit
 def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_out, v_prob, h_prob,
                   B, V, H, k, sigma, inv_sigma,
                   GAUSSIAN: tl.constexpr, NW: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr,
@@ -125,47 +154,30 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
     H64 = tl.cast(H, tl.int64)
     for s in range(0, k):
         base = offset + s * B64 * (H64 + V64)
+        last = tl.full([BM, BN], s, tl.int32) == k - 1  # outputs: last step only
         # hidden half-step: acc[BM, BN] = v_state[rows, :] @ W[cols, :]^T
         for n0 in range(0, H, BN):
             cols = n0 + tl.arange(0, BN).to(tl.int64)
-            acc = tl.zeros([BM, BN], dtype=tl.float32)
-            # int64 scalar bases, int32 offsets inside the tiles (fewer registers per address)
-            a_ptrs = v_state + pid * BM * V64 + (r32[:, None] * V + k32[None, :])
-            w_ptrs = w_ptr + n0 * V64 + (c32[None, :] * V + k32[:, None])  # W^T tile [BK, BN]
             cmask = c32 < H - n0
-            for k0 in range(0, V, BK):
-                kmask = k32 < V - k0
-                a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
-                w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-                acc = _tile_product(acc, a, w, False, NW, PREC, INTERP)
-                a_ptrs += BK
-                w_ptrs += BK
+            # int64 scalar bases, int32 offsets inside the tiles (fewer registers per address)
+            acc = _half_product(v_state + pid * BM * V64 + (r32[:, None] * V + k32[None, :]),
+                                w_ptr + n0 * V64 + (c32[None, :] * V + k32[:, None]),  # W^T tile [BK, BN]
+                                BK, V, rmask, cmask, False, NW, PREC, INTERP, BM, BN, BK)
             c = tl.load(hb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             p = _sigmoid(c[None, :] + inv_sigma * acc)
             u = philox_uniform(seed, base + rows[:, None] * H64 + cols[None, :])
             hs = tl.where(u < p, 1.0, 0.0)
-            m = rmask[:, None] & cmask[None, :]
-            ml = m & (tl.full([BM, BN], s, tl.int32) == k - 1)  # outputs: last step only
-            idx = rows[:, None] * H64 + cols[None, :]
-            tl.store(h_state + idx, hs, mask=m)
-            tl.store(h_out + idx, hs.to(h_out.dtype.element_ty), mask=ml)
-            tl.store(h_prob + idx, p.to(h_prob.dtype.element_ty), mask=ml)
+            _store_half(h_state, h_out, h_prob, rows[:, None] * H64 + cols[None, :], hs, p,
+                        rmask[:, None] & cmask[None, :], last)
         tl.debug_barrier()
         # visible half-step: acc[BM, BN] = h_state[rows, :] @ W[:, cols]  (h is 0/1)
         vbase = base + B64 * H64
         for n0 in range(0, V, BN):
             cols = n0 + tl.arange(0, BN).to(tl.int64)
-            acc = tl.zeros([BM, BN], dtype=tl.float32)
-            a_ptrs = h_state + pid * BM * H64 + (r32[:, None] * H + k32[None, :])
-            w_ptrs = w_ptr + n0 + (k32[:, None] * V + c32[None, :])  # W tile [BK, BN]
             cmask = c32 < V - n0
-            for k0 in range(0, H, BK):
-                kmask = k32 < H - k0
-                a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
-                w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-                acc = _tile_product(acc, a, w, True, NW, PREC, INTERP)
-                a_ptrs += BK
-                w_ptrs += BK * V64
+            acc = _half_product(h_state + pid * BM * H64 + (r32[:, None] * H + k32[None, :]),
+                                w_ptr + n0 + (k32[:, None] * V + c32[None, :]),  # W tile [BK, BN]
+                                BK * V64, H, rmask, cmask, True, NW, PREC, INTERP, BM, BN, BK)
             b = tl.load(vb_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             pos = vbase + rows[:, None] * V64 + cols[None, :]
             if GAUSSIAN:
@@ -174,12 +186,8 @@ def _gibbs_kernel(v_state, h_state, w_ptr, vb_ptr, hb_ptr, philox_ptr, v_out, h_
             else:
                 pm = _sigmoid(b[None, :] + acc)
                 vs = tl.where(philox_uniform(seed, pos) < pm, 1.0, 0.0)
-            m = rmask[:, None] & cmask[None, :]
-            ml = m & (tl.full([BM, BN], s, tl.int32) == k - 1)
-            idx = rows[:, None] * V64 + cols[None, :]
-            tl.store(v_state + idx, vs, mask=m)
-            tl.store(v_out + idx, vs.to(v_out.dtype.element_ty), mask=ml)
-            tl.store(v_prob + idx, pm.to(v_prob.dtype.element_ty), mask=ml)
+            _store_half(v_state, v_out, v_prob, rows[:, None] * V64 + cols[None, :], vs, pm,
+                        rmask[:, None] & cmask[None, :], last)
         tl.debug_barrier()
 
 

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from genfast._backends import triton_interpret
 from genfast._checks import check_choice
+from genfast.triton._common import load_tile
 
 # 64 x 64 output tiles with K steps of 32: one tile covers C <= 64 (Glow's usual widths, where the
 # op is memory-bound) so each input element is read once; 4 warps hold a 64x64 fp32 accumulator
@@ -64,14 +65,8 @@ def _invconv1x1_kernel(
     for k0 in range(0, C, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
         mask_k = offs_k < C
-        w = tl.load(
-            w_ptr + offs_m[:, None] * C + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0
-        )
-        xk = tl.load(
-            x_ptr + base + offs_k[:, None] * HW + offs_p[None, :],
-            mask=mask_k[:, None] & mask_p[None, :],
-            other=0.0,
-        ).to(tl.float32)
+        w = load_tile(w_ptr, offs_m, C, offs_k, mask_m, mask_k)
+        xk = load_tile(x_ptr + base, offs_k, HW, offs_p, mask_k, mask_p).to(tl.float32)
         acc += tl.dot(w, xk, input_precision=PREC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_m, mask=mask_m, other=0.0)[:, None]

@@ -7,6 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
+from genfast.triton._common import guided_model_output
 from genfast.triton._philox import interleave4, philox_normal4
 
 # 1024 elements per program: the step is memory-bound; 1024 (8 per thread at 4 warps) gives
@@ -79,12 +80,7 @@ def _sampling_step_kernel(
         gate = eta > 0.0
 
     mo_off = row * mo_row_stride + j
-    g = tl.load(mo_ptr + mo_off, mask=mask, other=0.0).to(tl.float32)
-    if HAS_UNCOND:
-        u = tl.load(mou_ptr + mo_off, mask=mask, other=0.0).to(tl.float32)
-        g = u + guidance_scale * (g - u)
-    if HAS_SCALE:
-        g = g * tl.load(scale_ptr + row)
+    g = guided_model_output(mo_ptr, mou_ptr, scale_ptr, mo_off, row, mask, guidance_scale, HAS_UNCOND, HAS_SCALE)
     x_off = row * n + j
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
 

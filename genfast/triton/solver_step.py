@@ -7,6 +7,7 @@ specified in genfast/reference/solver_step.py.
 import triton
 import triton.language as tl
 
+from genfast.triton._common import guided_model_output
 from genfast.triton._philox import philox_normal
 
 # 1024 elements per program, as the DDPM/DDIM step kernel (genfast/triton/sampling_step.py): a
@@ -36,12 +37,7 @@ def _solver_step_kernel(
     off = row * n + j
     dt = y2_ptr.dtype.element_ty
 
-    g = tl.load(mo_ptr + off, mask=mask, other=0.0).to(tl.float32)
-    if HAS_UNCOND:
-        u = tl.load(mou_ptr + off, mask=mask, other=0.0).to(tl.float32)
-        g = u + guidance_scale * (g - u)
-    if HAS_SCALE:
-        g = g * tl.load(scale_ptr + row)
+    g = guided_model_output(mo_ptr, mou_ptr, scale_ptr, off, row, mask, guidance_scale, HAS_UNCOND, HAS_SCALE)
     x = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
     if NOISE_MODE == 1:
         z = tl.load(noise_ptr + off, mask=mask, other=0.0).to(tl.float32)

@@ -15,6 +15,7 @@ import triton.language as tl
 
 from genfast._backends import triton_interpret
 from genfast._checks import check_choice
+from genfast.triton._common import load_tile
 
 # 64 rows x 64 codes per tile: a [64, 64] fp32 accumulator is 16 KiB of registers over 4 warps,
 # the usual tile of Triton's matmul tutorial for these sizes; it also keeps the number of
@@ -69,12 +70,8 @@ def _vq_kernel(
         for d0 in range(0, D, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D).to(tl.int64)
             dmask = ds < D
-            zt = tl.load(
-                z_ptr + rows[:, None] * D + ds[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0
-            )
-            et = tl.load(
-                e_ptr + cols[:, None] * D + ds[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0
-            )
+            zt = load_tile(z_ptr, rows, D, ds, rmask, dmask)
+            et = load_tile(e_ptr, cols, D, ds, cmask, dmask)
             if FP32:
                 acc = tl.dot(zt.to(tl.float32) * sc, tl.trans(et.to(tl.float32) * sc), acc, input_precision=PREC)
             else:

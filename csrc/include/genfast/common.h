@@ -94,6 +94,23 @@ template <> struct Scalar<bf16_t> {
 template <typename T> GF_HD float load_f32(const T* p, int64_t i) { return Scalar<T>::load(p[i]); }
 template <typename T> GF_HD void store_f32(T* p, int64_t i, float v) { p[i] = Scalar<T>::store(v); }
 
+// The inputs both diffusion steps read (StepParams in sampling_step_math.h, SolverParams in
+// solver_step_math.h), typed from the integer addresses of the step's parameter struct P: the
+// model output, its unconditional twin for classifier-free guidance, the sample x_t, the Philox key.
+template <typename T>
+struct GuidedStepInputs {
+  const T* mo;            // [B, *] model output
+  const T* mou;           // like mo, or null
+  const T* x;             // [B, n]
+  const int64_t* philox;  // [2] (seed, offset) or null
+  template <typename P>
+  GF_HD explicit GuidedStepInputs(const P& p)
+      : mo(reinterpret_cast<const T*>(p.model_output)),
+        mou(reinterpret_cast<const T*>(p.model_output_uncond)),
+        x(reinterpret_cast<const T*>(p.sample)),
+        philox(reinterpret_cast<const int64_t*>(p.philox)) {}
+};
+
 // A type as a value, for generic lambdas: [&](auto tag) { using T = tag_type<decltype(tag)>; ... }
 template <typename T> struct type_tag { using type = T; };
 template <typename Tag> using tag_type = typename Tag::type;

@@ -29,6 +29,20 @@ inline void mulhilo8(__m256i c, __m256i m, __m256i& hi, __m256i& lo) {
   hi = _mm256_blend_epi32(_mm256_srli_epi64(e, 32), o, 0xAA);
   lo = _mm256_mullo_epi32(c, m);
 }
+
+// The vector operations of the Philox rounds (philox4_vectors) in one instruction set: 8 lanes of
+// AVX2 here, 16 of AVX-512 below. multiplier(m) is the operand mulhilo takes.
+struct PhiloxLanes8 {
+  using V = __m256i;
+  static constexpr int kLanes = 8;
+  static V load(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void store(uint32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static V zero() { return _mm256_setzero_si256(); }
+  static V set1(uint32_t k) { return _mm256_set1_epi32(static_cast<int>(k)); }
+  static V multiplier(uint32_t m) { return _mm256_set1_epi32(static_cast<int>(m)); }
+  static void mulhilo(V c, V m, V& hi, V& lo) { mulhilo8(c, m, hi, lo); }
+  static V xor3(V a, V b, V c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+};
 #endif
 
 #if defined(__AVX512F__)
@@ -40,85 +54,77 @@ inline void mulhilo16(__m512i c, __m512i m, __m512i& hi, __m512i& lo) {
   hi = _mm512_mask_shuffle_epi32(o, 0x5555, e, _MM_PERM_DDBB);     // even lanes <- high dword of e
   lo = _mm512_mask_shuffle_epi32(e, 0xAAAA, o, _MM_PERM_CCAA);     // odd lanes <- low dword of o
 }
+
+struct PhiloxLanes16 {
+  using V = __m512i;
+  static constexpr int kLanes = 16;
+  static V load(const uint32_t* p) { return _mm512_loadu_si512(p); }
+  static void store(uint32_t* p, V v) { _mm512_storeu_si512(p, v); }
+  static V zero() { return _mm512_setzero_si512(); }
+  static V set1(uint32_t k) { return _mm512_set1_epi32(static_cast<int>(k)); }
+  static V multiplier(uint32_t m) { return _mm512_set1_epi64(m); }
+  static void mulhilo(V c, V m, V& hi, V& lo) { mulhilo16(c, m, hi, lo); }
+  static V xor3(V a, V b, V c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }  // three-way xor
+};
 #endif
 
-// x[w][l] = word w of Philox4x32-10 at the counter whose low and high 32-bit words are lo[l] and
-// hi[l], for l < NC (a multiple of 8). The rounds are a serial dependency chain per vector, so
-// NC / 16 (AVX-512) or NC / 8 (AVX2) independent chains run interleaved.
-template <int NC>
-inline void philox4_lanes(uint64_t seed, const uint32_t* lo, const uint32_t* hi, uint32_t (*x)[NC]) {
-  static_assert(NC % 8 == 0, "lanes come in multiples of 8");
-  const uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
-#if defined(__AVX512F__)
-  if constexpr (NC % 16 == 0) {
-    constexpr int G = NC / 16;
-    const __m512i m0 = _mm512_set1_epi64(kPhiloxM0);
-    const __m512i m1 = _mm512_set1_epi64(kPhiloxM1);
-    __m512i c0[G], c1[G], c2[G], c3[G];
-    for (int g = 0; g < G; ++g) {
-      c0[g] = _mm512_loadu_si512(lo + 16 * g);
-      c1[g] = _mm512_loadu_si512(hi + 16 * g);
-      c2[g] = _mm512_setzero_si512();
-      c3[g] = _mm512_setzero_si512();
-    }
-    uint32_t k0 = key0, k1 = key1;
-    for (int r = 0; r < 10; ++r) {
-      const __m512i kv0 = _mm512_set1_epi32(static_cast<int>(k0));
-      const __m512i kv1 = _mm512_set1_epi32(static_cast<int>(k1));
-      for (int g = 0; g < G; ++g) {
-        __m512i hi0, lo0, hi1, lo1;
-        mulhilo16(c0[g], m0, hi0, lo0);
-        mulhilo16(c2[g], m1, hi1, lo1);
-        c0[g] = _mm512_ternarylogic_epi32(hi1, c1[g], kv0, 0x96);  // three-way xor
-        c1[g] = lo1;
-        c2[g] = _mm512_ternarylogic_epi32(hi0, c3[g], kv1, 0x96);
-        c3[g] = lo0;
-      }
-      k0 += kPhiloxW0;
-      k1 += kPhiloxW1;
-    }
-    for (int g = 0; g < G; ++g) {
-      _mm512_storeu_si512(x[0] + 16 * g, c0[g]);
-      _mm512_storeu_si512(x[1] + 16 * g, c1[g]);
-      _mm512_storeu_si512(x[2] + 16 * g, c2[g]);
-      _mm512_storeu_si512(x[3] + 16 * g, c3[g]);
-    }
-    return;
-  }
-#endif
 #if defined(__AVX2__)
-  constexpr int G = NC / 8;
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
-  __m256i c0[G], c1[G], c2[G], c3[G];
+// philox4_lanes in vectors of L::kLanes lanes (L: PhiloxLanes8 or PhiloxLanes16): the rounds are
+// a serial dependency chain per vector, so the NC / L::kLanes independent chains run interleaved.
+template <typename L, int NC>
+inline void philox4_vectors(uint32_t key0, uint32_t key1, const uint32_t* lo, const uint32_t* hi,
+                            uint32_t (*x)[NC]) {
+  using V = typename L::V;
+  constexpr int G = NC / L::kLanes;
+  const V m0 = L::multiplier(kPhiloxM0);
+  const V m1 = L::multiplier(kPhiloxM1);
+  V c0[G], c1[G], c2[G], c3[G];
   for (int g = 0; g < G; ++g) {
-    c0[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + 8 * g));
-    c1[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + 8 * g));
-    c2[g] = _mm256_setzero_si256();
-    c3[g] = _mm256_setzero_si256();
+    c0[g] = L::load(lo + L::kLanes * g);
+    c1[g] = L::load(hi + L::kLanes * g);
+    c2[g] = L::zero();
+    c3[g] = L::zero();
   }
   uint32_t k0 = key0, k1 = key1;
   for (int r = 0; r < 10; ++r) {
-    const __m256i kv0 = _mm256_set1_epi32(static_cast<int>(k0));
-    const __m256i kv1 = _mm256_set1_epi32(static_cast<int>(k1));
+    const V kv0 = L::set1(k0);
+    const V kv1 = L::set1(k1);
     for (int g = 0; g < G; ++g) {
-      __m256i hi0, lo0, hi1, lo1;
-      mulhilo8(c0[g], m0, hi0, lo0);
-      mulhilo8(c2[g], m1, hi1, lo1);
-      c0[g] = _mm256_xor_si256(_mm256_xor_si256(hi1, c1[g]), kv0);
+      V hi0, lo0, hi1, lo1;
+      L::mulhilo(c0[g], m0, hi0, lo0);
+      L::mulhilo(c2[g], m1, hi1, lo1);
+      c0[g] = L::xor3(hi1, c1[g], kv0);
       c1[g] = lo1;
-      c2[g] = _mm256_xor_si256(_mm256_xor_si256(hi0, c3[g]), kv1);
+      c2[g] = L::xor3(hi0, c3[g], kv1);
       c3[g] = lo0;
     }
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
   for (int g = 0; g < G; ++g) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x[0] + 8 * g), c0[g]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x[1] + 8 * g), c1[g]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x[2] + 8 * g), c2[g]);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x[3] + 8 * g), c3[g]);
+    L::store(x[0] + L::kLanes * g, c0[g]);
+    L::store(x[1] + L::kLanes * g, c1[g]);
+    L::store(x[2] + L::kLanes * g, c2[g]);
+    L::store(x[3] + L::kLanes * g, c3[g]);
   }
+}
+#endif
+
+// x[w][l] = word w of Philox4x32-10 at the counter whose low and high 32-bit words are lo[l] and
+// hi[l], for l < NC (a multiple of 8): in 16-lane AVX-512 vectors where NC allows, else in 8-lane
+// AVX2 vectors, else one counter at a time.
+template <int NC>
+inline void philox4_lanes(uint64_t seed, const uint32_t* lo, const uint32_t* hi, uint32_t (*x)[NC]) {
+  static_assert(NC % 8 == 0, "lanes come in multiples of 8");
+  const uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
+#if defined(__AVX512F__)
+  if constexpr (NC % 16 == 0) {
+    philox4_vectors<PhiloxLanes16, NC>(key0, key1, lo, hi, x);
+    return;
+  }
+#endif
+#if defined(__AVX2__)
+  philox4_vectors<PhiloxLanes8, NC>(key0, key1, lo, hi, x);
 #else
   for (int l = 0; l < NC; ++l) {
     const Philox4 r = philox4x32_10(lo[l], hi[l], 0u, 0u, key0, key1);

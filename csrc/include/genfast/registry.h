@@ -1,5 +1,6 @@
-// Each CPU kernel file registers its Python entry points here, so that adding an op never
-// edits a shared binding file: bind.cpp calls every registered function on module import.
+// Each op's binding file (csrc/<op>_bind.cpp for _C, kernels/<op>_bind.cpp for _C_cuda) registers
+// its Python entry points here, so that adding an op never edits a shared binding file: bind.cpp
+// (bind_cuda.cpp) calls every registered function on module import.
 #pragma once
 #include <pybind11/pybind11.h>
 

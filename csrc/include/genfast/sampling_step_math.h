@@ -55,24 +55,17 @@ struct StepParams {
   float guidance_scale = 1.0f;
 };
 
-// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike.
+// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike (mo: [B, mo_row_stride]).
 template <typename T, typename TN>
-struct StepTensors {
-  const T* mo;             // [B, mo_row_stride]
-  const T* mou;            // [B, mo_row_stride] or null
-  const T* x;              // [B, n]
-  const TN* noise;         // [B, n] or null
-  T* prev;                 // out [B, n]
-  T* x0;                   // out [B, n]
-  const int64_t* philox;   // [2] (seed, offset) or null
+struct StepTensors : GuidedStepInputs<T> {
+  const TN* noise;  // [B, n] or null
+  T* prev;          // out [B, n]
+  T* x0;            // out [B, n]
   GF_HD explicit StepTensors(const StepParams& P)
-      : mo(reinterpret_cast<const T*>(P.model_output)),
-        mou(reinterpret_cast<const T*>(P.model_output_uncond)),
-        x(reinterpret_cast<const T*>(P.sample)),
+      : GuidedStepInputs<T>(P),
         noise(reinterpret_cast<const TN*>(P.noise)),
         prev(reinterpret_cast<T*>(P.prev_sample)),
-        x0(reinterpret_cast<T*>(P.pred_original_sample)),
-        philox(reinterpret_cast<const int64_t*>(P.philox)) {}
+        x0(reinterpret_cast<T*>(P.pred_original_sample)) {}
 };
 
 struct RowCoeffs {

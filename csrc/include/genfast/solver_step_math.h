@@ -52,26 +52,19 @@ struct SolverParams {
   float clip_sample_range = 1.0f;
 };
 
-// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike.
+// The typed pointers of P, unpacked once by the CPU and the CUDA kernel alike (mo: [B, n]).
 template <typename T>
-struct SolverTensors {
-  const T* mo;            // [B, n]
-  const T* mou;           // [B, n] or null
-  const T* x;             // [B, n]
-  const T* last;          // [B, n] or null
-  T* y2;                  // out [B, n]  prev_sample
-  T* m;                   // out [B, n]  converted, or null
-  T* y1;                  // out [B, n]  corrected, or null
-  const int64_t* philox;  // [2] (seed, offset) or null
+struct SolverTensors : GuidedStepInputs<T> {
+  const T* last;  // [B, n] or null
+  T* y2;          // out [B, n]  prev_sample
+  T* m;           // out [B, n]  converted, or null
+  T* y1;          // out [B, n]  corrected, or null
   GF_HD explicit SolverTensors(const SolverParams& P)
-      : mo(reinterpret_cast<const T*>(P.model_output)),
-        mou(reinterpret_cast<const T*>(P.model_output_uncond)),
-        x(reinterpret_cast<const T*>(P.sample)),
+      : GuidedStepInputs<T>(P),
         last(reinterpret_cast<const T*>(P.last_sample)),
         y2(reinterpret_cast<T*>(P.prev_sample)),
         m(reinterpret_cast<T*>(P.converted)),
-        y1(reinterpret_cast<T*>(P.corrected)),
-        philox(reinterpret_cast<const int64_t*>(P.philox)) {}
+        y1(reinterpret_cast<T*>(P.corrected)) {}
 };
 
 // The row-constant part: coefficients, clamp bounds, guidance-rescale factor.
