@@ -7,14 +7,15 @@ the pixel-space :class:`~genfast.models.DDPM` (conditioned on a class) and the t
 - **inpainting**: the unknown region is generated while the known one is replaced after every
   step by the original re-noised to the next level (RePaint's replacement, Lugmayr et al. 2022;
   diffusers' inpainting with a non-inpainting model), with RePaint's resampling as an option
-  (``jump_length``, ``jump_n_sample``). The result equals the input on the known region.
+  (``jump_length``, ``jump_n_sample``) and reconstruction guidance (Ho et al. 2022,
+  ``reconstruction_guidance``). The result equals the input on the known region.
 """
 
 from __future__ import annotations
 
 import torch
 
-from genfast.models._guided import check_resampling, denoise, start_index
+from genfast.models._guided import check_inpaint_options, denoise, start_index
 
 __all__ = ["img2img", "inpaint"]
 
@@ -111,7 +112,8 @@ def img2img(model, images: torch.Tensor, condition=None, *, strength: float = 0.
 @torch.no_grad()
 def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, guidance_scale: float = 1.0,
             negative=None, sampler: str = "ddim", num_inference_steps: int | None = None, seed: int = 0,
-            backend: str = "auto", jump_length: int = 1, jump_n_sample: int = 1) -> torch.Tensor:
+            backend: str = "auto", jump_length: int = 1, jump_n_sample: int = 1,
+            reconstruction_guidance: float = 0.0) -> torch.Tensor:
     """Regenerate the region of ``images`` where ``mask`` is 0, keeping the rest.
 
     Args:
@@ -122,6 +124,10 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
             ``RePaintScheduler`` names): each block of ``jump_length`` steps runs
             ``jump_n_sample`` times, re-noised back to the block's first level between runs;
             1 (default): none. Needs ``sampler`` "ddim" or "ddpm".
+        reconstruction_guidance: the weight of reconstruction guidance (Ho et al. 2022,
+            "Video Diffusion Models", eq. (7)): the clean estimate pulled towards the known
+            region through the model's gradient at every step; 0 (default): none. Needs
+            ``sampler`` "ddim" or "ddpm".
 
     Returns:
         ``[B, C, H, W]`` float32 in [-1, 1], equal to ``images`` where ``mask`` is 1.
@@ -129,14 +135,17 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
     Raises:
         TypeError: another model, a mask that is not float or bool. ValueError: a mask of the
             wrong shape or with values other than 0 and 1, bad images or conditions, ``jump_length``
-            or ``jump_n_sample`` not an int >= 1, resampling with another sampler.
+            or ``jump_n_sample`` not an int >= 1, ``reconstruction_guidance`` negative or not
+            finite, resampling or reconstruction guidance with another sampler.
     """
     _check_model(model)
     if _is_ldm(model):
         return model.inpaint(images, mask, condition, negative_prompt=negative, guidance_scale=guidance_scale,
                              sampler=sampler, num_inference_steps=num_inference_steps, seed=seed, backend=backend,
-                             jump_length=jump_length, jump_n_sample=jump_n_sample)
-    jump_length, jump_n_sample = check_resampling(sampler, jump_length, jump_n_sample)
+                             jump_length=jump_length, jump_n_sample=jump_n_sample,
+                             reconstruction_guidance=reconstruction_guidance)
+    jump_length, jump_n_sample, rg = check_inpaint_options(sampler, jump_length, jump_n_sample,
+                                                           reconstruction_guidance)
     from genfast.models.ldm import _check_mask
 
     x = _check_images(model, images)
@@ -145,7 +154,8 @@ def inpaint(model, images: torch.Tensor, mask: torch.Tensor, condition=None, *, 
                                 x.shape[0], backend)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(seed))).to(x.device)
     out = denoise(eps_fn, sched, noise * sched.init_noise_sigma, guidance_scale=float(guidance_scale), seed=seed,
-                  known=x, mask=m, noise=noise, jump_length=jump_length, jump_n_sample=jump_n_sample)
+                  known=x, mask=m, noise=noise, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                  reconstruction_guidance=rg)
     return m * x + (1 - m) * out.clamp(-1, 1)
 
 

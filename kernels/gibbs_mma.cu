@@ -125,8 +125,9 @@ __device__ __forceinline__ void epilogue(const GibbsArgs& P, const float (&acc)[
       }
     } else {
       const float m = gibbs_visible_mean<kGaussian>(a, load_f32<T>(static_cast<const T*>(P.vbias), col), P.sigma);
-      const float r = gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, col));
-      const float v = gibbs_draw<kGaussian>(r, m, P.sigma);
+      // (the draw is named u, not r: r is the tile row, used by a_index below)
+      const float u = gibbs_random<kGaussian>(seed, gibbs_visible_counter(base, P.B, P.V, P.H, row, col));
+      const float v = gibbs_draw<kGaussian>(u, m, P.sigma);
       if (P.resident) {
         const int i = a_index(r, static_cast<int>(col), rs);
         if constexpr (kGaussian) {

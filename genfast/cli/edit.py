@@ -84,7 +84,8 @@ def run(args) -> int:
     else:
         m = _mask(args.mask, h, w).to(x.device)
         rows.append((x * m + (1 - m) * -1.0).cpu())  # the unknown region shown black
-        out = inpaint(model, x, m, cond, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample, **kw)
+        out = inpaint(model, x, m, cond, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+                      reconstruction_guidance=args.reconstruction_guidance, **kw)
     rows.append(out.cpu())
     dest = Path(args.out) if args.out else Path(args.checkpoint) / f"edit_{args.mode}.png"
     save_image_grid(torch.cat(rows), dest, nrow=args.n)
@@ -109,6 +110,9 @@ def _add_edit(sub, common) -> None:
                    help="inpaint: RePaint's resampling, steps per block (default 1)")
     p.add_argument("--jump-n-sample", type=int, default=1,
                    help="inpaint: RePaint's resampling, runs of each block (default 1: none; "
+                        "needs --sampler ddim or ddpm)")
+    p.add_argument("--reconstruction-guidance", type=float, default=0.0,
+                   help="inpaint: weight of reconstruction guidance (Ho et al. 2022; default 0: none; "
                         "needs --sampler ddim or ddpm)")
     p.add_argument("--sampler", default="ddim", choices=SAMPLER_NAMES)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's usual number)")
