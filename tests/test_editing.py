@@ -116,3 +116,48 @@ def test_resampling_bad_input(model, images):
             inpaint(model, images, mask, **kw)
     with pytest.raises(ValueError, match="sampler 'ddim' or 'ddpm'"):
         inpaint(model, images, mask, sampler="dpm++", jump_n_sample=2)
+
+
+def test_reconstruction_guidance_matches_its_formula():
+    """Ho et al. 2022, eq. (7), on a linear model eps = c x, where the gradient is known in closed
+    form: x0 = k x with k = (1 - s c) / sqrt(abar), grad of ||m (x0 - known)||^2 = 2 k m (k x - known),
+    and the output moves by (w abar / (2 s)) grad (s = sqrt(1 - abar))."""
+    from genfast.models._guided import _reconstruction_guided
+    from genfast.samplers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(10)
+    t = sched.timesteps[3]
+    gen = torch.Generator().manual_seed(0)
+    x, known = torch.randn(2, 1, 4, 4, generator=gen), torch.randn(2, 1, 4, 4, generator=gen)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1
+    c, w = 0.7, 3.0
+    e_c, e_u = _reconstruction_guided(lambda z, t_: (c * z, None), sched, x, t, 1.0, known, mask, w)
+    a = sched.alphas_cumprod[int(t)]
+    s = (1 - a).sqrt()
+    k = (1 - s * c) / a.sqrt()
+    expected = c * x + (w * a / (2 * s)) * 2 * k * mask * (k * x - known)
+    assert e_u is None
+    torch.testing.assert_close(e_c, expected, rtol=1e-5, atol=1e-6)
+    # with guidance both branches move by the same amount (so the guided output does too)
+    g_c, g_u = _reconstruction_guided(lambda z, t_: (c * z, 0.5 * z), sched, x, t, 2.0, known, mask, w)
+    torch.testing.assert_close(g_c - c * x, g_u - 0.5 * x)
+
+
+def test_reconstruction_guidance_keeps_the_known_region(model, images):
+    mask = torch.ones(1, 1, 8, 8)
+    mask[..., 4:, :] = 0
+    plain = inpaint(model, images, mask, 7, num_inference_steps=4, seed=2)
+    out = inpaint(model, images, mask, 7, num_inference_steps=4, seed=2, reconstruction_guidance=30.0)
+    assert torch.equal(out[..., :4, :], images[..., :4, :]) and not torch.equal(out, plain)
+    assert out.abs().max() <= 1 and torch.isfinite(out).all()
+    assert torch.equal(plain, inpaint(model, images, mask, 7, num_inference_steps=4, seed=2,
+                                      reconstruction_guidance=0.0))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="reconstruction_guidance"):
+            inpaint(model, images, mask, reconstruction_guidance=bad)
+    with pytest.raises(TypeError, match="reconstruction_guidance"):
+        inpaint(model, images, mask, reconstruction_guidance="a lot")
+    with pytest.raises(ValueError, match="sampler 'ddim' or 'ddpm'"):
+        inpaint(model, images, mask, sampler="euler", reconstruction_guidance=1.0)

@@ -119,6 +119,9 @@ def test_inpaint_keeps_the_known_region(trained, data):
     assert torch.equal(resampled[..., :8, :], x[..., :8, :]) and not torch.equal(resampled, out)
     with pytest.raises(ValueError, match="jump_n_sample"):
         trained.inpaint(x, mask, sampler="euler", jump_n_sample=2)
+    guided = trained.inpaint(x, mask, num_inference_steps=4, reconstruction_guidance=30.0)
+    assert torch.equal(guided[..., :8, :], x[..., :8, :]) and torch.isfinite(guided).all()
+    assert not torch.equal(guided, trained.inpaint(x, mask, num_inference_steps=4))
     with pytest.raises(ValueError, match="mask must hold only"):
         trained.inpaint(x, mask * 0.5)
     with pytest.raises(ValueError, match="mask must be"):
