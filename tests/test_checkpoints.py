@@ -289,6 +289,11 @@ def test_cli_trained_models_load_with_from_pretrained(argv, klass, tmp_path):
                      "--no-progress"]) == 0
         prior = from_pretrained(out / "prior")
         assert type(prior) is gm.CodePrior and prior.training_info["extra"]["grid"] == [4, 4]
+        # --seed decides the prior's initial weights too: the same command gives the same prior
+        assert main(["train", "vqvae-prior", "--checkpoint", str(out), "--steps", "2", "--d-model", "16",
+                     "--overwrite", "--no-progress"]) == 0
+        again = from_pretrained(out / "prior").state_dict()
+        assert all(torch.equal(v, again[k]) for k, v in prior.state_dict().items())
         return
     from genfast.cli.families import flows, rbm
 

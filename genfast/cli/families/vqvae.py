@@ -174,6 +174,8 @@ def _train_vqvae(args, device) -> int:
 def _train_prior(args, device) -> int:
     from types import SimpleNamespace
 
+    import torch
+
     from genfast.cli._training import fit_options, is_main, load_train_data, prepare_out, print_trained
     from genfast.models import CodePrior
     from genfast.training import save_pretrained
@@ -187,6 +189,7 @@ def _train_prior(args, device) -> int:
                           channels=extra.get("channels"), data_root=args.data_root, download=args.download)
     images, *_ = load_train_data(src)
     codes = encode_all(vq, images)
+    torch.manual_seed(args.seed)  # the prior's initial weights (fit seeds only its batches)
     prior = CodePrior(
         vq.num_codes, codes[0].numel(), d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads
     ).to(device)
