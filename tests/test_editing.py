@@ -133,15 +133,15 @@ def test_reconstruction_guidance_matches_its_formula():
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2, :] = 1
     c, w = 0.7, 3.0
-    e_c, e_u = _reconstruction_guided(lambda z, t_: (c * z, None), sched, x, t, 1.0, known, mask, w)
     a = sched.alphas_cumprod[int(t)]
+    e_c, e_u = _reconstruction_guided(lambda z, t_: (c * z, None), a, x, t, 1.0, known, mask, w)
     s = (1 - a).sqrt()
     k = (1 - s * c) / a.sqrt()
     expected = c * x + (w * a / (2 * s)) * 2 * k * mask * (k * x - known)
     assert e_u is None
     torch.testing.assert_close(e_c, expected, rtol=1e-5, atol=1e-6)
     # with guidance both branches move by the same amount (so the guided output does too)
-    g_c, g_u = _reconstruction_guided(lambda z, t_: (c * z, 0.5 * z), sched, x, t, 2.0, known, mask, w)
+    g_c, g_u = _reconstruction_guided(lambda z, t_: (c * z, 0.5 * z), a, x, t, 2.0, known, mask, w)
     torch.testing.assert_close(g_c - c * x, g_u - 0.5 * x)
 
 

@@ -12,7 +12,7 @@ __all__ = ["denoise", "start_index", "check_inpaint_options"]
 #: samplers whose step is a function of (model output, timestep, sample) alone, on the
 #: variance-preserving schedule ``alphas_cumprod``: the ones RePaint's resampling can re-run and
 #: whose model input is the sample itself (reconstruction guidance differentiates through it)
-RESAMPLING_SAMPLERS = ("ddim", "ddpm")
+INPAINT_OPTION_SAMPLERS = ("ddim", "ddpm")
 
 
 def start_index(num_steps: int, strength: float) -> int:
@@ -42,7 +42,7 @@ def check_inpaint_options(sampler, jump_length, jump_n_sample, reconstruction_gu
                                            float32=False)
     for name, used in (("jump_n_sample > 1 (RePaint's resampling)", jump_n_sample > 1),
                        ("reconstruction_guidance > 0", reconstruction_guidance > 0)):
-        if used and sampler not in RESAMPLING_SAMPLERS:
+        if used and sampler not in INPAINT_OPTION_SAMPLERS:
             raise ValueError(f"{name} needs sampler 'ddim' or 'ddpm', got sampler={sampler!r}")
     return jump_length, jump_n_sample, reconstruction_guidance
 
@@ -120,8 +120,8 @@ def denoise(eps_fn, scheduler, x, *, start: int = 0, guidance_scale: float = 1.0
                     for i in range(b0, b1):
                         x = _one_step(eps_fn, scheduler, x, timesteps, i, guidance_scale, kw, known, mask, noise,
                                       reconstruction_guidance)
-                        if bar is not None:
-                            bar.update(1 if r == 0 else 0)
+                        if bar is not None and r == 0:  # the bar counts the schedule's steps, not the reruns
+                            bar.update(1)
                     if r + 1 < jump_n_sample:  # jump back: q(x_first | x_last) of the forward process
                         ratio = _level(scheduler, timesteps, b0) / _level(scheduler, timesteps, b1)
                         x = ratio.sqrt().to(x.dtype) * x + (1 - ratio).sqrt().to(x.dtype) * torch.randn_like(x)
@@ -141,7 +141,8 @@ def _level(scheduler, timesteps, i) -> torch.Tensor:
 def _one_step(eps_fn, scheduler, x, timesteps, i, guidance_scale, kw, known, mask, noise, weight):
     t = timesteps[i]
     if weight > 0 and known is not None:
-        e_c, e_u = _reconstruction_guided(eps_fn, scheduler, x, t, guidance_scale, known, mask, weight)
+        e_c, e_u = _reconstruction_guided(eps_fn, _level(scheduler, timesteps, i), x, t, guidance_scale, known,
+                                          mask, weight)
     else:
         e_c, e_u = eps_fn(scheduler.scale_model_input(x, t), t)
     guide = {} if e_u is None else {"model_output_uncond": e_u, "guidance_scale": float(guidance_scale)}
@@ -152,11 +153,11 @@ def _one_step(eps_fn, scheduler, x, timesteps, i, guidance_scale, kw, known, mas
     return x
 
 
-def _reconstruction_guided(eps_fn, scheduler, x, t, guidance_scale, known, mask, weight):
-    """The model outputs at ``x`` shifted so that the step's clean estimate takes Ho et al.'s
-    reconstruction-guidance correction (see :func:`denoise`): ``d eps = (w_r abar_t / (2
-    sqrt(1 - abar_t))) grad``, added to both branches, so the guided output moves by it too."""
-    a = scheduler.alphas_cumprod[int(t)].to(x.device, torch.float32)
+def _reconstruction_guided(eps_fn, abar, x, t, guidance_scale, known, mask, weight):
+    """The model outputs at ``x`` (level ``abar``) shifted so that the step's clean estimate takes
+    Ho et al.'s reconstruction-guidance correction (see :func:`denoise`): ``d eps = (w_r abar_t /
+    (2 sqrt(1 - abar_t))) grad``, added to both branches, so the guided output moves by it too."""
+    a = abar.to(x.device, torch.float32)
     with torch.enable_grad():
         xg = x.detach().float().requires_grad_(True)
         e_c, e_u = eps_fn(xg, t)

@@ -426,10 +426,9 @@ class LatentDiffusion(ZooModel):
         The latent of the known region is re-noised from the original to each step's level and
         pasted in after the step (RePaint's replacement, Lugmayr et al. 2022, as diffusers'
         inpainting with a text-to-image model), optionally with RePaint's resampling and Ho et
-        al.'s reconstruction guidance (in latent space); the mask
-        is downsampled to the latent by max-pooling the unknown region (a latent cell is
-        regenerated if any of its pixels is). The decoded result keeps the original pixels
-        wherever ``mask`` is 1.
+        al.'s reconstruction guidance (in latent space); the mask is downsampled to the latent
+        by max-pooling the unknown region (a latent cell is regenerated if any of its pixels
+        is). The decoded result keeps the original pixels wherever ``mask`` is 1.
 
         Args:
             images: ``[B, C, H, W]`` in [-1, 1]. mask: ``[B or 1, 1, H, W]`` with 1 on the known
