@@ -67,7 +67,7 @@ def _op_call(run):
     real = solver.scheduler_call
 
     def spy(args):
-        captured["args"] = args  # a SolverArgs: its fields in the op's order
+        captured["args"] = args  # a genfast.ops.solver.SolverArgs
         return real(args)
 
     old = _fused._solver_step
@@ -78,8 +78,12 @@ def _op_call(run):
         _fused._solver_step = old
     if not captured:
         return None, None
-    (mo, x, coef, hist, last, mou, noise, philox, gs, gr, clip, thr, ratio, smax, rnd, conv, corr,
-     backend) = captured["args"]
+    a = captured["args"]
+    mo, x, coef, hist, last, mou, noise, philox = (a.model_output, a.sample, a.coefficients, a.history, a.last_sample,
+                                                   a.model_output_uncond, a.noise, a.philox)
+    gs, gr, clip, thr, ratio, smax = (a.guidance_scale, a.guidance_rescale, a.clip_sample_range, a.thresholding,
+                                      a.dynamic_thresholding_ratio, a.sample_max_value)
+    rnd, conv, corr, backend = a.round_converted, a.return_converted, a.return_corrected, a.backend
     # bytes the pass must move: every tensor read once, every output written once
     moved = sum(t.numel() * t.element_size() for t in (mo, x, last, mou, noise, *hist) if t is not None)
     moved += x.numel() * x.element_size() * (1 + bool(conv) + bool(corr))

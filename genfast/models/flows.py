@@ -31,16 +31,7 @@ import torch
 from torch import nn
 
 from genfast._checks import check_count
-from genfast.nn.flows import (
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    InvConv2dLU,
-    MaskedAffineAutoregressive,
-    Split,
-    Squeeze,
-    _gaussian_log_prob,
-)
+from genfast.nn import flows as flow_layers
 from genfast.training.engine import Task
 
 __all__ = ["MAF", "NICE", "FlowModel", "Glow", "RealNVP", "fit_flow"]
@@ -104,7 +95,7 @@ class FlowModel(nn.Module):
             # standard logistic density: -log(1 + e^z) - log(1 + e^-z)  (NICE, sec. 5.1)
             return -(nn.functional.softplus(z) + nn.functional.softplus(-z)).flatten(1).sum(1)
         mean, log_std = self.top_prior_params(z.shape[0], z.device, z.dtype, context)
-        return _gaussian_log_prob(z, mean, log_std)
+        return flow_layers._gaussian_log_prob(z, mean, log_std)
 
     def _top_sample(self, n, temperature, generator, device, dtype, context=None):
         if self.prior_kind == "logistic":
@@ -146,7 +137,7 @@ class FlowModel(nn.Module):
         zs = []
         for layer in self.layers:
             ctx = () if context is None or not getattr(layer, "takes_context", False) else (context,)
-            if isinstance(layer, Split):
+            if isinstance(layer, flow_layers.Split):
                 h, z, lp = layer(h, *ctx)
                 zs.append(z)
                 log_pz = log_pz + lp
@@ -166,7 +157,7 @@ class FlowModel(nn.Module):
         context = self._check_context(context, h.shape[0])
         for layer in reversed(self.layers):
             ctx = {} if context is None or not getattr(layer, "takes_context", False) else {"context": context}
-            if isinstance(layer, Split):
+            if isinstance(layer, flow_layers.Split):
                 z = zs.pop() if zs else None
                 h = layer.inverse(h, z, temperature=temperature, generator=generator, **ctx)
             else:
@@ -257,9 +248,9 @@ class _GlowStep(nn.Module):
 
     def __init__(self, channels, hidden, backend, generator, context_features=0):
         super().__init__()
-        self.actnorm = ActNorm(channels)
-        self.invconv = InvConv2dLU(channels, backend=backend, generator=generator)
-        self.coupling = AffineCoupling(channels, hidden, mask="channel", context_features=context_features)
+        self.actnorm = flow_layers.ActNorm(channels)
+        self.invconv = flow_layers.InvConv2dLU(channels, backend=backend, generator=generator)
+        self.coupling = flow_layers.AffineCoupling(channels, hidden, mask="channel", context_features=context_features)
         self.takes_context = context_features > 0
 
     def forward(self, x, context=None):
@@ -325,12 +316,12 @@ class Glow(FlowModel):
             )
         gen = torch.Generator().manual_seed(seed)
         for level in range(num_levels):
-            self.layers.append(Squeeze())
+            self.layers.append(flow_layers.Squeeze())
             c, h, w = 4 * c, h // 2, w // 2
             for _ in range(num_steps):
                 self.layers.append(_GlowStep(c, hidden, backend, gen, cf))
             if level < num_levels - 1:
-                self.layers.append(Split(c, learned_prior=True, context_features=cf))
+                self.layers.append(flow_layers.Split(c, learned_prior=True, context_features=cf))
                 c = c - c // 2
         self.top_shape = (c, h, w)
         self.learn_top = learn_top
@@ -388,16 +379,16 @@ class RealNVP(FlowModel):
         for scale in range(num_scales):
             last = scale == num_scales - 1
             for i in range(4 if last else 3):
-                self.layers += [AffineCoupling(c, hidden, mask="checkerboard", parity=i % 2, context_features=cf),
-                                ActNorm(c)]
+                coupling = flow_layers.AffineCoupling(c, hidden, mask="checkerboard", parity=i % 2, context_features=cf)
+                self.layers += [coupling, flow_layers.ActNorm(c)]
             if last:
                 break
-            self.layers.append(Squeeze())
+            self.layers.append(flow_layers.Squeeze())
             c, h, w = 4 * c, h // 2, w // 2
             for i in range(3):
-                self.layers += [AffineCoupling(c, hidden, mask="channel", parity=i % 2, context_features=cf),
-                                ActNorm(c)]
-            self.layers.append(Split(c, learned_prior=False))
+                coupling = flow_layers.AffineCoupling(c, hidden, mask="channel", parity=i % 2, context_features=cf)
+                self.layers += [coupling, flow_layers.ActNorm(c)]
+            self.layers.append(flow_layers.Split(c, learned_prior=False))
             c = c - c // 2
         self.top_shape = (c, h, w)
 
@@ -448,7 +439,7 @@ class NICE(FlowModel):
         d = self.num_dims
         for i in range(num_layers):
             self.layers.append(
-                AdditiveCoupling(d, hidden, mask="checkerboard", parity=i % 2, conditioner="mlp",
+                flow_layers.AdditiveCoupling(d, hidden, mask="checkerboard", parity=i % 2, conditioner="mlp",
                                  context_features=self.context_features)
             )
         self.layers.append(_DiagonalScale(d))
@@ -481,8 +472,8 @@ class MAF(FlowModel):
         d = self.num_dims
         for i in range(num_layers):
             order = torch.arange(d) if i % 2 == 0 else torch.arange(d - 1, -1, -1)
-            self.layers += [MaskedAffineAutoregressive(d, tuple(hidden), order,
-                                                       context_features=self.context_features), ActNorm(d)]
+            self.layers += [flow_layers.MaskedAffineAutoregressive(d, tuple(hidden), order,
+                                                       context_features=self.context_features), flow_layers.ActNorm(d)]
         self.top_shape = (d,)
 
 

@@ -1,10 +1,12 @@
 """What the public ops share beyond the checks (those live in :mod:`genfast._checks`, re-exported
-here): the float64 policy of backend resolution, the tuner hook, the Philox key and the eager
-fast path."""
+here): the float64 policy of backend resolution, the tuner hook, the Philox key, the eager
+fast path and the inputs every fused step op takes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Optional
 
 import torch
 
@@ -142,3 +144,36 @@ def eager_fast_path(*tensors) -> bool:
     # meta tensors (shape inference) go through the custom op, whose fake implementation runs
     t = next((t for t in tensors if t is not None), None)
     return t is None or t.device.type in ("cpu", "cuda")
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class GuidedStepInputs:
+    """The validated inputs every fused step op takes (``genfast::ddpm_step``, ``ddim_step``,
+    ``solver_step``), the Python side of the C++ ``GuidedStepInputs<T>``
+    (csrc/include/genfast/common.h): the model output and sample (contiguous, on one device), the
+    unconditional output of classifier-free guidance and its scale and rescale (Lin et al. 2024),
+    the noise or the Philox key, the x_0 clipping / dynamic-thresholding options (Saharia et al.
+    2022) and the backend. :class:`genfast.ops.sampling_step.StepArgs` and
+    :class:`genfast.ops.solver.SolverArgs` add each op's own fields."""
+
+    model_output: torch.Tensor
+    sample: torch.Tensor
+    model_output_uncond: Optional[torch.Tensor]
+    noise: Optional[torch.Tensor]
+    philox: Optional[torch.Tensor]
+    guidance_scale: float
+    guidance_rescale: float
+    clip_sample_range: float
+    thresholding: bool
+    dynamic_thresholding_ratio: float
+    sample_max_value: float
+    backend: str
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field names) applied; the original is left as it is."""
+        return dataclasses.replace(self, **changes)
+
+    def fields(self, names) -> dict:
+        """``{name: value}`` of the fields ``names`` (a custom op's parameter names, computed once at
+        import: ``torch.compile`` does not trace ``dataclasses.fields``), for the op's keyword call."""
+        return {k: getattr(self, k) for k in names}

@@ -10,9 +10,9 @@ be captured in a CUDA graph or traced by ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import operator
-from typing import NamedTuple, Optional
 
 import torch
 
@@ -20,6 +20,7 @@ from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
     MEMORY_CHECK_BYTES,
+    GuidedStepInputs,
     check_choice,
     check_memory,
     check_number,
@@ -41,32 +42,21 @@ _VAR_CODE = {name: i for i, name in enumerate(VARIANCE_TYPES)}
 _DDPM, _DDIM = 0, 1
 
 
-class StepArgs(NamedTuple):
+@dataclasses.dataclass(slots=True, kw_only=True)
+class StepArgs(GuidedStepInputs):
     """The validated arguments of one DDPM / DDIM step: what the custom ops ``genfast::ddpm_step``
     and ``genfast::ddim_step`` take, by the same names, and what the kernels receive (the C++
     ``StepParams``, csrc/include/genfast/sampling_step_math.h, holds them as pointers and codes).
-    The tensors are contiguous and on the sample's device; ``timestep`` and ``prev_timestep`` are
+    The shared fields are :class:`GuidedStepInputs`'; ``timestep`` and ``prev_timestep`` are
     int64 ``[1]`` or ``[B]``. The last four fields belong to one scheduler only; their defaults
     give the other's arithmetic."""
 
     scheduler: int  # _DDPM or _DDIM
-    model_output: torch.Tensor
-    sample: torch.Tensor
     timestep: torch.Tensor
     prev_timestep: torch.Tensor
     alphas_cumprod: torch.Tensor
-    model_output_uncond: Optional[torch.Tensor]
-    noise: Optional[torch.Tensor]
-    philox: Optional[torch.Tensor]
     prediction_type: str
     clip_sample: bool
-    clip_sample_range: float
-    thresholding: bool
-    dynamic_thresholding_ratio: float
-    sample_max_value: float
-    guidance_scale: float
-    guidance_rescale: float
-    backend: str
     variance_type: str = "fixed_small"  # DDPM only
     final_alpha_cumprod: float = 1.0  # DDIM only
     eta: float = 0.0  # DDIM only
@@ -131,7 +121,7 @@ def _step_impl(a: StepArgs):
         sizes = (a.scheduler, sample.numel(), sample.shape[0], a.noise is not None, a.philox is not None,
                  a.model_output_uncond is not None, bool(a.thresholding), a.prediction_type)
         backend = tuned_backend(backend, "ddpm_step" if a.scheduler == _DDPM else "ddim_step", sample, sizes,
-                                lambda b: _step_impl(a._replace(backend=b)))
+                                lambda b: _step_impl(a.replace(backend=b)))
     backend = resolve_backend(backend, sample, "genfast.ops.sampling_step")
     if backend in ("reference", "torch"):
         noise, seed, offset = oracle_noise(backend, sample, a.noise, a.philox)
@@ -164,11 +154,11 @@ def _step_impl(a: StepArgs):
     if a.thresholding:
         # First pass: the unclipped x0, for the per-sample quantile (Saharia et al. 2022). In
         # float32 whatever the dtype: an fp16 x0 can overflow to inf, and a quantile over inf is NaN.
-        pass1 = a._replace(noise=None, philox=None, clip_sample=False)
+        pass1 = a.replace(noise=None, philox=None, clip_sample=False)
         x0_1, prev_1 = x0, prev
         if sample.dtype != torch.float32:
             f32 = lambda v: None if v is None else v.float()  # noqa: E731
-            pass1 = pass1._replace(model_output=f32(a.model_output), sample=sample.float(),
+            pass1 = pass1.replace(model_output=f32(a.model_output), sample=sample.float(),
                                    model_output_uncond=f32(a.model_output_uncond))
             x0_1, prev_1 = torch.empty_like(pass1.sample), torch.empty_like(pass1.sample)
         _launch(pass1, backend, row_scale=row_scale, thr=None, prev=prev_1, x0=x0_1)
@@ -476,7 +466,7 @@ def ddpm_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep=N
     if eager_fast_path(a.model_output, a.sample, a.timestep, a.prev_timestep, a.alphas_cumprod,
                        a.model_output_uncond, a.noise, a.philox):
         return _step_impl(a)
-    return _ddpm_op(**{k: getattr(a, k) for k in _OP_FIELDS[_DDPM]})
+    return _ddpm_op(**a.fields(_OP_FIELDS[_DDPM]))
 
 
 def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, final_alpha_cumprod=1.0,
@@ -516,7 +506,7 @@ def ddim_step(model_output, timestep, sample, alphas_cumprod, *, prev_timestep, 
     if eager_fast_path(a.model_output, a.sample, a.timestep, a.prev_timestep, a.alphas_cumprod,
                        a.model_output_uncond, a.noise, a.philox):
         return _step_impl(a)
-    return _ddim_op(**{k: getattr(a, k) for k in _OP_FIELDS[_DDIM]})
+    return _ddim_op(**a.fields(_OP_FIELDS[_DDIM]))
 
 
 ddpm_step.__doc__ = ddpm_step.__doc__.replace("{common}", _COMMON_ARGS_DOC)

@@ -15,6 +15,7 @@ coefficients (see the README's "one general op" section for the table).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import NamedTuple, Optional
@@ -25,6 +26,7 @@ from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
     MEMORY_CHECK_BYTES,
+    GuidedStepInputs,
     check_memory,
     check_number,
     check_tensor,
@@ -60,31 +62,21 @@ class SolverStepOutput(NamedTuple):
     corrected: Optional[torch.Tensor]
 
 
-class SolverArgs(NamedTuple):
+@dataclasses.dataclass(slots=True, kw_only=True)
+class SolverArgs(GuidedStepInputs):
     """The validated arguments of one solver step: the parameters of the custom op
-    ``genfast::solver_step``, by the same names and in the same order, and what the kernels
-    receive (the C++ ``SolverParams``, csrc/include/genfast/solver_step_math.h, holds them as
-    pointers and codes). The tensors are contiguous and like ``sample``; ``coefficients`` is a
-    float32 ``[20]``, ``[1, 20]`` or ``[B, 20]`` row table; ``clip_sample_range`` is 0 for no clip."""
+    ``genfast::solver_step``, by the same names, and what the kernels receive (the C++
+    ``SolverParams``, csrc/include/genfast/solver_step_math.h, holds them as pointers and codes).
+    The shared fields are :class:`GuidedStepInputs`'; the tensors are contiguous and like
+    ``sample``; ``coefficients`` is a float32 ``[20]``, ``[1, 20]`` or ``[B, 20]`` row table;
+    ``clip_sample_range`` is 0 for no clip."""
 
-    model_output: torch.Tensor
-    sample: torch.Tensor
     coefficients: torch.Tensor
     history: list[torch.Tensor]
     last_sample: Optional[torch.Tensor]
-    model_output_uncond: Optional[torch.Tensor]
-    noise: Optional[torch.Tensor]
-    philox: Optional[torch.Tensor]
-    guidance_scale: float
-    guidance_rescale: float
-    clip_sample_range: float
-    thresholding: bool
-    dynamic_thresholding_ratio: float
-    sample_max_value: float
     round_converted: bool
     return_converted: bool
     return_corrected: bool
-    backend: str
 
 
 # --------------------------------------------------------------------------- kernels
@@ -136,7 +128,7 @@ def _impl(a: SolverArgs):
     if backend == "auto" and sample.dtype != torch.float64 and tuning_on():
         sizes = (sample.numel(), sample.shape[0], len(a.history), a.last_sample is not None, a.noise is not None,
                  a.philox is not None, a.model_output_uncond is not None, bool(a.thresholding))
-        backend = tuned_backend(backend, "solver_step", sample, sizes, lambda b: _impl(a._replace(backend=b)))
+        backend = tuned_backend(backend, "solver_step", sample, sizes, lambda b: _impl(a.replace(backend=b)))
     backend = _resolve(backend, sample)
     empty = lambda: sample.new_empty(0)  # noqa: E731  (a fresh one each: outputs may not alias)
     if backend in ("reference", "torch"):
@@ -176,7 +168,7 @@ def _threshold_scale(a: SolverArgs, backend, row_scale):
     f32 = lambda v: None if v is None else v.float()  # noqa: E731
     x32 = a.sample.float()
     m32 = torch.empty_like(x32)
-    pass1 = a._replace(model_output=f32(a.model_output), sample=x32, model_output_uncond=f32(a.model_output_uncond),
+    pass1 = a.replace(model_output=f32(a.model_output), sample=x32, model_output_uncond=f32(a.model_output_uncond),
                        last_sample=f32(a.last_sample), history=[h.float() for h in a.history], clip_sample_range=0.0,
                        round_converted=False)
     _launch(pass1, backend, row_scale=row_scale, thr=None, prev=torch.empty_like(x32), conv=m32, corr=None,
@@ -212,6 +204,9 @@ def _solver_step_fake(model_output, sample, coefficients, history, last_sample, 
                       return_corrected, backend):
     return (torch.empty_like(sample), torch.empty_like(sample) if return_converted else sample.new_empty(0),
             torch.empty_like(sample) if return_corrected else sample.new_empty(0))
+
+
+_OP_FIELDS = tuple(f.name for f in dataclasses.fields(SolverArgs))  # the op's parameters, by name
 
 
 # ------------------------------------------------------------------------ validation
@@ -385,7 +380,7 @@ def solver_step(
         round_converted=bool(round_converted), return_converted=bool(return_converted),
         return_corrected=bool(return_corrected), backend=backend)
     tensors = (model_output, sample, coefficients, last_sample, model_output_uncond, noise, *history)
-    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a._asdict())
+    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a.fields(_OP_FIELDS))
     return SolverStepOutput(out[0], out[1] if return_converted else None, out[2] if return_corrected else None)
 
 
@@ -395,8 +390,8 @@ def scheduler_call(a: SolverArgs) -> SolverStepOutput:
     ``last_sample``: earlier outputs of this op; ``philox``: an int64 [2] key drawn on the device;
     ``backend``, the thresholding numbers: checked at construction). The tensors and numbers a
     user passes to ``step`` (``model_output``, ``sample``, ``model_output_uncond``, ``noise``,
-    ``guidance_scale``, ``guidance_rescale``) are checked here as :func:`solver_step` checks them.
-    Same return value."""
+    ``guidance_scale``, ``guidance_rescale``) are checked here as :func:`solver_step` checks them,
+    and ``a`` takes their checked (contiguous) forms. Same return value."""
     sample, model_output_uncond = a.sample, a.model_output_uncond
     guidance_scale, guidance_rescale = a.guidance_scale, a.guidance_rescale
     if not (type(sample) is torch.Tensor and sample.dtype in KERNEL_DTYPES):
@@ -413,10 +408,11 @@ def scheduler_call(a: SolverArgs) -> SolverStepOutput:
         _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)
     if guidance_rescale > 0 and model_output_uncond is None:
         raise ValueError(f"{_OP}: guidance_rescale > 0 needs model_output_uncond")
-    a = a._replace(model_output=model_output, sample=sample.contiguous(), model_output_uncond=model_output_uncond,
-                   noise=noise, guidance_scale=guidance_scale, guidance_rescale=guidance_rescale)
+    # ``a`` is this call's own (the scheduler builds one per step): updated in place, not copied
+    a.model_output, a.sample, a.model_output_uncond = model_output, sample.contiguous(), model_output_uncond
+    a.noise, a.guidance_scale, a.guidance_rescale = noise, guidance_scale, guidance_rescale
     tensors = (model_output, sample, a.coefficients, a.last_sample, model_output_uncond, noise, a.philox, *a.history)
-    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a._asdict())
+    out = _impl(a) if eager_fast_path(*tensors) else _solver_step_op(**a.fields(_OP_FIELDS))
     return SolverStepOutput(out[0], out[1] if a.return_converted else None, out[2] if a.return_corrected else None)
 
 

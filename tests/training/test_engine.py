@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, StackDataset, TensorDataset
 
 from genfast.training import Batch, Task, Trainer, constant, warmup_constant, warmup_cosine
 
@@ -40,21 +40,10 @@ def _rows(n=40):
     return torch.cat([x, (x @ torch.tensor([1.0, -2.0, 0.5]))[:, None]], 1)
 
 
-class _Items(Dataset):
-    def __init__(self, t):
-        self.t = t
-
-    def __len__(self):
-        return len(self.t)
-
-    def __getitem__(self, i):
-        return self.t[i], 0
-
-
 def test_tensor_dataset_and_loader_give_the_same_run():
     data = _rows()
     runs = []
-    for form in (data, _Items(data), TensorDataset(data)):
+    for form in (data, StackDataset(data, [0] * len(data)), TensorDataset(data)):  # int labels in the middle one
         task = _Linear()
         torch.manual_seed(1)
         task.model.reset_parameters()
