@@ -34,9 +34,7 @@
 namespace genfast {
 namespace {
 
-// Rows per task: ceil(B / 8) within [48, 256], a function of B alone so that a chain's result does
-// not depend on the thread count; more rows amortise the coded form's tables, and 8 or more tasks
-// handed out dynamically survive a preempted thread, for at most 6% against the best fixed size.
+// Rows per task: ceil(B / 8) within [48, 256], a function of B alone (docs/kernels/gibbs.md, task_rows).
 constexpr int64_t kMinTasks = 8;
 constexpr int64_t kMinTaskRows = 48;
 constexpr int64_t kMaxTaskRows = 256;

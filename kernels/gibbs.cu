@@ -20,10 +20,7 @@
 namespace genfast {
 namespace {
 
-// 256 threads = 4 row pairs x 64 column lanes, each accumulating 2 rows x 4 columns (columns
-// lane + 64 q: conflict-free shared-memory reads, the state values warp-wide broadcasts): 8 FMAs
-// per 6 shared loads. kBM = 8 chains per block: 125 blocks at B = 1000, one wave on 132 SMs. Not
-// swept (docs/kernels/gibbs.md).
+// 4 row pairs x 64 column lanes, 2 x 4 outputs a thread, 8 chains a block (docs/kernels/gibbs.md; not swept).
 constexpr int kThreads = 256;
 constexpr int kBM = 8;
 constexpr int kBN = 256;

@@ -16,10 +16,7 @@
 namespace genfast {
 namespace {
 
-// 16 x 16 threads, 4 x 4 outputs each: a 64-channel x 64-pixel tile. For C <= 64 (the
-// memory-bound regime) one block row covers every output channel, so each input element is
-// read from global memory once; 16 accumulators per thread keep the register count low enough
-// for full occupancy at 256 threads. 8 KiB of shared memory per block.
+// 16 x 16 threads, 4 x 4 outputs each: a 64 x 64 tile (docs/kernels/invconv.md; not swept).
 constexpr int kTX = 16;
 constexpr int kTY = 16;
 constexpr int kRM = 4;

@@ -16,15 +16,9 @@
 namespace genfast {
 namespace {
 
-// K block of the list form: a panel block of 512 units (32 KiB) is read by all rows of a task
-// before the next; 512 beat 256, 384 and no blocking.
-constexpr int64_t kSparseKB = 512;
-// Units per table block of the coded form: 64 units = 16 KiB of tables per 16-column strip, in
-// L1 with the panel block; 64 beat 32, 48, 96 and 128.
-constexpr int64_t kTabUnits = 64;
-// Cost of one table entry in gathered loads, in the choice between the forms: 1 was best or
-// within noise of 0.5 and 2 at every density from 12% to 82%.
-constexpr double kTableCost = 1.0;
+constexpr int64_t kSparseKB = 512;  // K block of the list form: beat 256, 384 and no blocking
+constexpr int64_t kTabUnits = 64;   // units per table block of the coded form: beat 32, 48, 96, 128
+constexpr double kTableCost = 1.0;  // a table entry's cost in loads: best or within noise of 0.5, 2
 
 // The active units of each chain of a task, split by K block: the list of row r and block q holds
 // the float offsets p * 16 (ascending) of the ones p in [q kb, (q + 1) kb) of the state, offsets

@@ -151,7 +151,7 @@ inline void counter_words(uint64_t c, uint32_t* lo, uint32_t* hi) {
 template <int NC>
 inline void interleave4(const float* a, const float* b, const float* c, const float* d, float* out) {
   int l = 0;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__)  // fills 10-15% faster than with the AVX2 loop alone (docs/kernels/random.md)
   for (; l + 16 <= NC; l += 16) {
     const __m512 A = _mm512_loadu_ps(a + l), B = _mm512_loadu_ps(b + l);
     const __m512 C = _mm512_loadu_ps(c + l), D = _mm512_loadu_ps(d + l);
