@@ -11,9 +11,9 @@ import os
 
 import torch
 
-__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_count", "check_feature_sets",
-           "check_image_batch", "check_image_range", "check_int", "check_memory", "check_number", "check_tensor",
-           "materialized_bytes"]
+__all__ = ["FLOAT32_MAX", "MEMORY_CHECK_BYTES", "as_int64", "check_choice", "check_copy_memory", "check_count",
+           "check_feature_sets", "check_image_batch", "check_image_range", "check_int", "check_memory", "check_number",
+           "check_tensor", "materialized_bytes"]
 
 
 def _owner(op) -> str:
@@ -245,3 +245,18 @@ def check_memory(op: str, what: str, nbytes: int, device: torch.device) -> None:
         raise ValueError(f"{op}: {what} needs {nbytes / 2**30:.1f} GiB of memory on {device} (contiguous "
                          f"copies of strided or expanded inputs, and the outputs), but only "
                          f"{avail / 2**30:.1f} GiB are free")
+
+
+def check_copy_memory(op: str, name: str, t: torch.Tensor, out_bytes: int, copies, *, bound: int) -> None:
+    """:func:`check_memory` for an op that allocates ``out_bytes`` (its outputs) and makes
+    contiguous copies of the strided or expanded tensors among ``copies`` (None entries skipped),
+    on ``t``'s device; the message names ``name`` and ``t``'s shape. ``bound``: an upper bound of
+    that total computed by the caller from sizes alone; below ``MEMORY_CHECK_BYTES`` (1 GiB)
+    nothing else is computed (the check costs one comparison on ordinary sizes).
+
+    Raises:
+        ValueError: the total exceeds the device's free memory."""
+    if bound < MEMORY_CHECK_BYTES:
+        return
+    need = out_bytes + sum(materialized_bytes(c) for c in copies if isinstance(c, torch.Tensor))
+    check_memory(op, f"{name} of shape {tuple(t.shape)}", need, t.device)

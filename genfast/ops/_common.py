@@ -15,6 +15,7 @@ from genfast._checks import (  # noqa: F401  (re-exported: the ops import their 
     MEMORY_CHECK_BYTES,
     as_int64,
     check_choice,
+    check_copy_memory,
     check_int,
     check_memory,
     check_number,
@@ -105,6 +106,45 @@ def philox_key(seed, offset, device, *, op: str) -> torch.Tensor:
         raise TypeError(f"{op}: offset may be a tensor only when seed is one")
     return torch.tensor([as_int64("seed", seed, op=op), as_int64("offset", offset, op=op)],
                         dtype=torch.int64, device=device)
+
+
+def checked_noise(noise: torch.Tensor, sample: torch.Tensor, *, op: str) -> torch.Tensor:
+    """``noise`` checked against ``sample`` (a tensor of a kernel dtype or float64, on its device,
+    of its shape), contiguous; float64 noise of a lower-precision sample becomes float32 (the
+    kernels read float32 / float16 / bfloat16 noise; the reference rounds float64 noise to its
+    float32 compute dtype, and so does this).
+
+    Raises:
+        TypeError / ValueError: naming ``noise`` and what was expected."""
+    check_tensor("noise", noise, op=op, dtypes=KERNEL_DTYPES + (torch.float64,), device=sample.device)
+    if noise.shape != sample.shape:
+        raise ValueError(f"{op}: noise must have the shape of sample {tuple(sample.shape)}, got {tuple(noise.shape)}")
+    if noise.dtype == torch.float64 and sample.dtype != torch.float64:
+        noise = noise.to(torch.float32)
+    return noise.contiguous()
+
+
+def noise_inputs(noise, seed, offset, sample: torch.Tensor, *, op: str, need_noise: bool = True,
+                 draw: bool = False):
+    """``(noise, philox)`` of a step from the user's ``noise`` or ``seed``/``offset``: the checked
+    noise tensor (:func:`checked_noise`), or the Philox key of ``seed`` (:func:`philox_key`), or,
+    with ``draw`` and neither given, a key drawn from torch's default generator of the device (on
+    the device: no sync, and ``torch.manual_seed`` keeps runs repeatable); ``(None, None)`` when
+    the step draws no noise (``need_noise`` False: a seed is then ignored).
+
+    Raises:
+        ValueError: both ``noise`` and ``seed`` given; a bad noise tensor or key (named)."""
+    if noise is not None:
+        if seed is not None:
+            raise ValueError(f"{op}: pass either noise or seed, not both")
+        return checked_noise(noise, sample, op=op), None
+    if not need_noise:
+        return None, None
+    if seed is not None:
+        return None, philox_key(seed, offset, sample.device, op=op)
+    if draw:
+        return None, torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=sample.device)
+    return None, None
 
 
 def oracle_noise(backend: str, sample: torch.Tensor, noise, philox):

@@ -21,14 +21,12 @@ from genfast import _backends
 from genfast.ops._common import (
     FLOAT32_MAX,
     KERNEL_DTYPES,
-    MEMORY_CHECK_BYTES,
     check_choice,
+    check_copy_memory,
     check_int,
-    check_memory,
     check_number,
     check_tensor,
     eager_fast_path,
-    materialized_bytes,
     philox_key,
     resolve_backend,
     tuned_backend,
@@ -258,7 +256,6 @@ def check_rbm_tensors(op, weight, visible_bias, hidden_bias, states) -> tuple[in
 
 def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, op=_OP):
     n_hidden, _ = check_rbm_tensors(op, weight, visible_bias, hidden_bias, {"v": v})
-    dev = weight.device
     check_int("k", k, op=op, lo=1, hi=MAX_K, numpy=True)
     check_choice("visible", visible, VISIBLE_TYPES, op=op)
     sigma = check_number("sigma", sigma, op=op)
@@ -268,9 +265,7 @@ def _validate(v, weight, visible_bias, hidden_bias, k, visible, sigma, backend, 
     if v.dtype == torch.float64 and backend not in ("auto", "reference"):
         resolve_backend(backend, v, op, _FAMILY)  # raises the TypeError of the float64 policy
     out_bytes = 2 * (v.numel() + v.shape[0] * n_hidden) * v.element_size()
-    if 2 * out_bytes >= MEMORY_CHECK_BYTES:
-        need = out_bytes + sum(materialized_bytes(t) for t in (v, weight, visible_bias, hidden_bias))
-        check_memory(op, f"v of shape {tuple(v.shape)}", need, dev)
+    check_copy_memory(op, "v", v, out_bytes, (v, weight, visible_bias, hidden_bias), bound=2 * out_bytes)
 
 
 def gibbs(v: torch.Tensor, weight: torch.Tensor, visible_bias: torch.Tensor, hidden_bias: torch.Tensor, *,

@@ -19,16 +19,14 @@ import torch
 from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
-    MEMORY_CHECK_BYTES,
     GuidedStepInputs,
     check_choice,
-    check_memory,
+    check_copy_memory,
     check_number,
     check_tensor,
     eager_fast_path,
-    materialized_bytes,
+    noise_inputs,
     oracle_noise,
-    philox_key,
     resolve_backend,
     tuned_backend,
     tuning_on,
@@ -298,10 +296,8 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
     # before any copy: contiguous copies of strided / expanded inputs plus the two outputs (at
     # most 8 sample sizes in all; only that bound is computed for ordinary sizes)
     out_bytes = 2 * sample.numel() * sample.element_size()
-    if 4 * out_bytes >= MEMORY_CHECK_BYTES:
-        need = out_bytes + sum(materialized_bytes(v) for v in (model_output, sample, model_output_uncond, noise)
-                               if isinstance(v, torch.Tensor))
-        check_memory(op, f"sample of shape {tuple(sample.shape)}", need, device)
+    check_copy_memory(op, "sample", sample, out_bytes, (model_output, sample, model_output_uncond, noise),
+                      bound=4 * out_bytes)
     if model_output_uncond is not None:
         check_tensor("model_output_uncond", model_output_uncond, op=op, dtypes=(sample.dtype,), device=device)
         if model_output_uncond.shape != model_output.shape:
@@ -348,26 +344,7 @@ def _prepare(op, scheduler, model_output, timestep, sample, alphas_cumprod, prev
         else:
             t = t.expand(pt.numel()).contiguous()
 
-    philox = None
-    if noise is not None:
-        check_tensor("noise", noise, op=op, dtypes=KERNEL_DTYPES + (torch.float64,), device=device)
-        if noise.shape != sample.shape:
-            raise ValueError(f"{op}: noise must have the shape of sample {tuple(sample.shape)}, "
-                             f"got {tuple(noise.shape)}")
-        if seed is not None:
-            raise ValueError(f"{op}: pass either noise or seed, not both")
-        if noise.dtype == torch.float64 and sample.dtype != torch.float64:
-            # the kernels read float32 / float16 / bfloat16 noise; the reference rounds float64
-            # noise to its float32 compute dtype, and so does this
-            noise = noise.to(torch.float32)
-        noise = noise.contiguous()
-    elif need_noise:
-        if seed is None:
-            # Seed and counter drawn from torch's default generator of this device (on the
-            # device: no sync), so torch.manual_seed keeps runs repeatable.
-            philox = torch.randint(-(2**63), 2**63 - 1, (2,), dtype=torch.int64, device=device)
-        else:
-            philox = philox_key(seed, offset, device, op=op)
+    noise, philox = noise_inputs(noise, seed, offset, sample, op=op, need_noise=need_noise, draw=True)
     return StepArgs(
         scheduler=scheduler, model_output=model_output.contiguous(), sample=sample.contiguous(), timestep=t,
         prev_timestep=pt, alphas_cumprod=ac, model_output_uncond=model_output_uncond, noise=noise, philox=philox,

@@ -25,15 +25,14 @@ import torch
 from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
-    MEMORY_CHECK_BYTES,
     GuidedStepInputs,
-    check_memory,
+    check_copy_memory,
     check_number,
     check_tensor,
+    checked_noise,
     eager_fast_path,
-    materialized_bytes,
+    noise_inputs,
     oracle_noise,
-    philox_key,
     tuned_backend,
     tuning_on,
 )
@@ -228,17 +227,6 @@ def _same_as_sample(name, t, sample):
     return t.contiguous()
 
 
-def _checked_noise(noise, sample):
-    """``noise`` checked against ``sample``, contiguous; float64 noise of a low-precision sample
-    becomes float32 (the kernels read float32/16/bf16 noise)."""
-    check_tensor("noise", noise, op=_OP, dtypes=KERNEL_DTYPES + (torch.float64,), device=sample.device)
-    if noise.shape != sample.shape:
-        raise ValueError(f"{_OP}: noise must have the shape of sample {tuple(sample.shape)}, got {tuple(noise.shape)}")
-    if noise.dtype == torch.float64 and sample.dtype != torch.float64:
-        noise = noise.to(torch.float32)
-    return noise.contiguous()
-
-
 def solver_step(
     model_output: torch.Tensor,
     sample: torch.Tensor,
@@ -329,11 +317,9 @@ def solver_step(
                          f"got {tuple(model_output.shape)}")
     # before any copy: up to three outputs plus contiguous copies of strided / expanded inputs
     out_bytes = 3 * sample.numel() * sample.element_size()
-    if 3 * out_bytes >= MEMORY_CHECK_BYTES:
-        extra = [model_output_uncond, last_sample, noise, *(history if isinstance(history, (list, tuple)) else ())]
-        need = out_bytes + sum(materialized_bytes(t) for t in (model_output, sample, *extra)
-                               if isinstance(t, torch.Tensor))
-        check_memory(_OP, f"sample of shape {tuple(sample.shape)}", need, device)
+    hist = tuple(history) if isinstance(history, (list, tuple)) else ()
+    check_copy_memory(_OP, "sample", sample, out_bytes, (model_output, sample, model_output_uncond, last_sample, noise,
+                                                         *hist), bound=3 * out_bytes)
     check_tensor("coefficients", coefficients, op=_OP, dtypes=(torch.float32, torch.float64), device=device)
     b = sample.shape[0]
     rows = coefficients.numel() // NUM_COEFFICIENTS if coefficients.numel() % NUM_COEFFICIENTS == 0 else -1
@@ -361,13 +347,7 @@ def solver_step(
     if thresholding:
         ratio = _number("dynamic_thresholding_ratio", dynamic_thresholding_ratio, lo=0.0, hi=1.0)
         max_value = _number("sample_max_value", sample_max_value, lo=0.0, lo_open=True)
-    philox = None
-    if noise is not None:
-        if seed is not None:
-            raise ValueError(f"{_OP}: pass either noise or seed, not both")
-        noise = _checked_noise(noise, sample)
-    elif seed is not None:
-        philox = philox_key(seed, offset, device, op=_OP)
+    noise, philox = noise_inputs(noise, seed, offset, sample, op=_OP)
     _backends.check_backend(backend, _OP)
     if sample.dtype == torch.float64 and backend not in ("auto", "reference"):
         raise TypeError(f"{_OP}: backend={backend!r} computes in float32 and takes float32/16/bf16 tensors; "
@@ -399,7 +379,7 @@ def scheduler_call(a: SolverArgs) -> SolverStepOutput:
     model_output = _same_as_sample("model_output", a.model_output, sample)
     if model_output_uncond is not None:
         model_output_uncond = _same_as_sample("model_output_uncond", model_output_uncond, sample)
-    noise = None if a.noise is None else _checked_noise(a.noise, sample)
+    noise = None if a.noise is None else checked_noise(a.noise, sample, op=_OP)
     if type(guidance_scale) is not float or type(guidance_rescale) is not float:
         guidance_scale = _number("guidance_scale", guidance_scale)
         guidance_rescale = _number("guidance_rescale", guidance_rescale, lo=0.0, hi=1.0)

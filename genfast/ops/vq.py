@@ -18,11 +18,9 @@ import torch
 from genfast import _backends
 from genfast.ops._common import (
     KERNEL_DTYPES,
-    MEMORY_CHECK_BYTES,
-    check_memory,
+    check_copy_memory,
     check_number,
     check_tensor,
-    materialized_bytes,
     resolve_backend,
     tuned_backend,
     tuning_on,
@@ -242,9 +240,7 @@ def _validate(z, codebook, use_cosine_sim, backend, op):
         resolve_backend(backend, z, op, _FAMILY)  # raises the TypeError of the float64 policy
     n = z.shape[0]
     out_bytes = n * (16 + d * z.element_size()) + k * (d + 1) * 4  # idx, dist, z_q, counts, sums
-    if 2 * out_bytes >= MEMORY_CHECK_BYTES:
-        need = out_bytes + materialized_bytes(z) + materialized_bytes(codebook)
-        check_memory(op, f"z of shape {tuple(z.shape)}", need, z.device)
+    check_copy_memory(op, "z", z, out_bytes, (z, codebook), bound=2 * out_bytes)
     for name, t in (("z", z), ("codebook", codebook)):
         if t.numel() == 0:
             continue
