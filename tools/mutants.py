@@ -1,4 +1,4 @@
-"""Mutation check of the test suite (issue 14, item 7): each mutant below is a one-line fault that
+"""Mutation check of the test suite (issue 14, item 7): each mutant of tools/mutants.json is a one-line fault that
 the tests must catch. For each, the source line is edited in place, the named tests run, and the
 file is restored; the script fails if any mutant survives (all its tests pass).
 
@@ -8,6 +8,7 @@ package built (``make build``). Each mutant runs only the tests that should catc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,51 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (name, file, original text, mutated text, pytest arguments)
-MUTANTS = [
-    (
-        "op guidance-rescale factor inverted",
-        "genfast/ops/sampling_step.py",
-        "guidance_rescale * (cond.std(dim=1) / guided.std(dim=1))",
-        "guidance_rescale * (guided.std(dim=1) / cond.std(dim=1))",
-        ["tests/ops/test_sampling_step.py", "-k", "guidance"],
-    ),
-    (
-        "reference guidance-rescale factor inverted",
-        "genfast/reference/sampling_step.py",
-        "factor = guidance_rescale * (std_text / std_cfg)",
-        "factor = guidance_rescale * (std_cfg / std_text)",
-        ["tests/ops/test_sampling_step.py", "-k", "guidance"],
-    ),
-    (
-        "reference VQ tie-break: last index instead of the first",
-        "genfast/reference/vq.py",
-        "idx = dm.argmax(1) if use_cosine_sim else dm.argmin(1)",
-        "idx = (dm.shape[1] - 1 - (dm.flip(1).argmax(1) if use_cosine_sim else dm.flip(1).argmin(1)))",
-        ["tests/ops/test_vq.py", "-k", "oracle or ties or duplicate"],
-    ),
-    (
-        "reference DDPM posterior-mean coefficient off by 0.1 % (seen by the fuzz tests)",
-        "genfast/reference/sampling_step.py",
-        "c_x0 = (a_prev.sqrt() * cur_beta) / beta_t",
-        "c_x0 = 1.001 * (a_prev.sqrt() * cur_beta) / beta_t",
-        ["tests/ops/test_fuzz.py", "-k", "ddpm"],
-    ),
-    (
-        "VQ overflow scaling: distances not scaled back (seen by the fuzz and extreme tests)",
-        "genfast/ops/vq.py",
-        "inv_s = ((127 - k).to(torch.int32) << 23).view(torch.float32)",
-        "inv_s = torch.ones_like(s)",
-        ["tests/ops/test_fuzz.py", "-k", "vq", "tests/ops/test_vq.py", "-k", "extreme"],
-    ),
-    (
-        "DDPM model: conditional and unconditional outputs swapped",
-        "genfast/models/ddpm.py",
-        "e_c, e_u = eps.chunk(2)",
-        "e_u, e_c = eps.chunk(2)",
-        ["tests/models/test_ddpm.py", "-k", "guidance"],
-    ),
-]
+# The mutants: name, file, original text, mutated text, pytest arguments (a data file).
+MUTANTS = [(m["name"], m["file"], m["original"], m["mutated"], m["pytest"])
+           for m in json.loads((ROOT / "tools" / "mutants.json").read_text())["mutants"]]
 
 
 def run_mutant(name, path, original, mutated, args) -> bool:

@@ -186,7 +186,7 @@ def eager_fast_path(*tensors) -> bool:
     return t is None or t.device.type in ("cpu", "cuda")
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
+@dataclasses.dataclass
 class GuidedStepInputs:
     """The validated inputs every fused step op takes (``genfast::ddpm_step``, ``ddim_step``,
     ``solver_step``), the Python side of the C++ ``GuidedStepInputs<T>``

@@ -40,7 +40,7 @@ _VAR_CODE = {name: i for i, name in enumerate(VARIANCE_TYPES)}
 _DDPM, _DDIM = 0, 1
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
+@dataclasses.dataclass
 class StepArgs(GuidedStepInputs):
     """The validated arguments of one DDPM / DDIM step: what the custom ops ``genfast::ddpm_step``
     and ``genfast::ddim_step`` take, by the same names, and what the kernels receive (the C++

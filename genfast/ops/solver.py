@@ -61,7 +61,7 @@ class SolverStepOutput(NamedTuple):
     corrected: Optional[torch.Tensor]
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
+@dataclasses.dataclass
 class SolverArgs(GuidedStepInputs):
     """The validated arguments of one solver step: the parameters of the custom op
     ``genfast::solver_step``, by the same names, and what the kernels receive (the C++
