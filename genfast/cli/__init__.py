@@ -13,6 +13,8 @@ import os
 import re
 import sys
 
+from genfast.cli._command import add_command
+
 __all__ = ["build_parser", "flag_names", "main", "resolve_device"]
 
 
@@ -141,8 +143,8 @@ def build_parser(families: dict | None = None) -> argparse.ArgumentParser:
         zp.set_defaults(func=lambda args: print("genfast zoo: not yet available") or 0)
     importlib.import_module("genfast.cli.tune").register(sub)
     for modname in _USE_COMMANDS:
-        for add in importlib.import_module(modname).COMMANDS:
-            add(sub, _common)
+        for command in importlib.import_module(modname).COMMANDS:
+            add_command(sub, command, _common)
     _set_flag_maps(parser)
     return parser
 
@@ -187,9 +189,9 @@ def flag_names(message: str, flags: dict[str, str]) -> str:
 
 
 # The uses of the trained models (anomaly detection, interpolation, restoration, editing): each
-# module's ``COMMANDS`` lists the functions adding its subcommands, each called as ``add(sub, common)``
-# with the subparsers of :func:`build_parser` and the function adding ``--device``, ``--seed`` and
-# ``--no-progress`` to a parser.
+# module's ``COMMANDS`` lists its subcommands (:class:`genfast.cli._command.Command`), each added by
+# :func:`genfast.cli._command.add_command` with the options every command shares (``--device``,
+# ``--seed``, ``--no-progress``).
 _USE_COMMANDS = ("genfast.cli.anomaly", "genfast.cli.interpolate", "genfast.cli.restore", "genfast.cli.edit")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from genfast.cli._command import Command
 from genfast.cli._tables import write_results_section
 
 __all__ = ["COMMANDS", "load_model", "write_results_section"]
@@ -65,11 +66,7 @@ def load_model(family: str, path, device="cpu"):
     return model, {"image_shape": model.image_shape}
 
 
-def _add_detect(sub, common) -> None:
-    p = sub.add_parser("detect", help="anomaly scores of images under a trained model (AUROC/AUPRC)",
-                       description="Score every image of --data with a trained model (flows: NLL; VAE: "
-                       "negative ELBO; AE/DAE/CAE/WAE: reconstruction error; RBM: free energy; DDPM: "
-                       "denoising error; GANs: minus the discriminator's logit). Larger is more anomalous.")
+def _args_detect(p) -> None:
     p.add_argument("family", metavar="FAMILY", choices=sorted(_KINDS), help="model family (" + ", ".join(_KINDS)
                    + ")")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by 'genfast train FAMILY'")
@@ -80,8 +77,6 @@ def _add_detect(sub, common) -> None:
     p.add_argument("--corrupt", default=None, choices=("noise", "occlusion", "inversion"),
                    help="also score corrupted copies and report AUROC/AUPRC of corrupted vs clean")
     p.add_argument("--out", default=None, help="CSV of the scores (index,label,score[,corrupted])")
-    common(p)
-    p.set_defaults(func=detect, command="detect")
 
 
 def detect(args) -> int:
@@ -122,11 +117,7 @@ def detect(args) -> int:
     return 0
 
 
-def _add_table(sub, common) -> None:
-    p = sub.add_parser("anomaly-table", help="one-class-out anomaly benchmark on the digits (AUROC table)",
-                       description="Train every family on the digits with one class held out, for each "
-                       "class, score the test split (held-out class = anomaly), and score corrupted test "
-                       "digits under a model trained on every class. Writes a Markdown table.")
+def _args_table(p) -> None:
     p.add_argument("--families", default=None,
                    help="comma-separated families (default: realnvp,maf,nice,vae,beta-vae,ae,dae,cae,wae,rbm,ddpm,"
                    "dcgan)")
@@ -135,8 +126,6 @@ def _add_table(sub, common) -> None:
                    help="multiply every family's training budget (genfast.anomaly.TABLE_STEPS) by this")
     p.add_argument("--out", default=None, help="Markdown file to write the table to (its own section; "
                    "e.g. benchmarks/RESULTS.md)")
-    common(p)
-    p.set_defaults(func=table, command="anomaly-table")
 
 
 def table(args) -> int:
@@ -192,5 +181,14 @@ def table(args) -> int:
                        format_anomaly_table, "Anomaly detection (genfast anomaly-table)", describe)
 
 
-#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
-COMMANDS = (_add_detect, _add_table)
+#: this module's ``genfast`` subcommands (registered by :func:`genfast.cli._command.add_command`)
+COMMANDS = (
+    Command("detect", detect, "anomaly scores of images under a trained model (AUROC/AUPRC)",
+            "Score every image of --data with a trained model (flows: NLL; VAE: negative ELBO; AE/DAE/CAE/WAE: "
+            "reconstruction error; RBM: free energy; DDPM: denoising error; GANs: minus the discriminator's logit). "
+            "Larger is more anomalous.", _args_detect),
+    Command("anomaly-table", table, "one-class-out anomaly benchmark on the digits (AUROC table)",
+            "Train every family on the digits with one class held out, for each class, score the test split "
+            "(held-out class = anomaly), and score corrupted test digits under a model trained on every class. "
+            "Writes a Markdown table.", _args_table),
+)

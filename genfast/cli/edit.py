@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genfast.cli._command import Command
+
 __all__ = ["COMMANDS", "run"]
 
 MASKS = ("bottom", "top", "left", "right", "center")
@@ -93,11 +95,9 @@ def run(args) -> int:
     return 0
 
 
-def _add_edit(sub, common) -> None:
+def _args_edit(p) -> None:
     from genfast.samplers import SAMPLER_NAMES
 
-    p = sub.add_parser("edit", description=__doc__.splitlines()[0],
-                       help="img2img or inpainting of test digits with a trained DDPM or latent diffusion model")
     p.add_argument("--checkpoint", required=True, help="folder written by 'genfast train ddpm' or 'genfast train ldm'")
     p.add_argument("--mode", default="inpaint", choices=("img2img", "inpaint"))
     p.add_argument("--prompt", default=None, help="latent diffusion: the prompt, e.g. 'a thick seven'")
@@ -118,9 +118,10 @@ def _add_edit(sub, common) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's usual number)")
     p.add_argument("--n", type=int, default=8, help="test digits to edit (default 8)")
     p.add_argument("--out", default=None, help="PNG file (default CHECKPOINT/edit_MODE.png)")
-    common(p)
-    p.set_defaults(func=run)
 
 
-#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
-COMMANDS = (_add_edit,)
+#: this module's ``genfast`` subcommands (registered by :func:`genfast.cli._command.add_command`)
+COMMANDS = (
+    Command("edit", run, "img2img or inpainting of test digits with a trained DDPM or latent diffusion model",
+            __doc__.splitlines()[0], _args_edit),
+)

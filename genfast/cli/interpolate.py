@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from genfast.cli._command import Command
+
 __all__ = ["COMMANDS"]
 
 _FAMILIES = ("glow", "realnvp", "nice", "maf", "vae", "beta-vae", "wae", "wae-gan", "ae", "dae", "cae", "glo",
@@ -18,10 +20,7 @@ _FAMILIES = ("glow", "realnvp", "nice", "maf", "vae", "beta-vae", "wae", "wae-ga
 _TRAVERSE = ("vae", "beta-vae", "wae", "wae-gan", "ae", "dae", "cae")
 
 
-def _add_interpolate(sub, common) -> None:
-    p = sub.add_parser("interpolate", help="decode a path between two images' latents into a PNG strip",
-                       description="Encode --from and --to with a trained model, decode --steps points on the "
-                       "path between the latents (slerp for flows and DDPM, linear otherwise), write a PNG strip.")
+def _args_interpolate(p) -> None:
     p.add_argument("family", metavar="FAMILY", choices=_FAMILIES, help="model family (" + ", ".join(_FAMILIES) + ")")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by 'genfast train FAMILY'")
     p.add_argument("--from", dest="src", required=True, metavar="IMG",
@@ -31,8 +30,6 @@ def _add_interpolate(sub, common) -> None:
     p.add_argument("--method", default=None, choices=("linear", "slerp"), help="path (default by family)")
     p.add_argument("--ddim-steps", type=int, default=50, help="DDIM grid of the DDPM's inversion (default 50)")
     p.add_argument("--out", default="interpolation.png", help="PNG file (default interpolation.png)")
-    common(p)
-    p.set_defaults(func=interpolate_cmd, command="interpolate")
 
 
 def interpolate_cmd(args) -> int:
@@ -57,18 +54,12 @@ def interpolate_cmd(args) -> int:
     return 0
 
 
-def _add_traverse(sub, common) -> None:
-    p = sub.add_parser("traverse", help="latent traversals of an autoencoder (beta-VAE) and its MIG",
-                       description="Vary each latent unit of an image's code over --values, write one row per "
-                       "unit as a PNG grid, and print the mutual information gap (Chen et al. 2018) of the "
-                       "test split's codes against the thickness, slant and size terciles of the digits.")
+def _args_traverse(p) -> None:
     p.add_argument("family", metavar="FAMILY", choices=_TRAVERSE, help="model family (" + ", ".join(_TRAVERSE) + ")")
     p.add_argument("--checkpoint", required=True, help="checkpoint written by 'genfast train FAMILY'")
     p.add_argument("--image", default="digits:0", metavar="IMG", help="image to traverse around (default digits:0)")
     p.add_argument("--values", default="-3,-2,-1,0,1,2,3", help="values given to each unit (default -3..3)")
     p.add_argument("--out", default="traversal.png", help="PNG file (default traversal.png)")
-    common(p)
-    p.set_defaults(func=traverse_cmd, command="traverse")
 
 
 def traverse_cmd(args) -> int:
@@ -94,5 +85,13 @@ def traverse_cmd(args) -> int:
     return 0
 
 
-#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
-COMMANDS = (_add_interpolate, _add_traverse)
+#: this module's ``genfast`` subcommands (registered by :func:`genfast.cli._command.add_command`)
+COMMANDS = (
+    Command("interpolate", interpolate_cmd, "decode a path between two images' latents into a PNG strip",
+            "Encode --from and --to with a trained model, decode --steps points on the path between the latents "
+            "(slerp for flows and DDPM, linear otherwise), write a PNG strip.", _args_interpolate),
+    Command("traverse", traverse_cmd, "latent traversals of an autoencoder (beta-VAE) and its MIG",
+            "Vary each latent unit of an image's code over --values, write one row per unit as a PNG grid, and "
+            "print the mutual information gap (Chen et al. 2018) of the test split's codes against the thickness, "
+            "slant and size terciles of the digits.", _args_traverse),
+)

@@ -3,15 +3,12 @@ restoration tasks of the digits (PSNR, SSIM, classifier accuracy), as Markdown."
 
 from __future__ import annotations
 
+from genfast.cli._command import Command
+
 __all__ = ["COMMANDS"]
 
 
-def _add_table(sub, common) -> None:
-    p = sub.add_parser("restoration-table", help="denoise/inpaint/super-resolve/deblur the digits: PSNR, SSIM, "
-                       "classifier accuracy per method",
-                       description="Train RED-Net (symmetric skips) and the same encoder-decoder without skips "
-                       "on each corruption, restore the test digits with them and with a DDPM prior (RePaint, "
-                       "DDNM), and print PSNR/SSIM/classifier accuracy per method.")
+def _args_table(p) -> None:
     p.add_argument("--tasks", default="denoise,inpaint,superres,deblur", help="comma-separated tasks")
     p.add_argument("--steps", type=int, default=1500, help="training steps of each network (default 1500)")
     p.add_argument("--ddpm", default=None, help="a DDPM checkpoint to use as the prior (default: train one)")
@@ -23,8 +20,6 @@ def _add_table(sub, common) -> None:
     p.add_argument("--no-ddpm", action="store_true", help="skip the DDPM rows")
     p.add_argument("--n-test", type=int, default=None, help="restore only the first N test digits")
     p.add_argument("--out", default=None, help="Markdown file to write the table to (its own section)")
-    common(p)
-    p.set_defaults(func=table, command="restoration-table")
 
 
 def table(args) -> int:
@@ -78,5 +73,11 @@ def table(args) -> int:
                        format_restoration_table, "Restoration (genfast restoration-table)", describe)
 
 
-#: the functions adding this module's ``genfast`` subcommands (see :data:`genfast.cli._USE_COMMANDS`)
-COMMANDS = (_add_table,)
+#: this module's ``genfast`` subcommands (registered by :func:`genfast.cli._command.add_command`)
+COMMANDS = (
+    Command("restoration-table", table,
+            "denoise/inpaint/super-resolve/deblur the digits: PSNR, SSIM, classifier accuracy per method",
+            "Train RED-Net (symmetric skips) and the same encoder-decoder without skips on each corruption, restore "
+            "the test digits with them and with a DDPM prior (RePaint, DDNM), and print PSNR/SSIM/classifier "
+            "accuracy per method.", _args_table),
+)
