@@ -277,3 +277,6 @@ def gibbs_epilogue_triton(pre: torch.Tensor, philox: torch.Tensor, state: torch.
     grid = (triton.cdiv(n, EPILOGUE_BLOCK),)
     _epilogue_kernel[grid](pre, philox, state, prob, n, step_offset, float(sigma), GAUSSIAN=bool(gaussian),
                            BLOCK=EPILOGUE_BLOCK)
+
+
+__all__ = ["gibbs_triton", "gibbs_epilogue_triton", "PRECISIONS"]

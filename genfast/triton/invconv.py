@@ -247,3 +247,6 @@ def fold_lu_triton(perm, lower, upper, sign_s, log_s, actnorm_scale, actnorm_bia
         HAS_S=actnorm_scale is not None, HAS_B=actnorm_bias is not None, REVERSE=bool(reverse),
         BLOCK=block, LOG2=block.bit_length() - 1, num_warps=8 if block >= 64 else 4,
     )
+
+
+__all__ = ["invconv1x1_triton", "fold_lu_triton", "PRECISIONS", "FOLD_MAX_C"]

@@ -42,3 +42,6 @@ def random_triton(out: torch.Tensor, philox: torch.Tensor, normal: bool, cap: fl
     # up to 3 leading positions before element 0 when offset is not a multiple of 4
     grid = (triton.cdiv(n + 3, BLOCK),)
     _random_kernel[grid](out, philox, n, cap, NORMAL=normal, BLOCK=BLOCK)
+
+
+__all__ = ["random_triton"]

@@ -3,7 +3,6 @@
 The arithmetic mirrors csrc/include/genfast/sampling_step_math.h line by line.
 """
 
-import torch
 import triton
 import triton.language as tl
 
@@ -155,4 +154,4 @@ def sampling_step_triton(mo, mou, x, noise, t, pt, ac, row_scale, thr, philox, p
     )
 
 
-__all__ = ["sampling_step_triton", "torch"]
+__all__ = ["sampling_step_triton"]
