@@ -28,11 +28,14 @@ __all__ = ["InfoGAN", "categorical_purity"]
 class InfoGAN(_GAN):
     """InfoGAN on the DCGAN generator and discriminator (see :mod:`genfast.models.gans`).
 
-    Each :meth:`training_step` updates the discriminator on the GAN loss, then the generator and
-    ``Q`` (with the discriminator's body, which ``Q`` shares) on the non-saturating GAN loss plus
-    ``info_weight`` times the information loss: the cross-entropy of the categorical code and,
-    for the continuous codes, the negative log-likelihood of a unit-variance Gaussian (half the
-    squared error), as in Chen et al. 2016, sec. 5 and appendix C.
+    Each :meth:`training_step` updates the discriminator and ``Q`` (which shares the
+    discriminator's body) on the GAN loss plus ``info_weight`` times the information loss of the
+    detached fakes, then the generator alone on the non-saturating GAN loss plus ``info_weight``
+    times the information loss. The information loss is the cross-entropy of the categorical
+    code and, for the continuous codes, the negative log-likelihood of a unit-variance Gaussian
+    (half the squared error), as in Chen et al. 2016, sec. 5 and appendix C. No parameter is
+    moved by two optimizers, and the generator's adversarial loss never reaches the
+    discriminator's weights.
 
     Args:
         image_shape: ``(C, H, W)``, H and W divisible by 4.
@@ -81,10 +84,12 @@ class InfoGAN(_GAN):
         feat = self.discriminator.head.in_features
         self.q_head = nn.Sequential(nn.Linear(feat, 128), nn.LeakyReLU(0.2),
                                     nn.Linear(128, num_categories + num_continuous))
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.g_optimizer = torch.optim.Adam(list(self.generator.parameters()) + list(self.q_head.parameters())
-                                            + list(self.discriminator.body.parameters()), lr=5 * lr,
-                                            betas=(0.5, 0.999))
+        # Each parameter has one optimizer (as the paper's code): the discriminator's and Q's (which
+        # share the body) minimise the GAN loss plus the information loss on detached fakes; the
+        # generator's minimises the generator loss plus the information loss.
+        self.d_optimizer = torch.optim.Adam(list(self.discriminator.parameters()) + list(self.q_head.parameters()),
+                                            lr=lr, betas=(0.5, 0.999))
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=5 * lr, betas=(0.5, 0.999))
 
     def _codes(self, n: int, generator=None, categories=None):
         z = gaussian_noise((n, self.noise_dim), generator, self.device)
@@ -115,23 +120,30 @@ class InfoGAN(_GAN):
         b = x.shape[0]
         codes, cat, cont = self._codes(b)
         fake = self.generator(codes)
+        # discriminator and Q: the GAN loss and the information loss, on detached fakes
         d_loss = discriminator_loss(self.discriminator(x), self.discriminator(fake.detach()))
+        d_info = self._info_loss(fake.detach(), cat, cont)[0]
         self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (d_loss + self.info_weight * d_info).backward()
         self.d_optimizer.step()
-
+        # generator: the non-saturating loss and the information loss through the updated Q
         g_loss = generator_loss(self.discriminator(fake))
-        logits, mean = self.q_logits(fake)
-        info_cat = F.cross_entropy(logits, cat)
-        info_cont = 0.5 * (mean - cont).pow(2).sum(1).mean() if self.num_continuous else logits.new_zeros(())
-        loss = g_loss + self.info_weight * (info_cat + info_cont)
+        info, info_cat, info_cont = self._info_loss(fake, cat, cont)
         self.g_optimizer.zero_grad(set_to_none=True)
-        params = [p for g in self.g_optimizer.param_groups for p in g["params"]]
-        loss.backward(inputs=params)
+        (g_loss + self.info_weight * info).backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
         self.step_count += 1
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
                 "info_cat": info_cat.item(), "info_cont": info_cont.item()}
+
+    def _info_loss(self, images, cat, cont):
+        """``(L_I, cross-entropy of the categorical code, Gaussian NLL of the continuous codes)``
+        of ``Q`` on ``images`` generated from ``cat`` / ``cont`` (Chen et al. 2016, eq. 5, up to
+        the constant entropy H(c))."""
+        logits, mean = self.q_logits(images)
+        info_cat = F.cross_entropy(logits, cat)
+        info_cont = 0.5 * (mean - cont).pow(2).sum(1).mean() if self.num_continuous else logits.new_zeros(())
+        return info_cat + info_cont, info_cat, info_cont
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, categories=None) -> torch.Tensor:
