@@ -54,7 +54,7 @@ class ACGAN(ConditionalGAN):
 
     def _d_both(self, x):
         f = self.discriminator.features(x)
-        return self.discriminator.head(f).squeeze(1), self.discriminator.class_head(f)
+        return self.discriminator.logits(f), self.discriminator.class_head(f)
 
     def class_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The auxiliary classifier's logits ``[B, K]`` for images ``[B, C, H, W]``."""

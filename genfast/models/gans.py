@@ -99,7 +99,7 @@ class DCGANDiscriminator(nn.Module):
         in_extra: extra input channels (the conditional GAN's label plane).
 
     ``features(x)``: ``[B, C + in_extra, H, W]`` -> ``[B, d1 * H/4 * W/4]`` (the last hidden
-    layer, VAE-GAN's ``Dis_l``); ``forward(x)``: logits ``[B]``.
+    layer, VAE-GAN's ``Dis_l``); ``forward(x)``: logits ``[B]``, ``logits(features(x))``.
     """
 
     def __init__(self, image_shape, channels=(64, 128), dropout: float = 0.3, in_extra: int = 0):
@@ -120,8 +120,12 @@ class DCGANDiscriminator(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The real/fake logits ``[B]`` of :meth:`features`' output (for heads that share the body)."""
+        return self.head(features).squeeze(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x)).squeeze(1)
+        return self.logits(self.body(x))
 
 
 class _GAN(ZooModel):

@@ -112,7 +112,10 @@ class InfoGAN(_GAN):
     def q_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``Q``'s categorical logits ``[B, num_categories]`` and continuous means
         ``[B, num_continuous]`` for images ``[B, C, H, W]``."""
-        out = self.q_head(self.discriminator.features(images))
+        return self._q(self.discriminator.features(images))
+
+    def _q(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.q_head(features)
         return out[:, :self.num_categories], out[:, self.num_categories:]
 
     def training_step(self, batch) -> dict[str, float]:
@@ -122,15 +125,19 @@ class InfoGAN(_GAN):
         b = x.shape[0]
         codes, cat, cont = self._codes(b)
         fake = self.generator(codes)
-        # discriminator and Q: the GAN loss and the information loss, on detached fakes
-        d_loss = discriminator_loss(self.discriminator(x), self.discriminator(fake.detach()))
-        d_info = self._info_loss(fake.detach(), cat, cont)[0]
+        disc = self.discriminator
+        # discriminator and Q: the GAN loss and the information loss, on detached fakes (one pass
+        # of the shared body feeds both heads)
+        f_fake = disc.features(fake.detach())
+        d_loss = discriminator_loss(disc(x), disc.logits(f_fake))
+        d_info = self._info_loss(f_fake, cat, cont)[0]
         self.d_optimizer.zero_grad(set_to_none=True)
         (d_loss + self.info_weight * d_info).backward()
         self.d_optimizer.step()
         # generator: the non-saturating loss and the information loss through the updated Q
-        g_loss = generator_loss(self.discriminator(fake))
-        info, info_cat, info_cont = self._info_loss(fake, cat, cont)
+        f_fake = disc.features(fake)
+        g_loss = generator_loss(disc.logits(f_fake))
+        info, info_cat, info_cont = self._info_loss(f_fake, cat, cont)
         self.g_optimizer.zero_grad(set_to_none=True)
         (g_loss + self.info_weight * info).backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
@@ -138,11 +145,11 @@ class InfoGAN(_GAN):
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
                 "info_cat": info_cat.item(), "info_cont": info_cont.item()}
 
-    def _info_loss(self, images, cat, cont):
+    def _info_loss(self, features, cat, cont):
         """``(L_I, cross-entropy of the categorical code, Gaussian NLL of the continuous codes)``
-        of ``Q`` on ``images`` generated from ``cat`` / ``cont`` (Chen et al. 2016, eq. 5, up to
-        the constant entropy H(c))."""
-        logits, mean = self.q_logits(images)
+        of ``Q`` on the discriminator's ``features`` of images generated from ``cat`` / ``cont``
+        (Chen et al. 2016, eq. 5, up to the constant entropy H(c))."""
+        logits, mean = self._q(features)
         info_cat = F.cross_entropy(logits, cat)
         info_cont = 0.5 * (mean - cont).pow(2).sum(1).mean() if self.num_continuous else logits.new_zeros(())
         return info_cat + info_cont, info_cat, info_cont
