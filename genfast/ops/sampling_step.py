@@ -157,7 +157,7 @@ def _step_impl(a: StepArgs):
         if sample.dtype != torch.float32:
             f32 = lambda v: None if v is None else v.float()  # noqa: E731
             pass1 = pass1.replace(model_output=f32(a.model_output), sample=sample.float(),
-                                   model_output_uncond=f32(a.model_output_uncond))
+                                  model_output_uncond=f32(a.model_output_uncond))
             x0_1, prev_1 = torch.empty_like(pass1.sample), torch.empty_like(pass1.sample)
         _launch(pass1, backend, row_scale=row_scale, thr=None, prev=prev_1, x0=x0_1)
         s = torch.quantile(x0_1.reshape(x0_1.shape[0], -1).abs(), a.dynamic_thresholding_ratio, dim=1)

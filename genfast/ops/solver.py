@@ -168,8 +168,8 @@ def _threshold_scale(a: SolverArgs, backend, row_scale):
     x32 = a.sample.float()
     m32 = torch.empty_like(x32)
     pass1 = a.replace(model_output=f32(a.model_output), sample=x32, model_output_uncond=f32(a.model_output_uncond),
-                       last_sample=f32(a.last_sample), history=[h.float() for h in a.history], clip_sample_range=0.0,
-                       round_converted=False)
+                      last_sample=f32(a.last_sample), history=[h.float() for h in a.history], clip_sample_range=0.0,
+                      round_converted=False)
     _launch(pass1, backend, row_scale=row_scale, thr=None, prev=torch.empty_like(x32), conv=m32, corr=None,
             clamp_mode=_CLAMP_NONE)
     coef = a.coefficients.reshape(-1, NUM_COEFFICIENTS).float()
