@@ -44,6 +44,10 @@ from torch import nn
 
 from genfast._checks import check_int, check_number
 
+if dist.is_available():  # imported before any process group exists (genfast.training.distributed)
+    import torch.distributed.nn  # noqa: F401
+
+
 __all__ = ["FSQ", "LFQ", "LFQLossBreakdown"]
 
 _LFQReturn = namedtuple("Return", ["quantized", "indices", "entropy_aux_loss"])
@@ -394,9 +398,7 @@ class LFQ(nn.Module):
         per_sample = ps_sum / max(m * self.num_codebooks, 1)
         avg = avg / max(m, 1)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            import torch.distributed.nn.functional as dist_fn
-
-            avg = dist_fn.all_reduce(avg) / dist.get_world_size()
+            avg = torch.distributed.nn.functional.all_reduce(avg) / dist.get_world_size()
         return per_sample, _entropy(avg).mean()
 
     def forward(self, x, inv_temperature=100.0, return_loss_breakdown=False, mask=None):

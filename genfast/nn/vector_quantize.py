@@ -41,6 +41,10 @@ from torch import nn
 from genfast import ops
 from genfast._checks import check_int, check_number
 
+if dist.is_available():  # imported before any process group exists (genfast.training.distributed)
+    import torch.distributed.nn  # noqa: F401
+
+
 __all__ = ["VectorQuantize", "ResidualVQ", "LossBreakdown"]
 
 _log = logging.getLogger("genfast")

@@ -11,6 +11,8 @@ import torch
 
 
 def _init(rank: int, world: int, init_file: str) -> None:
+    import genfast.training.distributed  # noqa: F401  (imports torch.distributed.nn before the group exists)
+
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
 
@@ -79,6 +81,27 @@ def ddp_sample(rank: int, world: int, init_file: str, out_dir: str, n: int) -> N
         torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
+
+
+def gloo_threads_after_destroy(rank: int, world: int, init_file: str, result: str) -> None:
+    """Init the group as the tests do, build an optimiser (which imports torch._dynamo), run a
+    collective, destroy the group; rank 0 writes the names of this process's threads that are
+    still gloo's (``/proc/self/task/*/comm``) to the JSON ``result``."""
+    _init(rank, world, init_file)
+    try:
+        torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
+        t = torch.ones(3)
+        torch.distributed.all_reduce(t)
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+    if rank == 0:
+        names = []
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        with open(result, "w") as f:
+            json.dump([n for n in names if "gloo" in n], f)
 
 
 def spawn(fn, world: int, *args) -> None:

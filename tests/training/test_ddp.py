@@ -6,6 +6,7 @@ world sizes 1, 2 and 3 (item 4). The processes are spawned with torch.multiproce
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,3 +61,13 @@ def test_sharded_sampling_is_the_same_for_1_2_3_processes(tmp_path):
         outs.append(data["images"])
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
     assert not np.array_equal(outs[0][0], outs[0][3])  # chunks do get different noise
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc to list threads")
+def test_destroyed_group_leaves_no_gloo_thread(tmp_path):
+    """After destroy_process_group no gloo worker thread may outlive the group: one alive at the
+    interpreter's exit aborted a rank at times (SIGABRT). Fails when torch.distributed.nn is first
+    imported after init_process_group (it captured the group in default arguments)."""
+    path = tmp_path / "threads.json"
+    W.spawn(W.gloo_threads_after_destroy, 2, str(path))
+    assert json.loads(path.read_text()) == []
