@@ -21,6 +21,7 @@ from genfast.losses import (
     gram_matrix,
     mmd,
     mmd_kernel,
+    mode_seeking_loss,
     perceptual_loss,
     style_loss,
 )
@@ -247,3 +248,31 @@ def test_feature_extractor_and_perceptual_loss():
         perceptual_loss(fx["conv1"], fy["conv2"])
     with pytest.raises(ValueError, match="criterion"):
         perceptual_loss(fx, fy, criterion="huber")
+
+
+def test_mode_seeking_loss_matches_the_formula_and_rewards_diversity():
+    g = torch.Generator().manual_seed(0)
+    fake = torch.randn(7, 1, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)  # odd: row 6 unused
+    z = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    ratio = (fake[:3] - fake[3:6]).abs().mean() / (z[:3] - z[3:6]).abs().mean()
+    got = mode_seeking_loss(fake, z)
+    torch.testing.assert_close(got, 1 / (ratio + 1e-5))
+    (grad,) = torch.autograd.grad(got, fake)
+    assert grad[6].abs().sum() == 0  # the unpaired row takes no part
+    # one gradient step apart makes the pairs differ more and the loss smaller
+    moved = (fake - 0.1 * grad).detach()
+    assert mode_seeking_loss(moved, z) < got
+    # identical pairs give the largest value, 1 / eps
+    same = torch.cat([fake[:3], fake[:3]]).detach()
+    assert float(mode_seeking_loss(same, z[:6])) == pytest.approx(1e5)
+
+
+def test_mode_seeking_loss_errors():
+    with pytest.raises(ValueError, match="B >= 2"):
+        mode_seeking_loss(torch.zeros(1, 3), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="same B"):
+        mode_seeking_loss(torch.zeros(4, 3), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="eps"):
+        mode_seeking_loss(torch.zeros(4, 3), torch.ones(4, 2), eps=0.0)
+    with pytest.raises(TypeError):
+        mode_seeking_loss([[0.0]], torch.zeros(4, 2))

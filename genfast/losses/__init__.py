@@ -5,7 +5,7 @@ Every function takes and returns ``torch`` tensors and is differentiable; the ``
 bundle a frozen feature network (:class:`FeatureExtractor`) with a feature-space loss.
 """
 
-from .adversarial import discriminator_loss, generator_loss, gradient_penalty
+from .adversarial import discriminator_loss, generator_loss, gradient_penalty, mode_seeking_loss
 from .kl import gaussian_kl
 from .maximum_mean_discrepancy import IMQ_SCALES, mmd, mmd_kernel
 from .perceptual import (
@@ -33,6 +33,7 @@ __all__ = [
     "gram_matrix",
     "mmd",
     "mmd_kernel",
+    "mode_seeking_loss",
     "perceptual_loss",
     "style_loss",
 ]

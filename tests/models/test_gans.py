@@ -141,6 +141,36 @@ def test_conditional_gan_labels():
         m.sample(2, labels=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="num_classes"):
         ConditionalGAN(num_classes=1)
+    with pytest.raises(ValueError, match="mode_seeking_weight"):
+        ConditionalGAN(mode_seeking_weight=-0.1)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.03])
+def test_conditional_gan_mode_seeking_pairs_the_fake_labels(weight, monkeypatch):
+    torch.manual_seed(0)
+    m = ConditionalGAN(num_classes=3, mode_seeking_weight=weight)
+    seen = []
+    g = m._g
+    monkeypatch.setattr(m, "_g", lambda z, y: seen.append(y.clone()) or g(z, y))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    out = m.training_step((torch.rand(5, 1, 8, 8) * 2 - 1, y))
+    expected = torch.tensor([0, 1, 0, 1, 1]) if weight else y  # rows i and i + 2 share a label; row 4 stays
+    assert torch.equal(seen[0], expected)
+    assert (out["mode_seeking"] > 0) == (weight > 0)
+
+
+def test_conditional_gan_mode_seeking_keeps_the_noise_in_use():
+    """Within a class, the samples' per-pixel spread over z, relative to the data's: 0.22-0.23
+    without the mode-seeking term after 400 steps (seeds 0-2), 1.03-1.07 with the default 0.03."""
+    from genfast.data import load_digits
+
+    x, y = load_digits("train")
+    torch.manual_seed(0)
+    m = ConditionalGAN()
+    m.fit(x, y, steps=400, seed=0)
+    imgs = m.sample(200, generator=torch.Generator().manual_seed(1), labels=torch.arange(10).repeat_interleave(20))
+    real = torch.stack([x[y == c].flatten(1).std(dim=0).mean() for c in range(10)]).mean()
+    assert float(imgs.view(10, 20, -1).std(dim=1).mean() / real) > 0.6
 
 
 def test_vaegan_encode_decode():
