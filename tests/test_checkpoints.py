@@ -301,3 +301,19 @@ def test_cli_trained_models_load_with_from_pretrained(argv, klass, tmp_path):
     again, _ = family.load(out, "cpu", argv[1])
     a, b = model.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_mode_seeking_weight(tmp_path, capsys):
+    """``--mode-seeking-weight`` reaches the conditional GANs' constructor and is refused elsewhere."""
+    from genfast.training import from_pretrained
+
+    out = tmp_path / "ac"
+    assert main(["train", "acgan", "--steps", "2", "--mode-seeking-weight", "0", "--out", str(out),
+                 "--no-progress", "--grid-every", "0"]) == 0
+    assert from_pretrained(out).mode_seeking_weight == 0.0
+    line = _cli_error(["train", "vae", "--steps", "2", "--mode-seeking-weight", "0.1", "--out", str(tmp_path / "v"),
+                       "--no-progress"], capsys)
+    assert "--mode-seeking-weight" in line
+    line = _cli_error(["train", "cgan", "--steps", "2", "--mode-seeking-weight", "-1", "--out", str(tmp_path / "c"),
+                       "--no-progress"], capsys)
+    assert "--mode-seeking-weight must be >= 0" in line

@@ -81,6 +81,8 @@ def add_train_args(p) -> None:
     p.add_argument("--beta", type=float, default=None, help="beta-vae: KL weight")
     p.add_argument("--capacity-max", type=float, default=None, help="beta-vae: final capacity C (nats)")
     p.add_argument("--kernel", default=None, choices=("imq", "rbf"), help="wae: MMD kernel")
+    p.add_argument("--mode-seeking-weight", type=float, default=None, metavar="W",
+                   help="cgan, acgan: weight of the mode-seeking term (default: the model's, 0.03 / 0.1; 0: off)")
     p.add_argument("--grid-every", type=int, default=500, metavar="K",
                    help="write a PNG grid of samples every K steps (0: never; default 500)")
 
@@ -91,6 +93,10 @@ def _overrides(args) -> dict:
         out.update(beta=args.beta, capacity_max=args.capacity_max)
     if args.name == "wae":
         out["kernel"] = args.kernel
+    if args.name in ("cgan", "acgan"):
+        out["mode_seeking_weight"] = args.mode_seeking_weight
+    elif args.mode_seeking_weight is not None:
+        raise ValueError(f"--mode-seeking-weight applies to cgan and acgan, not {args.name}")
     return out
 
 
