@@ -85,14 +85,8 @@ class ACGAN(ConditionalGAN):
 
         s, c = self._d_both(fake)
         cls_fake = F.cross_entropy(c, y_fake)
-        g_loss = generator_loss(s) + cls_fake
         ms = self._mode_seeking(fake, z)
-        if ms is not None:
-            g_loss = g_loss + ms
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward(inputs=list(self.generator.parameters()))
-        self.g_optimizer.step()
-        self.step_count += 1
+        g_loss = self._generator_update(generator_loss(s) + cls_fake, ms)
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
                 "cls_real": cls_real.item(), "cls_fake": cls_fake.item(),
                 "mode_seeking": 0.0 if ms is None else ms.item()}

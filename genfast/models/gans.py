@@ -158,6 +158,18 @@ class _GAN(ZooModel):
     def _z(self, n: int, generator=None) -> torch.Tensor:
         return self._noise((n, self.latent_dim), generator)
 
+    def _generator_update(self, g_loss: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """One step of the generator's optimiser on ``g_loss + extra`` (``extra`` may be None),
+        the gradients taken for the generator's parameters alone; counts the training step and
+        returns the loss."""
+        if extra is not None:
+            g_loss = g_loss + extra
+        self.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward(inputs=list(self.generator.parameters()))
+        self.g_optimizer.step()
+        self.step_count += 1
+        return g_loss
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` generated images ``[n, C, H, W]`` float32 in [-1, 1] (generator in eval mode).
@@ -260,13 +272,7 @@ class DCGAN(_GAN):
         d_loss.backward()
         self.d_optimizer.step()
 
-        g_loss = generator_loss(d_fake(fake))
-        if g_extra is not None:
-            g_loss = g_loss + g_extra
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward(inputs=list(self.generator.parameters()))
-        self.g_optimizer.step()
-        self.step_count += 1
+        g_loss = self._generator_update(generator_loss(d_fake(fake)), g_extra)
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
                 "d_real": torch.sigmoid(real_logits).mean().item(), "d_fake": torch.sigmoid(fake_logits).mean().item()}
 
