@@ -138,10 +138,7 @@ class InfoGAN(_GAN):
         f_fake = disc.features(fake)
         g_loss = generator_loss(disc.logits(f_fake))
         info, info_cat, info_cont = self._info_loss(f_fake, cat, cont)
-        self.g_optimizer.zero_grad(set_to_none=True)
-        (g_loss + self.info_weight * info).backward(inputs=list(self.generator.parameters()))
-        self.g_optimizer.step()
-        self.step_count += 1
+        self._generator_update(g_loss, self.info_weight * info)
         return {"loss": d_loss.item(), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
                 "info_cat": info_cat.item(), "info_cont": info_cont.item()}
 
